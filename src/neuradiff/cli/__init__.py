@@ -1,0 +1,16 @@
+"""Command-line interface: a thin layer over the Python API (``neuradiff --help``)."""
+
+from __future__ import annotations
+
+from neuradiff.cli._app import app
+
+# Each module registers its commands on ``app``.
+from neuradiff.cli import simulate_fields as _simulate_fields  # noqa: F401,E402
+
+
+def main() -> None:
+    """Entry point of the ``neuradiff`` console script."""
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,120 @@
+"""What a phase-field model is to the engine: a free energy plus its kinetics.
+
+A state is one tensor shaped ``[batch, field, H, W]`` (fields in ``model.field_names`` order); a field
+is the slice ``state[:, k]`` shaped ``[batch, H, W]``. Conserved fields follow Cahn-Hilliard kinetics
+∂c/∂t = ∇·(M∇μ) and non-conserved fields Allen-Cahn kinetics ∂η/∂t = −Lμ, with μ = δF/δφ.
+
+Subclasses provide the local free energy and its derivatives; this base class provides the discrete
+free energy (gradient energy with forward differences, so that ∂F_h/∂φ_ij = dx² μ_ij exactly), the
+diagnostics and the defaults for sources and bounds (none).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from neuradiff.physics.operators import check_boundary, forward_differences
+from neuradiff.physics.parameters import ParameterSet
+
+
+class PhaseFieldModel:
+    """Base class of the engine's models (see the module docstring for the state layout)."""
+
+    field_names: ClassVar[tuple[str, ...]] = ()
+    conserved: ClassVar[tuple[bool, ...]] = ()
+    params_type: ClassVar[type[ParameterSet]] = ParameterSet
+    name: ClassVar[str] = "model"
+
+    def __init__(self, *, boundary: str = "periodic") -> None:
+        self.boundary = check_boundary(boundary)
+
+    # ---- to be provided by each model ------------------------------------------------------------
+    def local_free_energy(self, state: Tensor, params: ParameterSet) -> Tensor:
+        """Bulk free-energy density f(φ), shape ``[batch, H, W]`` (energy per site)."""
+        raise NotImplementedError
+
+    def gradient_coefficients(self, params: ParameterSet) -> tuple[Any, ...]:
+        """κ of each field (energy · length²), in field order."""
+        raise NotImplementedError
+
+    def chemical_potential(self, state: Tensor, params: ParameterSet, dx: float) -> Tensor:
+        """μ = δF/δφ of every field, shape ``[batch, field, H, W]``."""
+        raise NotImplementedError
+
+    def rate(self, state: Tensor, params: ParameterSet, dx: float) -> Tensor:
+        """Deterministic ∂φ/∂t of every field, shape ``[batch, field, H, W]``."""
+        raise NotImplementedError
+
+    def stability_rate(self, state: Tensor, params: ParameterSet, dx: float) -> Tensor:
+        """Estimate λ of the fastest decaying mode; explicit Euler is stable for dt < 2/λ (0-d tensor)."""
+        raise NotImplementedError
+
+    def stabiliser(self, state: Tensor, params: ParameterSet, k2: Tensor) -> Tensor:
+        """Coefficient a_f(k) ≥ 0 of the linear stabilisation of each field, shape ``[field, H, W//2+1]``.
+
+        The semi-implicit step solves (1 + dt·a_f(k)) Δφ̂ = dt·(rate)^ for the increment Δφ.
+        """
+        raise NotImplementedError
+
+    # ---- defaults --------------------------------------------------------------------------------
+    def draw(self, generator: torch.Generator, shape: tuple[int, ...], dtype: torch.dtype) -> dict[str, Tensor] | None:
+        """Random numbers one step needs, drawn on the CPU from ``generator``; ``None`` if the model has none."""
+        return None
+
+    def forcing_increment(self, state: Tensor, params: ParameterSet, draws: dict[str, Tensor] | None,
+                          dt: float, dx: float) -> Tensor | None:
+        """Increment over a step of length ``dt`` from sources and noise (``None``: nothing)."""
+        return None
+
+    def project(self, state: Tensor) -> tuple[Tensor, Tensor]:
+        """Apply the model's bounds; returns (state, clamped pixel count per field ``[batch, field]``)."""
+        return state, torch.zeros(state.shape[:2], dtype=torch.long, device=state.device)
+
+    def extra_diagnostics(self, state: Tensor, params: ParameterSet, dx: float) -> dict[str, Tensor]:
+        """Model-specific diagnostics, each shaped ``[batch]``."""
+        return {}
+
+    # ---- shared ----------------------------------------------------------------------------------
+    def check_state(self, state: Tensor) -> None:
+        """Raise ``ValueError`` unless ``state`` is a floating tensor ``[batch, field, H, W]`` of this model."""
+        if not isinstance(state, Tensor):
+            raise ValueError(f"state must be a torch.Tensor, got {type(state).__name__}")
+        nf = len(self.field_names)
+        if state.ndim != 4 or state.shape[1] != nf:
+            raise ValueError(
+                f"{self.name} state must be shaped [batch, {nf}, H, W] (fields {', '.join(self.field_names)}), "
+                f"got {tuple(state.shape)}"
+            )
+        if not state.is_floating_point():
+            raise ValueError(f"state must be floating point, got {state.dtype}")
+        if state.shape[-1] < 3 or state.shape[-2] < 3:
+            raise ValueError(f"grid {tuple(state.shape[-2:])} is too small; need at least 3×3")
+
+    def check_params(self, params: ParameterSet) -> None:
+        if not isinstance(params, self.params_type):
+            raise ValueError(f"{self.name} needs {self.params_type.__name__}, got {type(params).__name__}")
+
+    def free_energy_density(self, state: Tensor, params: ParameterSet, dx: float) -> Tensor:
+        """f(φ) + Σ κ/2 (|D⁺_x φ|² + |D⁺_y φ|²), shape ``[batch, H, W]`` (energy per site)."""
+        density = self.local_free_energy(state, params)
+        for k, kappa in enumerate(self.gradient_coefficients(params)):
+            gx, gy = forward_differences(state[:, k], dx, boundary=self.boundary)
+            density = density + 0.5 * kappa * (gx * gx + gy * gy)
+        return density
+
+    def free_energy(self, state: Tensor, params: ParameterSet, dx: float) -> Tensor:
+        """Total free energy F_h = Σ density · dx², shape ``[batch]``."""
+        return self.free_energy_density(state, params, dx).sum(dim=(-1, -2)) * dx * dx
+
+    def diagnostics(self, state: Tensor, params: ParameterSet, dx: float) -> dict[str, Tensor]:
+        """Free energy, the total of every field (Σφ dx²) and model extras; each shaped ``[batch]``."""
+        with torch.no_grad():
+            out = {"free_energy": self.free_energy(state, params, dx)}
+            totals = state.sum(dim=(-1, -2), dtype=torch.float64) * dx * dx
+            for k, name in enumerate(self.field_names):
+                out[f"total_{name}"] = totals[:, k]
+            out.update(self.extra_diagnostics(state, params, dx))
+        return out

@@ -1,0 +1,299 @@
+"""Phase-field model of void kinetics in irradiated metals (Millett et al. 2011; NeuraDiff's simulator).
+
+Fields (site fractions, dimensionless): vacancy concentration ``c_v``, interstitial concentration ``c_i``
+and void order parameter ``eta`` (0 solid, 1 void); a state is ``[batch, 3, H, W]`` in that order.
+
+Free energy per site (N = 1)::
+
+    F = Σ h(η) f_s(c_v, c_i) + j(η) f_v(c_v, c_i) + κ_v/2 |∇c_v|² + κ_i/2 |∇c_i|² + κ_η/2 |∇η|²
+    h = (η − 1)²,  j = η²,  f_v = (c_v − 1)² + c_i²
+    f_s = E_v c_v + E_i c_i + kBT [c_v ln c_v + c_i ln c_i + s ln s],  s = 1 − c_v − c_i
+
+Kinetics: ∂c_v/∂t = ∇·(M_v∇μ_v) + P_v − R + ξ_v, ∂c_i/∂t = ∇·(M_i∇μ_i) + P_i − R + ξ_i,
+∂η/∂t = −L μ_η + P_η + ξ_η, with M_α = D_α c_α / kBT and R = (R_bulk + R_surf η²) c_v c_i. Cascades: where
+η < 0.8, with probability p_casc per pixel and step, P = V_g·U(0,1); P_v = bP, P_i = (1 − b)P,
+P_η = (2b − 1)P.
+
+Units: lengths in grid units (dx), time in simulation time units, energies per site in the same arbitrary
+energy unit as kBT. Two discretisations:
+
+``"reference"``
+    the published reference code: M∇²μ (non-conservative), logs floored at ``log_floor`` with f_s and
+    its derivatives set to 0 where s < ``log_floor``, noise ``noise·N(0,1)`` added to the rates (not
+    scaled by √dt), and every field clamped to [0, 1] after each step.
+``"conservative"`` (default)
+    flux form ∇·(M_face∇μ) with face mobilities (mass-conserving without sources), a C²
+    entropy x ln x continued by its quadratic Taylor expansion below ``log_floor`` (no jump in μ), Langevin
+    noise scaled by √dt and conservative on c_v and c_i (flux noise ∝ √(2 kBT M_face)), and only η held in
+    [0, 1] (an obstacle on the non-conserved order parameter): concentrations are never clipped, so no
+    mass is destroyed. Values of c outside [0, 1] are counted, not hidden.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from neuradiff.physics.model import PhaseFieldModel
+from neuradiff.physics.operators import LAPLACIAN_MAX_EIGENVALUE, flux_divergence, laplacian
+from neuradiff.physics.parameters import ParameterSet, parameter
+
+DISCRETISATIONS = ("conservative", "reference")
+#: The paper's matrix state outside a void: c_v, c_i (site fractions).
+MATRIX_C_V = 0.122
+MATRIX_C_I = 6.9e-4
+
+
+@dataclass(frozen=True)
+class VoidParameters(ParameterSet):
+    """Parameters of the void model (dimensionless simulation units; defaults: the paper's ground truth)."""
+
+    model_name: ClassVar[str] = "void"
+
+    E_v: float = parameter(8.0, "energy/site", "vacancy formation energy", (0.05, 50.0), learn=True)
+    E_i: float = parameter(8.0, "energy/site", "interstitial formation energy", (0.05, 50.0), learn=True)
+    kBT: float = parameter(5.0, "energy/site", "thermal energy k_B T", (0.01, 50.0), learn=True, minimum=1e-12)
+    kappa_v: float = parameter(1.0, "energy·dx²", "gradient coefficient of c_v", (0.01, 20.0), learn=True)
+    kappa_i: float = parameter(1.0, "energy·dx²", "gradient coefficient of c_i", (0.01, 20.0), learn=True)
+    kappa_eta: float = parameter(1.0, "energy·dx²", "gradient coefficient of eta", (0.01, 20.0), learn=True)
+    D_v: float = parameter(1.0, "dx²/time", "vacancy diffusivity", (0.01, 20.0), learn=True)
+    D_i: float = parameter(1.0, "dx²/time", "interstitial diffusivity", (0.01, 20.0), learn=True)
+    L: float = parameter(1.0, "1/(energy·time)", "Allen-Cahn mobility of eta", (0.01, 50.0), learn=True)
+    R_bulk: float = parameter(5.0, "1/time", "bulk recombination rate", (1e-3, 100.0))
+    R_surf: float = parameter(10.0, "1/time", "extra recombination rate at void surfaces", (1e-3, 100.0))
+    p_casc: float = parameter(0.01, "1/(pixel·step)", "cascade probability per pixel and step", (1e-5, 1.0),
+                              maximum=1.0)
+    bias: float = parameter(0.3, "1", "vacancy share b of cascade defects", (0.0, 1.0), scale="linear",
+                            maximum=1.0)
+    V_g: float = parameter(0.01, "1/time", "cascade defect generation amplitude", (1e-5, 100.0))
+    noise: float = parameter(0.01, "1", "thermal noise amplitude", (1e-6, 1.0))
+
+    @classmethod
+    def paper(cls) -> "VoidParameters":
+        """The ground truth of the paper's synthetic data (E/kBT = 1.6: hot, chosen for numerics)."""
+        return cls()
+
+    @classmethod
+    def petsc(cls) -> "VoidParameters":
+        """The PETSc ex61 / MOOSE Crow set (c_eq = exp(−E/kBT) = 6.9e-4)."""
+        return cls(E_v=0.8, E_i=0.8, kBT=0.11, L=10.0, R_bulk=1e-3, R_surf=10.0, p_casc=0.05, V_g=100.0)
+
+
+def _smooth_entropy(x: Tensor, delta: float) -> tuple[Tensor, Tensor, Tensor]:
+    """x ln x continued below δ by its quadratic Taylor expansion: (g, g' − 1, g''), all C⁰ and g ∈ C²."""
+    xc = torch.clamp(x, min=delta)
+    lg = torch.log(xc)
+    d = x - xc
+    g = xc * lg + (lg + 1.0) * d + d * d / (2.0 * delta)
+    return g, lg + d / delta, 1.0 / xc
+
+
+class VoidModel(PhaseFieldModel):
+    """The void-kinetics model (module docstring) with a chosen ``discretisation``.
+
+    Parameters
+    ----------
+    discretisation : {"conservative", "reference"}
+    log_floor : float
+        ε of the logarithms: the floor (reference) or the start of the quadratic continuation of
+        c ln c for c_v and c_i (conservative).
+    saturation_floor : float
+        Start of the quadratic continuation of s ln s, s = 1 − c_v − c_i (conservative only). s → 0 only
+        inside voids, where h(η) → 0; a floor of order 1e-2 keeps the equations non-stiff there when c_v
+        overshoots 1 slightly, without changing the matrix thermodynamics.
+    face_mobility : {"upwind", "mean"}
+        Face mobility of the flux form (conservative only): ``"upwind"`` (default) takes the mobility of
+        the cell the flux leaves, so the degenerate M ∝ c cannot drain a cell below zero; ``"mean"``
+        averages the two cells.
+    boundary : {"periodic", "no-flux"}
+    """
+
+    field_names = ("c_v", "c_i", "eta")
+    conserved = (True, True, False)
+    params_type = VoidParameters
+    name = "void"
+    #: η below which cascades can happen (reference code).
+    cascade_eta_max = 0.8
+
+    def __init__(self, discretisation: str = "conservative", *, log_floor: float = 1e-6,
+                 saturation_floor: float = 1e-2, face_mobility: str = "upwind", boundary: str = "periodic") -> None:
+        super().__init__(boundary=boundary)
+        if discretisation not in DISCRETISATIONS:
+            raise ValueError(f"unknown discretisation {discretisation!r}; choose one of {', '.join(DISCRETISATIONS)}")
+        if not (0 < log_floor < 0.5):
+            raise ValueError(f"log_floor must be in (0, 0.5), got {log_floor}")
+        self.discretisation = discretisation
+        if not (0 < saturation_floor < 0.5):
+            raise ValueError(f"saturation_floor must be in (0, 0.5), got {saturation_floor}")
+        self.log_floor = float(log_floor)
+        self.saturation_floor = float(saturation_floor)
+        if face_mobility not in ("upwind", "mean"):
+            raise ValueError(f"unknown face_mobility {face_mobility!r}; choose 'upwind' or 'mean'")
+        self.face_mobility = face_mobility
+
+    def __repr__(self) -> str:
+        return (f"VoidModel(discretisation={self.discretisation!r}, log_floor={self.log_floor:g}, "
+                f"saturation_floor={self.saturation_floor:g}, boundary={self.boundary!r})")
+
+    # ---- thermodynamics --------------------------------------------------------------------------
+    def solid_free_energy(self, c_v: Tensor, c_i: Tensor, p: VoidParameters) -> tuple[Tensor, Tensor, Tensor]:
+        """f_s and its derivatives ∂f_s/∂c_v, ∂f_s/∂c_i, each ``[batch, H, W]``."""
+        s = 1.0 - c_v - c_i
+        eps = self.log_floor
+        if self.discretisation == "reference":
+            lv, li, ls = (torch.log(torch.clamp(x, min=eps)) for x in (c_v, c_i, s))
+            keep = (s >= eps).to(c_v.dtype)
+            f_s = keep * (p.E_v * c_v + p.E_i * c_i + p.kBT * (c_v * lv + c_i * li + s * ls))
+            return f_s, keep * (p.E_v + p.kBT * (lv - ls)), keep * (p.E_i + p.kBT * (li - ls))
+        gv, dv, _ = _smooth_entropy(c_v, eps)
+        gi, di, _ = _smooth_entropy(c_i, eps)
+        gs, ds, _ = _smooth_entropy(s, self.saturation_floor)
+        f_s = p.E_v * c_v + p.E_i * c_i + p.kBT * (gv + gi + gs)
+        return f_s, p.E_v + p.kBT * (dv - ds), p.E_i + p.kBT * (di - ds)
+
+    def local_free_energy(self, state: Tensor, params: VoidParameters) -> Tensor:
+        c_v, c_i, eta = state.unbind(1)
+        f_s, _, _ = self.solid_free_energy(c_v, c_i, params)
+        f_v = (c_v - 1.0) ** 2 + c_i * c_i
+        return (eta - 1.0) ** 2 * f_s + eta * eta * f_v
+
+    def gradient_coefficients(self, params: VoidParameters) -> tuple:
+        return params.kappa_v, params.kappa_i, params.kappa_eta
+
+    def chemical_potential(self, state: Tensor, params: VoidParameters, dx: float) -> Tensor:
+        return self._potentials(state, params, dx)[0]
+
+    def _potentials(self, state: Tensor, p: VoidParameters, dx: float) -> tuple[Tensor, Tensor, Tensor]:
+        """(μ stacked ``[batch, 3, H, W]``, f_s, f_v)."""
+        c_v, c_i, eta = state.unbind(1)
+        lap = laplacian(state, dx, boundary=self.boundary)
+        f_s, dfs_v, dfs_i = self.solid_free_energy(c_v, c_i, p)
+        f_v = (c_v - 1.0) ** 2 + c_i * c_i
+        h = (eta - 1.0) ** 2
+        j = eta * eta
+        mu_v = h * dfs_v + 2.0 * j * (c_v - 1.0) - p.kappa_v * lap[:, 0]
+        mu_i = h * dfs_i + 2.0 * j * c_i - p.kappa_i * lap[:, 1]
+        mu_eta = 2.0 * (eta - 1.0) * f_s + 2.0 * eta * f_v - p.kappa_eta * lap[:, 2]
+        return torch.stack((mu_v, mu_i, mu_eta), dim=1), f_s, f_v
+
+    # ---- kinetics --------------------------------------------------------------------------------
+    def mobilities(self, c_v: Tensor, c_i: Tensor, p: VoidParameters) -> Tensor:
+        """M_v, M_i = D c / kBT stacked ``[batch, 2, H, W]`` (negative c gives zero mobility, conservative)."""
+        c = torch.stack((c_v, c_i), dim=1)
+        if self.discretisation == "conservative":
+            c = torch.clamp(c, min=0.0)
+        d = torch.stack(torch.broadcast_tensors(torch.as_tensor(p.D_v), torch.as_tensor(p.D_i))).to(c)
+        return c * (d / p.kBT).view(1, 2, 1, 1)
+
+    @staticmethod
+    def recombination_rate(c_v: Tensor, c_i: Tensor, eta: Tensor, p: VoidParameters) -> Tensor:
+        """R = (R_bulk + R_surf η²) c_v c_i, ``[batch, H, W]`` (site fraction per time)."""
+        return (p.R_bulk + p.R_surf * eta * eta) * c_v * c_i
+
+    def rate(self, state: Tensor, params: VoidParameters, dx: float) -> Tensor:
+        c_v, c_i, eta = state.unbind(1)
+        mu, _, _ = self._potentials(state, params, dx)
+        m = self.mobilities(c_v, c_i, params)
+        if self.discretisation == "reference":
+            transport = m * laplacian(mu[:, :2], dx, boundary=self.boundary)
+        else:
+            transport = flux_divergence(m, mu[:, :2], dx, boundary=self.boundary, face=self.face_mobility)
+        r = self.recombination_rate(c_v, c_i, eta, params)
+        return torch.stack((transport[:, 0] - r, transport[:, 1] - r, -params.L * mu[:, 2]), dim=1)
+
+    # ---- sources and noise -----------------------------------------------------------------------
+    def draw(self, generator: torch.Generator, shape: tuple[int, ...], dtype: torch.dtype) -> dict[str, Tensor]:
+        b, _, h, w = shape
+        gate = torch.rand((b, h, w), generator=generator, dtype=dtype)
+        amplitude = torch.rand((b, h, w), generator=generator, dtype=dtype)
+        if self.discretisation == "reference":
+            xi = torch.randn((b, 3, h, w), generator=generator, dtype=dtype)
+        else:  # flux noise on the x and y faces of c_v and c_i, point noise on eta
+            xi = torch.randn((b, 5, h, w), generator=generator, dtype=dtype)
+        return {"gate": gate, "amplitude": amplitude, "xi": xi}
+
+    def cascade_source(self, eta: Tensor, gate: Tensor, amplitude: Tensor, p: VoidParameters) -> Tensor:
+        """P = V_g·U where η < 0.8 and the gate U₁ ≤ p_casc, else 0; ``[batch, H, W]`` (per time)."""
+        hit = ((eta < self.cascade_eta_max) & (gate <= p.p_casc)).to(eta.dtype)
+        return p.V_g * amplitude * hit
+
+    def forcing_increment(self, state: Tensor, params: VoidParameters, draws: dict[str, Tensor] | None,
+                          dt: float, dx: float) -> Tensor | None:
+        if draws is None:
+            return None
+        p = params
+        c_v, c_i, eta = state.unbind(1)
+        cascade = self.cascade_source(eta, draws["gate"], draws["amplitude"], p)
+        b = p.bias
+        src = torch.stack((b * cascade, (1.0 - b) * cascade, (2.0 * b - 1.0) * cascade), dim=1)
+        xi = draws["xi"]
+        if self.discretisation == "reference":
+            return dt * (src + p.noise * xi)
+        # Langevin terms: η point noise √(2 kBT L dt)·ξ; c flux noise through the discrete divergence.
+        m = self.mobilities(c_v, c_i, p)
+        m_e = 0.5 * (m + torch.roll(m, -1, dims=-1))
+        m_s = 0.5 * (m + torch.roll(m, -1, dims=-2))
+        zx = torch.sqrt(m_e) * xi[:, 0:2]
+        zy = torch.sqrt(m_s) * xi[:, 2:4]
+        div = (zx - torch.roll(zx, 1, dims=-1) + zy - torch.roll(zy, 1, dims=-2)) / dx
+        amp = p.noise * torch.sqrt(2.0 * p.kBT * dt * torch.ones((), dtype=state.dtype)) / dx
+        noise_c = amp * div
+        noise_eta = p.noise * torch.sqrt(2.0 * p.kBT * p.L * dt * torch.ones((), dtype=state.dtype)) * xi[:, 4]
+        noise = torch.cat((noise_c, noise_eta.unsqueeze(1)), dim=1)
+        return dt * src + noise
+
+    # ---- bounds ----------------------------------------------------------------------------------
+    def project(self, state: Tensor) -> tuple[Tensor, Tensor]:
+        outside = (state < 0.0) | (state > 1.0)
+        counts = outside.sum(dim=(-1, -2))
+        if self.discretisation == "reference":
+            return torch.clamp(state, 0.0, 1.0), counts
+        eta = torch.clamp(state[:, 2:3], 0.0, 1.0)
+        return torch.cat((state[:, :2], eta), dim=1), counts
+
+    # ---- step-size control -----------------------------------------------------------------------
+    def stability_rate(self, state: Tensor, params: VoidParameters, dx: float) -> Tensor:
+        p = params
+        with torch.no_grad():
+            c_v, c_i, eta = state.unbind(1)
+            k = LAPLACIAN_MAX_EIGENVALUE / (dx * dx)
+            h = (eta - 1.0) ** 2
+            j = eta * eta
+            m = self.mobilities(c_v, c_i, p)
+            # M·f'' of the dilute entropy with the degenerate mobility is D·h (no 1/c singularity); the
+            # s = 1 − c_v − c_i saturation term is left out: it is only large where h(eta) → 0 (inside voids).
+            fv = p.D_v * h + 2.0 * j * m[:, 0]
+            fi = p.D_i * h + 2.0 * j * m[:, 1]
+            lam_v = k * (fv + m[:, 0] * p.kappa_v * k).amax()
+            lam_i = k * (fi + m[:, 1] * p.kappa_i * k).amax()
+            f_s, _, _ = self.solid_free_energy(c_v, c_i, p)
+            f_v = (c_v - 1.0) ** 2 + c_i * c_i
+            lam_eta = p.L * ((2.0 * (f_s + f_v)).abs().amax() + p.kappa_eta * k)
+            return torch.stack([torch.as_tensor(x, dtype=torch.float64) for x in (lam_v, lam_i, lam_eta)]).amax()
+
+    def stabiliser(self, state: Tensor, params: VoidParameters, k2: Tensor) -> Tensor:
+        p = params
+        c_v, c_i, eta = state.unbind(1)
+        # Mobility bound M_v ≤ D_v max(c_v, 1)/kBT; local stiffness M·f'' ≈ D (degenerate mobility): S = kBT.
+        a_v = (p.D_v * torch.clamp(c_v.amax(), min=1.0) / p.kBT) * k2 * (p.kappa_v * k2 + p.kBT)
+        a_i = (p.D_i * torch.clamp(c_i.amax(), min=1.0) / p.kBT) * k2 * (p.kappa_i * k2 + p.kBT)
+        # Allen-Cahn: S ≥ max |∂²f/∂η²| = max |2 (f_s + f_v)| keeps the step energy-stable.
+        f_s, _, _ = self.solid_free_energy(c_v, c_i, p)
+        f_v = (c_v - 1.0) ** 2 + c_i * c_i
+        a_eta = p.L * (p.kappa_eta * k2 + torch.clamp((2.0 * (f_s + f_v)).abs().amax(), min=2.0))
+        return torch.stack(torch.broadcast_tensors(a_v, a_i, a_eta))
+
+    def extra_diagnostics(self, state: Tensor, params: VoidParameters, dx: float) -> dict[str, Tensor]:
+        """``void_area``: area with η ≥ 0.5 (dx²), shape ``[batch]``."""
+        return {"void_area": (state[:, 2] >= 0.5).sum(dim=(-1, -2)).to(torch.float64) * dx * dx}
+
+
+def equilibrium_vacancy_fraction(params: VoidParameters, c_i: float = 0.0) -> float:
+    """Homogeneous matrix equilibrium (η = 0, no sources): c_v with c_v/(1 − c_v − c_i) = exp(−E_v/kBT)."""
+    p = params.as_floats()
+    r = math.exp(-p["E_v"] / p["kBT"])
+    return r * (1.0 - c_i) / (1.0 + r)
