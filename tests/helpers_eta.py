@@ -24,7 +24,8 @@ def disk_stack(n_frames: int = 24, size: int | tuple[int, int] = 48, r_start: fl
     return out
 
 
-def concentrations(eta: np.ndarray, c_v_matrix: float = 0.12, c_i_matrix: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
+def concentrations(eta: np.ndarray, c_v_matrix: float = 0.12,
+                   c_i_matrix: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
     """c_v (matrix value outside, 1 inside voids) and a uniform c_i for an eta stack."""
     c_v = c_v_matrix + (1.0 - c_v_matrix) * eta
     c_i = np.full_like(eta, c_i_matrix)

@@ -12,6 +12,9 @@ def smooth_void_state(n=12, radius=3.0, dtype=torch.float64, batch=1, c_v_void=0
     s = s.clone()
     s[:, 0] = 0.122 + (c_v_void - 0.122) * s[:, 2]
     s[:, 2] = 0.05 + 0.9 * s[:, 2]  # keep eta off the bounds
+    # A generic (tie-free) interstitial field: min/upwind choices between cells are then unambiguous.
+    y, x = torch.meshgrid(torch.arange(n, dtype=dtype), torch.arange(n, dtype=dtype), indexing="ij")
+    s[:, 1] = 6.9e-4 * (1.0 + 0.3 * torch.sin(0.7 * x + 0.3) * torch.cos(0.5 * y + 0.1))
     return s.repeat(batch, 1, 1, 1)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +26,7 @@ VALUES = ("binary", "continuous")
 BOX_COVER = (0.4, 0.5)
 #: "boxes": rectangle sides as a fraction of the frame side.
 BOX_SIDE = (0.2, 0.45)
-#: Correlation length (pixels) of the annotator's boundary displacement field.
+#: Smoothing length (pixels) of the annotator's random boundary offset.
 JITTER_SCALE = 6.0
 #: Tolerance on eta outside [0, 1] (clipped); larger excursions are an error.
 ETA_TOLERANCE = 1e-3
@@ -41,8 +42,8 @@ class AnnotationSettings:
     region : ``"full"`` (whole frame), ``"half"`` (top or bottom half, at random per frame) or ``"boxes"``
         (random rectangles covering about 40–50 % of the frame).
     values : ``"binary"`` (eta >= 0.5) or ``"continuous"`` (eta itself, as in the paper).
-    jitter_px : annotator error: the largest boundary displacement in pixels (smooth random
-        displacement field per frame); 0 = exact.
+    jitter_px : annotator error: each frame's void boundaries move along their normal by a smooth random
+        offset of up to ±jitter_px pixels (typically ±0.75·jitter_px, correlated over ~6 px); 0 = exact.
     """
 
     fraction: float = 0.1
@@ -52,14 +53,14 @@ class AnnotationSettings:
 
     def __post_init__(self) -> None:
         f = self.fraction
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not (0.0 < f <= 1.0):
+        if isinstance(f, bool) or not isinstance(f, numbers.Real) or not (0.0 < f <= 1.0):
             raise NeuradiffError(f"annotation fraction must be in (0, 1], got {f!r}")
         if self.region not in REGIONS:
             raise NeuradiffError(f"unknown annotation region {self.region!r}; choose one of {', '.join(REGIONS)}")
         if self.values not in VALUES:
             raise NeuradiffError(f"unknown annotation values {self.values!r}; choose one of {', '.join(VALUES)}")
         j = self.jitter_px
-        if isinstance(j, bool) or not isinstance(j, (int, float)) or not math.isfinite(j) or j < 0:
+        if isinstance(j, bool) or not isinstance(j, numbers.Real) or not math.isfinite(j) or j < 0:
             raise NeuradiffError(f"annotation jitter_px must be a finite number >= 0, got {j!r}")
 
     def to_dict(self) -> dict:
@@ -93,6 +94,8 @@ def annotate(eta: np.ndarray, *, settings: AnnotationSettings = AnnotationSettin
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise NeuradiffError(f"seed must be a non-negative integer, got {seed!r}")
     t_len, h, w = eta.shape
+    if settings.region == "half" and h < 2:
+        raise NeuradiffError(f"region 'half' needs frames of at least 2 rows, got {h}")
     frames = annotated_frame_indices(t_len, settings.fraction)
 
     rng = np.random.default_rng(int(seed))
@@ -176,18 +179,21 @@ def _region_mask(shape: tuple[int, int], region: str, rng: np.random.Generator) 
 
 
 def _jitter(field: np.ndarray, amplitude: float, rng: np.random.Generator, binary: bool) -> np.ndarray:
-    """``field`` warped by a smooth random displacement of largest magnitude ``amplitude`` pixels."""
+    """``field`` with its void boundary moved along the normal by a smooth random offset in ±``amplitude`` px."""
     h, w = field.shape
-    disp = np.stack([ndimage.gaussian_filter(rng.standard_normal((h, w)), JITTER_SCALE, mode="wrap")
-                     for _ in range(2)])
-    peak = float(np.sqrt((disp**2).sum(axis=0)).max())
-    if peak > 0:
-        disp *= amplitude / peak
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    coords = np.stack([yy + disp[0], xx + disp[1]])
+    g = ndimage.gaussian_filter(rng.standard_normal((h, w)), JITTER_SCALE, mode="wrap")
+    offset = amplitude * np.tanh(1.5 * g / (g.std() + 1e-12))  # > 0: the void grows there
+    mask = field >= 0.5
+    if mask.all() or not mask.any():
+        return field
+    # signed distance to the rim (pixel edges), > 0 outside the void
+    sdf = np.where(mask, 0.5 - ndimage.distance_transform_edt(mask), ndimage.distance_transform_edt(~mask) - 0.5)
     if binary:
-        src = (field >= 0.5).astype(np.float64)
-        return ndimage.map_coordinates(src, coords, order=0, mode="nearest")
+        return (sdf < offset).astype(np.float64)
+    gy, gx = np.gradient(ndimage.gaussian_filter(sdf, 1.0))
+    norm = np.hypot(gy, gx) + 1e-12
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    coords = np.stack([yy - offset * gy / norm, xx - offset * gx / norm])  # sample inwards to grow
     return np.clip(ndimage.map_coordinates(field, coords, order=1, mode="nearest"), 0.0, 1.0)
 
 

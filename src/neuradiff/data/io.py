@@ -177,19 +177,27 @@ def _tifffile_errors() -> Iterator[list[str]]:
 # --------------------------------------------------------------------------- TIFF
 
 
-def _stack_from_axes(data: np.ndarray, axes: str, path) -> np.ndarray:
-    """``[T, H, W]`` from a tifffile series with ``axes`` (e.g. ``TYX``, ``YXS``, ``QYXS``)."""
+def _stack_from_axes(data: np.ndarray, axes: str, path, rgb: bool) -> np.ndarray:
+    """``[T, H, W]`` from a tifffile series with ``axes`` (e.g. ``TYX``, ``YXS``, ``QYXS``).
+
+    Colour samples (``S`` of an RGB page, interleaved or 8-bit) become grey; a planar 16-bit
+    "RGB" of three pages is taken as three frames (what ``tifffile.imwrite`` makes of a
+    ``[3, H, W]`` stack). Every other axis is flattened into frames,
+    except a channel axis next to another stack axis (a multi-channel hyperstack), which is refused.
+    """
     axes = axes.upper()
-    if "S" in axes:
+    colour = rgb and "S" in axes and (axes.endswith("S") or data.dtype == np.uint8)
+    if colour and data.shape[axes.index("S")] in (3, 4):
         data = to_grey(data, axes.index("S"))
         axes = axes.replace("S", "")
-    if "C" in axes and data.shape[axes.index("C")] > 1 and "Y" in axes:
-        raise bad(path, f"has {data.shape[axes.index('C')]} channels; neuradiff reads "
-                        "single-channel (grey) videos")
     if "Y" not in axes or "X" not in axes:
         if data.ndim < 2:
             raise bad(path, f"is not an image (array shape {data.shape})")
         axes = "Q" * (data.ndim - 2) + "YX"
+    stack_sizes = {a: n for a, n in zip(axes, data.shape) if a not in "YX" and n > 1}
+    if "C" in stack_sizes and len(stack_sizes) > 1:
+        raise bad(path, f"has {stack_sizes['C']} channels; neuradiff reads single-channel "
+                        "(grey) videos")
     order = [i for i, a in enumerate(axes) if a not in "YX"] + [axes.index("Y"), axes.index("X")]
     data = np.transpose(data, order)
     return data.reshape((-1,) + data.shape[-2:])
@@ -245,10 +253,12 @@ def _read_tiff(path: Path):
             raise bad(path, "contains no images")
         series = tif.series if not (tif.is_ome or tif.is_imagej) else tif.series[:1]
         shapes = {tuple(s.shape) for s in series}
-        if len(series) > 1 and len({(s.shape[-2:] if "S" not in s.axes else s.shape[-3:-1])
-                                    for s in series}) > 1:
+        sizes = {(s.shape[s.axes.index("Y")], s.shape[s.axes.index("X")])
+                 if "Y" in s.axes and "X" in s.axes else tuple(s.shape) for s in series}
+        if len(sizes) > 1:
             raise bad(path, f"pages have different sizes {sorted(shapes)}")
-        data = np.concatenate([_stack_from_axes(s.asarray(), s.axes, path) for s in series])
+        rgb = int(getattr(tif.pages[0], "photometric", 0)) == 2  # PHOTOMETRIC.RGB
+        data = np.concatenate([_stack_from_axes(s.asarray(), s.axes, path, rgb) for s in series])
         nm = dt = times = None
         source = "none"
         if tif.is_imagej:
@@ -481,7 +491,7 @@ def _dispatch(path: Path):
             src = "file names" + (" + dm metadata" if nm is not None else "")
             return frames, [str(p.relative_to(path)) for p in files], nm, None, times, src
         frames, files, nm = _read_folder(path)
-        return frames, [p.name for p in files], nm, None, None, "dm metadata" if nm else "none"
+        return frames, [p.name for p in files], nm, None, None, "file metadata" if nm else "none"
     if suffix in TIFF_SUFFIXES:
         frames, nm, dt, times, src = _guarded(path, _read_tiff, path)
     elif suffix in RSCIIO_SUFFIXES:

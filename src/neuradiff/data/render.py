@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +35,7 @@ REFERENCE_MATRIX = (-0.2081, 0.2141)
 REFERENCE_BOX = (19, 3, 3)
 
 #: tem mode: relative brightness gain inside a void (eta = 1) over the matrix.
-VOID_GAIN = 0.35
+VOID_GAIN = 0.45
 #: tem mode: grey level of the unshaded matrix as a fraction of the full scale.
 MATRIX_LEVEL = 0.42
 #: tem mode: peak-to-peak relative amplitude of the (fixed, not drifting) illumination ramp.
@@ -74,10 +75,10 @@ class RenderSettings:
     """
 
     mode: str = "tem"
-    dose: float = 150.0
+    dose: float = 100.0
     defocus: float = 1.5
     blur_sigma: float = 0.8
-    shade_strength: float = 0.35
+    shade_strength: float = 0.3
     shade_scale: float = 20.0
     concentration_coupling: float = 0.3
     grain: float = 0.04
@@ -91,7 +92,7 @@ class RenderSettings:
         for name in ("dose", "defocus", "blur_sigma", "shade_strength", "shade_scale", "concentration_coupling",
                      "grain", "flicker", "drift"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
                 raise NeuradiffError(f"render setting {name} must be a finite number >= 0, got {value!r}")
         if self.dose <= 0:
             raise NeuradiffError(f"render setting dose must be > 0 electrons/pixel/frame, got {self.dose!r}")
@@ -162,16 +163,18 @@ def contrast_to_noise(frames: np.ndarray, void_mask: np.ndarray) -> float:
     """Measured contrast-to-noise ratio of voids against the matrix.
 
     ``CNR = |mean(void) − mean(matrix)| / σ``, both means over pixels at least 2 px away from the void rim
-    (each class eroded by a radius-2 disk, frame by frame; the image border counts as outside). σ is the
-    spatial high-frequency noise of the matrix: each frame minus a Gaussian (σ = 3 px) background estimated
-    from the eroded matrix pixels alone (normalised convolution), over the eroded matrix pixels, as a robust
-    std (std of the residuals within 5 MAD-sigmas of their median). It includes shot noise and the fine
-    specimen texture, not the slowly varying shades or flicker.
+    (each class eroded by a radius-2 disk, frame by frame; pixels within 2 px of the image border are left
+    out too). σ is the spatial high-frequency noise of the matrix: each frame minus a Gaussian (σ = 3 px)
+    background estimated from the eroded matrix pixels alone (normalised convolution), taken over the eroded
+    matrix pixels as a robust std (std of the residuals within 5 MAD-sigmas of their median), corrected to be
+    unbiased for white noise. It includes shot noise and the fine specimen texture, not the slowly varying
+    shades or flicker. Not temporal differences: those miss static texture and are blind to time-filtered
+    noise (reference mode).
 
     Parameters
     ----------
     frames : ``[T, H, W]`` intensities (any real dtype).
-    void_mask : ``[T, H, W]`` bool, True on void pixels, aligned with ``frames``.
+    void_mask : ``[T, H, W]`` bool (or 0/1 integers), True on void pixels, aligned with ``frames``.
 
     Returns
     -------
@@ -230,7 +233,7 @@ def _render_tem(eta: np.ndarray, c_v: np.ndarray | None, c_i: np.ndarray | None,
     img = 1.0 + VOID_GAIN * eta
     if s.defocus > 0:
         width = 0.5 + 0.7 * s.defocus
-        depth = 0.6 * (1.0 - math.exp(-s.defocus))
+        depth = 0.7 * (1.0 - math.exp(-s.defocus))
         spread = ndimage.gaussian_filter(eta, (0, width, width), mode="wrap")
         outer = np.clip(spread - eta, 0.0, None)
         inner = np.clip(eta - spread, 0.0, None)
@@ -238,13 +241,14 @@ def _render_tem(eta: np.ndarray, c_v: np.ndarray | None, c_i: np.ndarray | None,
 
     # static specimen texture: fine grain plus a mottle of a few pixels
     if s.grain > 0:
-        img *= (1.0 + s.grain * (_smooth_noise(r_texture, (h, w), 0.7) + 0.8 * _smooth_noise(r_texture, (h, w), 4.0)))[None]
+        texture = _smooth_noise(r_texture, (h, w), 0.7) + 0.8 * _smooth_noise(r_texture, (h, w), 4.0)
+        img *= (1.0 + s.grain * texture)[None]
 
     # black shades: moving random blotches plus darkening where c_v / c_i exceed the matrix level
     darkness = np.zeros_like(img)
     if s.shade_strength > 0:
         field = _moving_field(r_shade, t_len, (h, w), s.shade_scale / 2.0)
-        darkness += s.shade_strength / (1.0 + np.exp(-(field - 0.7) / 0.3))
+        darkness += s.shade_strength / (1.0 + np.exp(-(field - 0.9) / 0.25))
     if s.concentration_coupling > 0 and (c_v is not None or c_i is not None):
         terms = [_excess(c, eta, scale) for c, scale in ((c_v, CV_EXCESS_SCALE), (c_i, CI_EXCESS_SCALE))
                  if c is not None]
@@ -372,8 +376,9 @@ def _cnr_stats(frames: np.ndarray, void_mask: np.ndarray) -> dict:
         raise NeuradiffError(f"frames must be [T, H, W], got shape {f.shape}")
     if m.shape != f.shape:
         raise NeuradiffError(f"void_mask shape {m.shape} does not match frames {f.shape}")
-    if m.dtype != np.bool_:
-        raise NeuradiffError(f"void_mask must be bool, got {m.dtype}")
+    if m.dtype.kind not in "biu":
+        raise NeuradiffError(f"void_mask must be bool (True on voids), got {m.dtype}")
+    m = m.astype(bool)
     f = f.astype(np.float64)
     disk = _disk(CNR_EROSION)[None]
     void = ndimage.binary_erosion(m, disk)

@@ -92,15 +92,20 @@ def _smooth_entropy(x: Tensor, delta: float) -> tuple[Tensor, Tensor, Tensor]:
     return g, lg + d / delta, 1.0 / xc
 
 
+def _harmonic_mean(a: Tensor, b: Tensor) -> Tensor:
+    return 2.0 * a * b / (a + b + torch.finfo(a.dtype).tiny)
+
+
 class VoidModel(PhaseFieldModel):
     """The void-kinetics model (module docstring) with a chosen ``discretisation``.
 
     Parameters
     ----------
     discretisation : {"conservative", "reference"}
-    log_floor : float
-        ε of the logarithms: the floor (reference) or the start of the quadratic continuation of
-        c ln c for c_v and c_i (conservative).
+    log_floor : float, optional
+        ε of the logarithms: the floor (reference, default 1e-6 as published) or the start of the quadratic
+        continuation of c ln c for c_v and c_i (conservative, default 1e-4: below the matrix c_i = 6.9e-4, and
+        large enough that noise driving c_i slightly negative does not make the equations stiff).
     saturation_floor : float
         Start of the quadratic continuation of s ln s, s = 1 − c_v − c_i (conservative only). s → 0 only
         inside voids, where h(η) → 0; a floor of order 1e-2 keeps the equations non-stiff there when c_v
@@ -119,11 +124,13 @@ class VoidModel(PhaseFieldModel):
     #: η below which cascades can happen (reference code).
     cascade_eta_max = 0.8
 
-    def __init__(self, discretisation: str = "conservative", *, log_floor: float = 1e-6,
+    def __init__(self, discretisation: str = "conservative", *, log_floor: float | None = None,
                  saturation_floor: float = 1e-2, face_mobility: str = "upwind", boundary: str = "periodic") -> None:
         super().__init__(boundary=boundary)
         if discretisation not in DISCRETISATIONS:
             raise ValueError(f"unknown discretisation {discretisation!r}; choose one of {', '.join(DISCRETISATIONS)}")
+        if log_floor is None:
+            log_floor = 1e-6 if discretisation == "reference" else 1e-4
         if not (0 < log_floor < 0.5):
             raise ValueError(f"log_floor must be in (0, 0.5), got {log_floor}")
         self.discretisation = discretisation
@@ -235,8 +242,10 @@ class VoidModel(PhaseFieldModel):
             return dt * (src + p.noise * xi)
         # Langevin terms: η point noise √(2 kBT L dt)·ξ; c flux noise through the discrete divergence.
         m = self.mobilities(c_v, c_i, p)
-        m_e = 0.5 * (m + torch.roll(m, -1, dims=-1))
-        m_s = 0.5 * (m + torch.roll(m, -1, dims=-2))
+        # Face noise scaled by the harmonic mean of the two cells' mobilities (smooth, and an empty cell
+        # exchanges no noise flux).
+        m_e = _harmonic_mean(m, torch.roll(m, -1, dims=-1))
+        m_s = _harmonic_mean(m, torch.roll(m, -1, dims=-2))
         zx = torch.sqrt(m_e) * xi[:, 0:2]
         zy = torch.sqrt(m_s) * xi[:, 2:4]
         div = (zx - torch.roll(zx, 1, dims=-1) + zy - torch.roll(zy, 1, dims=-2)) / dx

@@ -1,0 +1,268 @@
+"""Pictures of void measurements: PNG plots (matplotlib, Agg) and the overlay video (ffmpeg).
+
+The overlay draws void outlines in red, track ids in yellow, the frame time and, when the pixel size
+is known, a scale bar in nm, with a small built-in pixel font (no per-frame matplotlib: fast).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from neuradiff.data.files import atomic_path
+from neuradiff.errors import NeuradiffError
+
+# --------------------------------------------------------------------------- PNG plots
+
+
+def _figure(rows: int = 1, cols: int = 1, size=(6.4, 4.0)):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(rows, cols, squeeze=False)
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    return buf.getvalue()
+
+
+def _units(meas):
+    L = "nm" if meas.calibration.nm_per_px is not None and "x_nm" in meas.voids else "px"
+    has_time = "time_s" in meas.frames.columns
+    return L, has_time
+
+
+def _time_series(meas) -> bytes:
+    L, has_time = _units(meas)
+    fr = meas.frames
+    t = fr["time_s"] if has_time else fr["frame"]
+    fig, ax = _figure(2, 1, (6.4, 5.6))
+    ax[0, 0].plot(t, fr[f"mean_eq_diameter_{L}"], "o-", ms=3)
+    ax[0, 0].set_ylabel(f"mean equivalent diameter ({L})")
+    ax[1, 0].plot(t, fr["count"], "o-", ms=3, color="C1")
+    ax[1, 0].set_ylabel("void count")
+    ax[1, 0].set_xlabel("time (s)" if has_time else "frame")
+    rate = meas.params.get("dose_rate_dpa_per_s")
+    if rate and has_time:
+        top = ax[0, 0].secondary_xaxis("top", functions=(lambda x: x * rate, lambda d: d / rate))
+        top.set_xlabel("dose (dpa)")
+    return _png(fig)
+
+
+def _histograms(meas) -> bytes:
+    L, has_time = _units(meas)
+    frames = meas.frames["frame"].to_numpy(int)
+    picks = sorted({int(frames[0]), int(frames[len(frames) // 2]), int(frames[-1])}) \
+        if len(frames) else []
+    fig, ax = _figure(1, max(1, len(picks)), (3.2 * max(1, len(picks)), 3.4))
+    col = f"eq_diameter_{L}"
+    d_all = meas.voids[col].to_numpy(float)
+    bins = np.linspace(0, d_all.max() * 1.05, 21) if d_all.size else 10
+    for a, k in zip(ax[0], picks):
+        d = meas.voids.loc[meas.voids["frame"] == k, col].to_numpy(float)
+        a.hist(d, bins=bins, color="C0", edgecolor="white")
+        when = ""
+        if has_time:
+            when = f", t = {meas.frames.loc[meas.frames['frame'] == k, 'time_s'].iloc[0]:.3g} s"
+        a.set_title(f"frame {k}{when} (n = {len(d)})", fontsize=9)
+        a.set_xlabel(f"equivalent diameter ({L})")
+        a.set_ylabel("voids")
+    return _png(fig)
+
+
+def _trajectories(meas, background) -> bytes:
+    L, _ = _units(meas)
+    s = meas.calibration.nm_per_px if L == "nm" else 1.0
+    fig, ax = _figure(1, 1, (6.0, 6.0))
+    a = ax[0, 0]
+    if background is not None and len(background):
+        img = np.asarray(background[0], float)
+        h, w = img.shape
+        a.imshow(img, cmap="gray", extent=(-0.5 * s, (w - 0.5) * s, (h - 0.5) * s, -0.5 * s))
+    for tid, g in meas.voids.groupby("track_id"):
+        g = g.sort_values("frame")
+        a.plot(g["x_px"] * s, g["y_px"] * s, "-", lw=1)
+        a.plot(g["x_px"].iloc[:1] * s, g["y_px"].iloc[:1] * s, "o", ms=2, color="red")
+    a.set_xlabel(f"x ({L})")
+    a.set_ylabel(f"y ({L})")
+    a.set_title("void trajectories over the first frame", fontsize=10)
+    a.set_aspect("equal")
+    if background is None:
+        a.invert_yaxis()
+    return _png(fig)
+
+
+def render_plots(meas, background=None) -> dict[str, bytes]:
+    """PNG images by file name: ``time_series.png``, ``size_histograms.png``, ``trajectories.png``.
+
+    ``background``: ``[T, H, W]`` frames (or masks) shown under the trajectories.
+    """
+    if meas.frames.empty:
+        return {}
+    return {"time_series.png": _time_series(meas), "size_histograms.png": _histograms(meas),
+            "trajectories.png": _trajectories(meas, background)}
+
+
+# --------------------------------------------------------------------------- pixel font
+
+_GLYPHS = {
+    "0": "111101101101111", "1": "010110010010111", "2": "111001111100111",
+    "3": "111001111001111", "4": "101101111001001", "5": "111100111001111",
+    "6": "111100111101111", "7": "111001001001001", "8": "111101111101111",
+    "9": "111101111001111", ".": "000000000000010", " ": "000000000000000",
+    "n": "000000110101101", "m": "000000111111101", "s": "000011110011110",
+    "p": "000110101110100", "x": "000000101010101", "#": "101111101111101",
+    "-": "000000111000000", "=": "000111000111000", "t": "010111010010011",
+}
+
+
+def _text_mask(text: str, scale: int) -> np.ndarray:
+    """Boolean bitmap of ``text`` in the 3x5 font, each font pixel ``scale`` px wide."""
+    cols = []
+    for ch in text:
+        g = np.array([int(b) for b in _GLYPHS.get(ch, _GLYPHS[" "])], bool).reshape(5, 3)
+        cols += [g, np.zeros((5, 1), bool)]
+    bitmap = np.hstack(cols[:-1]) if cols else np.zeros((5, 0), bool)
+    return np.kron(bitmap, np.ones((scale, scale), bool))
+
+
+def _draw_text(rgb: np.ndarray, text: str, x: int, y: int, colour, scale: int) -> None:
+    """Write ``text`` with its top-left at (x, y), with a dark 1-px halo, clipped to the image."""
+    from scipy.ndimage import binary_dilation
+
+    mask = _text_mask(text, scale)
+    halo = binary_dilation(np.pad(mask, 1), iterations=1)
+    for m, c, ox, oy in ((halo, (0, 0, 0), x - 1, y - 1), (mask, colour, x, y)):
+        h, w = m.shape
+        y0, x0 = max(oy, 0), max(ox, 0)
+        y1, x1 = min(oy + h, rgb.shape[0]), min(ox + w, rgb.shape[1])
+        if y1 <= y0 or x1 <= x0:
+            continue
+        sub = m[y0 - oy:y1 - oy, x0 - ox:x1 - ox]
+        rgb[y0:y1, x0:x1][sub] = c
+
+
+def _scale_bar_nm(width_px: int, nm_per_px: float) -> float:
+    """A round length (1, 2 or 5 × 10^k nm) close to a fifth of the image width."""
+    target = width_px * nm_per_px / 5
+    k = np.floor(np.log10(target))
+    return float(min((m * 10**k for m in (1, 2, 5, 10)), key=lambda v: abs(v - target)))
+
+
+# --------------------------------------------------------------------------- overlay video
+
+
+def _display_range(frames: np.ndarray) -> tuple[float, float]:
+    pick = frames[np.linspace(0, len(frames) - 1, min(len(frames), 20)).astype(int)]
+    vals = pick[..., ::2, ::2].astype(np.float32)
+    vals = vals[np.isfinite(vals)]
+    if not vals.size:
+        return 0.0, 1.0
+    lo, hi = np.percentile(vals, [0.5, 99.5])
+    return float(lo), float(hi if hi > lo else lo + 1)
+
+
+def _overlay_frames(meas, video_frames, masks):
+    """Yield ``[H', W', 3]`` uint8 overlay frames (padded to even size)."""
+    from skimage.draw import circle_perimeter
+    from skimage.segmentation import find_boundaries
+
+    from neuradiff.analysis.measure import label_voids
+    from neuradiff.data.annotations import UNKNOWN, VOID
+
+    base = video_frames if video_frames is not None else masks
+    n, h, w = base.shape
+    if masks is not None and video_frames is not None and masks.shape != video_frames.shape:
+        raise NeuradiffError(f"masks {masks.shape} and video frames {video_frames.shape} differ "
+                             "in size; cannot draw the overlay")
+    lo, hi = _display_range(video_frames) if video_frames is not None else (0.0, 1.0)
+    scale = max(1, int(round(max(h, w) / 350)))
+    cal = meas.calibration
+    times = cal.times_s(n)
+    by_frame = {k: g for k, g in meas.voids.groupby("frame")}
+    min_area = int(meas.params.get("min_area_px", 4))
+    bar_nm = _scale_bar_nm(w, cal.nm_per_px) if cal.nm_per_px else None
+    for k in range(n):
+        if video_frames is not None:
+            g8 = np.clip((video_frames[k].astype(np.float32) - lo) / (hi - lo), 0, 1) * 255
+            g8 = np.nan_to_num(g8).astype(np.uint8)
+        else:
+            g8 = np.where(masks[k] == VOID, 170, np.where(masks[k] == UNKNOWN, 90, 40))
+            g8 = g8.astype(np.uint8)
+        rgb = np.repeat(g8[..., None], 3, axis=2)
+        voids = by_frame.get(k)
+        if masks is not None and not np.all(masks[k] == UNKNOWN):
+            edge = find_boundaries(label_voids(masks[k] == VOID, min_area), mode="inner")
+            rgb[edge] = (255, 0, 0)
+        elif voids is not None:
+            for _, v in voids.iterrows():
+                rr, cc = circle_perimeter(int(round(v["y_px"])), int(round(v["x_px"])),
+                                          max(1, int(round(v["eq_diameter_px"] / 2))), shape=(h, w))
+                rgb[rr, cc] = (255, 0, 0)
+        if voids is not None:
+            for _, v in voids.iterrows():
+                r = v["eq_diameter_px"] / 2
+                _draw_text(rgb, str(int(v["track_id"])), int(v["x_px"] + 0.7 * r),
+                           int(v["y_px"] - 0.7 * r - 5 * scale), (255, 255, 0), scale)
+        stamp = f"{times[k]:.2f} s" if times is not None else f"#{k}"
+        _draw_text(rgb, stamp, 3 * scale, 3 * scale, (255, 255, 255), scale)
+        if bar_nm:
+            length = int(round(bar_nm / cal.nm_per_px))
+            y1, x0 = h - 4 * scale, 4 * scale
+            rgb[y1 - 2 * scale:y1, x0:x0 + length] = 255
+            _draw_text(rgb, f"{bar_nm:g} nm", x0, y1 - 9 * scale, (255, 255, 255), scale)
+        yield np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+
+
+def write_overlay(path, meas, video_frames=None, masks=None) -> Path:
+    """Write the overlay video to ``path`` (mp4 via imageio's ffmpeg writer) and return the path.
+
+    Without ffmpeg an animated GIF is written beside it instead, with a warning.
+    """
+    import imageio.v2 as iio2
+
+    path = Path(path)
+    video_frames = None if video_frames is None else np.asarray(video_frames)
+    masks = None if masks is None else np.asarray(masks)
+    dt = meas.calibration.frame_interval_s
+    fps = float(np.clip(1.0 / dt, 1.0, 30.0)) if dt else 5.0
+    try:
+        import imageio_ffmpeg
+
+        imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):
+        gif = path.with_suffix(".gif")
+        warnings.warn("ffmpeg is not available; writing the overlay as an animated GIF", stacklevel=2)
+        with atomic_path(gif) as tmp:
+            iio2.mimwrite(tmp, list(_overlay_frames(meas, video_frames, masks)), format="GIF",
+                          duration=1.0 / fps, loop=0)
+        return gif
+    # ffmpeg picks the container from the file name, so encode to a named *.mp4 scratch file
+    # next to the target and move it into the atomic temporary path.
+    with atomic_path(path) as tmp:
+        fd, scratch = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".mp4", dir=path.parent)
+        os.close(fd)
+        try:
+            writer = iio2.get_writer(scratch, format="FFMPEG", mode="I", fps=fps, codec="libx264",
+                                     quality=8, macro_block_size=1, pixelformat="yuv420p")
+            try:
+                for frame in _overlay_frames(meas, video_frames, masks):
+                    writer.append_data(frame)
+            finally:
+                writer.close()
+            os.replace(scratch, tmp)
+        finally:
+            Path(scratch).unlink(missing_ok=True)
+    return path
+
+
+__all__ = ["render_plots", "write_overlay"]
