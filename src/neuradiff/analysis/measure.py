@@ -122,7 +122,7 @@ def _frame_voids(lab: np.ndarray, nm: float | None) -> list[dict]:
     s = nm or 1.0
     rows = []
     for r in regionprops(lab, spacing=(s, s)):
-        area_px = float(r.num_pixels)
+        area_px = float(np.count_nonzero(r.image))
         perim = float(r.perimeter) / s
         circ = min(1.0, 4 * np.pi * area_px / perim**2) if perim > 0 else 1.0
         r0, c0, r1, c1 = r.bbox
@@ -324,12 +324,20 @@ def write_measurements(meas: Measurements, out_dir, *, video_frames=None, masks=
     info = {"units": meas.units, "notes": meas.notes, "params": meas.params,
             "calibration": {"nm_per_px": cal.nm_per_px, "frame_interval_s": cal.frame_interval_s,
                             "source": cal.source}}
-    background = video_frames if video_frames is not None else masks
+    background = video_frames
+    if background is None and masks is not None:  # solid 0, unknown 0.5, void 1
+        background = np.where(np.asarray(masks) == UNKNOWN, 0.5, np.asarray(masks) == VOID)
     pngs = plotting.render_plots(meas, background) if plots else {}
+    created = not Path(out_dir).exists()
     out = prepare_output_dir(out_dir)
     written = []
     if overlay and background is not None:
-        written.append(plotting.write_overlay(out / "overlay.mp4", meas, video_frames, masks))
+        try:
+            written.append(plotting.write_overlay(out / "overlay.mp4", meas, video_frames, masks))
+        except BaseException:
+            if created and not any(out.iterdir()):
+                out.rmdir()
+            raise
     for name, text in texts.items():
         write_text(out / name, text)
         written.append(out / name)

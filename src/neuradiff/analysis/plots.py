@@ -35,6 +35,12 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def _integer_ticks():
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
+
+
 def _units(meas):
     L = "nm" if meas.calibration.nm_per_px is not None and "x_nm" in meas.voids else "px"
     has_time = "time_s" in meas.frames.columns
@@ -50,6 +56,7 @@ def _time_series(meas) -> bytes:
     ax[0, 0].set_ylabel(f"mean equivalent diameter ({L})")
     ax[1, 0].plot(t, fr["count"], "o-", ms=3, color="C1")
     ax[1, 0].set_ylabel("void count")
+    ax[1, 0].yaxis.set_major_locator(_integer_ticks())
     ax[1, 0].set_xlabel("time (s)" if has_time else "frame")
     rate = meas.params.get("dose_rate_dpa_per_s")
     if rate and has_time:
@@ -76,6 +83,7 @@ def _histograms(meas) -> bytes:
         a.set_title(f"frame {k}{when} (n = {len(d)})", fontsize=9)
         a.set_xlabel(f"equivalent diameter ({L})")
         a.set_ylabel("voids")
+        a.yaxis.set_major_locator(_integer_ticks())
     return _png(fig)
 
 
@@ -185,7 +193,7 @@ def _overlay_frames(meas, video_frames, masks):
         raise NeuradiffError(f"masks {masks.shape} and video frames {video_frames.shape} differ "
                              "in size; cannot draw the overlay")
     lo, hi = _display_range(video_frames) if video_frames is not None else (0.0, 1.0)
-    scale = max(1, int(round(max(h, w) / 350)))
+    scale = max(1, int(round(max(h, w) / 256)))
     cal = meas.calibration
     times = cal.times_s(n)
     by_frame = {k: g for k, g in meas.voids.groupby("frame")}

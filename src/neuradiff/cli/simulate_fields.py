@@ -37,7 +37,7 @@ def simulate_fields(
     size: int = typer.Option(128, help="Grid size in pixels (square)."),
     radius: Optional[float] = typer.Option(None, help="single-disk: void radius in pixels (default size/6.5)."),
     n_voids: int = typer.Option(4, "--voids", help="several-disks: number of voids."),
-    c_v: float = typer.Option(0.45, "--cv", help="uniform: vacancy site fraction of the supersaturated matrix."),
+    c_v: float = typer.Option(0.36, "--cv", help="uniform: mean vacancy site fraction of the supersaturated matrix."),
     steps: int = typer.Option(2000, help="Number of time steps."),
     dt: float = typer.Option(0.02, help="Time step (simulation time units)."),
     dx: float = typer.Option(1.0, help="Grid spacing (simulation length units)."),

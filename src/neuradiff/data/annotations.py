@@ -141,9 +141,16 @@ def _read_mask_files(files: list[Path], path, shape, n_frames, names) -> np.ndar
         if len(frames) != 1:
             raise bad(p, f"holds {len(frames)} frames; use one mask image per frame")
         raw.append(frames[0])
-    values = np.unique(np.concatenate([np.unique(r) for r in raw]))
-    kind = _decoder(values, raw[0].dtype, path)
-    items = [(p.stem, _decode(r, kind)) for p, r in zip(files, raw)]
+    # A file holding both 1 and 255 can only be three-state: then the whole folder is. Otherwise
+    # each file is a binary mask (0/255 or 0/1) on its own.
+    values = [np.unique(r) for r in raw]
+    three = any({1, 255} <= set(v.tolist()) for v in values)
+    items = []
+    for p, r, v in zip(files, raw, values):
+        kind = _decoder(v, r.dtype, p)
+        if three and kind == "binary" and not set(v.tolist()) <= {0, 1, 255}:
+            raise bad(p, "is binary but other masks in the folder are three-state")
+        items.append((p.stem, _decode(r, "three" if three else kind)))
     return _assemble(items, path, shape, n_frames, names)
 
 

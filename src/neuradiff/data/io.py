@@ -180,13 +180,13 @@ def _tifffile_errors() -> Iterator[list[str]]:
 def _stack_from_axes(data: np.ndarray, axes: str, path, rgb: bool) -> np.ndarray:
     """``[T, H, W]`` from a tifffile series with ``axes`` (e.g. ``TYX``, ``YXS``, ``QYXS``).
 
-    Colour samples (``S`` of an RGB page, interleaved or 8-bit) become grey; a planar 16-bit
-    "RGB" of three pages is taken as three frames (what ``tifffile.imwrite`` makes of a
-    ``[3, H, W]`` stack). Every other axis is flattened into frames,
+    Interleaved colour samples (``YXS`` of an RGB page) become grey; planar "RGB" (``SYX``) is
+    taken as frames, since that is what ``tifffile.imwrite`` makes of a ``[3, H, W]`` or
+    ``[4, H, W]`` grey stack. Every other axis is flattened into frames,
     except a channel axis next to another stack axis (a multi-channel hyperstack), which is refused.
     """
     axes = axes.upper()
-    colour = rgb and "S" in axes and (axes.endswith("S") or data.dtype == np.uint8)
+    colour = rgb and axes.endswith("S")
     if colour and data.shape[axes.index("S")] in (3, 4):
         data = to_grey(data, axes.index("S"))
         axes = axes.replace("S", "")
@@ -395,6 +395,8 @@ def _read_folder(path: Path):
         raise bad(path, "folder holds no images (png, jpg, tif, dm3/dm4, ...)")
     frames, nms = [], []
     for p in files:
+        if p.stat().st_size == 0:
+            raise bad(p, "is empty (0 bytes)")
         f, nm = _guarded(p, _read_image_file, p)
         frames.append(f)
         nms.append(nm)
@@ -537,6 +539,8 @@ def read_video(path, *, nm_per_px: float | None = None,
     path = Path(path)
     if not path.exists():
         raise bad(path, "no such file or folder")
+    if path.is_file() and path.stat().st_size == 0:
+        raise bad(path, "is empty (0 bytes)")
     try:
         frames, names, nm, dt, times, src = _dispatch(path)
     except (PermissionError, IsADirectoryError, NotADirectoryError) as exc:

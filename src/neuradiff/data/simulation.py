@@ -27,7 +27,7 @@ class SimulationConfig:
     size: int = 128
     radius: float | None = None  # single-disk radius in dx (default size/6.5)
     n_voids: int = 4  # several-disks
-    c_v: float = 0.45  # uniform: supersaturation
+    c_v: float = 0.36  # uniform: mean vacancy supersaturation
     steps: int = 2000
     dt: float = 0.02
     dx: float = 1.0

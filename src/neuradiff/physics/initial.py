@@ -78,14 +78,25 @@ def several_voids(shape: tuple[int, int], n: int = 4, *, seed: int = 0, r_min: f
     return void_disks(shape, disks, **kw)
 
 
-def supersaturated(shape: tuple[int, int], *, c_v: float = 0.45, c_i: float = MATRIX_C_I, fluctuation: float = 0.01,
-                   seed: int = 0, dtype: torch.dtype = torch.float32) -> Tensor:
-    """A uniform supersaturated matrix (no void) with seeded fluctuations of c_v of rms ``fluctuation``."""
+def supersaturated(shape: tuple[int, int], *, c_v: float = 0.36, c_i: float = MATRIX_C_I, fluctuation: float = 0.06,
+                   correlation_length: float = 8.0, seed: int = 0, dtype: torch.dtype = torch.float32) -> Tensor:
+    """A supersaturated matrix (no void) whose c_v fluctuates around ``c_v`` with rms ``fluctuation``.
+
+    The fluctuations are seeded Gaussian noise smoothed (periodically) over ``correlation_length`` grid
+    units, so that voids nucleate where c_v locally passes the barrierless threshold (≈ 0.43 for the
+    paper's parameters) and grow by draining their surroundings.
+    """
     _check_shape(shape)
     if not (0.0 < c_v < 1.0) or not (0.0 <= c_i < 1.0 - c_v):
         raise ValueError(f"uniform concentrations must satisfy 0 < c_v, 0 <= c_i, c_v + c_i < 1; got {c_v}, {c_i}")
     gen = torch.Generator().manual_seed(seed)
-    noise = fluctuation * torch.randn(shape, generator=gen, dtype=torch.float64)
+    noise = torch.randn(shape, generator=gen, dtype=torch.float64)
+    if correlation_length > 0:
+        ky = torch.fft.fftfreq(shape[0], dtype=torch.float64).view(-1, 1)
+        kx = torch.fft.rfftfreq(shape[1], dtype=torch.float64).view(1, -1)
+        kernel = torch.exp(-2.0 * (math.pi * correlation_length) ** 2 * (ky * ky + kx * kx))
+        noise = torch.fft.irfft2(torch.fft.rfft2(noise) * kernel, s=shape)
+    noise = fluctuation * (noise - noise.mean()) / noise.std()
     cv = torch.clamp(c_v + noise, 1e-4, 0.999 - c_i)
     state = torch.stack((cv, torch.full(shape, c_i, dtype=torch.float64), torch.zeros(shape, dtype=torch.float64)))
     return state.unsqueeze(0).to(dtype)

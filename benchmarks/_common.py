@@ -1,0 +1,85 @@
+"""Shared helpers of the benchmark scripts: single-thread setup, environment record, tables, result files."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def single_thread(threads: int = 1) -> None:
+    """Pin OpenMP/MKL to ``threads`` threads; call before ``import torch``."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def environment() -> dict:
+    """What the figures depend on: versions, threads, CPU, load of the (shared) machine."""
+    import torch
+
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    return {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "cpu": cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "loadavg_at_start": load,
+        "machine": platform.machine(),
+    }
+
+
+def print_environment(env: dict) -> None:
+    print(f"# {env['date']}  torch {env['torch']}  threads {env['torch_threads']} "
+          f"(OMP_NUM_THREADS={env['OMP_NUM_THREADS']})  {env['cpu']} ({env['logical_cpus']} logical CPUs)  "
+          f"load average {env['loadavg_at_start']}")
+
+
+def summary(times: list[float]) -> dict:
+    return {"min": min(times), "median": statistics.median(times), "n": len(times)}
+
+
+def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    """``columns``: (key, header, format spec); missing values print as '-'."""
+    cells = [[h for _, h, _ in columns]]
+    for r in rows:
+        line = []
+        for key, _, fmt in columns:
+            v = r.get(key)
+            line.append("-" if v is None else (format(v, fmt) if fmt else str(v)))
+        cells.append(line)
+    widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
+    out = []
+    for k, c in enumerate(cells):
+        out.append("  ".join(s.rjust(w) for s, w in zip(c, widths)))
+        if k == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def write_json(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / name
+    path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    return path
