@@ -90,6 +90,8 @@ def test_dose_swelling_and_unknown_frames():
         measure_masks(m, calibration=Calibration(0.5, None, None, "x"), dose_rate_dpa_per_s=1.0)
     with pytest.raises(NeuradiffError, match="pixel size"):
         measure_masks(m, calibration=Calibration(None, 1.0, None, "x"), foil_thickness_nm=50)
+    with pytest.raises(NeuradiffError, match="everywhere"):
+        measure_masks(np.full((2, 4, 4), UNKNOWN, np.uint8), calibration=CAL)
     with pytest.raises(NeuradiffError, match="values"):
         measure_masks(np.full((1, 4, 4), 7, np.uint8), calibration=CAL)
 

@@ -109,7 +109,8 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, args, messag
 
 def test_non_writable_output_folder(tmp_path, monkeypatch):
     # Root may write anywhere, so the permission check itself is made to say no.
-    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if str(path).endswith("ds") else real_access(path, mode))
     r, out = _simulate(tmp_path, "ds")
     assert r.exit_code == 2 and "not writable" in r.output
     assert not any(out.iterdir())

@@ -196,6 +196,8 @@ def measure_masks(masks, *, calibration: Calibration, dose_rate_dpa_per_s: float
     Measurements
     """
     void, known = _as_masks(masks)
+    if not known.any():
+        raise NeuradiffError("the masks are unknown (255) everywhere: nothing to measure")
     n, h, w = void.shape
     nm = _positive("nm_per_px", calibration.nm_per_px)
     rate = _positive("dose rate", dose_rate_dpa_per_s)

@@ -104,8 +104,8 @@ def _decoder(values: np.ndarray, dtype, path):
     vals = set(np.asarray(values).tolist())
     if dtype == bool or vals <= {0, 1}:
         return "three"
-    if vals <= {0, 1, 255} and {1, 255} <= vals:
-        return "three"
+    if vals <= {0, 1, 255} and ({1, 255} <= vals or vals == {255}):
+        return "three"  # holds void and unknown, or is unknown everywhere
     top = np.iinfo(dtype).max if np.issubdtype(dtype, np.integer) else 255
     if vals <= {0, 255} or vals <= {0, top}:
         return "binary"
@@ -300,7 +300,8 @@ def read_annotations(path, *, video: Video | None = None, shape=None,
     Parameters
     ----------
     path : str or Path
-        Three-state TIFF stack (a stack holding only 0 and 255 is read as binary: 255 = void),
+        Three-state TIFF stack (a stack holding both 0 and 255 but no 1 is read as binary:
+        255 = void; one holding only 255 is unknown everywhere),
         a mask image or folder of binary masks, a COCO ``.json``, or YOLO ``.txt`` file(s).
     video : Video, optional
         Gives the frame size, the number of frames and the frame names to match against.
@@ -325,9 +326,13 @@ def read_annotations(path, *, video: Video | None = None, shape=None,
         raise bad(path, "no such file or folder")
     try:
         return _dispatch(path, shape, n_frames, names)
+    except NeuradiffError:
+        raise
     except OSError as exc:
         raise bad(getattr(exc, "filename", None) or path,
                   f"cannot be read ({exc.strerror or exc})") from None
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+        raise bad(path, f"is malformed ({type(exc).__name__}: {str(exc)[:120]})") from None
 
 
 def _dispatch(path: Path, shape, n_frames, names) -> np.ndarray:

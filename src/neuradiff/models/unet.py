@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
 import tempfile
-import zipfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -336,8 +334,7 @@ def load_net(path, map_location="cpu") -> RecognitionNet:
         raise NeuradiffError(f"{path}: no such recognition-net file")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError,
-            AttributeError, ImportError, IndexError, KeyError, TypeError, UnicodeDecodeError) as exc:
+    except Exception as exc:  # torch.load fails in many ways (RuntimeError, UnpicklingError, OSError, EOFError...)
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
         raise NeuradiffError(f"{path}: not a readable torch file ({type(exc).__name__}: {reason})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
