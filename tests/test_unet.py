@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from neuradiff.errors import NeuradiffError
 from neuradiff.models import (NetConfig, RecognitionNet, annotated_mask, annotation_loss, count_parameters,

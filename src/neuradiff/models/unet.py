@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -333,27 +334,31 @@ def load_net(path, map_location="cpu") -> RecognitionNet:
     if not path.is_file():
         raise NeuradiffError(f"{path}: no such recognition-net file")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # the weights-only unpickler warns about foreign pickles
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch.load fails in many ways (RuntimeError, UnpicklingError, OSError, EOFError...)
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
-        raise NeuradiffError(f"{path}: not a readable torch file ({type(exc).__name__}: {reason})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise NeuradiffError(f"{path}: not a {FORMAT} file (format {found!r})")
+        raise NeuradiffError(f"{path}: not a readable recognition-net file (truncated, corrupt or not written "
+                             f"by save_net; {type(exc).__name__})") from None
+    if not isinstance(payload, dict):
+        raise NeuradiffError(f"{path}: not a {FORMAT} file (holds a {type(payload).__name__}, not a dict)")
+    if payload.get("format") != FORMAT:
+        raise NeuradiffError(f"{path}: not a {FORMAT} file (format {payload.get('format')!r})")
     if payload.get("version") != VERSION:
         raise NeuradiffError(f"{path}: {FORMAT} version {payload.get('version')!r} is not supported "
                              f"(this neuradiff reads version {VERSION})")
     try:
         config = NetConfig.from_dict(payload.get("config"))
-    except (NeuradiffError, TypeError) as exc:
-        raise NeuradiffError(f"{path}: bad net config ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
+    except (NeuradiffError, TypeError, ValueError) as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise NeuradiffError(f"{path}: bad net config ({reason})") from None
     net = RecognitionNet(config)
     state = payload.get("state_dict")
     if not isinstance(state, dict):
         raise NeuradiffError(f"{path}: no state dict")
     try:
         net.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, AttributeError, KeyError) as exc:
         lines = [s.strip() for s in str(exc).splitlines() if s.strip()]
         detail = lines[1] if len(lines) > 1 else (lines[0] if lines else "")
         raise NeuradiffError(f"{path}: state dict does not match the config ({detail[:160]})") from None
