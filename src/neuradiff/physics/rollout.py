@@ -49,7 +49,7 @@ def check_finite(state: Tensor, model: PhaseFieldModel, step: int) -> None:
 def rollout(model: PhaseFieldModel, state: Tensor, params: ParameterSet, *, dt: float, n_steps: int,
             dx: float = 1.0, integrator: str = "euler", forcing: Forcing | int | None = None, start_step: int = 0,
             save_every: int | None = None, checkpoint_every: int | None = None, guard: str = "substep",
-            guard_every: int = 10, diagnostics: bool = True, callback: Callable[[int], None] | None = None) -> Trajectory:
+            guard_every: int = 1, diagnostics: bool = True, callback: Callable[[int], None] | None = None) -> Trajectory:
     """Advance ``state`` (``[batch, field, H, W]``) by ``n_steps`` steps of length ``dt``.
 
     Parameters
@@ -64,7 +64,7 @@ def rollout(model: PhaseFieldModel, state: Tensor, params: ParameterSet, *, dt: 
         them (memory ∝ segments + one segment, time ≈ 1.3×); gradients are identical.
     guard, guard_every : str, int
         Explicit stability guard (``"substep"``, ``"raise"`` or ``"off"``), re-estimated every
-        ``guard_every`` steps with a safety factor of 0.9.
+        ``guard_every`` steps (default: every step) with a safety factor of 0.9.
     callback : callable, optional
         Called with the number of steps done after each segment (progress bars).
     """

@@ -273,10 +273,23 @@ class VoidModel(PhaseFieldModel):
             h = (eta - 1.0) ** 2
             j = eta * eta
             m = self.mobilities(c_v, c_i, p)
-            # M·f'' of the dilute entropy with the degenerate mobility is D·h (no 1/c singularity); the
-            # s = 1 − c_v − c_i saturation term is left out: it is only large where h(eta) → 0 (inside voids).
+            # M·f'' of the dilute entropy with the degenerate mobility is D·h (no 1/c singularity).
             fv = p.D_v * h + 2.0 * j * m[:, 0]
             fi = p.D_i * h + 2.0 * j * m[:, 1]
+            if self.discretisation == "conservative":
+                # Vacancy saturation s = 1 − c_v − c_i → 0: M·kBT·h/max(s, floor), bounded by the continuation.
+                inv_s = h / torch.clamp(1.0 - c_v - c_i, min=self.saturation_floor)
+                fv = fv + p.D_v * torch.clamp(c_v, min=0.0) * inv_s
+                fi = fi + p.D_i * torch.clamp(c_i, min=0.0) * inv_s
+                # Below the log floor the curvature is kBT/floor while the upwind mobility is a neighbour's.
+                c = torch.clamp(torch.stack((c_v, c_i), dim=1), min=0.0)
+                nb = torch.maximum(torch.maximum(torch.roll(c, 1, -1), torch.roll(c, -1, -1)),
+                                   torch.maximum(torch.roll(c, 1, -2), torch.roll(c, -1, -2)))
+                low = (c < self.log_floor).to(c.dtype) * nb / self.log_floor
+                fv = fv + p.D_v * low[:, 0]
+                fi = fi + p.D_i * low[:, 1]
+            # (The reference form floors the logarithms at 1e-6 and clamps; its saturation term is left out,
+            # as in the published code, whose measured limit is the gradient-energy bound.)
             lam_v = k * (fv + m[:, 0] * p.kappa_v * k).amax()
             lam_i = k * (fi + m[:, 1] * p.kappa_i * k).amax()
             f_s, _, _ = self.solid_free_energy(c_v, c_i, p)

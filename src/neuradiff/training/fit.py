@@ -364,7 +364,7 @@ class Trainer:
             opt_phys.step()
 
     def _record(self, state: FitState, terms: dict[str, Tensor], phase: str, it: int) -> None:
-        row = {"phase": phase, "iteration": it + 1, **{f"loss_{k}": float(v) for k, v in terms.items()}}
+        row = {"phase": phase, "iteration": it + 1, **{f"loss_{k}": float(v.detach()) for k, v in terms.items()}}
         with torch.no_grad():
             row.update({f"param_{k}": v for k, v in state.params().as_floats().items()
                         if k in state.params.learned})

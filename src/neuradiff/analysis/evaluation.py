@@ -1,0 +1,85 @@
+"""Scores of a fitted model against a synthetic dataset's truth: tracking, parameters and forecast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neuradiff.analysis.forecast import forecast, recognise
+from neuradiff.analysis.metrics import dice, iou, pixel_accuracy, segmentation_report
+from neuradiff.errors import NeuradiffError
+
+
+def load_truth(path: str | Path) -> dict[str, np.ndarray]:
+    """A dataset's ``truth.npz`` (or the dataset folder holding it) as a dict of arrays."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "truth.npz"
+    if not path.is_file():
+        raise NeuradiffError(f"truth file {path} does not exist")
+    try:
+        with np.load(path) as z:
+            truth = {k: z[k] for k in z.files}
+    except Exception:  # noqa: BLE001 - any unreadable file is a corrupt truth file
+        raise NeuradiffError(f"truth file {path} is corrupt or not an NPZ file") from None
+    if "eta" not in truth:
+        raise NeuradiffError(f"truth file {path} has no 'eta' array")
+    return truth
+
+
+def tracking_scores(eta: np.ndarray, truth_eta: np.ndarray, frames: np.ndarray) -> dict[str, Any]:
+    """Overall and per-frame pixel accuracy, IoU and Dice of eta ≥ 0.5 on ``frames``."""
+    pred, true = eta[frames] >= 0.5, truth_eta[frames] >= 0.5
+    per_frame = [{"frame": int(k), "pixel_accuracy": pixel_accuracy(p, t), "iou": iou(p, t), "dice": dice(p, t)}
+                 for k, p, t in zip(frames, pred, true)]
+    return {**segmentation_report(pred, true), "frames": [int(k) for k in frames], "per_frame": per_frame}
+
+
+def forecast_scores(model, frames: np.ndarray, truth_eta: np.ndarray, *, start: int = 0,
+                    annotation: np.ndarray | None = None) -> dict[str, Any]:
+    """Forecast from ``start`` to the last frame: void area against the truth at every frame, final IoU."""
+    n = frames.shape[0] - 1 - start
+    fc = forecast(model.net, model.params, frames, start, n, sim_time_per_frame=model.sim_time_per_frame,
+                  dt=model.dt, discretisation=model.info["physics"]["discretisation"],
+                  integrator=model.info["physics"]["integrator"], annotation=annotation)
+    area_f = (fc.eta >= 0.5).sum(axis=(1, 2)).astype(float)
+    area_t = (truth_eta[start:] >= 0.5).sum(axis=(1, 2)).astype(float)
+    rel = np.abs(area_f - area_t) / np.maximum(area_t, 1.0)
+    return {
+        "start_frame": start,
+        "max_relative_area_error": float(rel.max()),
+        "mean_relative_area_error": float(rel.mean()),
+        "last_frame_iou": iou(fc.eta[-1] >= 0.5, truth_eta[-1] >= 0.5),
+        "area_forecast_px": area_f.tolist(),
+        "area_truth_px": area_t.tolist(),
+    }, fc
+
+
+def parameter_errors(learned: dict[str, float], truth: dict[str, np.ndarray], names: list[str]) -> dict[str, Any]:
+    """Learned vs true values and relative errors of the learned parameters."""
+    if "param_names" not in truth:
+        return {}
+    true = dict(zip([str(n) for n in truth["param_names"]], truth["param_values"].tolist()))
+    return {n: {"learned": learned[n], "true": true[n], "relative_error": abs(learned[n] - true[n]) / abs(true[n])}
+            for n in names if n in true and true[n] != 0}
+
+
+def evaluate_model(model, frames: np.ndarray, annotations: np.ndarray, truth: dict[str, np.ndarray],
+                   train_frames: np.ndarray) -> dict[str, Any]:
+    """metrics.json: tracking on frames not used for training, parameter errors and the forecast from frame 0."""
+    if truth["eta"].shape != frames.shape:
+        raise NeuradiffError(f"truth {truth['eta'].shape} and video {frames.shape} differ in size or length")
+    fields = recognise(model.net, frames)
+    held = np.setdiff1d(np.arange(frames.shape[0]), train_frames)
+    fc, _ = forecast_scores(model, frames, truth["eta"], start=0,
+                            annotation=annotations[0] if (annotations[0] != 255).any() else None)
+    return {
+        "held_out_tracking": tracking_scores(fields[:, 2], truth["eta"], held),
+        "all_frames_tracking": {k: v for k, v in tracking_scores(fields[:, 2], truth["eta"],
+                                                                   np.arange(frames.shape[0])).items()
+                                if k != "per_frame"},
+        "parameters": parameter_errors(model.params.as_floats(), truth, model.info["learned"]),
+        "forecast": fc,
+    }

@@ -1,0 +1,133 @@
+"""End-to-end checks of the joint training, tracking and forecasting on tiny synthetic videos."""
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from typer.testing import CliRunner
+
+from neuradiff.cli import app
+from neuradiff.data.synthetic import dataset_config, make_dataset, write_dataset
+from neuradiff.training.fit import FitConfig, Trainer, TrainingData
+
+runner = CliRunner()
+TINY_FIT = {"pretrain_iters": 6, "joint_iters": 4, "eval_every": 2, "checkpoint_every": 2, "batch": 2, "gap": 2,
+            "dt": 0.2, "net": {"width": 4, "depth": 2}}
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny")
+    cfg = dataset_config("single-void", overrides={"frames": 10, "steps_per_frame": 10, "simulation": {"size": 32},
+                                                   "annotations": {"fraction": 0.3}})
+    write_dataset(make_dataset(cfg), folder)
+    return folder
+
+
+def _fit_config(tmp_path, **extra):
+    path = tmp_path / "fit.json"
+    path.write_text(json.dumps({**TINY_FIT, **extra}))
+    return path
+
+
+def _data(folder):
+    video = tifffile.imread(folder / "video.tif").astype(np.float32)
+    return TrainingData(video, tifffile.imread(folder / "annotations.tif"), 1.0, 1.0, 0.2)
+
+
+def test_fit_writes_every_output_and_metrics(tiny_dataset, tmp_path):
+    out = tmp_path / "model"
+    r = runner.invoke(app, ["fit", str(tiny_dataset / "video.tif"), "--annotations",
+                            str(tiny_dataset / "annotations.tif"), "--out", str(out), "--config",
+                            str(_fit_config(tmp_path)), "--truth", str(tiny_dataset)])
+    assert r.exit_code == 0, r.output
+    for name in ("model.pt", "model.json", "params.json", "history.csv", "config.json", "metrics.json"):
+        assert (out / name).is_file(), name
+    params = json.loads((out / "params.json").read_text())
+    assert params["L"]["learned"] and params["L"]["initial"] == 2.0 and params["L"]["unit"]
+    assert not params["R_bulk"]["learned"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 <= metrics["held_out_tracking"]["pixel_accuracy"] <= 1
+    assert set(metrics["parameters"]) == set(json.loads((out / "model.json").read_text())["learned"])
+    history = (out / "history.csv").read_text().splitlines()
+    assert len(history) == 1 + 6 + 4 and "loss_sim_rec" in history[0]
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["video"]["nm_per_px"] == pytest.approx(1.0) and meta["physics"]["sim_time_per_frame"] > 0
+
+    # track and forecast on the saved model
+    tr = runner.invoke(app, ["track", str(tiny_dataset / "video.tif"), "--model", str(out), "--out",
+                             str(tmp_path / "track")])
+    assert tr.exit_code == 0, tr.output
+    eta = tifffile.imread(tmp_path / "track" / "eta.tif")
+    masks = tifffile.imread(tmp_path / "track" / "masks.tif")
+    assert eta.shape == (10, 32, 32) and eta.dtype == np.float32 and np.array_equal(masks, eta >= 0.5)
+    fc = runner.invoke(app, ["forecast", "--model", str(out), "--video", str(tiny_dataset / "video.tif"),
+                             "--frame", "2", "--steps", "3", "--out", str(tmp_path / "fc")])
+    assert fc.exit_code == 0, fc.output
+    z = np.load(tmp_path / "fc" / "forecast.npz")
+    assert z["eta"].shape == (4, 32, 32) and list(z["frame"]) == [2, 3, 4, 5]
+    assert tifffile.imread(tmp_path / "fc" / "forecast.tif").shape == (4, 32, 32)
+    bad = runner.invoke(app, ["forecast", "--model", str(out), "--video", str(tiny_dataset / "video.tif"),
+                              "--frame", "10", "--steps", "3", "--out", str(tmp_path / "fc2")])
+    assert bad.exit_code == 2 and "out of range" in bad.output
+
+
+def test_resume_reaches_the_uninterrupted_result(tiny_dataset, tmp_path):
+    data = _data(tiny_dataset)
+    cfg = FitConfig(**TINY_FIT)
+    full = Trainer(data, cfg, checkpoint_path=tmp_path / "a.pt").run()
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after(phase, it, total, row):
+        if phase == "joint" and it == 3:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        Trainer(data, cfg, checkpoint_path=tmp_path / "b.pt", progress=stop_after).run()
+    resumed = Trainer(data, cfg, checkpoint_path=tmp_path / "b.pt").run(resume=True)
+    for k, v in full.net.state_dict().items():
+        assert torch.equal(v, resumed.net.state_dict()[k]), k
+    assert full.params().as_floats() == resumed.params().as_floats()
+    assert full.best["val_loss"] == resumed.best["val_loss"]
+
+
+def test_gradients_reach_every_learned_parameter_through_the_rollout(tiny_dataset):
+    trainer = Trainer(_data(tiny_dataset), FitConfig(**TINY_FIT))
+    state = trainer.new_state()
+    end = int(trainer.train_frames[-1])  # a pair ending on a training annotation
+    terms = trainer.pair_loss(state.net, state.params(), torch.tensor([end - 2, 0]))
+    terms["loss"].backward()
+    for name, raw in state.params.raw.items():
+        assert raw.grad is not None and float(raw.grad.abs()) > 0, name
+    assert float(terms["sim"]) > 0
+
+
+def test_bad_inputs_are_one_clear_line(tiny_dataset, tmp_path):
+    video = tifffile.imread(tiny_dataset / "video.tif")
+    ann = tifffile.imread(tiny_dataset / "annotations.tif")
+    cases = {
+        "short.tif": ann[:5], "values.tif": np.where(ann == 1, 7, ann).astype(np.uint8),
+        "unknown.tif": np.full_like(ann, 255), "size.tif": ann[:, :16, :16],
+    }
+    messages = {"short.tif": "", "values.tif": "values", "unknown.tif": "all unknown", "size.tif": ""}
+    for name, arr in cases.items():
+        tifffile.imwrite(tmp_path / name, arr)
+        r = runner.invoke(app, ["fit", str(tiny_dataset / "video.tif"), "--annotations", str(tmp_path / name),
+                                "--out", str(tmp_path / ("o_" + name)), "--config", str(_fit_config(tmp_path))])
+        assert r.exit_code == 2, (name, r.output)
+        assert messages[name] in r.output and "Traceback" not in r.output
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.json").write_text(json.dumps({"format": "neuradiff-model", "format_version": 99}))
+    r = runner.invoke(app, ["track", str(tiny_dataset / "video.tif"), "--model", str(tmp_path / "m"), "--out",
+                            str(tmp_path / "t")])
+    assert r.exit_code == 2 and "version" in r.output
+    (tmp_path / "ck").mkdir()
+    (tmp_path / "ck" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    r = runner.invoke(app, ["fit", str(tiny_dataset / "video.tif"), "--annotations", str(tiny_dataset / "annotations.tif"),
+                            "--out", str(tmp_path / "ck"), "--config", str(_fit_config(tmp_path)), "--resume"])
+    assert r.exit_code == 2 and "corrupt" in r.output
+    assert video.shape[0] == 10
