@@ -27,7 +27,8 @@ def test_homogeneous_matrix_equilibrium(disc, preset):
     c_i = 1e-3
     c_v = equilibrium_vacancy_fraction(preset, c_i)
     assert c_v / (1 - c_v - c_i) == pytest.approx(math.exp(-preset.E_v / preset.kBT), rel=1e-12)
-    model = VoidModel(disc)
+    # The conservative entropy is exact above its floor: dilute sets (PETSc, c_eq = 6.9e-4) need a floor below c_eq.
+    model = VoidModel(disc, log_floor=1e-5) if disc == "conservative" and c_v < 1e-3 else VoidModel(disc)
     state = torch.zeros((1, 3, 8, 8), dtype=torch.float64)
     state[:, 0], state[:, 1] = c_v, c_i
     mu_v = model.chemical_potential(state, preset, 1.0)[:, 0]

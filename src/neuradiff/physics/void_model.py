@@ -104,8 +104,11 @@ class VoidModel(PhaseFieldModel):
     discretisation : {"conservative", "reference"}
     log_floor : float, optional
         ε of the logarithms: the floor (reference, default 1e-6 as published) or the start of the quadratic
-        continuation of c ln c for c_v and c_i (conservative, default 1e-4: below the matrix c_i = 6.9e-4, and
-        large enough that noise driving c_i slightly negative does not make the equations stiff).
+        continuation of c ln c for c_v and c_i (conservative, default 1e-3: just above the matrix c_i = 6.9e-4,
+        so that noise or an explicit step driving c_i slightly negative does not make the equations stiff;
+        the void kinetics are unchanged by it). The entropy is exact above the floor: for dilute parameter
+        sets (e.g. ``VoidParameters.petsc()``, c_eq = 6.9e-4) choose a floor below the equilibrium
+        concentrations, e.g. 1e-5.
     saturation_floor : float
         Start of the quadratic continuation of s ln s, s = 1 − c_v − c_i (conservative only). s → 0 only
         inside voids, where h(η) → 0; a floor of order 1e-2 keeps the equations non-stiff there when c_v
@@ -130,7 +133,7 @@ class VoidModel(PhaseFieldModel):
         if discretisation not in DISCRETISATIONS:
             raise ValueError(f"unknown discretisation {discretisation!r}; choose one of {', '.join(DISCRETISATIONS)}")
         if log_floor is None:
-            log_floor = 1e-6 if discretisation == "reference" else 1e-4
+            log_floor = 1e-6 if discretisation == "reference" else 1e-3
         if not (0 < log_floor < 0.5):
             raise ValueError(f"log_floor must be in (0, 0.5), got {log_floor}")
         self.discretisation = discretisation

@@ -11,7 +11,10 @@
        L_rec     = BCE of the recognised eta against the annotations      at t and t + gap
        L_sim-rec = mean (eta_sim − eta_rec)² + (c_v,sim − c_v,rec)² + ((c_i,sim − c_i,rec)/c_i_scale)²
 
-   with separate Adam learning rates for the net and the physical parameters (bounded, positive).
+   with separate Adam learning rates for the net and the physical parameters (bounded, positive). Each
+   iteration takes one pair between consecutive annotated training frames (annotated at both ends, up to
+   ``max_gap`` frames apart: the physics' main signal) and ``batch`` short pairs of ``gap`` frames from
+   anywhere in the video (the recognition-simulation consistency of unannotated frames).
    Rollouts are deterministic (no cascades or noise) and checkpointed for long gaps.
 
 One annotated frame is held out for validation; the validation loss picks the kept model. Batches come
@@ -49,26 +52,27 @@ class FitConfig:
     seed: int = 0
     net: dict[str, Any] = field(default_factory=dict)  # NetConfig overrides
     discretisation: str = "conservative"
-    integrator: str = "spectral"
-    dt: float = 0.3  # learner's time step (simulation time units)
+    integrator: str = "euler"
+    dt: float = 0.1  # learner's time step (simulation time units; the guard sub-steps when needed)
     sim_time_per_frame: float | None = None  # default: from dataset.json beside the video, else 1.0
     learn: list[str] | None = None  # default: the paper's nine
     initial_params: dict[str, float] = field(default_factory=lambda: dict(INITIAL_GUESS))
     fixed_params: dict[str, float] = field(default_factory=dict)
-    gap: int = 5  # frames between the two frames of a pair
+    gap: int = 3  # frames between the two frames of a short (consistency) pair
+    max_gap: int = 12  # longest pair between consecutive annotated frames
     batch: int = 2
-    pretrain_iters: int = 250
-    joint_iters: int = 250
+    pretrain_iters: int = 200
+    joint_iters: int = 120
     lr_net: float = 2e-3
     lr_net_joint: float = 5e-4
-    lr_phys: float = 0.05
+    lr_phys: float = 0.02
     lambda_rec: float = 1.0
     lambda_sim_rec: float = 1.0
     prior_weight: float = 0.1
     c_v_matrix: float = 0.122
     c_i_matrix: float = 6.9e-4
     c_i_scale: float = 1e-3
-    eval_every: int = 25
+    eval_every: int = 10
     checkpoint_every: int = 25
     bptt_checkpoint: int | None = 10
     augment: bool = True
@@ -168,7 +172,10 @@ class Trainer:
         t = data.frames.shape[0]
         if t <= config.gap:
             raise NeuradiffError(f"the video has {t} frames; pairs need more than gap = {config.gap}")
-        self.steps_per_pair = max(1, round(config.gap * data.sim_time_per_frame / config.dt))
+        self.steps_per_frame = data.sim_time_per_frame / config.dt
+        self.steps_per_pair = max(1, round(config.gap * self.steps_per_frame))
+        ann = self.train_frames
+        self.annotated_pairs = [(int(a), int(b)) for a, b in zip(ann[:-1], ann[1:]) if b - a <= config.max_gap]
         self.frames = torch.from_numpy(np.ascontiguousarray(data.frames, dtype=np.float32))
         self.annotations = torch.from_numpy(np.ascontiguousarray(data.annotations))
         train_mask = torch.zeros(t, dtype=torch.bool)
@@ -216,18 +223,21 @@ class Trainer:
         return {"loss": rec + self.config.prior_weight * prior, "rec": rec, "prior": prior}
 
     def pair_loss(self, net: RecognitionNet, params: VoidParameters, starts: Tensor, k: int = 0,
-                  flip: bool = False, annotations: Tensor | None = None) -> dict[str, Tensor]:
-        """The joint loss of pairs (starts, starts + gap)."""
+                  flip: bool = False, annotations: Tensor | None = None, gap: int | None = None) -> dict[str, Tensor]:
+        """The joint loss of pairs (starts, starts + gap) (default gap: ``config.gap``)."""
         cfg = self.config
+        gap = cfg.gap if gap is None else gap
         ann = self.train_annotations if annotations is None else annotations
-        ends = starts + cfg.gap
+        ends = starts + gap
         f0, z0 = self._recognise(net, starts, k, flip)
         f1, z1 = self._recognise(net, ends, k, flip)
         a0, a1 = _augment(ann[starts], k, flip), _augment(ann[ends], k, flip)
         known0 = annotated_mask(a0)
         eta0 = torch.where(known0, a0.to(f0.dtype).clamp(0, 1), f0[:, 2])  # eta**
         state0 = torch.stack((f0[:, 0], f0[:, 1], eta0), dim=1)
-        sim = rollout(self.model, state0, params, dt=cfg.dt, n_steps=self.steps_per_pair,
+        n_steps = max(1, round(gap * self.steps_per_frame))
+        sim = rollout(self.model, state0, params, dt=gap * self.data.sim_time_per_frame / n_steps,
+                      n_steps=n_steps,
                       integrator=cfg.integrator, checkpoint_every=cfg.bptt_checkpoint, diagnostics=False).final
         known1 = annotated_mask(a1)
         if bool(known1.any()):
@@ -244,15 +254,15 @@ class Trainer:
         cfg = self.config
         rng = self._rng("joint", it)
         t = self.frames.shape[0]
-        ends_ann = self.train_frames[self.train_frames >= cfg.gap]
-        starts = []
-        for b in range(cfg.batch):
-            if b % 2 == 0 and ends_ann.size:
-                starts.append(int(rng.choice(ends_ann)) - cfg.gap)  # a pair ending on an annotated frame
-            else:
-                starts.append(int(rng.integers(0, t - cfg.gap)))
         k, flip = (int(rng.integers(4)), bool(rng.integers(2))) if cfg.augment else (0, False)
-        return self.pair_loss(net, params(), torch.tensor(starts), k, flip)
+        p = params()
+        starts = torch.from_numpy(rng.integers(0, t - cfg.gap, size=cfg.batch))
+        terms = self.pair_loss(net, p, starts, k, flip)
+        if self.annotated_pairs:
+            a, b = self.annotated_pairs[int(rng.integers(len(self.annotated_pairs)))]
+            long = self.pair_loss(net, p, torch.tensor([a]), k, flip, gap=b - a)
+            terms = {name: terms[name] + long[name] for name in terms}
+        return terms
 
     @torch.no_grad()
     def validation_loss(self, net: RecognitionNet, params: LearnableParameters) -> float:
@@ -264,12 +274,15 @@ class Trainer:
             idx = torch.from_numpy(self.val_frames)
             _, logits = self._recognise(net, idx)
             total = float(annotation_loss(logits, self.annotations[idx]))
-            starts = idx[idx >= self.config.gap] - self.config.gap
-            if starts.numel():
-                # The held-out annotation is the target of the rollout; the start frame stays as in training.
-                ann = self.train_annotations.clone()
-                ann[idx] = self.annotations[idx]
-                total += float(self.pair_loss(net, params(), starts, annotations=ann)["sim"])
+            # The held-out annotation is the target of a rollout from the previous training annotation.
+            ann = self.train_annotations.clone()
+            ann[idx] = self.annotations[idx]
+            for v in self.val_frames:
+                before = self.train_frames[self.train_frames < v]
+                if before.size:
+                    a = int(before[-1])
+                    total += float(self.pair_loss(net, params(), torch.tensor([a]), annotations=ann,
+                                                  gap=int(v) - a)["sim"])
             return total
         finally:
             net.train()
