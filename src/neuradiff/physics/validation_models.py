@@ -71,10 +71,11 @@ class SpinodalModel(PhaseFieldModel):
 
 def pfhub1_initial_condition(shape: tuple[int, int] = (200, 200), dx: float = 1.0, *,
                              dtype: torch.dtype = torch.float64) -> Tensor:
-    """The benchmark's cosine initial condition, ``[1, 1, H, W]`` (x along W, y along H, points at i·dx)."""
+    """The benchmark's cosine initial condition, ``[1, 1, H, W]`` (x along W, y along H, cell centres at
+    (i + ½)·dx, which gives the benchmark's mean composition 0.5025227 on 200×200)."""
     h, w = shape
-    y = torch.arange(h, dtype=dtype).view(h, 1) * dx
-    x = torch.arange(w, dtype=dtype).view(1, w) * dx
+    y = (torch.arange(h, dtype=dtype).view(h, 1) + 0.5) * dx
+    x = (torch.arange(w, dtype=dtype).view(1, w) + 0.5) * dx
     c = 0.5 + 0.01 * (torch.cos(0.105 * x) * torch.cos(0.11 * y) + (torch.cos(0.13 * x) * torch.cos(0.087 * y)) ** 2
                       + torch.cos(0.025 * x - 0.15 * y) * torch.cos(0.07 * x - 0.02 * y))
     return c.view(1, 1, h, w)

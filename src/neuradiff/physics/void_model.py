@@ -268,31 +268,39 @@ class VoidModel(PhaseFieldModel):
         return torch.cat((state[:, :2], eta), dim=1), counts
 
     # ---- step-size control -----------------------------------------------------------------------
+    def local_stiffness(self, state: Tensor, params: VoidParameters) -> tuple[Tensor, Tensor]:
+        """Per-pixel M·∂²f/∂c² of c_v and c_i (1/time), ``[batch, H, W]`` each: the bulk part of the stiffness."""
+        p = params
+        c_v, c_i, eta = state.unbind(1)
+        h = (eta - 1.0) ** 2
+        j = eta * eta
+        m = self.mobilities(c_v, c_i, p)
+        # The dilute entropy with the degenerate mobility gives D·h (no 1/c singularity).
+        fv = p.D_v * h + 2.0 * j * m[:, 0]
+        fi = p.D_i * h + 2.0 * j * m[:, 1]
+        if self.discretisation == "conservative":
+            # Vacancy saturation s = 1 − c_v − c_i → 0: M·kBT·h/max(s, floor), bounded by the continuation.
+            inv_s = h / torch.clamp(1.0 - c_v - c_i, min=self.saturation_floor)
+            fv = fv + p.D_v * torch.clamp(c_v, min=0.0) * inv_s
+            fi = fi + p.D_i * torch.clamp(c_i, min=0.0) * inv_s
+            # Below the log floor the curvature is kBT/floor while the upwind mobility is a neighbour's.
+            c = torch.clamp(torch.stack((c_v, c_i), dim=1), min=0.0)
+            nb = torch.maximum(torch.maximum(torch.roll(c, 1, -1), torch.roll(c, -1, -1)),
+                               torch.maximum(torch.roll(c, 1, -2), torch.roll(c, -1, -2)))
+            low = (c < self.log_floor).to(c.dtype) * nb / self.log_floor
+            fv = fv + p.D_v * low[:, 0]
+            fi = fi + p.D_i * low[:, 1]
+        # (The reference form floors the logarithms at 1e-6 and clamps; its saturation term is left out, as in
+        # the published code, whose measured limit is the gradient-energy bound.)
+        return fv, fi
+
     def stability_rate(self, state: Tensor, params: VoidParameters, dx: float) -> Tensor:
         p = params
         with torch.no_grad():
-            c_v, c_i, eta = state.unbind(1)
+            c_v, c_i, _ = state.unbind(1)
             k = LAPLACIAN_MAX_EIGENVALUE / (dx * dx)
-            h = (eta - 1.0) ** 2
-            j = eta * eta
             m = self.mobilities(c_v, c_i, p)
-            # M·f'' of the dilute entropy with the degenerate mobility is D·h (no 1/c singularity).
-            fv = p.D_v * h + 2.0 * j * m[:, 0]
-            fi = p.D_i * h + 2.0 * j * m[:, 1]
-            if self.discretisation == "conservative":
-                # Vacancy saturation s = 1 − c_v − c_i → 0: M·kBT·h/max(s, floor), bounded by the continuation.
-                inv_s = h / torch.clamp(1.0 - c_v - c_i, min=self.saturation_floor)
-                fv = fv + p.D_v * torch.clamp(c_v, min=0.0) * inv_s
-                fi = fi + p.D_i * torch.clamp(c_i, min=0.0) * inv_s
-                # Below the log floor the curvature is kBT/floor while the upwind mobility is a neighbour's.
-                c = torch.clamp(torch.stack((c_v, c_i), dim=1), min=0.0)
-                nb = torch.maximum(torch.maximum(torch.roll(c, 1, -1), torch.roll(c, -1, -1)),
-                                   torch.maximum(torch.roll(c, 1, -2), torch.roll(c, -1, -2)))
-                low = (c < self.log_floor).to(c.dtype) * nb / self.log_floor
-                fv = fv + p.D_v * low[:, 0]
-                fi = fi + p.D_i * low[:, 1]
-            # (The reference form floors the logarithms at 1e-6 and clamps; its saturation term is left out,
-            # as in the published code, whose measured limit is the gradient-energy bound.)
+            fv, fi = self.local_stiffness(state, p)
             lam_v = k * (fv + m[:, 0] * p.kappa_v * k).amax()
             lam_i = k * (fi + m[:, 1] * p.kappa_i * k).amax()
             f_s, _, _ = self.solid_free_energy(c_v, c_i, p)
@@ -303,9 +311,11 @@ class VoidModel(PhaseFieldModel):
     def stabiliser(self, state: Tensor, params: VoidParameters, k2: Tensor) -> Tensor:
         p = params
         c_v, c_i, eta = state.unbind(1)
-        # Mobility bound M_v ≤ D_v max(c_v, 1)/kBT; local stiffness M·f'' ≈ D (degenerate mobility): S = kBT.
-        a_v = (p.D_v * torch.clamp(c_v.amax(), min=1.0) / p.kBT) * k2 * (p.kappa_v * k2 + p.kBT)
-        a_i = (p.D_i * torch.clamp(c_i.amax(), min=1.0) / p.kBT) * k2 * (p.kappa_i * k2 + p.kBT)
+        # Cahn-Hilliard: a(k) = k² (A κ k² + S) with the mobility bound A = D max(c, 1)/kBT and S the largest
+        # local stiffness M·f'' (≥ D in the matrix), so the explicit remainder of each mode is damped.
+        fv, fi = self.local_stiffness(state, p)
+        a_v = k2 * ((p.D_v * torch.clamp(c_v.amax(), min=1.0) / p.kBT) * p.kappa_v * k2 + torch.clamp(fv.amax(), min=p.D_v))
+        a_i = k2 * ((p.D_i * torch.clamp(c_i.amax(), min=1.0) / p.kBT) * p.kappa_i * k2 + torch.clamp(fi.amax(), min=p.D_i))
         # Allen-Cahn: S ≥ max |∂²f/∂η²| = max |2 (f_s + f_v)| keeps the step energy-stable.
         f_s, _, _ = self.solid_free_energy(c_v, c_i, p)
         f_v = (c_v - 1.0) ** 2 + c_i * c_i
