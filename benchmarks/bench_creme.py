@@ -146,7 +146,7 @@ def train(frames, masks, args):
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if (it + 1) % 50 == 0:
             print(f"  iter {it + 1:4d}  loss {np.mean(losses[-50:]):.4f}  {time.perf_counter() - t0:6.1f} s",
                   flush=True)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from neuradiff.data.render import check_eta
 from neuradiff.errors import NeuradiffError
 
 UNKNOWN = 255
@@ -29,7 +30,6 @@ BOX_SIDE = (0.2, 0.45)
 #: Smoothing length (pixels) of the annotator's random boundary offset.
 JITTER_SCALE = 6.0
 #: Tolerance on eta outside [0, 1] (clipped); larger excursions are an error.
-ETA_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def annotate(eta: np.ndarray, *, settings: AnnotationSettings = AnnotationSettin
     """
     if not isinstance(settings, AnnotationSettings):
         raise NeuradiffError(f"settings must be an AnnotationSettings, got {type(settings).__name__}")
-    eta = _check_eta(eta)
+    eta = check_eta(eta)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise NeuradiffError(f"seed must be a non-negative integer, got {seed!r}")
     t_len, h, w = eta.shape
@@ -195,18 +195,3 @@ def _jitter(field: np.ndarray, amplitude: float, rng: np.random.Generator, binar
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     coords = np.stack([yy - offset * gy / norm, xx - offset * gx / norm])  # sample inwards to grow
     return np.clip(ndimage.map_coordinates(field, coords, order=1, mode="nearest"), 0.0, 1.0)
-
-
-def _check_eta(eta) -> np.ndarray:
-    a = np.asarray(eta)
-    if a.ndim != 3 or min(a.shape) < 1:
-        raise NeuradiffError(f"eta must be a non-empty [T, H, W] array, got shape {a.shape}")
-    if a.dtype.kind not in "biuf":
-        raise NeuradiffError(f"eta must be real numbers, got dtype {a.dtype}")
-    a = a.astype(np.float64)
-    if not np.isfinite(a).all():
-        raise NeuradiffError("eta contains NaN or Inf")
-    lo, hi = float(a.min()), float(a.max())
-    if lo < -ETA_TOLERANCE or hi > 1 + ETA_TOLERANCE:
-        raise NeuradiffError(f"eta must lie in [0, 1], found values in [{lo:g}, {hi:g}]")
-    return np.clip(a, 0.0, 1.0)

@@ -132,7 +132,7 @@ def render_video(eta: np.ndarray, *, c_v: np.ndarray | None = None, c_i: np.ndar
     """
     if not isinstance(settings, RenderSettings):
         raise NeuradiffError(f"settings must be a RenderSettings, got {type(settings).__name__}")
-    eta = _check_eta(eta)
+    eta = check_eta(eta)
     c_v = _check_concentration(c_v, "c_v", eta.shape)
     c_i = _check_concentration(c_i, "c_i", eta.shape)
     seed = _check_seed(seed)
@@ -427,7 +427,8 @@ def _disk(radius: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------------- validation
 
 
-def _check_eta(eta) -> np.ndarray:
+def check_eta(eta) -> np.ndarray:
+    """eta ``[T, H, W]`` as float64 in [0, 1] (overshoot up to 1e-3 is clipped); ``NeuradiffError`` otherwise."""
     a = np.asarray(eta)
     if a.ndim != 3 or min(a.shape) < 1:
         raise NeuradiffError(f"eta must be a non-empty [T, H, W] array, got shape {a.shape}")
