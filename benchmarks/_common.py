@@ -29,8 +29,20 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def source_hash() -> str:
+    """SHA-256 (first 12 hex digits) of the engine's sources, src/neuradiff/physics/*.py, to tie figures to a version."""
+    import hashlib
+
+    root = Path(__file__).resolve().parent.parent / "src" / "neuradiff" / "physics"
+    h = hashlib.sha256()
+    for f in sorted(root.glob("*.py")):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def environment() -> dict:
-    """What the figures depend on: versions, threads, CPU, load of the (shared) machine."""
+    """What the figures depend on: versions, threads, CPU, load of the (shared) machine, engine source hash."""
     import torch
 
     try:
@@ -47,13 +59,14 @@ def environment() -> dict:
         "logical_cpus": os.cpu_count(),
         "loadavg_at_start": load,
         "machine": platform.machine(),
+        "physics_source_sha256": source_hash(),
     }
 
 
 def print_environment(env: dict) -> None:
     print(f"# {env['date']}  torch {env['torch']}  threads {env['torch_threads']} "
           f"(OMP_NUM_THREADS={env['OMP_NUM_THREADS']})  {env['cpu']} ({env['logical_cpus']} logical CPUs)  "
-          f"load average {env['loadavg_at_start']}")
+          f"load average {env['loadavg_at_start']}  physics sources {env['physics_source_sha256']}")
 
 
 def summary(times: list[float]) -> dict:
