@@ -17,18 +17,18 @@ from neuradiff.physics.initial import disk_indicator, void_disks
 
 
 def test_allen_cahn_disk_shrinks_by_curvature():
-    # R(t)² = R0² − 2Lκt (sharp-interface limit); interface width √(κ/W) = 1.4 dx.
-    p = AllenCahnParameters(W=1.0, kappa=2.0, L=1.0)
+    # R(t)² = R0² − 2Lκt (sharp-interface limit); interface width √(κ/W) = 2 dx (resolved).
+    p = AllenCahnParameters(W=1.0, kappa=4.0, L=1.0)
     r0, n = 30.0, 128
     eta = disk_indicator((n, n), [(n / 2, n / 2, r0)], width=(2 * p.kappa / p.W) ** 0.5).view(1, 1, n, n)
-    dt, steps = 0.05, 2000
-    tr = rollout(AllenCahnModel(), eta, p, dt=dt, n_steps=steps, save_every=400)
+    dt, steps = 0.04, 1500
+    tr = rollout(AllenCahnModel(), eta, p, dt=dt, n_steps=steps, save_every=300)
     r = tr.diagnostics["radius"][:, 0]
     t = torch.tensor(tr.times, dtype=torch.float64)
     r2_expected = r[0] ** 2 - 2 * p.L * p.kappa * t
     err = ((r ** 2 - r2_expected) / r2_expected).abs()
     assert float(err.max()) < 0.02
-    assert float(r[-1]) < 0.85 * float(r[0])  # the disk really shrank
+    assert float(r[-1]) < 0.75 * float(r[0])  # the disk really shrank (measured: 30.1 → 20.8, error 1.0 %)
 
 
 def test_spectral_and_explicit_agree_and_converge_at_first_order():

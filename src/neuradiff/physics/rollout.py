@@ -61,7 +61,10 @@ def rollout(model: PhaseFieldModel, state: Tensor, params: ParameterSet, *, dt: 
         Save the state every this many steps (the initial and final states are always saved).
     checkpoint_every : int, optional
         Under autograd, recompute segments of this many steps in the backward pass instead of storing
-        them (memory ∝ segments + one segment, time ≈ 1.3×); gradients are identical.
+        them: the live tensors are the segment boundaries plus one segment, and the gradients are
+        identical. The process's resident memory also depends on the allocator: glibc keeps freed blocks
+        (1000 steps at 256²: ~3.5 GB resident with glibc's defaults, < 1 GB with tcmalloc or
+        ``MALLOC_MMAP_THRESHOLD_=65536``; see ``benchmarks/README.md``).
     guard, guard_every : str, int
         Explicit stability guard (``"substep"``, ``"raise"`` or ``"off"``), re-estimated every
         ``guard_every`` steps (default: every step) with a safety factor of 0.9.
