@@ -6,9 +6,10 @@ pixel size 200 nm / 512 px ≈ 0.39 nm/px (from the upstream folder name ``fov20
 Protocol (fixed before looking at the hold-out figures):
 
 - train ``RecognitionNet(NetConfig(width, depth, embedding="none"))`` supervised on frames 1–12 only with
-  ``annotation_loss`` (masked BCE) on the full human masks; no physics. Random ``--crop``² crops, random
-  flips / rot90 and a mild grey-level gain/offset jitter, batch ``--batch``, Adam lr ``--lr`` with a cosine
-  decay to lr/20 over ``--iters`` iterations; input normalisation = mean/std of frames 1–12;
+  ``annotation_loss`` (masked BCE, ``pos_weight`` 3 for the loop class: plain BCE left every held-out
+  validation pixel at eta < 0.5, see REAL_DATA.md) on the full human masks; no physics. Random ``--crop``²
+  crops, random flips / rot90 and a mild grey-level gain/offset jitter, batch ``--batch``, Adam lr ``--lr``
+  with a cosine decay to lr/20 over ``--iters`` iterations; input normalisation = mean/std of frames 1–12;
 - predict the held-out frames 13–16 whole (512²), void = ``eta > 0.5``; regions < ``--min-area`` px removed;
 - baselines, measured in the same run on the same frames with the same small-region removal:
   ``otsu``: Gaussian smoothing (σ = 2 px), one global Otsu threshold per frame, loops = the *dark* side;
@@ -18,10 +19,11 @@ Protocol (fixed before looking at the hold-out figures):
   matching, IoU ≥ 0.5, per frame), and sizes from ``measure_masks`` (nm/px = 200/512): object count, mean and
   median equivalent diameter in nm, and their error against the human masks.
 
-``--val`` trains on frames 1–10 and evaluates on 11–12 instead (for choosing settings without touching 13–16).
+``--val`` trains on frames 1–10 and evaluates on 11–12 instead (for choosing settings without touching 13–16;
+pos_weight 3 and depth 3 were chosen that way).
 
 Run:  python benchmarks/bench_creme.py [--iters 500] [--width 16] [--depth 3] [--tag NAME] [--val]
-Writes benchmarks/results/creme[ _TAG].json, benchmarks/results/creme_overlay.png (default run only) and the
+Writes benchmarks/results/creme[_val][_TAG].json, benchmarks/results/creme_overlay.png (default run only) and the
 trained net to /tmp/neuradiff-bench/creme_net[_TAG].pt (kept out of the repository).
 """
 
@@ -281,7 +283,8 @@ def main(argv=None) -> int:
         "data": {"path": str(DATA.relative_to(HERE.parent)), "nm_per_px": NM_PER_PX,
                  "train_frames": list(range(1, n_train + 1)), "test_frames": [i + 1 for i in test_idx]},
         "settings": {**vars(args), "net_config": cfg.to_dict(), "parameters": count_parameters(net),
-                     "loss": f"annotation_loss (masked BCE, pos_weight {args.pos_weight}), no physics", "threshold": 0.5,
+                     "loss": f"annotation_loss (masked BCE, pos_weight {args.pos_weight}), no physics",
+                     "threshold": 0.5,
                      "augmentation": "random crop, rot90, horizontal flip, gain U(0.9,1.1), offset U(-10,10)",
                      "lr_schedule": "cosine to lr/20"},
         "train_seconds": train_s,

@@ -4,7 +4,8 @@ For each net (``default`` = ``RecognitionNet(NetConfig())``, width 16, depth 3, 
 ``small`` = ``NetConfig(width=8, depth=3)``): the median over ``--reps`` timed calls (after one warm-up call)
 of ``net(frames, times)`` under ``torch.inference_mode()`` on real frames (the creme 316L frames), for the
 variants below; ``eager`` at batch sizes 1, 4, 8 with 1 and 2 torch threads, the others (to keep the run
-under 10 minutes: each compilation takes about a minute here) at batch 8 with 2 threads only:
+under 10 minutes: each compilation takes 10-35 s here) at batch 8 with 2 threads only (see the batch-1 run
+below for all variants at batch 1):
 
 - ``eager``:     as constructed (the net puts its weights in ``channels_last`` itself);
 - ``eager-nchw``: weights moved back to ``torch.contiguous_format`` (to see what channels_last buys);
@@ -18,15 +19,18 @@ Outputs of bf16 / compiled variants are compared with eager fp32 (max |Δeta| an
 whose ``eta ≥ 0.5`` decision flips).
 
 End-to-end: a 30-frame 512² TIFF stack (creme frames 1–16, 1–14 tiled in time) tracked with
-``neuradiff track --threads 2 --batch 8`` (wall clock of the subprocess incl. Python start-up, the
-inference-only frames/s the CLI prints, with and without ``--measure``), using a model folder written with
-``neuradiff.training.outputs.write_fit`` around the net trained by ``bench_creme.py``
+``neuradiff track --threads 2 --batch B`` for B = 8 (the CLI default) and 1 (wall clock of the subprocess
+incl. Python start-up, the inference-only frames/s the CLI prints, with and without ``--measure``), using a
+model folder written with ``neuradiff.training.outputs.write_fit`` around the net trained by ``bench_creme.py``
 (``/tmp/neuradiff-bench/creme_net.pt``; an untrained net of the same architecture if that file is missing —
 speed does not depend on the weights), and the Python inference path ``neuradiff.analysis.forecast.recognise``
-on the same stack. Temporary files go to /tmp.
+on the same stack with the same batch sizes. Temporary files go to /tmp.
 
 Run:  python benchmarks/bench_track_speed.py [--reps 3] [--nets default,small] [--variants ...] [--no-cli]
-Writes benchmarks/results/track_speed.json.
+Writes benchmarks/results/track_speed.json (``--out`` to change). The batch-1 run of REAL_DATA.md:
+      python benchmarks/bench_track_speed.py --batches 1 --extra-batches 1 --reps 10 --no-cli --out track_speed_b1.json
+and the end-to-end run alone:
+      python benchmarks/bench_track_speed.py --cli-only --cli-reps 2 --out track_speed_cli.json
 """
 
 from __future__ import annotations
@@ -158,7 +162,7 @@ def model_folder(folder: Path, frames: np.ndarray) -> str:
     return source
 
 
-def end_to_end(frames: np.ndarray, reps: int) -> dict:
+def end_to_end(frames: np.ndarray, reps: int, cli_batches: list[int]) -> dict:
     import re
 
     from neuradiff.analysis.forecast import recognise
@@ -173,44 +177,46 @@ def end_to_end(frames: np.ndarray, reps: int) -> dict:
         out = {"stack": f"{stack.shape[0]} frames {stack.shape[1]}x{stack.shape[2]} uint8 TIFF (creme frames tiled)",
                "model": source, "command": "neuradiff track STACK --model MODEL --out OUT --threads 2 --batch 8 "
                                            "--nm-per-px 0.390625 [--no-measure]"}
-        for measure in (False, True):
-            walls, fps = [], []
-            for r in range(reps):
-                dest = tmp / f"track_{measure}_{r}"
-                cmd = [cli, "track", str(stack_path), "--model", str(tmp / "model"), "--out", str(dest),
-                       "--threads", "2", "--batch", "8", "--nm-per-px", str(200 / 512)]
-                if not measure:
-                    cmd.append("--no-measure")
-                env = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2", NO_COLOR="1")
-                t0 = time.perf_counter()
-                proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-                walls.append(time.perf_counter() - t0)
-                if proc.returncode != 0:
-                    raise RuntimeError(f"neuradiff track failed: {proc.stderr[-2000:]}")
-                m = re.search(r"\(([\d.]+) frames/s\)", proc.stdout)
-                fps.append(float(m.group(1)) if m else float("nan"))
-                shutil.rmtree(dest, ignore_errors=True)
-            key = "cli_measure" if measure else "cli_no_measure"
-            out[key] = {"wall_s_median": statistics.median(walls), "wall_s": walls,
-                        "wall_fps": stack.shape[0] / statistics.median(walls),
-                        "inference_fps_printed_median": statistics.median(fps)}
-            print(f"  neuradiff track {'--measure   ' if measure else '--no-measure'}: wall "
-                  f"{statistics.median(walls):.1f} s ({stack.shape[0] / statistics.median(walls):.2f} frames/s), "
-                  f"inference {statistics.median(fps):.2f} frames/s (printed by the CLI)", flush=True)
+        env = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2", NO_COLOR="1")
+        for batch in cli_batches:
+            for measure in (False, True):
+                walls, fps = [], []
+                for r in range(reps):
+                    dest = tmp / f"track_{batch}_{measure}_{r}"
+                    cmd = [cli, "track", str(stack_path), "--model", str(tmp / "model"), "--out", str(dest),
+                           "--threads", "2", "--batch", str(batch), "--nm-per-px", str(200 / 512)]
+                    if not measure:
+                        cmd.append("--no-measure")
+                    t0 = time.perf_counter()
+                    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                    walls.append(time.perf_counter() - t0)
+                    if proc.returncode != 0:
+                        raise RuntimeError(f"neuradiff track failed: {proc.stderr[-2000:]}")
+                    m = re.search(r"\(([\d.]+) frames/s\)", proc.stdout)
+                    fps.append(float(m.group(1)) if m else float("nan"))
+                    shutil.rmtree(dest, ignore_errors=True)
+                key = f"cli_batch{batch}_{'measure' if measure else 'no_measure'}"
+                out[key] = {"batch": batch, "measure": measure, "wall_s_median": statistics.median(walls),
+                            "wall_s": walls, "wall_fps": stack.shape[0] / statistics.median(walls),
+                            "inference_fps_printed_median": statistics.median(fps)}
+                print(f"  neuradiff track --batch {batch} {'--measure   ' if measure else '--no-measure'}: wall "
+                      f"{statistics.median(walls):.1f} s ({stack.shape[0] / statistics.median(walls):.2f} frames/s), "
+                      f"inference {statistics.median(fps):.2f} frames/s (printed by the CLI)", flush=True)
         # the Python inference path on the same stack
         fitted = load_model(tmp / "model")
         torch.set_num_threads(2)
         x = stack.astype(np.float32)
-        recognise(fitted.net, x[:8], batch=8)
-        ts = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            recognise(fitted.net, x, batch=8)
-            ts.append(time.perf_counter() - t0)
-        out["python_recognise"] = {"threads": 2, "batch": 8, "median_s": statistics.median(ts),
-                                   "fps": stack.shape[0] / statistics.median(ts)}
-        print(f"  recognise() 30 frames, batch 8, 2 threads: {stack.shape[0] / statistics.median(ts):.2f} frames/s",
-              flush=True)
+        for batch in cli_batches:
+            recognise(fitted.net, x[:batch], batch=batch)
+            ts = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                recognise(fitted.net, x, batch=batch)
+                ts.append(time.perf_counter() - t0)
+            out[f"python_recognise_batch{batch}"] = {"threads": 2, "batch": batch, "median_s": statistics.median(ts),
+                                                     "fps": stack.shape[0] / statistics.median(ts)}
+            print(f"  recognise() 30 frames, batch {batch}, 2 threads: "
+                  f"{stack.shape[0] / statistics.median(ts):.2f} frames/s", flush=True)
         return out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -225,6 +231,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--extra-batches", default="8", help="batch sizes of the variants other than eager")
     ap.add_argument("--extra-threads", default="2", help="thread counts of the variants other than eager")
+    ap.add_argument("--cli-batches", default="8,1", help="--batch values of the end-to-end runs (8 = CLI default)")
+    ap.add_argument("--cli-only", action="store_true", help="only the end-to-end timing")
+    ap.add_argument("--out", default="track_speed.json", help="result file name in benchmarks/results")
     ap.add_argument("--cli-reps", type=int, default=1, help="runs of each end-to-end timing")
     ap.add_argument("--no-cli", action="store_true", help="skip the end-to-end neuradiff track timing")
     args = ap.parse_args(argv)
@@ -241,7 +250,7 @@ def main(argv=None) -> int:
 
     rows, info = [], {}
     try:
-        for name in args.nets.split(","):
+        for name in ([] if args.cli_only else args.nets.split(",")):
             cfg = NETS[name]
             info[name] = {"config": cfg.to_dict(), "parameters": count_parameters(RecognitionNet(cfg))}
             print(f"net {name}: {cfg.width=} {cfg.depth=} {cfg.embedding=}  {info[name]['parameters']} parameters")
@@ -262,7 +271,8 @@ def main(argv=None) -> int:
                     r["net"] = name
                 rows.extend(vr)
                 print(f"  ({variant}: {time.perf_counter() - t0:.0f} s)", flush=True)
-        e2e = None if args.no_cli else end_to_end(all_frames, args.cli_reps)
+        cli_batches = [int(b) for b in args.cli_batches.split(",")]
+        e2e = None if args.no_cli else end_to_end(all_frames, args.cli_reps, cli_batches)
     finally:
         shutil.rmtree(_CACHE, ignore_errors=True)
 
@@ -276,8 +286,10 @@ def main(argv=None) -> int:
             "met": bool(best2 and best2["fps"] >= GOAL_FPS),
             "best_2_threads": best2, "best_any": best,
             "factor_missing": (GOAL_FPS / best2["fps"]) if best2 else None}
-    print(f"goal >= {GOAL_FPS} frames/s on 512² with 2 cores: {'MET' if goal['met'] else 'NOT met'}; best 2-thread "
-          f"{best2['fps']:.2f} frames/s ({best2['net']}, {best2['variant']}, batch {best2['batch']})" if best2 else "")
+    if best2:
+        print(f"goal >= {GOAL_FPS} frames/s on 512² with 2 cores: {'MET' if goal['met'] else 'NOT met'}; "
+              "best 2-thread "
+              f"{best2['fps']:.2f} frames/s ({best2['net']}, {best2['variant']}, batch {best2['batch']})")
     accuracy = {}
     for name, fname in (("default", "creme.json"), ("small", "creme_small.json")):
         path = HERE / "results" / fname
@@ -292,8 +304,9 @@ def main(argv=None) -> int:
             f"{k}: IoU {v['iou']:.3f}, object F1 {v['object_f1']:.3f}" for k, v in accuracy.items()))
     total = time.perf_counter() - t_start
     payload = {"benchmark": "tracking inference speed, 512x512", "environment": env, "settings": vars(args),
-               "nets": info, "rows": rows, "goal": goal, "creme_accuracy": accuracy, "end_to_end": e2e, "total_seconds": total}
-    out = write_json("track_speed.json", payload)
+               "nets": info, "rows": rows, "goal": goal, "creme_accuracy": accuracy, "end_to_end": e2e,
+               "total_seconds": total}
+    out = write_json(args.out, payload)
     print(f"total {total:.0f} s; wrote {out}")
     return 0
 
