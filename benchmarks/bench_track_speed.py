@@ -175,7 +175,7 @@ def end_to_end(frames: np.ndarray, reps: int, cli_batches: list[int]) -> dict:
         source = model_folder(tmp / "model", frames)
         cli = shutil.which("neuradiff") or str(Path(sys.executable).parent / "neuradiff")
         out = {"stack": f"{stack.shape[0]} frames {stack.shape[1]}x{stack.shape[2]} uint8 TIFF (creme frames tiled)",
-               "model": source, "command": "neuradiff track STACK --model MODEL --out OUT --threads 2 --batch 8 "
+               "model": source, "command": "neuradiff track STACK --model MODEL --out OUT --threads 2 --batch B "
                                            "--nm-per-px 0.390625 [--no-measure]"}
         env = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2", NO_COLOR="1")
         for batch in cli_batches:
