@@ -19,7 +19,7 @@ Outputs of bf16 / compiled variants are compared with eager fp32 (max |Δeta| an
 whose ``eta ≥ 0.5`` decision flips).
 
 End-to-end: a 30-frame 512² TIFF stack (creme frames 1–16, 1–14 tiled in time) tracked with
-``neuradiff track --threads 2 --batch B`` for B = 8 (the CLI default) and 1 (wall clock of the subprocess
+``neuradiff track --threads 2 --batch B`` for B = 8 and 1 (the CLI default since the measurements below) (wall clock of the subprocess
 incl. Python start-up, the inference-only frames/s the CLI prints, with and without ``--measure``), using a
 model folder written with ``neuradiff.training.outputs.write_fit`` around the net trained by ``bench_creme.py``
 (``/tmp/neuradiff-bench/creme_net.pt``; an untrained net of the same architecture if that file is missing —

@@ -103,7 +103,30 @@ def test_gradients_reach_every_learned_parameter_through_the_rollout(tiny_datase
     terms["loss"].backward()
     for name, raw in state.params.raw.items():
         assert raw.grad is not None and float(raw.grad.abs()) > 0, name
-    assert float(terms["sim"]) > 0
+    assert float(terms["sim"].detach()) > 0
+
+
+def test_physics_fitted_to_annotations_only_when_asked(tiny_dataset):
+    trainer = Trainer(_data(tiny_dataset), FitConfig(**TINY_FIT, physics_loss="sim"))
+    state = trainer.new_state()
+    end = int(trainer.train_frames[-1])
+    starts = torch.tensor([end - 2, 0])
+
+    def terms():
+        return trainer.pair_loss(state.net, state.params(), starts)
+
+    phys = list(state.params.parameters())
+    expected_phys = torch.autograd.grad(terms()["sim"], phys)
+    expected_net = torch.autograd.grad(terms()["loss"], list(state.net.parameters()))
+    opt_net = torch.optim.SGD(state.net.parameters(), lr=0.0)
+    opt_phys = torch.optim.SGD(phys, lr=0.0)
+    trainer._step(terms(), "joint", 0, opt_net, opt_phys)
+    for p, g in zip(phys, expected_phys):
+        assert torch.allclose(p.grad, g, rtol=1e-5, atol=1e-12)
+    for p, g in zip(state.net.parameters(), expected_net):
+        assert torch.allclose(p.grad, g, rtol=1e-5, atol=1e-9)
+    total = torch.autograd.grad(terms()["loss"], phys)
+    assert any(not torch.allclose(a, b) for a, b in zip(total, expected_phys))  # the option changes something
 
 
 def test_bad_inputs_are_one_clear_line(tiny_dataset, tmp_path):

@@ -34,8 +34,13 @@ def test_gradcheck_rollout_wrt_fields_and_every_learnable_parameter(disc, n_step
     assert gradcheck(_rollout_fn(disc, n_steps), _inputs(), eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
-def test_gradcheck_spectral_step_and_stochastic_rollout():
-    assert gradcheck(_rollout_fn("conservative", 2, integrator="spectral"), _inputs(), eps=1e-6, atol=1e-6, rtol=1e-4)
+@pytest.mark.parametrize("integrator", ["spectral", "imex"])
+def test_gradcheck_other_integrators(integrator):
+    assert gradcheck(_rollout_fn("conservative", 2, integrator=integrator), _inputs(), eps=1e-6, atol=1e-6,
+                     rtol=1e-4)
+
+
+def test_gradcheck_stochastic_rollout():
     assert gradcheck(_rollout_fn("conservative", 2, forcing=RandomForcing(5)), _inputs(), eps=1e-6, atol=1e-6,
                      rtol=1e-4)
 

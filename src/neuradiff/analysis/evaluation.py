@@ -38,20 +38,34 @@ def tracking_scores(eta: np.ndarray, truth_eta: np.ndarray, frames: np.ndarray) 
 
 
 def forecast_scores(model, frames: np.ndarray, truth_eta: np.ndarray, *, start: int = 0,
-                    annotation: np.ndarray | None = None) -> dict[str, Any]:
-    """Forecast from ``start`` to the last frame: void area against the truth at every frame, final IoU."""
+                    annotation: np.ndarray | None = None, drift_px: np.ndarray | None = None) -> dict[str, Any]:
+    """Forecast from ``start`` to the last frame: void area against the truth at every frame, final IoU.
+
+    The forecast lives in the coordinates of frame ``start``; with the truth's stage drift ``drift_px``
+    (``[T, 2]`` (y, x) pixels) it is moved with the specimen before the masks are compared (physics cannot
+    predict the stage), and ``last_frame_iou_without_drift`` is the comparison without that shift.
+    """
+    from neuradiff.data.render import shift_like
+
     n = frames.shape[0] - 1 - start
     fc = forecast(model.net, model.params, frames, start, n, sim_time_per_frame=model.sim_time_per_frame,
                   dt=model.dt, discretisation=model.info["physics"]["discretisation"],
                   integrator=model.info["physics"]["integrator"], annotation=annotation)
-    area_f = (fc.eta >= 0.5).sum(axis=(1, 2)).astype(float)
+    eta = fc.eta
+    unshifted_iou = iou(eta[-1] >= 0.5, truth_eta[-1] >= 0.5)
+    if drift_px is not None:
+        d = np.asarray(drift_px, dtype=np.float64)[start:]
+        eta = shift_like(eta.astype(np.float32), d - d[0])
+    area_f = (eta >= 0.5).sum(axis=(1, 2)).astype(float)
     area_t = (truth_eta[start:] >= 0.5).sum(axis=(1, 2)).astype(float)
     rel = np.abs(area_f - area_t) / np.maximum(area_t, 1.0)
     return {
         "start_frame": start,
         "max_relative_area_error": float(rel.max()),
         "mean_relative_area_error": float(rel.mean()),
-        "last_frame_iou": iou(fc.eta[-1] >= 0.5, truth_eta[-1] >= 0.5),
+        "last_frame_iou": iou(eta[-1] >= 0.5, truth_eta[-1] >= 0.5),
+        "last_frame_iou_without_drift": unshifted_iou,
+        "drift_corrected": drift_px is not None,
         "area_forecast_px": area_f.tolist(),
         "area_truth_px": area_t.tolist(),
     }, fc
@@ -67,14 +81,22 @@ def parameter_errors(learned: dict[str, float], truth: dict[str, np.ndarray], na
 
 
 def evaluate_model(model, frames: np.ndarray, annotations: np.ndarray, truth: dict[str, np.ndarray],
-                   train_frames: np.ndarray) -> dict[str, Any]:
-    """metrics.json: tracking on frames not used for training, parameter errors and the forecast from frame 0."""
+                   train_frames: np.ndarray, initial_params=None) -> dict[str, Any]:
+    """metrics.json: tracking on frames not used for training, parameter errors and the forecast from frame 0
+    (and, with ``initial_params``, the same forecast with the starting guess: what learning the physics bought)."""
+    import dataclasses
+
     if truth["eta"].shape != frames.shape:
         raise NeuradiffError(f"truth {truth['eta'].shape} and video {frames.shape} differ in size or length")
     fields = recognise(model.net, frames)
     held = np.setdiff1d(np.arange(frames.shape[0]), train_frames)
-    fc, _ = forecast_scores(model, frames, truth["eta"], start=0,
-                            annotation=annotations[0] if (annotations[0] != 255).any() else None)
+    kwargs = {"start": 0, "annotation": annotations[0] if (annotations[0] != 255).any() else None,
+              "drift_px": truth.get("drift_px")}
+    fc, _ = forecast_scores(model, frames, truth["eta"], **kwargs)
+    extra = {}
+    if initial_params is not None:
+        guess, _ = forecast_scores(dataclasses.replace(model, params=initial_params), frames, truth["eta"], **kwargs)
+        extra["forecast_initial_guess"] = {k: v for k, v in guess.items() if not k.startswith("area_")}
     return {
         "held_out_tracking": tracking_scores(fields[:, 2], truth["eta"], held),
         "all_frames_tracking": {k: v for k, v in tracking_scores(fields[:, 2], truth["eta"],
@@ -82,4 +104,5 @@ def evaluate_model(model, frames: np.ndarray, annotations: np.ndarray, truth: di
                                 if k != "per_frame"},
         "parameters": parameter_errors(model.params.as_floats(), truth, model.info["learned"]),
         "forecast": fc,
+        **extra,
     }

@@ -74,7 +74,12 @@ def _print_summary(metrics: dict) -> None:
     table.add_row("void IoU (held out)", f"{t['iou']:.3f}")
     table.add_row("Dice (held out)", f"{t['dice']:.3f}")
     table.add_row("forecast from frame 0: max |area error|", f"{100 * f['max_relative_area_error']:.1f} %")
-    table.add_row("forecast: eta IoU at the last frame", f"{f['last_frame_iou']:.3f}")
+    table.add_row("forecast: eta IoU at the last frame" + (" (drift-corrected)" if f.get("drift_corrected") else ""),
+                  f"{f['last_frame_iou']:.3f}")
+    g = metrics.get("forecast_initial_guess")
+    if g:
+        table.add_row("same forecast with the initial guess: max |area error|", f"{100 * g['max_relative_area_error']:.1f} %")
+        table.add_row("same forecast with the initial guess: last-frame IoU", f"{g['last_frame_iou']:.3f}")
     console.print(table)
     if metrics.get("parameters"):
         pt = Table(title="learned vs true parameters (dimensionless)")
@@ -91,7 +96,7 @@ def track(
     video: Path = typer.Argument(..., help="The video to track."),
     model: Path = typer.Option(..., "--model", help="Model folder written by neuradiff fit."),
     out: Path = typer.Option(..., "--out", help="Output folder."),
-    batch: int = typer.Option(8, help="Frames per inference batch."),
+    batch: int = typer.Option(1, help="Frames per inference batch (1 is fastest on a few CPU cores)."),
     nm_per_px: Optional[float] = typer.Option(None, "--nm-per-px", help="Override the pixel size (nm)."),
     frame_interval: Optional[float] = typer.Option(None, "--frame-interval", help="Override the frame interval (s)."),
     measure: bool = typer.Option(True, "--measure/--no-measure", help="Also write void measurements."),
@@ -209,7 +214,7 @@ def demo(
     with progress:
         summary = run_fit(root / "video" / "video.tif", root / "video" / "annotations.tif", root / "model",
                           config=fit_cfg, truth_path=root / "video" / "truth.npz", progress=update)
-    track(root / "video" / "video.tif", model=root / "model", out=root / "track", batch=8, nm_per_px=None,
+    track(root / "video" / "video.tif", model=root / "model", out=root / "track", batch=1, nm_per_px=None,
            frame_interval=None, measure=True, threads=None)
     forecast_cmd(model=root / "model", video=root / "video" / "video.tif", frame=0, steps=ds.video.shape[0] - 1,
               out=root / "forecast", threads=None)

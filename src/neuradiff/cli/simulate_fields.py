@@ -43,7 +43,7 @@ def simulate_fields(
     dx: float = typer.Option(1.0, help="Grid spacing (simulation length units)."),
     save_every: int = typer.Option(100, help="Save the fields every this many steps."),
     discretisation: str = typer.Option("conservative", help="conservative (flux form) or reference (published code)."),
-    integrator: str = typer.Option("euler", help="euler (explicit, guarded) or spectral (semi-implicit, periodic)."),
+    integrator: str = typer.Option("euler", help="euler (explicit, guarded), imex (pointwise stiffness implicit, guarded) or spectral (semi-implicit, periodic)."),
     stochastic: bool = typer.Option(True, "--stochastic/--deterministic", help="Cascades and noise on or off."),
     seed: int = typer.Option(0, help="Seed of the initial condition and of the cascades and noise."),
     params: Optional[Path] = typer.Option(None, "--params", help="JSON file of parameter overrides, e.g. {\"L\": 2}."),

@@ -46,7 +46,8 @@ class NetConfig:
     emb_grid : side ``b`` of the ``b×b`` grid of a per-frame code (resized bilinearly to the bottleneck grid
         when the frame size gives another one); only for ``"per-frame"``.
     norm : ``"group"`` (GroupNorm, independent of batch size) or ``"batch"``.
-    c_v_range : ``(lo, hi)`` of the ``c_v`` head (site fraction).
+    c_v_range : ``(lo, hi)`` of the ``c_v`` head (site fraction; the default reaches above 1 so that the value
+        inside a void, 1, is not the sigmoid's asymptote — the conservative model lets it exceed 1 slightly).
     log_c_i_range : ``(lo, hi)`` of ``log10 c_i``.
     """
 
@@ -57,7 +58,7 @@ class NetConfig:
     n_frames: int = 0
     emb_grid: int = 8
     norm: str = "group"
-    c_v_range: tuple[float, float] = (0.0, 1.0)
+    c_v_range: tuple[float, float] = (0.0, 1.5)
     log_c_i_range: tuple[float, float] = (-12.0, -2.0)
 
     def __post_init__(self):

@@ -52,6 +52,15 @@ class PhaseFieldModel:
         """Estimate λ of the fastest decaying mode; explicit Euler is stable for dt < 2/λ (0-d tensor)."""
         raise NotImplementedError
 
+    def local_stiffness_diagonal(self, state: Tensor, params: ParameterSet) -> Tensor | None:
+        """Per-pixel d ≥ 0 with rate ≈ −d·φ + (the rest) for the pointwise (reaction) part of each field,
+        shape ``[batch, field, H, W]`` (1/time); the ``imex`` integrator treats it implicitly. ``None``: none."""
+        return None
+
+    def implicit_stability_rate(self, state: Tensor, params: ParameterSet, dx: float) -> Tensor:
+        """λ of the fastest mode left explicit when :meth:`local_stiffness_diagonal` is implicit (default: all)."""
+        return self.stability_rate(state, params, dx)
+
     def stabiliser(self, state: Tensor, params: ParameterSet, k2: Tensor) -> Tensor:
         """Coefficient a_f(k) ≥ 0 of the linear stabilisation of each field, shape ``[field, H, W//2+1]``.
 

@@ -11,7 +11,7 @@ from torch.utils.checkpoint import checkpoint
 
 from neuradiff.errors import SimulationError
 from neuradiff.physics.forcing import Forcing, as_forcing
-from neuradiff.physics.integrators import explicit_stability_limit, get_integrator
+from neuradiff.physics.integrators import GUARDED, explicit_stability_limit, get_integrator
 from neuradiff.physics.model import PhaseFieldModel
 from neuradiff.physics.parameters import ParameterSet
 
@@ -93,8 +93,8 @@ def rollout(model: PhaseFieldModel, state: Tensor, params: ParameterSet, *, dt: 
         subs, saved, limit = 0, [], None
         for n in range(first, last):
             draws = source.draws(model, start_step + n, s)
-            if guard != "off" and integrator == "euler" and (limit is None or (n - first) % guard_every == 0):
-                limit = 0.9 * explicit_stability_limit(model, s, params, dx)
+            if guard != "off" and integrator in GUARDED and (limit is None or (n - first) % guard_every == 0):
+                limit = 0.9 * explicit_stability_limit(model, s, params, dx, implicit_local=GUARDED[integrator])
             s, info = step_fn(model, s, params, dt, dx=dx, draws=draws, guard=guard, limit=limit)
             check_finite(s, model, start_step + n + 1)
             clamped = clamped + info.clamped

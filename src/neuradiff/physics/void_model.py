@@ -294,19 +294,44 @@ class VoidModel(PhaseFieldModel):
         # the published code, whose measured limit is the gradient-energy bound.)
         return fv, fi
 
+    def _transport_rates(self, state: Tensor, p: VoidParameters, k: float) -> tuple[Tensor, Tensor]:
+        """Largest Cahn-Hilliard decay rates of c_v and c_i (1/time) for the Laplacian bound ``k``."""
+        c_v, c_i, _ = state.unbind(1)
+        m = self.mobilities(c_v, c_i, p)
+        fv, fi = self.local_stiffness(state, p)
+        return k * (fv + m[:, 0] * p.kappa_v * k).amax(), k * (fi + m[:, 1] * p.kappa_i * k).amax()
+
     def stability_rate(self, state: Tensor, params: VoidParameters, dx: float) -> Tensor:
         p = params
         with torch.no_grad():
             c_v, c_i, _ = state.unbind(1)
             k = LAPLACIAN_MAX_EIGENVALUE / (dx * dx)
-            m = self.mobilities(c_v, c_i, p)
-            fv, fi = self.local_stiffness(state, p)
-            lam_v = k * (fv + m[:, 0] * p.kappa_v * k).amax()
-            lam_i = k * (fi + m[:, 1] * p.kappa_i * k).amax()
+            lam_v, lam_i = self._transport_rates(state, p, k)
             f_s, _, _ = self.solid_free_energy(c_v, c_i, p)
             f_v = (c_v - 1.0) ** 2 + c_i * c_i
             lam_eta = p.L * ((2.0 * (f_s + f_v)).abs().amax() + p.kappa_eta * k)
             return torch.stack([torch.as_tensor(x, dtype=torch.float64) for x in (lam_v, lam_i, lam_eta)]).amax()
+
+    def local_stiffness_diagonal(self, state: Tensor, params: VoidParameters) -> Tensor:
+        """∂²f/∂η² · L for η (where positive) and the recombination coefficients of c_v and c_i, ``[batch, 3, H, W]``."""
+        p = params
+        c_v, c_i, eta = state.unbind(1)
+        f_s, _, _ = self.solid_free_energy(c_v, c_i, p)
+        f_v = (c_v - 1.0) ** 2 + c_i * c_i
+        d_eta = p.L * torch.clamp(2.0 * (f_s + f_v), min=0.0)
+        k_r = p.R_bulk + p.R_surf * eta * eta
+        return torch.stack((k_r * torch.clamp(c_i, min=0.0), k_r * torch.clamp(c_v, min=0.0), d_eta), dim=1)
+
+    def implicit_stability_rate(self, state: Tensor, params: VoidParameters, dx: float) -> Tensor:
+        p = params
+        with torch.no_grad():
+            k = LAPLACIAN_MAX_EIGENVALUE / (dx * dx)
+            lam_c = self._transport_rates(state, p, k)
+            c_v, c_i, _ = state.unbind(1)
+            f_s, _, _ = self.solid_free_energy(c_v, c_i, p)
+            f_v = (c_v - 1.0) ** 2 + c_i * c_i
+            lam_eta = p.L * (torch.clamp(-2.0 * (f_s + f_v), min=0.0).amax() + p.kappa_eta * k)
+            return torch.stack([torch.as_tensor(x, dtype=torch.float64) for x in (*lam_c, lam_eta)]).amax()
 
     def stabiliser(self, state: Tensor, params: VoidParameters, k2: Tensor) -> Tensor:
         p = params

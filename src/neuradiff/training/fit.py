@@ -6,16 +6,20 @@
 2. Joint training on frame pairs (t, t + gap): recognise at t, replace eta by the annotation where one
    exists (eta**), simulate gap·``sim_time_per_frame`` with the engine, recognise at t + gap, and minimise
 
-       L = L_sim + λ_rec · L_rec + λ_sim_rec · L_sim-rec       (all terms means)
+       L = L_sim + λ_rec · L_rec + λ_sim_rec · L_sim-rec + λ_prior · L_prior       (all terms means)
        L_sim     = mean over annotated pixels of (eta_sim − A)²           at t + gap
        L_rec     = BCE of the recognised eta against the annotations      at t and t + gap
        L_sim-rec = mean (eta_sim − eta_rec)² + (c_v,sim − c_v,rec)² + ((c_i,sim − c_i,rec)/c_i_scale)²
+       L_prior   = the pretraining priors on the recognised c_v, c_i at annotated pixels, at t and t + gap
 
-   with separate Adam learning rates for the net and the physical parameters (bounded, positive). Each
+   with separate Adam learning rates for the net and the physical parameters (bounded, positive). With
+   ``physics_loss = "sim"`` the physical parameters move with L_sim alone (they are fitted to the
+   annotations, not to the net's guesses of the unobserved c_v, c_i) while the net learns from L. Each
    iteration takes one pair between consecutive annotated training frames (annotated at both ends, up to
    ``max_gap`` frames apart: the physics' main signal) and ``batch`` short pairs of ``gap`` frames from
    anywhere in the video (the recognition-simulation consistency of unannotated frames).
-   Rollouts are deterministic (no cascades or noise) and checkpointed for long gaps.
+   Rollouts are deterministic (no cascades or noise), use the IMEX Euler step (the pointwise stiffness
+   implicit, so a frame takes a few sub-steps) and are checkpointed for long gaps.
 
 One annotated frame is held out for validation; the validation loss picks the kept model. Batches come
 from a generator seeded by (seed, phase, iteration), so a run resumed from a checkpoint reaches exactly
@@ -38,6 +42,7 @@ from torch import Tensor
 from neuradiff.errors import NeuradiffError, SimulationError
 from neuradiff.models import NetConfig, RecognitionNet, annotated_mask, annotation_loss
 from neuradiff.physics import LearnableParameters, VoidModel, VoidParameters, rollout
+from neuradiff.physics.integrators import get_integrator
 
 UNKNOWN = 255
 #: Generic starting guess of the learned parameters (deliberately not the synthetic ground truth).
@@ -52,8 +57,8 @@ class FitConfig:
     seed: int = 0
     net: dict[str, Any] = field(default_factory=dict)  # NetConfig overrides
     discretisation: str = "conservative"
-    integrator: str = "euler"
-    dt: float = 0.1  # learner's time step (simulation time units; the guard sub-steps when needed)
+    integrator: str = "imex"
+    dt: float = 0.3  # learner's time step (simulation time units; the guard sub-steps when needed)
     sim_time_per_frame: float | None = None  # default: from dataset.json beside the video, else 1.0
     learn: list[str] | None = None  # default: the paper's nine
     initial_params: dict[str, float] = field(default_factory=lambda: dict(INITIAL_GUESS))
@@ -61,14 +66,16 @@ class FitConfig:
     gap: int = 3  # frames between the two frames of a short (consistency) pair
     max_gap: int = 12  # longest pair between consecutive annotated frames
     batch: int = 2
-    pretrain_iters: int = 200
-    joint_iters: int = 120
+    pretrain_iters: int = 150
+    joint_iters: int = 50
     lr_net: float = 2e-3
     lr_net_joint: float = 5e-4
     lr_phys: float = 0.02
+    physics_loss: str = "total"  # terms that move the physical parameters: "total" (L) or "sim" (L_sim only)
     lambda_rec: float = 1.0
-    lambda_sim_rec: float = 1.0
-    prior_weight: float = 0.1
+    lambda_sim_rec: float = 0.1
+    prior_weight: float = 1.0
+    void_weight: float = 1.0  # weight of void pixels in the BCE (raise it for sparse voids, e.g. 3)
     c_v_matrix: float = 0.122
     c_i_matrix: float = 6.9e-4
     c_i_scale: float = 1e-3
@@ -84,12 +91,16 @@ class FitConfig:
         for name in ("pretrain_iters", "joint_iters"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
-        for name in ("dt", "lr_net", "lr_net_joint", "lr_phys", "c_i_scale"):
+        for name in ("dt", "lr_net", "lr_net_joint", "lr_phys", "c_i_scale", "void_weight"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.physics_loss not in ("total", "sim"):
+            raise ValueError(f"physics_loss must be 'total' or 'sim', got {self.physics_loss!r}")
         if self.sim_time_per_frame is not None and not self.sim_time_per_frame > 0:
             raise ValueError(f"sim_time_per_frame must be positive, got {self.sim_time_per_frame}")
         NetConfig.from_dict(self.net) if self.net else None
+        VoidModel(self.discretisation)  # raises on an unknown discretisation
+        get_integrator(self.integrator)
         self.initial_parameters()
 
     def initial_parameters(self) -> VoidParameters:
@@ -218,7 +229,7 @@ class Trainer:
         k, flip = (int(rng.integers(4)), bool(rng.integers(2))) if self.config.augment else (0, False)
         fields, logits = self._recognise(net, idx, k, flip)
         ann = _augment(self.train_annotations[idx], k, flip)
-        rec = annotation_loss(logits, ann)
+        rec = annotation_loss(logits, ann, pos_weight=self.config.void_weight)
         prior = self._prior_loss(fields, ann)
         return {"loss": rec + self.config.prior_weight * prior, "rec": rec, "prior": prior}
 
@@ -238,17 +249,20 @@ class Trainer:
         n_steps = max(1, round(gap * self.steps_per_frame))
         sim = rollout(self.model, state0, params, dt=gap * self.data.sim_time_per_frame / n_steps,
                       n_steps=n_steps,
-                      integrator=cfg.integrator, checkpoint_every=cfg.bptt_checkpoint, diagnostics=False).final
+                      integrator=cfg.integrator, checkpoint_every=cfg.bptt_checkpoint, diagnostics=False,
+                      guard_every=max(1, round(self.steps_per_frame))).final
         known1 = annotated_mask(a1)
         if bool(known1.any()):
             l_sim = ((sim[:, 2] - a1.to(sim.dtype))[known1] ** 2).mean()
         else:
             l_sim = sim.sum() * 0.0
-        l_rec = annotation_loss(z1, a1) + annotation_loss(z0, a0)
+        l_rec = (annotation_loss(z1, a1, pos_weight=cfg.void_weight)
+                 + annotation_loss(z0, a0, pos_weight=cfg.void_weight))
         l_simrec = (F.mse_loss(sim[:, 2], f1[:, 2]) + F.mse_loss(sim[:, 0], f1[:, 0])
                     + F.mse_loss(sim[:, 1] / cfg.c_i_scale, f1[:, 1] / cfg.c_i_scale))
-        loss = l_sim + cfg.lambda_rec * l_rec + cfg.lambda_sim_rec * l_simrec
-        return {"loss": loss, "sim": l_sim, "rec": l_rec, "sim_rec": l_simrec}
+        prior = self._prior_loss(f0, a0) + self._prior_loss(f1, a1)
+        loss = l_sim + cfg.lambda_rec * l_rec + cfg.lambda_sim_rec * l_simrec + cfg.prior_weight * prior
+        return {"loss": loss, "sim": l_sim, "rec": l_rec, "sim_rec": l_simrec, "prior": prior}
 
     def joint_loss(self, net: RecognitionNet, params: LearnableParameters, it: int) -> dict[str, Tensor]:
         cfg = self.config
@@ -273,7 +287,7 @@ class Trainer:
                 return float(sum(self.pretrain_loss(net, 10_000 + i)["loss"] for i in range(2)))
             idx = torch.from_numpy(self.val_frames)
             _, logits = self._recognise(net, idx)
-            total = float(annotation_loss(logits, self.annotations[idx]))
+            total = float(annotation_loss(logits, self.annotations[idx], pos_weight=self.config.void_weight))
             # The held-out annotation is the target of a rollout from the previous training annotation.
             ann = self.train_annotations.clone()
             ann[idx] = self.annotations[idx]
@@ -368,7 +382,15 @@ class Trainer:
         opt_net.zero_grad(set_to_none=True)
         if opt_phys is not None:
             opt_phys.zero_grad(set_to_none=True)
-        loss.backward()
+        phys = list(opt_phys.param_groups[0]["params"]) if opt_phys is not None else []
+        if phys and self.config.physics_loss == "sim" and terms["sim"].requires_grad:
+            # The physics is fitted to the annotations only; the net learns from the whole loss.
+            grads = torch.autograd.grad(terms["sim"], phys, retain_graph=True, allow_unused=True)
+            loss.backward(inputs=list(opt_net.param_groups[0]["params"]))
+            for p, g in zip(phys, grads):
+                p.grad = torch.zeros_like(p) if g is None else g
+        else:
+            loss.backward()
         for p in list(opt_net.param_groups[0]["params"]) + (list(opt_phys.param_groups[0]["params"]) if opt_phys else []):
             if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
                 raise SimulationError(f"non-finite gradient in the {phase} phase at iteration {it}")

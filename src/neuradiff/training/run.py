@@ -105,7 +105,8 @@ def run_fit(video_path: str | Path, annotations_path: str | Path, out: Path, *, 
                                "best": {k: state.best[k] for k in ("val_loss", "phase", "iteration")}}
     if truth is not None:
         model = FittedModel(net, params(), {"physics": physics, "learned": list(params.learned)})
-        metrics = evaluate_model(model, data.frames, data.annotations, truth, trainer.train_frames)
+        metrics = evaluate_model(model, data.frames, data.annotations, truth, trainer.train_frames,
+                                 initial_params=config.initial_parameters())
         metrics["validation"] = summary["best"]
         write_json(out / "metrics.json", metrics)
         summary["metrics"] = metrics
