@@ -51,6 +51,10 @@ def test_fit_writes_every_output_and_metrics(tiny_dataset, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0 <= metrics["held_out_tracking"]["pixel_accuracy"] <= 1
     assert set(metrics["parameters"]) == set(json.loads((out / "model.json").read_text())["learned"])
+    fc = metrics["forecast"]
+    assert fc["drift_corrected"] and len(fc["area_forecast_px"]) == len(fc["area_truth_px"]) == 10
+    assert 0 <= fc["last_frame_iou"] <= 1 and 0 <= fc["last_frame_iou_without_drift"] <= 1
+    assert 0 <= metrics["forecast_initial_guess"]["max_relative_area_error"]
     history = (out / "history.csv").read_text().splitlines()
     assert len(history) == 1 + 6 + 4 and "loss_sim_rec" in history[0]
     meta = json.loads((out / "model.json").read_text())
@@ -93,6 +97,22 @@ def test_resume_reaches_the_uninterrupted_result(tiny_dataset, tmp_path):
         assert torch.equal(v, resumed.net.state_dict()[k]), k
     assert full.params().as_floats() == resumed.params().as_floats()
     assert full.best["val_loss"] == resumed.best["val_loss"]
+
+
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_dataset, tmp_path):
+    from neuradiff.errors import SimulationError
+
+    class Poisoned(Trainer):
+        def joint_loss(self, net, params, it):
+            terms = super().joint_loss(net, params, it)
+            return {**terms, "loss": terms["loss"] * float("nan")} if it == 2 else terms
+
+    ckpt = tmp_path / "c.pt"
+    with pytest.raises(SimulationError, match="iteration 2.*last good checkpoint"):
+        Poisoned(_data(tiny_dataset), FitConfig(**TINY_FIT), checkpoint_path=ckpt).run()
+    blob = torch.load(ckpt, weights_only=False)
+    assert blob["phase"] == "joint" and blob["iteration"] == 2
+    assert all(bool(torch.isfinite(v).all()) for v in blob["net"].values())
 
 
 def test_gradients_reach_every_learned_parameter_through_the_rollout(tiny_dataset):

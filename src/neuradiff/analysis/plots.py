@@ -57,6 +57,7 @@ def _time_series(meas) -> bytes:
     ax[1, 0].plot(t, fr["count"], "o-", ms=3, color="C1")
     ax[1, 0].set_ylabel("void count")
     ax[1, 0].yaxis.set_major_locator(_integer_ticks())
+    ax[1, 0].set_ylim(0, max(1, int(fr["count"].max())) + 1)
     ax[1, 0].set_xlabel("time (s)" if has_time else "frame")
     rate = meas.params.get("dose_rate_dpa_per_s")
     if rate and has_time:

@@ -378,7 +378,7 @@ class Trainer:
         loss = terms["loss"]
         if not bool(torch.isfinite(loss)):
             where = f" (last good checkpoint: {self.checkpoint_path})" if self.checkpoint_path else ""
-            raise SimulationError(f"the {phase} loss became {float(loss)} at iteration {it}{where}")
+            raise SimulationError(f"the {phase} loss became {float(loss.detach())} at iteration {it}{where}")
         opt_net.zero_grad(set_to_none=True)
         if opt_phys is not None:
             opt_phys.zero_grad(set_to_none=True)
