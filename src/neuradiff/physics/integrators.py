@@ -103,9 +103,11 @@ def _euler(model: PhaseFieldModel, state: Tensor, params: ParameterSet, dt: floa
     h = dt / n
     clamped = None
     for _ in range(n):
-        d = model.local_stiffness_diagonal(state, params) if implicit_local else None
-        inc = h * model.rate(state, params, dx)
-        new = state + (inc if d is None else inc / (1.0 + h * d))
+        if implicit_local:
+            rate, d = model.rate_and_diagonal(state, params, dx)
+        else:
+            rate, d = model.rate(state, params, dx), None
+        new = state + (h * rate if d is None else h * rate / (1.0 + h * d))
         if forcing is not None:
             new = new + (forcing if n == 1 else forcing / n)
         state, c = model.project(new)

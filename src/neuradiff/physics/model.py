@@ -57,6 +57,10 @@ class PhaseFieldModel:
         shape ``[batch, field, H, W]`` (1/time); the ``imex`` integrator treats it implicitly. ``None``: none."""
         return None
 
+    def rate_and_diagonal(self, state: Tensor, params: ParameterSet, dx: float) -> tuple[Tensor, Tensor | None]:
+        """(:meth:`rate`, :meth:`local_stiffness_diagonal`); models override it to share work between the two."""
+        return self.rate(state, params, dx), self.local_stiffness_diagonal(state, params)
+
     def implicit_stability_rate(self, state: Tensor, params: ParameterSet, dx: float) -> Tensor:
         """λ of the fastest mode left explicit when :meth:`local_stiffness_diagonal` is implicit (default: all)."""
         return self.stability_rate(state, params, dx)

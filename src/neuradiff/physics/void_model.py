@@ -205,15 +205,23 @@ class VoidModel(PhaseFieldModel):
         return (p.R_bulk + p.R_surf * eta * eta) * c_v * c_i
 
     def rate(self, state: Tensor, params: VoidParameters, dx: float) -> Tensor:
+        return self._rate(state, params, dx)[0]
+
+    def rate_and_diagonal(self, state: Tensor, params: VoidParameters, dx: float) -> tuple[Tensor, Tensor]:
+        rate, f_s, f_v = self._rate(state, params, dx)
+        return rate, self._diagonal(state, params, 2.0 * (f_s + f_v))
+
+    def _rate(self, state: Tensor, params: VoidParameters, dx: float) -> tuple[Tensor, Tensor, Tensor]:
+        """(∂φ/∂t, f_s, f_v)."""
         c_v, c_i, eta = state.unbind(1)
-        mu, _, _ = self._potentials(state, params, dx)
+        mu, f_s, f_v = self._potentials(state, params, dx)
         m = self.mobilities(c_v, c_i, params)
         if self.discretisation == "reference":
             transport = m * laplacian(mu[:, :2], dx, boundary=self.boundary)
         else:
             transport = flux_divergence(m, mu[:, :2], dx, boundary=self.boundary, face=self.face_mobility)
         r = self.recombination_rate(c_v, c_i, eta, params)
-        return torch.stack((transport[:, 0] - r, transport[:, 1] - r, -params.L * mu[:, 2]), dim=1)
+        return torch.stack((transport[:, 0] - r, transport[:, 1] - r, -params.L * mu[:, 2]), dim=1), f_s, f_v
 
     # ---- sources and noise -----------------------------------------------------------------------
     def draw(self, generator: torch.Generator, shape: tuple[int, ...], dtype: torch.dtype) -> dict[str, Tensor]:
@@ -294,6 +302,11 @@ class VoidModel(PhaseFieldModel):
         # the published code, whose measured limit is the gradient-energy bound.)
         return fv, fi
 
+    def _eta_curvature(self, c_v: Tensor, c_i: Tensor, p: VoidParameters) -> Tensor:
+        """∂²f/∂η² = 2 (f_s + f_v), ``[batch, H, W]`` (energy per site)."""
+        f_s, _, _ = self.solid_free_energy(c_v, c_i, p)
+        return 2.0 * (f_s + (c_v - 1.0) ** 2 + c_i * c_i)
+
     def _transport_rates(self, state: Tensor, p: VoidParameters, k: float) -> tuple[Tensor, Tensor]:
         """Largest Cahn-Hilliard decay rates of c_v and c_i (1/time) for the Laplacian bound ``k``."""
         c_v, c_i, _ = state.unbind(1)
@@ -307,19 +320,19 @@ class VoidModel(PhaseFieldModel):
             c_v, c_i, _ = state.unbind(1)
             k = LAPLACIAN_MAX_EIGENVALUE / (dx * dx)
             lam_v, lam_i = self._transport_rates(state, p, k)
-            f_s, _, _ = self.solid_free_energy(c_v, c_i, p)
-            f_v = (c_v - 1.0) ** 2 + c_i * c_i
-            lam_eta = p.L * ((2.0 * (f_s + f_v)).abs().amax() + p.kappa_eta * k)
+            lam_eta = p.L * (self._eta_curvature(c_v, c_i, p).abs().amax() + p.kappa_eta * k)
             return torch.stack([torch.as_tensor(x, dtype=torch.float64) for x in (lam_v, lam_i, lam_eta)]).amax()
 
     def local_stiffness_diagonal(self, state: Tensor, params: VoidParameters) -> Tensor:
         """∂²f/∂η² · L for η (where positive) and the recombination coefficients of c_v and c_i, ``[batch, 3, H, W]``."""
-        p = params
+        c_v, c_i, _ = state.unbind(1)
+        return self._diagonal(state, params, self._eta_curvature(c_v, c_i, params))
+
+    @staticmethod
+    def _diagonal(state: Tensor, p: VoidParameters, eta_curvature: Tensor) -> Tensor:
         c_v, c_i, eta = state.unbind(1)
-        f_s, _, _ = self.solid_free_energy(c_v, c_i, p)
-        f_v = (c_v - 1.0) ** 2 + c_i * c_i
-        d_eta = p.L * torch.clamp(2.0 * (f_s + f_v), min=0.0)
         k_r = p.R_bulk + p.R_surf * eta * eta
+        d_eta = p.L * torch.clamp(eta_curvature, min=0.0)
         return torch.stack((k_r * torch.clamp(c_i, min=0.0), k_r * torch.clamp(c_v, min=0.0), d_eta), dim=1)
 
     def implicit_stability_rate(self, state: Tensor, params: VoidParameters, dx: float) -> Tensor:
@@ -328,9 +341,7 @@ class VoidModel(PhaseFieldModel):
             k = LAPLACIAN_MAX_EIGENVALUE / (dx * dx)
             lam_c = self._transport_rates(state, p, k)
             c_v, c_i, _ = state.unbind(1)
-            f_s, _, _ = self.solid_free_energy(c_v, c_i, p)
-            f_v = (c_v - 1.0) ** 2 + c_i * c_i
-            lam_eta = p.L * (torch.clamp(-2.0 * (f_s + f_v), min=0.0).amax() + p.kappa_eta * k)
+            lam_eta = p.L * (torch.clamp(-self._eta_curvature(c_v, c_i, p), min=0.0).amax() + p.kappa_eta * k)
             return torch.stack([torch.as_tensor(x, dtype=torch.float64) for x in (*lam_c, lam_eta)]).amax()
 
     def stabiliser(self, state: Tensor, params: VoidParameters, k2: Tensor) -> Tensor:
@@ -342,9 +353,7 @@ class VoidModel(PhaseFieldModel):
         a_v = k2 * ((p.D_v * torch.clamp(c_v.amax(), min=1.0) / p.kBT) * p.kappa_v * k2 + torch.clamp(fv.amax(), min=p.D_v))
         a_i = k2 * ((p.D_i * torch.clamp(c_i.amax(), min=1.0) / p.kBT) * p.kappa_i * k2 + torch.clamp(fi.amax(), min=p.D_i))
         # Allen-Cahn: S ≥ max |∂²f/∂η²| = max |2 (f_s + f_v)| keeps the step energy-stable.
-        f_s, _, _ = self.solid_free_energy(c_v, c_i, p)
-        f_v = (c_v - 1.0) ** 2 + c_i * c_i
-        a_eta = p.L * (p.kappa_eta * k2 + torch.clamp((2.0 * (f_s + f_v)).abs().amax(), min=2.0))
+        a_eta = p.L * (p.kappa_eta * k2 + torch.clamp(self._eta_curvature(c_v, c_i, p).abs().amax(), min=2.0))
         return torch.stack(torch.broadcast_tensors(a_v, a_i, a_eta))
 
     def extra_diagnostics(self, state: Tensor, params: VoidParameters, dx: float) -> dict[str, Tensor]:

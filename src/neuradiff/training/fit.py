@@ -382,16 +382,17 @@ class Trainer:
         opt_net.zero_grad(set_to_none=True)
         if opt_phys is not None:
             opt_phys.zero_grad(set_to_none=True)
+        weights = list(opt_net.param_groups[0]["params"])
         phys = list(opt_phys.param_groups[0]["params"]) if opt_phys is not None else []
         if phys and self.config.physics_loss == "sim" and terms["sim"].requires_grad:
             # The physics is fitted to the annotations only; the net learns from the whole loss.
             grads = torch.autograd.grad(terms["sim"], phys, retain_graph=True, allow_unused=True)
-            loss.backward(inputs=list(opt_net.param_groups[0]["params"]))
+            loss.backward(inputs=weights)
             for p, g in zip(phys, grads):
                 p.grad = torch.zeros_like(p) if g is None else g
         else:
             loss.backward()
-        for p in list(opt_net.param_groups[0]["params"]) + (list(opt_phys.param_groups[0]["params"]) if opt_phys else []):
+        for p in weights + phys:
             if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
                 raise SimulationError(f"non-finite gradient in the {phase} phase at iteration {it}")
         opt_net.step()
