@@ -45,19 +45,29 @@ def forecast_scores(model, frames: np.ndarray, truth_eta: np.ndarray, *, start: 
     (``[T, 2]`` (y, x) pixels) it is moved with the specimen before the masks are compared (physics cannot
     predict the stage), and ``last_frame_iou_without_drift`` is the comparison without that shift.
     """
-    from neuradiff.data.render import shift_like
-
     n = frames.shape[0] - 1 - start
     fc = forecast(model.net, model.params, frames, start, n, sim_time_per_frame=model.sim_time_per_frame,
                   dt=model.dt, discretisation=model.info["physics"]["discretisation"],
                   integrator=model.info["physics"]["integrator"], annotation=annotation)
-    eta = fc.eta
+    return score_forecast(fc.eta, truth_eta[start:], drift_px=None if drift_px is None else drift_px[start:],
+                          start=start), fc
+
+
+def score_forecast(eta: np.ndarray, truth_eta: np.ndarray, *, drift_px: np.ndarray | None = None,
+                   start: int = 0) -> dict[str, Any]:
+    """Void area of a forecast ``eta`` ``[n, H, W]`` against the truth ``[n, H, W]`` at every frame, and the IoU
+    at the last frame; with the stage drift ``drift_px`` ``[n, 2]`` (y, x px) the forecast, which lives in the
+    coordinates of its first frame, is moved with the specimen first."""
+    from neuradiff.data.render import shift_like
+
+    if eta.shape != truth_eta.shape:
+        raise ValueError(f"forecast {eta.shape} and truth {truth_eta.shape} differ in shape")
     unshifted_iou = iou(eta[-1] >= 0.5, truth_eta[-1] >= 0.5)
     if drift_px is not None:
-        d = np.asarray(drift_px, dtype=np.float64)[start:]
+        d = np.asarray(drift_px, dtype=np.float64)
         eta = shift_like(eta.astype(np.float32), d - d[0])
     area_f = (eta >= 0.5).sum(axis=(1, 2)).astype(float)
-    area_t = (truth_eta[start:] >= 0.5).sum(axis=(1, 2)).astype(float)
+    area_t = (truth_eta >= 0.5).sum(axis=(1, 2)).astype(float)
     rel = np.abs(area_f - area_t) / np.maximum(area_t, 1.0)
     return {
         "start_frame": start,
@@ -68,7 +78,7 @@ def forecast_scores(model, frames: np.ndarray, truth_eta: np.ndarray, *, start: 
         "drift_corrected": drift_px is not None,
         "area_forecast_px": area_f.tolist(),
         "area_truth_px": area_t.tolist(),
-    }, fc
+    }
 
 
 def parameter_errors(learned: dict[str, float], truth: dict[str, np.ndarray], names: list[str]) -> dict[str, Any]:

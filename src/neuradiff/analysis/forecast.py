@@ -52,6 +52,16 @@ def forecast(net: RecognitionNet, params: VoidParameters, frames: np.ndarray, st
         a = torch.from_numpy(np.asarray(annotation))[None]
         known = annotated_mask(a)
         state[:, 2] = torch.where(known, a.to(state.dtype).clamp(0, 1), state[:, 2])
+    return simulate_forward(state, params, n_frames, start=start, sim_time_per_frame=sim_time_per_frame, dt=dt,
+                            discretisation=discretisation, integrator=integrator)
+
+
+@torch.no_grad()
+def simulate_forward(state: torch.Tensor, params: VoidParameters, n_frames: int, *, start: int = 0,
+                     sim_time_per_frame: float, dt: float, discretisation: str = "conservative",
+                     integrator: str = "euler") -> Forecast:
+    """Simulate a start state ``[1, 3, H, W]`` (c_v, c_i, eta) ``n_frames`` frame intervals forward
+    (deterministic: no cascades or noise); returns the state at every frame."""
     steps_per_frame = max(1, round(sim_time_per_frame / dt))
     model = VoidModel(discretisation)
     traj = rollout(model, state, params, dt=sim_time_per_frame / steps_per_frame, n_steps=steps_per_frame * n_frames,

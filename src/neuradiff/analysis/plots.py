@@ -20,11 +20,11 @@ from neuradiff.errors import NeuradiffError
 # --------------------------------------------------------------------------- PNG plots
 
 
-def _figure(rows: int = 1, cols: int = 1, size=(6.4, 4.0)):
+def _figure(rows: int = 1, cols: int = 1, size=(6.4, 4.0), layout: str | None = "constrained"):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=size, layout="constrained")
+    fig = Figure(figsize=size, layout=layout)
     FigureCanvasAgg(fig)
     return fig, fig.subplots(rows, cols, squeeze=False)
 

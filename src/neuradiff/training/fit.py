@@ -162,6 +162,11 @@ def split_frames(data: TrainingData) -> tuple[np.ndarray, np.ndarray]:
     return ann, np.array([], dtype=np.int64)
 
 
+def annotated_pairs(frames: np.ndarray, max_gap: int) -> list[tuple[int, int]]:
+    """Consecutive annotated frames (a, b) at most ``max_gap`` apart."""
+    return [(int(a), int(b)) for a, b in zip(frames[:-1], frames[1:]) if b - a <= max_gap]
+
+
 def _augment(x: Tensor, k: int, flip: bool) -> Tensor:
     x = torch.rot90(x, k, dims=(-2, -1))
     return torch.flip(x, dims=(-1,)) if flip else x
@@ -185,8 +190,7 @@ class Trainer:
             raise NeuradiffError(f"the video has {t} frames; pairs need more than gap = {config.gap}")
         self.steps_per_frame = data.sim_time_per_frame / config.dt
         self.steps_per_pair = max(1, round(config.gap * self.steps_per_frame))
-        ann = self.train_frames
-        self.annotated_pairs = [(int(a), int(b)) for a, b in zip(ann[:-1], ann[1:]) if b - a <= config.max_gap]
+        self.annotated_pairs = annotated_pairs(self.train_frames, config.max_gap)
         self.frames = torch.from_numpy(np.ascontiguousarray(data.frames, dtype=np.float32))
         self.annotations = torch.from_numpy(np.ascontiguousarray(data.annotations))
         train_mask = torch.zeros(t, dtype=torch.bool)
@@ -280,7 +284,7 @@ class Trainer:
 
     @torch.no_grad()
     def validation_loss(self, net: RecognitionNet, params: LearnableParameters) -> float:
-        """Recognition BCE on the held-out frames plus L_sim of the pairs ending there (training loss if none)."""
+        """Recognition BCE on the held-out frames plus :meth:`validation_physics` (training loss if none)."""
         net.eval()
         try:
             if not self.val_frames.size:
@@ -288,18 +292,22 @@ class Trainer:
             idx = torch.from_numpy(self.val_frames)
             _, logits = self._recognise(net, idx)
             total = float(annotation_loss(logits, self.annotations[idx], pos_weight=self.config.void_weight))
-            # The held-out annotation is the target of a rollout from the previous training annotation.
-            ann = self.train_annotations.clone()
-            ann[idx] = self.annotations[idx]
-            for v in self.val_frames:
-                before = self.train_frames[self.train_frames < v]
-                if before.size:
-                    a = int(before[-1])
-                    total += float(self.pair_loss(net, params(), torch.tensor([a]), annotations=ann,
-                                                  gap=int(v) - a)["sim"])
-            return total
+            return total + self.validation_physics(net, params, idx)
         finally:
             net.train()
+
+    def validation_physics(self, net: RecognitionNet, params: LearnableParameters, idx: Tensor) -> float:
+        """L_sim of the rollouts from the previous training annotation into each held-out annotation."""
+        ann = self.train_annotations.clone()
+        ann[idx] = self.annotations[idx]
+        total = 0.0
+        for v in self.val_frames:
+            before = self.train_frames[self.train_frames < v]
+            if before.size:
+                a = int(before[-1])
+                total += float(self.pair_loss(net, params(), torch.tensor([a]), annotations=ann,
+                                              gap=int(v) - a)["sim"])
+        return total
 
     # ---- checkpoints ---------------------------------------------------------------------------------
     def save_checkpoint(self, state: FitState, opt_net, opt_phys) -> None:
