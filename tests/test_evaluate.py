@@ -115,3 +115,13 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
 def test_quick_config_is_small():
     cfg = suite_config(quick=True)
     assert cfg.workers == 1 and cfg.fit_config().pretrain_iters <= 50
+
+
+def test_config_sections_update_the_preset_key_by_key(tmp_path):
+    path = tmp_path / "suite.json"
+    path.write_text(json.dumps({"evaluate": {"fit_seeds": 4, "fit": {"joint_iters": 6}}}))
+    cfg = suite_config(quick=True, path=path, overrides={"data": {"frames": 14}})
+    quick = suite_config(quick=True)
+    assert cfg.fit_seeds == 4 and cfg.fit_config().joint_iters == 6
+    assert cfg.fit_config().pretrain_iters == quick.fit_config().pretrain_iters  # kept from the preset
+    assert cfg.data["frames"] == 14 and cfg.data["simulation"] == quick.data["simulation"]

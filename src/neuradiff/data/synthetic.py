@@ -22,6 +22,7 @@ from neuradiff._version import __version__
 from neuradiff.data.annotate import AnnotationSettings, annotate
 from neuradiff.data.render import RenderSettings, render_video, shift_like
 from neuradiff.data.simulation import SimulationConfig, run_simulation
+from neuradiff.errors import NeuradiffError
 
 #: Scenario defaults (any key can be overridden by a config file or the command line).
 SCENARIOS: dict[str, dict[str, Any]] = {
@@ -95,10 +96,22 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def settings_from(cls: type, values: dict[str, Any], what: str, path: str | Path | None = None) -> Any:
+    """``cls(**values)``, validated; an unknown or bad setting is one :class:`NeuradiffError` naming ``what``
+    and the file it came from."""
+    try:
+        cfg = cls(**values)
+    except TypeError as exc:
+        raise NeuradiffError(f"bad {what} settings{f' in {path}' if path else ''}: {exc}") from None
+    cfg.validate()
+    return cfg
+
+
+def merge_config(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``extra``, nested tables key by key (neither is changed)."""
     out = copy.deepcopy(base)
     for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+        out[k] = merge_config(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
     return out
 
 
@@ -115,7 +128,7 @@ def dataset_config(scenario: str = "single-void", *, overrides: dict[str, Any] |
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
     spec = SCENARIOS[scenario]
-    values = _merge({k: v for k, v in spec.items() if k not in ("description", "min_size")}, overrides or {})
+    values = merge_config({k: v for k, v in spec.items() if k not in ("description", "min_size")}, overrides or {})
     unknown = set(values) - {"simulation", "render", "annotations", "frames", "steps_per_frame", "nm_per_px",
                              "frame_interval_s", "seed", "parameters"}
     if unknown:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from neuradiff.baselines.surrogate import SurrogateConfig
-from neuradiff.errors import NeuradiffError
+from neuradiff.data.synthetic import merge_config, read_config_file, settings_from
 from neuradiff.training.fit import FitConfig
 
 SUITES = ("paper",)
@@ -53,22 +52,15 @@ class SuiteConfig:
             raise ValueError("workers and threads must be >= 1")
         if not 0 < self.sensitivity_step < 1:
             raise ValueError(f"sensitivity_step must be in (0, 1), got {self.sensitivity_step}")
-        self.fit_config().validate()
-        self.surrogate_config().validate()
+        self.fit_config()
+        self.surrogate_config()
 
     def fit_config(self, seed: int | None = None) -> FitConfig:
-        try:
-            cfg = FitConfig(**self.fit)
-        except TypeError as exc:
-            raise NeuradiffError(f"bad fit settings in the suite config: {exc}") from None
-        return dataclasses.replace(cfg, seed=self.seed if seed is None else seed)
+        values = {**self.fit, "seed": self.seed if seed is None else seed}
+        return settings_from(FitConfig, values, "fit", "the suite config")
 
     def surrogate_config(self) -> SurrogateConfig:
-        try:
-            cfg = SurrogateConfig(**{"seed": self.seed, **self.surrogate})
-        except TypeError as exc:
-            raise NeuradiffError(f"bad surrogate settings in the suite config: {exc}") from None
-        return cfg
+        return settings_from(SurrogateConfig, {"seed": self.seed, **self.surrogate}, "surrogate", "the suite config")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,18 +82,11 @@ def suite_config(suite: str = "paper", *, quick: bool = False, path: str | Path 
                  overrides: dict[str, Any] | None = None) -> SuiteConfig:
     """A validated :class:`SuiteConfig`: the suite's defaults, the ``--quick`` variant, a config file
     (JSON/TOML, its ``evaluate`` section or the whole file) and explicit overrides, in that order."""
-    from neuradiff.data.synthetic import read_config_file
-
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
     values: dict[str, Any] = dict(QUICK) if quick else {}
     if path is not None:
         data = read_config_file(path)
-        values.update(data.get("evaluate", data))
-    values.update(overrides or {})
-    try:
-        cfg = SuiteConfig(**values)
-    except TypeError as exc:
-        raise NeuradiffError(f"bad evaluation settings{f' in {path}' if path else ''}: {exc}") from None
-    cfg.validate()
-    return cfg
+        values = merge_config(values, data.get("evaluate", data))  # a section updates the preset key by key
+    values = merge_config(values, overrides or {})
+    return settings_from(SuiteConfig, values, "evaluation", path)

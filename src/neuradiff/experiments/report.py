@@ -26,7 +26,8 @@ h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ccc;padding-bott
 table{border-collapse:collapse;margin:10px 0;font-size:0.9em}th,td{border:1px solid #ccc;padding:4px 9px}
 th{background:#f2f2f2;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
 img{max-width:100%;height:auto;border:1px solid #ddd;margin:6px 0}p.note{color:#555;font-size:0.9em}
-code{background:#f5f5f5;padding:0 3px}
+code{background:#f5f5f5;padding:0 3px}div.wide{overflow-x:auto}table.compact{font-size:0.78em}
+table.compact th,table.compact td{padding:3px 5px}
 """
 
 
@@ -41,17 +42,20 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
-        return "–" if not np.isfinite(v) else f"{v:.3g}" if abs(v) < 1e4 else f"{v:.3e}"
+        if not np.isfinite(v):
+            return "–"
+        return "0" if abs(v) < 1e-9 else f"{v:.3g}" if abs(v) < 1e4 else f"{v:.3e}"
     return html.escape(str(v))
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
+def _table(rows: list[dict[str, Any]], css_class: str = "") -> str:
     if not rows:
         return ""
     head = "".join(f"<th>{html.escape(k)}</th>" for k in rows[0])
     body = "".join("<tr>" + "".join(f"<td class='n'>{_fmt(v)}</td>" if isinstance(v, (int, float)) else
                                     f"<td>{_fmt(v)}</td>" for v in r.values()) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    attr = f" class='{css_class}'" if css_class else ""
+    return f"<div class='wide'><table{attr}><tr>{head}</tr>{body}</table></div>"
 
 
 def _img(png: bytes, alt: str) -> str:
@@ -238,10 +242,10 @@ def _html(result: dict[str, Any], figs: dict[str, bytes], tables: dict[str, list
         "<h2>Learned parameters and identifiability</h2>",
         f"<p>{html.escape(p['statement'])}</p>",
         _img(figs["parameters"], "learned vs true parameters"),
-        _table(tables["parameters"]),
+        _table(tables["parameters"], "compact"),
         "<p class='note'>Parameters are dimensionless (energies per site in the simulation's units, lengths in grid "
         "spacings, times in simulation units). Area sensitivity: RMS over the frames of ∂ ln(void area)/∂ ln(θ) at "
-        "the first NeuraDiff fit, by central differences.</p>",
+        "the first NeuraDiff fit, by central differences (a sensitivity of zero is drawn at the axis floor, 10⁻⁴).</p>",
         "<h2>Timing</h2>",
         _table(tables["timing"]),
         "<p class='note'>Files beside this report: <code>figures/*.png</code>, <code>tables/*.csv</code>, "

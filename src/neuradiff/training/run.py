@@ -17,16 +17,10 @@ def read_fit_config(path: str | Path | None) -> FitConfig:
     """A :class:`FitConfig` from a JSON/TOML file (the fit section, or the whole file), or the defaults."""
     if path is None:
         return FitConfig()
-    from neuradiff.data.synthetic import read_config_file
+    from neuradiff.data.synthetic import read_config_file, settings_from
 
     data = read_config_file(path)
-    data = data.get("fit", data)
-    try:
-        cfg = FitConfig(**data)
-    except TypeError as exc:
-        raise NeuradiffError(f"bad fit settings in {path}: {exc}") from None
-    cfg.validate()
-    return cfg
+    return settings_from(FitConfig, data.get("fit", data), "fit", path)
 
 
 def _dataset_json(video_path: Path) -> dict[str, Any] | None:
