@@ -48,7 +48,8 @@ from neuradiff.analysis.measure import measure_masks  # noqa: E402
 from neuradiff.analysis.metrics import dice, iou, object_f1, pixel_accuracy  # noqa: E402
 from neuradiff.data.annotations import read_annotations  # noqa: E402
 from neuradiff.data.io import Calibration, read_video  # noqa: E402
-from neuradiff.models import NetConfig, RecognitionNet, annotation_loss, count_parameters, save_net  # noqa: E402
+from neuradiff.models import (NetConfig, RecognitionNet, annotation_loss, count_parameters, default_stride,  # noqa: E402
+                              save_net)
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "creme-316L" / "fov200nm"
@@ -132,7 +133,8 @@ def batches(frames, masks, crop, batch, rng):
 def train(frames, masks, args):
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    cfg = NetConfig(width=args.width, depth=args.depth, embedding="none")
+    stride = default_stride(*frames.shape[-2:]) if args.stride is None else args.stride
+    cfg = NetConfig(width=args.width, depth=args.depth, embedding="none", stride=stride)
     net = RecognitionNet(cfg, input_mean=float(frames.mean()), input_std=float(frames.std()))
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -210,6 +212,8 @@ def main(argv=None) -> int:
     ap.add_argument("--iters", type=int, default=500)
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--depth", type=int, default=3)
+    ap.add_argument("--stride", type=int, default=None,
+                    help="NetConfig.stride (default: what neuradiff fit picks for these frames, default_stride)")
     ap.add_argument("--crop", type=int, default=128)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=2e-3)

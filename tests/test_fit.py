@@ -174,3 +174,12 @@ def test_bad_inputs_are_one_clear_line(tiny_dataset, tmp_path):
                             "--out", str(tmp_path / "ck"), "--config", str(_fit_config(tmp_path)), "--resume"])
     assert r.exit_code == 2 and "corrupt" in r.output
     assert video.shape[0] == 10
+
+
+@pytest.mark.parametrize("side, config, stride", [(64, {}, 1), (256, {}, 2), (256, {"stride": 1}, 1)])
+def test_large_frames_get_the_stride_2_net_unless_the_config_says(side, config, stride):
+    frames = np.random.default_rng(0).normal(100, 10, (8, side, side)).astype(np.float32)
+    ann = np.full(frames.shape, 255, np.uint8)
+    ann[::3, :4] = 0
+    trainer = Trainer(TrainingData(frames, ann, 1.0, 1.0, 1.0), FitConfig(net={"width": 4, "depth": 1, **config}))
+    assert trainer.new_state().net.config.stride == stride

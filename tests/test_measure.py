@@ -146,3 +146,15 @@ def test_overlay_falls_back_to_gif_without_ffmpeg(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="GIF"):
         written = write_measurements(meas, tmp_path, masks=m, plots=False)
     assert (tmp_path / "overlay.gif") in written and not (tmp_path / "overlay.mp4").exists()
+
+
+def test_overlay_outlines_are_the_inner_boundaries():
+    from skimage.segmentation import find_boundaries
+
+    from neuradiff.analysis.measure import label_voids
+    from neuradiff.analysis.plots import inner_edges
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        labels = label_voids(rng.random((40, 50)) < rng.uniform(0.2, 0.7), 3)
+        np.testing.assert_array_equal(inner_edges(labels), find_boundaries(labels, mode="inner"))

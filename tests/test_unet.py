@@ -37,8 +37,9 @@ def _check_ranges(out, cfg):
 
 @pytest.mark.parametrize("shape", [(32, 32), (30, 34)])
 @pytest.mark.parametrize("norm", ["group", "batch"])
-def test_output_shape_and_ranges(shape, norm):
-    cfg = NetConfig(norm=norm)
+@pytest.mark.parametrize("stride", [1, 2])
+def test_output_shape_and_ranges(shape, norm, stride):
+    cfg = NetConfig(norm=norm, stride=stride)
     net = RecognitionNet(cfg, input_mean=100.0, input_std=20.0)
     frames = 100.0 + 20.0 * torch.randn(2, *shape)
     times = torch.tensor([0.0, 3.0])
@@ -55,8 +56,9 @@ def test_output_shape_and_ranges(shape, norm):
     torch.testing.assert_close(torch.sigmoid(logits), a[:, 2])
 
 
-def test_initial_fields_are_a_void_free_matrix():
-    net = RecognitionNet()
+@pytest.mark.parametrize("stride", [1, 2])
+def test_initial_fields_are_a_void_free_matrix(stride):
+    net = RecognitionNet(NetConfig(stride=stride))
     with torch.no_grad():
         out = net(torch.zeros(1, 16, 16), torch.zeros(1))
     # zero weights would give exactly 0.12 / 1e-4; random weights only spread them
@@ -64,8 +66,9 @@ def test_initial_fields_are_a_void_free_matrix():
     assert -6 < torch.log10(out[0, 1]).median() < -2
 
 
-def test_custom_ranges_and_odd_frames():
-    cfg = NetConfig(width=8, depth=2, c_v_range=(0.05, 0.3), log_c_i_range=(-6.0, -3.0))
+@pytest.mark.parametrize("stride", [1, 2])
+def test_custom_ranges_and_odd_frames(stride):
+    cfg = NetConfig(width=8, depth=2, c_v_range=(0.05, 0.3), log_c_i_range=(-6.0, -3.0), stride=stride)
     net = RecognitionNet(cfg)
     out = net(torch.randn(1, 1, 7, 13), torch.tensor([2.0]))
     assert out.shape == (1, 3, 7, 13)
@@ -86,10 +89,13 @@ def test_bad_inputs_raise():
         NetConfig(c_v_range=(1.0, 0.0))
     with pytest.raises(NeuradiffError):
         RecognitionNet(input_std=0.0)
+    with pytest.raises(NeuradiffError, match="stride"):
+        NetConfig(stride=3)
 
 
 def test_config_dict_round_trip():
-    cfg = NetConfig(width=8, embedding="per-frame", n_frames=7, emb_grid=4, norm="batch", c_v_range=(0.0, 0.5))
+    cfg = NetConfig(width=8, embedding="per-frame", n_frames=7, emb_grid=4, norm="batch", c_v_range=(0.0, 0.5),
+                    stride=2)
     d = cfg.to_dict()
     assert d["c_v_range"] == [0.0, 0.5]
     assert NetConfig.from_dict(d) == cfg
@@ -144,10 +150,12 @@ def test_per_frame_embedding(size):
 # ----------------------------------------------------------------------------- one-frame overfit
 
 
-def test_overfit_one_frame():
+@pytest.mark.parametrize("stride", [1, 2])
+def test_overfit_one_frame(stride):
+    """Also with stride 2: the outline is learned to the pixel, not to the 2×2 block of the coarse grid."""
     torch.manual_seed(0)
     frame, ann = _disk_frame()
-    net = RecognitionNet(input_mean=frame.mean().item(), input_std=frame.std().item())
+    net = RecognitionNet(NetConfig(stride=stride), input_mean=frame.mean().item(), input_std=frame.std().item())
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     x, a, t = frame[None], ann[None], torch.zeros(1)
     initial = None
@@ -161,12 +169,12 @@ def test_overfit_one_frame():
         with torch.no_grad():
             final = annotation_loss(net.eta_logits(x, t), a).item()
             acc = ((net(x, t)[0, 2] >= 0.5) == ann.bool()).float().mean().item()
-        if final < 0.05 * initial and acc >= 0.99:
+        if final < 0.05 * initial and acc >= 0.995:
             break
     print(f"overfit: {it + 1} iterations, loss {initial:.4f} -> {final:.5f} "
           f"({100 * final / initial:.2f} %), accuracy {100 * acc:.2f} %")
     assert final < 0.05 * initial
-    assert acc >= 0.99
+    assert acc >= 0.995  # the best outline made of 2×2 blocks scores 98.7 % on this disk
 
 
 # ----------------------------------------------------------------------------- save / load
@@ -320,8 +328,9 @@ def test_dice_loss_values():
 
 
 @pytest.mark.parametrize("embedding", ["sinusoidal", "per-frame", "none"])
-def test_gradients_reach_every_parameter(embedding):
-    cfg = NetConfig(embedding=embedding, n_frames=6 if embedding == "per-frame" else 0)
+@pytest.mark.parametrize("stride", [1, 2])
+def test_gradients_reach_every_parameter(embedding, stride):
+    cfg = NetConfig(embedding=embedding, n_frames=6 if embedding == "per-frame" else 0, stride=stride)
     net = RecognitionNet(cfg, input_mean=130.0, input_std=30.0)
     frame, ann = _disk_frame(n=32, radius=7.0)
     frames = torch.stack([frame, frame.flip(0)])

@@ -23,16 +23,20 @@ class Forecast:
         return self.fields[:, 2]
 
 
-@torch.no_grad()
-def recognise(net: RecognitionNet, frames: np.ndarray, *, batch: int = 8, first_index: int = 0) -> np.ndarray:
-    """Fields ``[T, 3, H, W]`` (c_v, c_i, eta) of every frame, in batches (inference mode)."""
+@torch.inference_mode()
+def recognise(net: RecognitionNet, frames: np.ndarray, *, batch: int = 8, first_index: int = 0,
+              eta_only: bool = False) -> np.ndarray:
+    """Fields ``[T, 3, H, W]`` (c_v, c_i, eta) of every frame, in batches (inference mode); with ``eta_only``
+    just eta ``[T, H, W]`` (the tracking output; skips the c_v and c_i heads' mapping)."""
     net.eval()
     out = []
     for i in range(0, frames.shape[0], batch):
         x = torch.from_numpy(np.ascontiguousarray(frames[i:i + batch], dtype=np.float32))
         t = torch.arange(i, i + x.shape[0], dtype=torch.float32) + first_index
-        out.append(net(x, t).numpy())
-    return np.concatenate(out) if out else np.zeros((0, 3) + frames.shape[1:], np.float32)
+        out.append((torch.sigmoid(net.eta_logits(x, t)) if eta_only else net(x, t)).numpy())
+    if out:
+        return np.concatenate(out)
+    return np.zeros((0,) + (() if eta_only else (3,)) + frames.shape[1:], np.float32)
 
 
 @torch.no_grad()

@@ -6,6 +6,7 @@ is known, a scale bar in nm, with a small built-in pixel font (no per-frame matp
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import tempfile
@@ -97,10 +98,16 @@ def _trajectories(meas, background) -> bytes:
         img = np.asarray(background[0], float)
         h, w = img.shape
         a.imshow(img, cmap="gray", extent=(-0.5 * s, (w - 0.5) * s, (h - 0.5) * s, -0.5 * s))
-    for tid, g in meas.voids.groupby("track_id"):
-        g = g.sort_values("frame")
-        a.plot(g["x_px"] * s, g["y_px"] * s, "-", lw=1)
-        a.plot(g["x_px"].iloc[:1] * s, g["y_px"].iloc[:1] * s, "o", ms=2, color="red")
+    v = meas.voids.sort_values(["track_id", "frame"], kind="stable")
+    xy = np.column_stack([v["x_px"].to_numpy(float), v["y_px"].to_numpy(float)]) * s
+    first = np.flatnonzero(np.r_[True, np.diff(v["track_id"].to_numpy()) != 0])
+    tracks = np.split(xy, first[1:])
+    if tracks and len(xy):  # one collection for all tracks: thousands of tracks stay a fraction of a second
+        from matplotlib.collections import LineCollection
+
+        colours = [f"C{k % 10}" for k in range(len(tracks))]
+        a.add_collection(LineCollection(tracks, colors=colours, linewidths=1))
+        a.plot(xy[first, 0], xy[first, 1], "o", ms=2, color="red", ls="none")
     a.set_xlabel(f"x ({L})")
     a.set_ylabel(f"y ({L})")
     a.set_title("void trajectories over the first frame", fontsize=10)
@@ -134,6 +141,15 @@ _GLYPHS = {
 }
 
 
+@functools.lru_cache(maxsize=4096)
+def _text_masks(text: str, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """The bitmap of ``text`` and its 1-px halo (cached: track ids and times repeat from frame to frame)."""
+    from scipy.ndimage import binary_dilation
+
+    mask = _text_mask(text, scale)
+    return mask, binary_dilation(np.pad(mask, 1), iterations=1)
+
+
 def _text_mask(text: str, scale: int) -> np.ndarray:
     """Boolean bitmap of ``text`` in the 3x5 font, each font pixel ``scale`` px wide."""
     cols = []
@@ -146,10 +162,7 @@ def _text_mask(text: str, scale: int) -> np.ndarray:
 
 def _draw_text(rgb: np.ndarray, text: str, x: int, y: int, colour, scale: int) -> None:
     """Write ``text`` with its top-left at (x, y), with a dark 1-px halo, clipped to the image."""
-    from scipy.ndimage import binary_dilation
-
-    mask = _text_mask(text, scale)
-    halo = binary_dilation(np.pad(mask, 1), iterations=1)
+    mask, halo = _text_masks(text, scale)
     for m, c, ox, oy in ((halo, (0, 0, 0), x - 1, y - 1), (mask, colour, x, y)):
         h, w = m.shape
         y0, x0 = max(oy, 0), max(ox, 0)
@@ -180,10 +193,17 @@ def _display_range(frames: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi if hi > lo else lo + 1)
 
 
+def inner_edges(labels: np.ndarray) -> np.ndarray:
+    """Boolean ``[H, W]``: the pixels of each labelled region (label > 0) with a 4-neighbour of another label
+    (the image edge continues the border pixels); as ``skimage.segmentation.find_boundaries(mode="inner")``."""
+    p = np.pad(labels, 1, mode="edge")
+    c = p[1:-1, 1:-1]
+    return (c > 0) & ((c != p[:-2, 1:-1]) | (c != p[2:, 1:-1]) | (c != p[1:-1, :-2]) | (c != p[1:-1, 2:]))
+
+
 def _overlay_frames(meas, video_frames, masks):
     """Yield ``[H', W', 3]`` uint8 overlay frames (padded to even size)."""
     from skimage.draw import circle_perimeter
-    from skimage.segmentation import find_boundaries
 
     from neuradiff.analysis.measure import label_voids
     from neuradiff.data.annotations import UNKNOWN, VOID
@@ -209,19 +229,17 @@ def _overlay_frames(meas, video_frames, masks):
             g8 = g8.astype(np.uint8)
         rgb = np.repeat(g8[..., None], 3, axis=2)
         voids = by_frame.get(k)
+        if voids is not None:
+            voids = voids[["x_px", "y_px", "eq_diameter_px", "track_id"]].to_numpy(float)
         if masks is not None and not np.all(masks[k] == UNKNOWN):
-            edge = find_boundaries(label_voids(masks[k] == VOID, min_area), mode="inner")
-            rgb[edge] = (255, 0, 0)
+            rgb[inner_edges(label_voids(masks[k] == VOID, min_area))] = (255, 0, 0)
         elif voids is not None:
-            for _, v in voids.iterrows():
-                rr, cc = circle_perimeter(int(round(v["y_px"])), int(round(v["x_px"])),
-                                          max(1, int(round(v["eq_diameter_px"] / 2))), shape=(h, w))
+            for x, y, d, _ in voids:
+                rr, cc = circle_perimeter(int(round(y)), int(round(x)), max(1, int(round(d / 2))), shape=(h, w))
                 rgb[rr, cc] = (255, 0, 0)
         if voids is not None:
-            for _, v in voids.iterrows():
-                r = v["eq_diameter_px"] / 2
-                _draw_text(rgb, str(int(v["track_id"])), int(v["x_px"] + 0.7 * r),
-                           int(v["y_px"] - 0.7 * r - 5 * scale), (255, 255, 0), scale)
+            for x, y, d, tid in voids:
+                _draw_text(rgb, str(int(tid)), int(x + 0.35 * d), int(y - 0.35 * d - 5 * scale), (255, 255, 0), scale)
         stamp = f"{times[k]:.2f} s" if times is not None else f"#{k}"
         _draw_text(rgb, stamp, 3 * scale, 3 * scale, (255, 255, 255), scale)
         if bar_nm:

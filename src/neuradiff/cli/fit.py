@@ -122,7 +122,7 @@ def track(
     t0 = time.perf_counter()
     with progress_bar("tracking", frames.shape[0]) as update:
         for i in range(0, frames.shape[0], batch):
-            chunks.append(recognise(fitted.net, frames[i:i + batch], batch=batch, first_index=i)[:, 2])
+            chunks.append(recognise(fitted.net, frames[i:i + batch], batch=batch, first_index=i, eta_only=True))
             update(min(i + batch, frames.shape[0]))
     eta = np.concatenate(chunks).astype(np.float32)
     seconds = time.perf_counter() - t0

@@ -93,7 +93,7 @@ def _tracking_block(fits: dict[str, Any], ds, frames_idx: np.ndarray) -> tuple[d
     etas, block = {}, {}
     for name in TRACKERS:
         blob = fits[name][0]["net"] if name == "neuradiff" else fits[name]["net"]
-        etas[name] = recognise(unpack_net(blob), frames)[:, 2]
+        etas[name] = recognise(unpack_net(blob), frames, eta_only=True)
         rep = tracking_scores(etas[name], ds.truth["eta"], frames_idx)
         block[name] = {k: v for k, v in rep.items() if k != "per_frame"}
     return block, etas

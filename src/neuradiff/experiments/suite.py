@@ -53,7 +53,7 @@ def surrogate_targets(net_blob: dict[str, Any], data: TrainingData, train_frames
     """eta of every frame for the surrogate: the supervised net's tracking, the annotation where one exists."""
     from neuradiff.analysis.forecast import recognise
 
-    eta = recognise(methods.unpack_net(net_blob), data.frames)[:, 2]
+    eta = recognise(methods.unpack_net(net_blob), data.frames, eta_only=True)
     for k in train_frames:
         known = data.annotations[k] != 255
         eta[k][known] = data.annotations[k][known]

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from neuradiff.errors import NeuradiffError, SimulationError
-from neuradiff.models import NetConfig, RecognitionNet, annotated_mask, annotation_loss
+from neuradiff.models import NetConfig, RecognitionNet, annotated_mask, annotation_loss, default_stride
 from neuradiff.physics import LearnableParameters, VoidModel, VoidParameters, rollout
 from neuradiff.physics.integrators import get_integrator
 
@@ -55,7 +55,7 @@ class FitConfig:
     """Settings of ``neuradiff fit`` (see the module docstring); every field can come from a config file."""
 
     seed: int = 0
-    net: dict[str, Any] = field(default_factory=dict)  # NetConfig overrides
+    net: dict[str, Any] = field(default_factory=dict)  # NetConfig overrides (stride: default_stride of the frames)
     discretisation: str = "conservative"
     integrator: str = "imex"
     dt: float = 0.3  # learner's time step (simulation time units; the guard sub-steps when needed)
@@ -202,7 +202,7 @@ class Trainer:
     # ---- pieces --------------------------------------------------------------------------------------
     def new_state(self) -> FitState:
         torch.manual_seed(self.config.seed)
-        net_cfg = NetConfig.from_dict(self.config.net) if self.config.net else NetConfig()
+        net_cfg = NetConfig.from_dict({"stride": default_stride(*self.frames.shape[-2:]), **self.config.net})
         mean, std = float(self.frames.mean()), float(self.frames.std())
         net = RecognitionNet(net_cfg, input_mean=mean, input_std=max(std, 1e-6))
         params = LearnableParameters(self.config.initial_parameters(), learn=self.config.learned_names())
