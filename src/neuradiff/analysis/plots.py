@@ -106,13 +106,14 @@ def _trajectories(meas, background) -> bytes:
         from matplotlib.collections import LineCollection
 
         colours = [f"C{k % 10}" for k in range(len(tracks))]
-        a.add_collection(LineCollection(tracks, colors=colours, linewidths=1))
+        a.add_collection(LineCollection(tracks, colors=colours, linewidths=1), autolim=True)
         a.plot(xy[first, 0], xy[first, 1], "o", ms=2, color="red", ls="none")
     a.set_xlabel(f"x ({L})")
     a.set_ylabel(f"y ({L})")
     a.set_title("void trajectories over the first frame", fontsize=10)
     a.set_aspect("equal")
     if background is None:
+        a.autoscale_view()
         a.invert_yaxis()
     return _png(fig)
 
