@@ -44,6 +44,7 @@ def test_quick_suite_writes_every_table_with_every_method(quick_report):
     forecast = {r["method"] for r in _rows(out / "tables/fig4_forecast.csv")}
     transfer = {r["method"] for r in _rows(out / "tables/fig6_forecast.csv")}
     assert ALL_METHODS - {"supervised UNet"} <= forecast and ALL_METHODS - {"supervised UNet"} <= transfer
+    assert "autoregressive UNet surrogate, seed 1" in forecast and "autoregressive UNet surrogate, seed 1" in transfer
     for row in _rows(out / "tables/table1_tracking.csv"):
         assert 0 <= float(row["void IoU"]) <= 1 and 0 <= float(row["pixel accuracy (%)"]) <= 100
     params = _rows(out / "tables/parameters.csv")
@@ -75,7 +76,7 @@ def test_resume_reuses_the_saved_jobs_and_gives_the_same_tables(quick_report, tm
     assert result.exit_code == 0, result.output
     timing = _rows(out / "tables/timing.csv")
     reused = {r["stage"] for r in timing if r["from checkpoint"] == "yes"}
-    assert {"NeuraDiff (seed 0)", "supervised UNet", "autoregressive UNet surrogate"} <= reused
+    assert {"NeuraDiff (seed 0)", "supervised UNet", "autoregressive UNet surrogate (seed 1)"} <= reused
     for name in ("table1_tracking", "fig4_forecast", "fig6_forecast", "parameters"):
         assert (out / f"tables/{name}.csv").read_text() == (quick_report / f"tables/{name}.csv").read_text(), name
 

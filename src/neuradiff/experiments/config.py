@@ -22,6 +22,8 @@ class SuiteConfig:
     name : what the report calls this suite.
     seed : seed of the synthetic videos and of the first NeuraDiff fit.
     fit_seeds : NeuraDiff fits (seeds ``seed, seed + 1, ...``) on the same video, for the parameters' spread.
+    surrogate_seeds : autoregressive surrogates trained (seeds ``seed, seed + 1, ...``): their rollouts are
+        chaotic, so one seed can collapse where another holds; every seed's forecast is reported.
     data, transfer_data : overrides of the single-void (training) and multi-void (transfer) datasets, as in
         ``neuradiff simulate --config`` (e.g. ``{"simulation": {"size": 128}, "frames": 100}``).
     fit : :class:`~neuradiff.training.fit.FitConfig` overrides, shared by NeuraDiff and the baselines that
@@ -35,6 +37,7 @@ class SuiteConfig:
     name: str = "paper"
     seed: int = 0
     fit_seeds: int = 3
+    surrogate_seeds: int = 3
     data: dict[str, Any] = field(default_factory=dict)
     transfer_data: dict[str, Any] = field(default_factory=dict)
     fit: dict[str, Any] = field(default_factory=dict)
@@ -46,8 +49,9 @@ class SuiteConfig:
     def validate(self) -> None:
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
-        if self.fit_seeds < 1:
-            raise ValueError(f"fit_seeds must be >= 1, got {self.fit_seeds}")
+        if self.fit_seeds < 1 or self.surrogate_seeds < 1:
+            raise ValueError("fit_seeds and surrogate_seeds must be >= 1, "
+                             f"got {self.fit_seeds} and {self.surrogate_seeds}")
         if self.workers < 1 or self.threads < 1:
             raise ValueError("workers and threads must be >= 1")
         if not 0 < self.sensitivity_step < 1:
@@ -69,7 +73,7 @@ class SuiteConfig:
 #: The ``--quick`` variant: tiny videos and budgets, for tests and a first look (about a minute).
 QUICK = {
     "name": "paper, --quick (tiny videos and budgets: a smoke test, its numbers say nothing about the methods)",
-    "fit_seeds": 2, "workers": 1,
+    "fit_seeds": 2, "surrogate_seeds": 2, "workers": 1,
     "data": {"simulation": {"size": 32}, "frames": 12, "steps_per_frame": 20, "annotations": {"fraction": 0.34}},
     "transfer_data": {"simulation": {"size": 48, "n_voids": 3}, "frames": 12, "steps_per_frame": 20},
     "fit": {"pretrain_iters": 30, "joint_iters": 4, "gap": 2, "batch": 1, "eval_every": 2,

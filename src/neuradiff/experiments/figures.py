@@ -20,6 +20,16 @@ STYLE = {
     "initial_guess": ("physics with the initial guess", "0.5", "--"),
 }
 FORECAST_ROWS = ("neuradiff", "physics_only", "residual", "surrogate")
+SURROGATE_SEED = "surrogate_seed"  # prefix of the further surrogate seeds' method names
+
+
+def style(name: str) -> tuple[str, str, str]:
+    """(label, colour, line style) of a method; further surrogate seeds are dotted or dashed purple lines."""
+    if name.startswith(SURROGATE_SEED):
+        label, colour, _ = STYLE["surrogate"]
+        seed = name[len(SURROGATE_SEED):]
+        return f"{label}, seed {seed}", colour, (":", "-.", "--")[int(seed) % 3]
+    return STYLE[name]
 
 
 def shown_frames(n_frames: int, count: int = 6) -> list[int]:
@@ -44,7 +54,7 @@ def frame_rows(video: np.ndarray, truth_eta: np.ndarray, tracking: np.ndarray, f
     moved = {k: shift_like(v.astype(np.float32), drift_px - drift_px[0]) for k, v in forecasts.items()
              if k in FORECAST_ROWS}
     rows = [("video", None), ("NeuraDiff tracking", None)] + [
-        (textwrap.fill(f"{STYLE[k][0]} forecast", 20), k) for k in FORECAST_ROWS if k in moved]
+        (textwrap.fill(f"{style(k)[0]} forecast", 20), k) for k in FORECAST_ROWS if k in moved]
     h, w = video.shape[1:]
     scale = 1.45
     width, height = scale * len(cols) + 1.7, scale * len(rows) * h / w + 0.5
@@ -80,19 +90,20 @@ def frame_rows(video: np.ndarray, truth_eta: np.ndarray, tracking: np.ndarray, f
 def curves(block: dict[str, Any], title: str) -> bytes:
     """Total void area (nm²) and mean void radius (nm) against time (s): the truth and every method's forecast."""
     t = np.asarray(block["time_s"])
-    fig, axes = _figure(1, 2, size=(11.0, 3.8))
+    fig, axes = _figure(1, 2, size=(11.0, 4.4))
     axes = axes[0]
     for ax, key, ylabel in ((axes[0], "area_nm2", "total void area (nm²)"),
                             (axes[1], "mean_radius_nm", "mean void radius (nm)")):
         ax.plot(t, block["truth"][key], color="black", lw=2.2, label="truth")
         for name, res in block["methods"].items():
-            label, colour, ls = STYLE[name]
+            label, colour, ls = style(name)
             ax.plot(t, res[key], color=colour, ls=ls, lw=1.4, label=label)
         ax.set_xlabel("time (s)")
         ax.set_ylabel(ylabel)
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7.5, loc="lower left")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7.5, loc="outside lower center", ncol=4)
     fig.suptitle(title, fontsize=10)
     return _png(fig)
 

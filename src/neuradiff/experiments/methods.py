@@ -91,7 +91,7 @@ def surrogate(eta: np.ndarray, config, progress: Progress | None = None) -> dict
 
     t0 = time.perf_counter()
     net = train_surrogate(eta, config, progress=progress)
-    return {"net": pack_net(net), "seconds": time.perf_counter() - t0}
+    return {"net": pack_net(net), "seed": config.seed, "seconds": time.perf_counter() - t0}
 
 
 def dataset(config, progress: Progress | None = None) -> dict[str, Any]:

@@ -19,6 +19,11 @@ from neuradiff.experiments.suite import METHODS
 
 _NAMES = {**METHODS, "initial_guess": "physics with the initial guess (no learning)"}
 
+
+def _name(method: str) -> str:
+    return _NAMES.get(method) or figures.style(method)[0]
+
+
 _CSS = """
 body{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;max-width:1180px;margin:24px auto;padding:0 16px;
 color:#222;line-height:1.45}
@@ -63,12 +68,12 @@ def _img(png: bytes, alt: str) -> str:
 
 
 def tracking_rows(block: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"method": _NAMES[m], "pixel accuracy (%)": 100 * r["pixel_accuracy"], "void IoU": r["iou"],
+    return [{"method": _name(m), "pixel accuracy (%)": 100 * r["pixel_accuracy"], "void IoU": r["iou"],
              "Dice": r["dice"], "object F1": r["object_f1"]} for m, r in block.items()]
 
 
 def forecast_rows(block: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"method": _NAMES[m], "max |area error| (%)": 100 * r["max_relative_area_error"],
+    return [{"method": _name(m), "max |area error| (%)": 100 * r["max_relative_area_error"],
              "mean |area error| (%)": 100 * r["mean_relative_area_error"],
              "IoU at the last frame": r["last_frame_iou"]} for m, r in block["methods"].items()]
 
@@ -109,18 +114,18 @@ def summary_lines(scores: dict[str, Any]) -> list[str]:
     """The headline numbers of a suite, one sentence each (from the scores, nothing else)."""
     t = scores["tracking"]
     lines = [f"Tracking, {len(scores['held_out_frames'])} held-out frames: void IoU "
-             + ", ".join(f"{_NAMES[m]} {r['iou']:.3f}" for m, r in t.items())
-             + "; pixel accuracy " + ", ".join(f"{_NAMES[m]} {100 * r['pixel_accuracy']:.2f} %" for m, r in t.items())
+             + ", ".join(f"{_name(m)} {r['iou']:.3f}" for m, r in t.items())
+             + "; pixel accuracy " + ", ".join(f"{_name(m)} {100 * r['pixel_accuracy']:.2f} %" for m, r in t.items())
              + "."]
     for label, block in (("Forecast of the training video from frame 0", scores["forecast"]),
                          ("Forecast of the unseen multi-void video from frame 0", scores["transfer"]["forecast"])):
         lines.append(f"{label}, largest void-area error over all frames (lower is better): " + ", ".join(
-            f"{_NAMES[m]} {100 * r['max_relative_area_error']:.1f} %" for m, r in
+            f"{_name(m)} {100 * r['max_relative_area_error']:.1f} %" for m, r in
             sorted(block["methods"].items(), key=lambda kv: kv[1]["max_relative_area_error"])) + ".")
     tt = scores["transfer"]["tracking"]
     lines.append("Tracking of the unseen multi-void video, every frame: void IoU " + ", ".join(
-        f"{_NAMES[m]} {r['iou']:.3f}" for m, r in tt.items()) + "; object F1 " + ", ".join(
-        f"{_NAMES[m]} {r['object_f1']:.3f}" for m, r in tt.items()) + ".")
+        f"{_name(m)} {r['iou']:.3f}" for m, r in tt.items()) + "; object F1 " + ", ".join(
+        f"{_name(m)} {r['object_f1']:.3f}" for m, r in tt.items()) + ".")
     return lines
 
 
@@ -197,7 +202,10 @@ def _html(result: dict[str, Any], figs: dict[str, bytes], tables: dict[str, list
                             "(tracking only, the paper's Table 1 baseline)."),
         ("autoregressive UNet surrogate", "a UNet that maps the eta map of one frame to the next, trained on "
                                           "consecutive frames of the supervised net's tracking (annotations where "
-                                          "they exist), rolled out from frame 0 (the paper's pure neural forecast)."),
+                                          "they exist), rolled out from frame 0 (the paper's pure neural forecast). "
+                                          "Several seeds are trained: a rollout of a learned map is chaotic, and one "
+                                          "seed can lose the void where another keeps it; the frame rows show the "
+                                          "first seed, the tables and curves every seed."),
         ("differentiable physics, no net", "the same simulator and parameters, fitted by simulating from one "
                                            "annotated frame to the next and matching its annotation; the unobserved "
                                            "c_v, c_i start from the same priors NeuraDiff uses."),

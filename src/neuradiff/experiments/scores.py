@@ -70,7 +70,9 @@ def forecasts(fits: dict[str, Any], ds, fit_cfg: FitConfig) -> dict[str, np.ndar
     eta0 = recognise(unpack_net(fits["supervised"]["net"]), frames[:1])[0, 2]
     if ann0 is not None:
         eta0 = np.where(ann0 != 255, ann0, eta0).astype(np.float32)
-    out["surrogate"] = surrogate_rollout(unpack_net(fits["surrogate"]["net"]), eta0, n)
+    for k, fit in enumerate(fits["surrogate"]):  # the first seed is "surrogate", the others "surrogate_seed<s>"
+        name = "surrogate" if k == 0 else f"surrogate_seed{fit['seed']}"
+        out[name] = surrogate_rollout(unpack_net(fit["net"]), eta0, n)
     return out
 
 

@@ -123,6 +123,7 @@ def run_suite(config: SuiteConfig, *, report: Report | None = None, stage: Calla
         train_frames, _ = split_frames(data)
         stage("training the methods")
         seeds = [config.seed + k for k in range(config.fit_seeds)]
+        surrogate_seeds = [config.seed + k for k in range(config.surrogate_seeds)]
         runner.submit(f"NeuraDiff (seed {seeds[0]})", "neuradiff", data, fit_cfg)
         for s in seeds[1:2]:
             runner.submit(f"NeuraDiff (seed {s})", "neuradiff", data, dataclasses.replace(fit_cfg, seed=s))
@@ -138,12 +139,14 @@ def run_suite(config: SuiteConfig, *, report: Report | None = None, stage: Calla
             results[key] = res
             if key == "supervised UNet":
                 eta = surrogate_targets(res["net"], data, train_frames)
-                runner.submit("autoregressive UNet surrogate", "surrogate", eta, config.surrogate_config())
+                for s in surrogate_seeds:
+                    runner.submit(f"autoregressive UNet surrogate (seed {s})", "surrogate", eta,
+                                  dataclasses.replace(config.surrogate_config(), seed=s))
     transfer_ds = results.pop("data: multi-void (transfer)")["dataset"]
     fits = {
         "neuradiff": [results[f"NeuraDiff (seed {s})"] for s in seeds],
         "supervised": results["supervised UNet"],
-        "surrogate": results["autoregressive UNet surrogate"],
+        "surrogate": [results[f"autoregressive UNet surrogate (seed {s})"] for s in surrogate_seeds],
         "physics_only": results["differentiable physics, no net"],
         "residual": results["physics-informed residual fit"],
     }
