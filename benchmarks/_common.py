@@ -30,7 +30,7 @@ def cpu_model() -> str:
 
 
 def source_hash() -> str:
-    """SHA-256 (first 12 hex digits) of the engine's sources, src/neuradiff/physics/*.py, to tie figures to a version."""
+    """SHA-256 (first 12 hex digits) of the engine's sources (src/neuradiff/physics/*.py): ties figures to a version."""
     import hashlib
 
     root = Path(__file__).resolve().parent.parent / "src" / "neuradiff" / "physics"
@@ -64,9 +64,11 @@ def environment() -> dict:
 
 
 def print_environment(env: dict) -> None:
-    print(f"# {env['date']}  torch {env['torch']}  threads {env['torch_threads']} "
-          f"(OMP_NUM_THREADS={env['OMP_NUM_THREADS']})  {env['cpu']} ({env['logical_cpus']} logical CPUs)  "
-          f"load average {env['loadavg_at_start']}  physics sources {env['physics_source_sha256']}")
+    print(
+        f"# {env['date']}  torch {env['torch']}  threads {env['torch_threads']} "
+        f"(OMP_NUM_THREADS={env['OMP_NUM_THREADS']})  {env['cpu']} ({env['logical_cpus']} logical CPUs)  "
+        f"load average {env['loadavg_at_start']}  physics sources {env['physics_source_sha256']}"
+    )
 
 
 def summary(times: list[float]) -> dict:

@@ -37,19 +37,25 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import environment, print_environment, single_thread, table, write_json  # noqa: E402
+from _common import environment, print_environment, single_thread, table, write_json
 
 single_thread(1)
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from neuradiff.analysis.measure import measure_masks  # noqa: E402
-from neuradiff.analysis.metrics import dice, iou, object_f1, pixel_accuracy  # noqa: E402
-from neuradiff.data.annotations import read_annotations  # noqa: E402
-from neuradiff.data.io import Calibration, read_video  # noqa: E402
-from neuradiff.models import (NetConfig, RecognitionNet, annotation_loss, count_parameters, default_stride,  # noqa: E402
-                              save_net)
+from neuradiff.io.annotations import read_annotations
+from neuradiff.io.video import Calibration, read_video
+from neuradiff.measure.metrics import dice, iou, object_f1, pixel_accuracy
+from neuradiff.measure.voids import measure_masks
+from neuradiff.nets import (
+    NetConfig,
+    RecognitionNet,
+    annotation_loss,
+    count_parameters,
+    default_stride,
+    save_net,
+)
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "creme-316L" / "fov200nm"
@@ -71,6 +77,7 @@ def load():
 
 def remove_small(mask: np.ndarray, min_area: int) -> np.ndarray:
     from skimage.morphology import remove_small_objects
+
     return np.stack([remove_small_objects(m.astype(bool), max_size=min_area - 1, connectivity=2) for m in mask])
 
 
@@ -79,11 +86,13 @@ def remove_small(mask: np.ndarray, min_area: int) -> np.ndarray:
 
 def smooth(frames: np.ndarray, sigma: float) -> np.ndarray:
     from scipy.ndimage import gaussian_filter
+
     return np.stack([gaussian_filter(f, sigma) for f in frames])
 
 
 def otsu_baseline(frames: np.ndarray, sigma: float = 2.0) -> np.ndarray:
     from skimage.filters import threshold_otsu
+
     s = smooth(frames, sigma)
     return np.stack([f < threshold_otsu(f) for f in s])  # loops are dark
 
@@ -119,7 +128,7 @@ def batches(frames, masks, crop, batch, rng):
         for _ in range(batch):
             i = rng.integers(n)
             r, c = rng.integers(0, h - crop + 1), rng.integers(0, w - crop + 1)
-            x, y = frames[i, r:r + crop, c:c + crop], masks[i, r:r + crop, c:c + crop]
+            x, y = frames[i, r : r + crop, c : c + crop], masks[i, r : r + crop, c : c + crop]
             k = int(rng.integers(4))
             x, y = np.rot90(x, k), np.rot90(y, k)
             if rng.random() < 0.5:
@@ -138,7 +147,8 @@ def train(frames, masks, args):
     net = RecognitionNet(cfg, input_mean=float(frames.mean()), input_std=float(frames.std()))
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(i, args.iters) / args.iters)))
+        opt, lambda i: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(i, args.iters) / args.iters))
+    )
     gen = batches(frames, masks, args.crop, args.batch, rng)
     times = torch.zeros(args.batch)
     losses, t0 = [], time.perf_counter()
@@ -152,8 +162,9 @@ def train(frames, masks, args):
         sched.step()
         losses.append(loss.item())
         if (it + 1) % 50 == 0:
-            print(f"  iter {it + 1:4d}  loss {np.mean(losses[-50:]):.4f}  {time.perf_counter() - t0:6.1f} s",
-                  flush=True)
+            print(
+                f"  iter {it + 1:4d}  loss {np.mean(losses[-50:]):.4f}  {time.perf_counter() - t0:6.1f} s", flush=True
+            )
     return net, cfg, time.perf_counter() - t0, losses
 
 
@@ -161,7 +172,7 @@ def train(frames, masks, args):
 def predict(net, frames) -> np.ndarray:
     net.eval()
     x = torch.from_numpy(frames)
-    eta = torch.cat([net(x[i:i + 2], torch.zeros(len(x[i:i + 2])))[:, 2] for i in range(0, len(x), 2)])
+    eta = torch.cat([net(x[i : i + 2], torch.zeros(len(x[i : i + 2])))[:, 2] for i in range(0, len(x), 2)])
     return eta.numpy()
 
 
@@ -171,16 +182,27 @@ def predict(net, frames) -> np.ndarray:
 def sizes(mask: np.ndarray) -> dict:
     m = measure_masks(mask.astype(bool), calibration=Calibration(nm_per_px=NM_PER_PX, source="folder name"))
     d = m.voids["eq_diameter_nm"].to_numpy(float)
-    return {"count": int(len(d)), "mean_eq_diameter_nm": float(d.mean()) if len(d) else float("nan"),
-            "median_eq_diameter_nm": float(np.median(d)) if len(d) else float("nan")}
+    return {
+        "count": int(len(d)),
+        "mean_eq_diameter_nm": float(d.mean()) if len(d) else float("nan"),
+        "median_eq_diameter_nm": float(np.median(d)) if len(d) else float("nan"),
+    }
 
 
 def evaluate(pred: np.ndarray, truth: np.ndarray, truth_sizes: dict) -> dict:
     of = object_f1(pred, truth, iou_threshold=0.5)
     s = sizes(pred)
-    out = {"pixel_accuracy": pixel_accuracy(pred, truth), "iou": iou(pred, truth), "dice": dice(pred, truth),
-           "object_f1": of["f1"], "object_precision": of["precision"], "object_recall": of["recall"],
-           "n_pred_objects": of["n_pred"], "n_true_objects": of["n_true"], **s}
+    out = {
+        "pixel_accuracy": pixel_accuracy(pred, truth),
+        "iou": iou(pred, truth),
+        "dice": dice(pred, truth),
+        "object_f1": of["f1"],
+        "object_precision": of["precision"],
+        "object_recall": of["recall"],
+        "n_pred_objects": of["n_pred"],
+        "n_true_objects": of["n_true"],
+        **s,
+    }
     for key in ("mean_eq_diameter_nm", "median_eq_diameter_nm"):
         err = s[key] - truth_sizes[key]
         out[key.replace("_nm", "_error_nm")] = err
@@ -212,8 +234,12 @@ def main(argv=None) -> int:
     ap.add_argument("--iters", type=int, default=500)
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--depth", type=int, default=3)
-    ap.add_argument("--stride", type=int, default=None,
-                    help="NetConfig.stride (default: what neuradiff fit picks for these frames, default_stride)")
+    ap.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        help="NetConfig.stride (default: what neuradiff fit picks for these frames, default_stride)",
+    )
     ap.add_argument("--crop", type=int, default=128)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -254,10 +280,22 @@ def main(argv=None) -> int:
     truth_sizes = sizes(te_y)
     results = {name: evaluate(p, te_y, truth_sizes) for name, p in preds.items()}
     rows = [{"method": "human", **truth_sizes}] + [{"method": k, **v} for k, v in results.items()]
-    print(table(rows, [("method", "method", ""), ("pixel_accuracy", "pix acc", ".4f"), ("iou", "IoU", ".3f"),
-                       ("dice", "Dice", ".3f"), ("object_f1", "obj F1", ".3f"), ("count", "count", "d"),
-                       ("mean_eq_diameter_nm", "mean d nm", ".2f"), ("median_eq_diameter_nm", "median d nm", ".2f"),
-                       ("mean_eq_diameter_rel_error", "mean d err", "+.1%")]))
+    print(
+        table(
+            rows,
+            [
+                ("method", "method", ""),
+                ("pixel_accuracy", "pix acc", ".4f"),
+                ("iou", "IoU", ".3f"),
+                ("dice", "Dice", ".3f"),
+                ("object_f1", "obj F1", ".3f"),
+                ("count", "count", "d"),
+                ("mean_eq_diameter_nm", "mean d nm", ".2f"),
+                ("median_eq_diameter_nm", "median d nm", ".2f"),
+                ("mean_eq_diameter_rel_error", "mean d err", "+.1%"),
+            ],
+        )
+    )
     ratios = {}
     for base in ("otsu", "tuned-threshold"):
         b = results[base]
@@ -265,32 +303,49 @@ def main(argv=None) -> int:
             "iou": results["net"]["iou"] / b["iou"] if b["iou"] else None,
             "dice": results["net"]["dice"] / b["dice"] if b["dice"] else None,
             "object_f1": results["net"]["object_f1"] / b["object_f1"] if b["object_f1"] else None,
-            "abs_mean_diameter_error": (abs(results["net"]["mean_eq_diameter_error_nm"])
-                                        / abs(b["mean_eq_diameter_error_nm"])
-                                        if b["mean_eq_diameter_error_nm"] else None)}
-        print(f"net / {base}: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios[f"net_over_{base}"].items()
-                                               if v is not None))
+            "abs_mean_diameter_error": (
+                abs(results["net"]["mean_eq_diameter_error_nm"]) / abs(b["mean_eq_diameter_error_nm"])
+                if b["mean_eq_diameter_error_nm"]
+                else None
+            ),
+        }
+        print(
+            f"net / {base}: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in ratios[f"net_over_{base}"].items() if v is not None)
+        )
 
     overlay = None
     if not args.val and not args.tag:
         path = HERE / "results" / "creme_overlay.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         size = overlay_png(te_x[0], te_y[0], preds["net"][0], path)
-        overlay = {"path": str(path.relative_to(HERE.parent)), "frame": test_idx[0] + 1, "bytes": size,
-                   "legend": "green = human outline, red = net outline (eta > 0.5)"}
+        overlay = {
+            "path": str(path.relative_to(HERE.parent)),
+            "frame": test_idx[0] + 1,
+            "bytes": size,
+            "legend": "green = human outline, red = net outline (eta > 0.5)",
+        }
         print(f"overlay {path} ({size / 1024:.0f} KB)")
 
     total_s = time.perf_counter() - t_start
     payload = {
         "benchmark": "creme-316L real-data check",
         "environment": env,
-        "data": {"path": str(DATA.relative_to(HERE.parent)), "nm_per_px": NM_PER_PX,
-                 "train_frames": list(range(1, n_train + 1)), "test_frames": [i + 1 for i in test_idx]},
-        "settings": {**vars(args), "net_config": cfg.to_dict(), "parameters": count_parameters(net),
-                     "loss": f"annotation_loss (masked BCE, pos_weight {args.pos_weight}), no physics",
-                     "threshold": 0.5,
-                     "augmentation": "random crop, rot90, horizontal flip, gain U(0.9,1.1), offset U(-10,10)",
-                     "lr_schedule": "cosine to lr/20"},
+        "data": {
+            "path": str(DATA.relative_to(HERE.parent)),
+            "nm_per_px": NM_PER_PX,
+            "train_frames": list(range(1, n_train + 1)),
+            "test_frames": [i + 1 for i in test_idx],
+        },
+        "settings": {
+            **vars(args),
+            "net_config": cfg.to_dict(),
+            "parameters": count_parameters(net),
+            "loss": f"annotation_loss (masked BCE, pos_weight {args.pos_weight}), no physics",
+            "threshold": 0.5,
+            "augmentation": "random crop, rot90, horizontal flip, gain U(0.9,1.1), offset U(-10,10)",
+            "lr_schedule": "cosine to lr/20",
+        },
         "train_seconds": train_s,
         "final_loss_last50": float(np.mean(losses[-50:])),
         "predict_seconds_full_frames": predict_s,

@@ -23,17 +23,20 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import environment, print_environment, single_thread, table, write_json  # noqa: E402
+from _common import environment, print_environment, single_thread, table, write_json
 
-GOALS = {"pixel_accuracy": 0.99, "iou": 0.90, "max_relative_area_error": 0.10, "last_frame_iou": 0.80,
-         "seconds": 600.0}
+GOALS = {"pixel_accuracy": 0.99, "iou": 0.90, "max_relative_area_error": 0.10, "last_frame_iou": 0.80, "seconds": 600.0}
 
 
 def run_demo(seed: int, threads: int, out: Path) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), MPLBACKEND="Agg")
     t0 = time.perf_counter()
-    proc = subprocess.run(["neuradiff", "demo", "--out", str(out), "--seed", str(seed), "--threads", str(threads)],
-                          env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        ["neuradiff", "demo", "--out", str(out), "--seed", str(seed), "--threads", str(threads)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"neuradiff demo failed (seed {seed}):\n{proc.stderr[-2000:]}")
@@ -41,16 +44,25 @@ def run_demo(seed: int, threads: int, out: Path) -> dict:
     t, f, g = m["held_out_tracking"], m["forecast"], m.get("forecast_initial_guess", {})
     params = json.loads((out / "model" / "params.json").read_text())
     return {
-        "seed": seed, "seconds": seconds, "held_out_frames": len(t["frames"]),
-        "pixel_accuracy": t["pixel_accuracy"], "iou": t["iou"], "dice": t["dice"],
-        "max_relative_area_error": f["max_relative_area_error"], "last_frame_iou": f["last_frame_iou"],
+        "seed": seed,
+        "seconds": seconds,
+        "held_out_frames": len(t["frames"]),
+        "pixel_accuracy": t["pixel_accuracy"],
+        "iou": t["iou"],
+        "dice": t["dice"],
+        "max_relative_area_error": f["max_relative_area_error"],
+        "last_frame_iou": f["last_frame_iou"],
         "last_frame_iou_without_drift": f["last_frame_iou_without_drift"],
         "guess_max_relative_area_error": g.get("max_relative_area_error"),
         "guess_last_frame_iou": g.get("last_frame_iou"),
-        "area_error_ratio_learned_vs_guess": (f["max_relative_area_error"] / g["max_relative_area_error"]
-                                              if g.get("max_relative_area_error") else None),
-        "area_forecast_px": f["area_forecast_px"], "area_truth_px": f["area_truth_px"],
-        "parameters": m["parameters"], "params_json": params, "stdout_tail": proc.stdout[-3000:],
+        "area_error_ratio_learned_vs_guess": (
+            f["max_relative_area_error"] / g["max_relative_area_error"] if g.get("max_relative_area_error") else None
+        ),
+        "area_forecast_px": f["area_forecast_px"],
+        "area_truth_px": f["area_truth_px"],
+        "parameters": m["parameters"],
+        "params_json": params,
+        "stdout_tail": proc.stdout[-3000:],
     }
 
 
@@ -75,20 +87,39 @@ def main() -> None:
             shutil.rmtree(base, ignore_errors=True)
         r = rows[-1]
         print(f"seed {seed}: {r['seconds']:.0f} s", flush=True)
-    cols = [("seed", "seed", "d"), ("seconds", "wall s", ".0f"), ("pixel_accuracy", "pixel acc", ".4f"),
-            ("iou", "IoU", ".3f"), ("max_relative_area_error", "max area err", ".3f"),
-            ("guess_max_relative_area_error", "guess: max area err", ".3f"),
-            ("area_error_ratio_learned_vs_guess", "ratio", ".2f"), ("last_frame_iou", "last IoU", ".3f"),
-            ("guess_last_frame_iou", "guess: last IoU", ".3f")]
+    cols = [
+        ("seed", "seed", "d"),
+        ("seconds", "wall s", ".0f"),
+        ("pixel_accuracy", "pixel acc", ".4f"),
+        ("iou", "IoU", ".3f"),
+        ("max_relative_area_error", "max area err", ".3f"),
+        ("guess_max_relative_area_error", "guess: max area err", ".3f"),
+        ("area_error_ratio_learned_vs_guess", "ratio", ".2f"),
+        ("last_frame_iou", "last IoU", ".3f"),
+        ("guess_last_frame_iou", "guess: last IoU", ".3f"),
+    ]
     print(table(rows, cols))
-    print("goals: " + ", ".join(f"{k} {'≥' if k in ('pixel_accuracy', 'iou', 'last_frame_iou') else '≤'} {v}"
-                                for k, v in GOALS.items()))
+    print(
+        "goals: "
+        + ", ".join(
+            f"{k} {'≥' if k in ('pixel_accuracy', 'iou', 'last_frame_iou') else '≤'} {v}" for k, v in GOALS.items()
+        )
+    )
     for r in rows:
-        print(f"seed {r['seed']}: budget ratio {r['seconds'] / GOALS['seconds']:.2f} (wall / 600 s); learned "
-              "parameters vs true: " + ", ".join(f"{k} {v['learned']:.3g}/{v['true']:.3g}"
-                                                 for k, v in r["parameters"].items()))
-    path = write_json(args.out, {"environment": env, "goals": GOALS, "threads": args.threads,
-                                 "runs": [{k: v for k, v in r.items() if k != "stdout_tail"} for r in rows]})
+        print(
+            f"seed {r['seed']}: budget ratio {r['seconds'] / GOALS['seconds']:.2f} (wall / 600 s); learned "
+            "parameters vs true: "
+            + ", ".join(f"{k} {v['learned']:.3g}/{v['true']:.3g}" for k, v in r["parameters"].items())
+        )
+    path = write_json(
+        args.out,
+        {
+            "environment": env,
+            "goals": GOALS,
+            "threads": args.threads,
+            "runs": [{k: v for k, v in r.items() if k != "stdout_tail"} for r in rows],
+        },
+    )
     print(f"wrote {path}")
 
 

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import environment, print_environment, table, write_json  # noqa: E402
+from _common import environment, print_environment, table, write_json
 
 BUDGET_S = 1800.0
 
@@ -53,21 +53,59 @@ def main() -> None:
         nd = block["methods"]["neuradiff"]["max_relative_area_error"]
         for name, m in block["methods"].items():
             err = m["max_relative_area_error"]
-            rows.append({"video": label, "method": name, "err": 100 * err, "iou": m["last_frame_iou"],
-                         "ratio": None if name == "neuradiff" else nd / max(err, 1e-9)})
-    print(table(rows, [("video", "video", ""), ("method", "forecast", ""), ("err", "max |area error| %", ".1f"),
-                       ("iou", "last-frame IoU", ".3f"), ("ratio", "NeuraDiff / this", ".2f")]))
-    trows = [{"frames": label, "method": name, "acc": 100 * m["pixel_accuracy"], "iou": m["iou"],
-              "f1": m["object_f1"]}
-             for label, block in (("held out", scores["tracking"]), ("transfer", scores["transfer"]["tracking"]))
-             for name, m in block.items()]
-    print(table(trows, [("frames", "frames", ""), ("method", "tracker", ""), ("acc", "pixel accuracy %", ".2f"),
-                        ("iou", "IoU", ".3f"), ("f1", "object F1", ".3f")]))
+            rows.append(
+                {
+                    "video": label,
+                    "method": name,
+                    "err": 100 * err,
+                    "iou": m["last_frame_iou"],
+                    "ratio": None if name == "neuradiff" else nd / max(err, 1e-9),
+                }
+            )
+    print(
+        table(
+            rows,
+            [
+                ("video", "video", ""),
+                ("method", "forecast", ""),
+                ("err", "max |area error| %", ".1f"),
+                ("iou", "last-frame IoU", ".3f"),
+                ("ratio", "NeuraDiff / this", ".2f"),
+            ],
+        )
+    )
+    trows = [
+        {"frames": label, "method": name, "acc": 100 * m["pixel_accuracy"], "iou": m["iou"], "f1": m["object_f1"]}
+        for label, block in (("held out", scores["tracking"]), ("transfer", scores["transfer"]["tracking"]))
+        for name, m in block.items()
+    ]
+    print(
+        table(
+            trows,
+            [
+                ("frames", "frames", ""),
+                ("method", "tracker", ""),
+                ("acc", "pixel accuracy %", ".2f"),
+                ("iou", "IoU", ".3f"),
+                ("f1", "object F1", ".3f"),
+            ],
+        )
+    )
     print(scores["parameters"]["statement"])
     print(f"wall time {seconds:.0f} s; budget ratio {seconds / BUDGET_S:.2f} (goal ≤ 1)")
-    write_json(args.out, {"environment": env_record, "command": cmd, "wall_seconds": seconds,
-                          "budget_seconds": BUDGET_S, "budget_ratio": seconds / BUDGET_S,
-                          "stage_seconds": res["seconds"], "config": res["config"], "scores": scores})
+    write_json(
+        args.out,
+        {
+            "environment": env_record,
+            "command": cmd,
+            "wall_seconds": seconds,
+            "budget_seconds": BUDGET_S,
+            "budget_ratio": seconds / BUDGET_S,
+            "stage_seconds": res["seconds"],
+            "config": res["config"],
+            "scores": scores,
+        },
+    )
 
 
 if __name__ == "__main__":

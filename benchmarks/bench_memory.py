@@ -34,7 +34,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import single_thread, table, write_json  # noqa: E402
+from _common import single_thread, table, write_json
 
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
 TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"  # Debian: apt-get install libtcmalloc-minimal4
@@ -68,19 +68,31 @@ def child(cfg: dict) -> None:
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
 
     t0 = time.perf_counter()
-    traj = rollout(model, state, params, dt=DT, n_steps=cfg["steps"], checkpoint_every=cfg["ckpt"], guard="off",
-                   diagnostics=False)
+    traj = rollout(
+        model, state, params, dt=DT, n_steps=cfg["steps"], checkpoint_every=cfg["ckpt"], guard="off", diagnostics=False
+    )
     loss = traj.final.sum()
     t1 = time.perf_counter()
     grads = torch.autograd.grad(loss, [state, *leaves])
     t2 = time.perf_counter()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    torch.save({"state": grads[0], **{k: g for k, g in zip(learned, grads[1:])}}, cfg["grad_file"])
+    torch.save({"state": grads[0], **dict(zip(learned, grads[1:]))}, cfg["grad_file"])
     final = traj.final.detach()
-    print(json.dumps({"base_MiB": base / 1024, "peak_MiB": peak / 1024, "delta_MiB": (peak - base) / 1024,
-                      "forward_s": t1 - t0, "backward_s": t2 - t1, "loss": float(loss.detach()),
-                      "grad_maxabs": {k: float(g.abs().max()) for k, g in zip(("state", *learned), grads)},
-                      "final_min": float(final.min()), "final_max": float(final.max())}))
+    print(
+        json.dumps(
+            {
+                "base_MiB": base / 1024,
+                "peak_MiB": peak / 1024,
+                "delta_MiB": (peak - base) / 1024,
+                "forward_s": t1 - t0,
+                "backward_s": t2 - t1,
+                "loss": float(loss.detach()),
+                "grad_maxabs": {k: float(g.abs().max()) for k, g in zip(("state", *learned), grads)},
+                "final_min": float(final.min()),
+                "final_max": float(final.max()),
+            }
+        )
+    )
 
 
 # ---- parent -------------------------------------------------------------------------------------------------
@@ -93,7 +105,9 @@ def mem_available() -> float:
 
 def run(cfg: dict, tmp: str) -> dict:
     cfg = dict(cfg)
-    cfg["grad_file"] = os.path.join(tmp, f"g_{cfg['steps']}_{cfg['ckpt']}_{cfg['malloc']}_{cfg.get('flush_denormal', 0)}.pt")
+    cfg["grad_file"] = os.path.join(
+        tmp, f"g_{cfg['steps']}_{cfg['ckpt']}_{cfg['malloc']}_{cfg.get('flush_denormal', 0)}.pt"
+    )
     env = dict(os.environ)
     for k in MALLOC_ENV:
         env.pop(k, None)
@@ -103,17 +117,21 @@ def run(cfg: dict, tmp: str) -> dict:
         env["LD_PRELOAD"] = TCMALLOC
     env["OMP_NUM_THREADS"] = "1"
     t = time.perf_counter()
-    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(cfg)], env=env, capture_output=True,
-                         text=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(cfg)], env=env, capture_output=True, text=True
+    )
     wall = time.perf_counter() - t
     if out.returncode != 0:
         print(out.stderr[-2000:], file=sys.stderr)
         return {**cfg, "error": f"exit {out.returncode}", "wall_s": wall}
     res = json.loads(out.stdout.strip().splitlines()[-1])
     res.update(cfg, wall_s=wall, total_s=res["forward_s"] + res["backward_s"])
-    print(f"  steps {cfg['steps']:5d}  checkpoint_every {str(cfg['ckpt']):>4s}  malloc {cfg['malloc']:8s}"
-          f"{'  flush-denormal' if cfg.get('flush_denormal') else ''}: peak − base {res['delta_MiB']:8.0f} MiB, "
-          f"forward {res['forward_s']:6.1f} s, backward {res['backward_s']:6.1f} s", flush=True)
+    print(
+        f"  steps {cfg['steps']:5d}  checkpoint_every {cfg['ckpt']!s:>4s}  malloc {cfg['malloc']:8s}"
+        f"{'  flush-denormal' if cfg.get('flush_denormal') else ''}: peak − base {res['delta_MiB']:8.0f} MiB, "
+        f"forward {res['forward_s']:6.1f} s, backward {res['backward_s']:6.1f} s",
+        flush=True,
+    )
     return res
 
 
@@ -137,9 +155,10 @@ def main() -> None:
 
     single_thread(1)
     sys.path.insert(0, str(HERE))
+    import torch
+
     from _common import environment, print_environment
 
-    import torch
     torch.set_num_threads(1)
     env = environment()
     print_environment(env)
@@ -159,8 +178,10 @@ def main() -> None:
     plain_full = args.plain_full and estimate * 2.2 < 0.8 * mem_available()  # default malloc: RSS ≈ 2× tape
     plain_steps = [n] if plain_full else [100, 250]
     if not plain_full:
-        print(f"no checkpointing: the {n}-step tape needs ~{estimate / 2**30:.1f} GiB; measuring "
-              f"{plain_steps} steps and extrapolating")
+        print(
+            f"no checkpointing: the {n}-step tape needs ~{estimate / 2**30:.1f} GiB; measuring "
+            f"{plain_steps} steps and extrapolating"
+        )
     plain = []
     for k in plain_steps:
         for malloc in allocators:
@@ -170,14 +191,27 @@ def main() -> None:
     extrapolated = {}
     if not plain_full:
         for malloc in allocators:
-            pts = [(r["steps"], r["delta_MiB"], r["total_s"]) for r in plain if r["malloc"] == malloc and "error" not in r]
+            pts = [
+                (r["steps"], r["delta_MiB"], r["total_s"]) for r in plain if r["malloc"] == malloc and "error" not in r
+            ]
             if len(pts) >= 2:
-                (x0, y0, t0), (x1, y1, t1) = pts[0], pts[-1]
+                (x0, y0, _), (x1, y1, _) = pts[0], pts[-1]
                 slope = (y1 - y0) / (x1 - x0)
-                extrapolated[malloc] = {"delta_MiB": y1 + slope * (n - x1), "MiB_per_step": slope,
-                                        "total_s": t1 * n / x1}
-                rows.append({"steps": n, "ckpt": None, "malloc": malloc, "delta_MiB": extrapolated[malloc]["delta_MiB"],
-                             "total_s": extrapolated[malloc]["total_s"], "note": "extrapolated"})
+                extrapolated[malloc] = {
+                    "delta_MiB": y1 + slope * (n - x1),
+                    "MiB_per_step": slope,
+                    "total_s": t1 * n / x1,
+                }
+                rows.append(
+                    {
+                        "steps": n,
+                        "ckpt": None,
+                        "malloc": malloc,
+                        "delta_MiB": extrapolated[malloc]["delta_MiB"],
+                        "total_s": extrapolated[malloc]["total_s"],
+                        "note": "extrapolated",
+                    }
+                )
 
     # gradients: plain vs checkpointed (200 steps), and checkpointed runs among themselves (n steps)
     checks = {}
@@ -191,8 +225,9 @@ def main() -> None:
     base = next(r for r in rows if r.get("steps") == n and r.get("ckpt") == 10 and r.get("malloc") == "default")
     for r in rows:
         if r.get("steps") == n and r.get("ckpt") and r is not base and "grad_file" in r:
-            checks[f"{n} steps: checkpoint_every=10 vs {r['ckpt']} ({r['malloc']})"] = grad_diff(r["grad_file"],
-                                                                                             base["grad_file"])
+            checks[f"{n} steps: checkpoint_every=10 vs {r['ckpt']} ({r['malloc']})"] = grad_diff(
+                r["grad_file"], base["grad_file"]
+            )
     if plain_full:
         pr = next(r for r in plain if r["malloc"] == "default" and "error" not in r)
         checks[f"{n} steps: plain vs checkpoint_every=10"] = grad_diff(base["grad_file"], pr["grad_file"])
@@ -201,12 +236,26 @@ def main() -> None:
     if not args.no_denormal_check:
         r = run({"steps": n, "ckpt": 10, "malloc": "default", "flush_denormal": True}, tmp)
         denormal = {"flush_denormal_total_s": r["total_s"], "default_total_s": base["total_s"]}
-        checks[f"{n} steps: flush_denormal vs default (checkpoint_every=10)"] = grad_diff(r["grad_file"], base["grad_file"])
+        checks[f"{n} steps: flush_denormal vs default (checkpoint_every=10)"] = grad_diff(
+            r["grad_file"], base["grad_file"]
+        )
 
     print()
-    print(table(rows, [("steps", "steps", "d"), ("ckpt", "checkpoint_every", ""), ("malloc", "malloc", ""),
-                       ("delta_MiB", "peak RSS − base (MiB)", ".0f"), ("forward_s", "forward s", ".1f"),
-                       ("backward_s", "backward s", ".1f"), ("total_s", "total s", ".1f"), ("note", "note", "")]))
+    print(
+        table(
+            rows,
+            [
+                ("steps", "steps", "d"),
+                ("ckpt", "checkpoint_every", ""),
+                ("malloc", "malloc", ""),
+                ("delta_MiB", "peak RSS − base (MiB)", ".0f"),
+                ("forward_s", "forward s", ".1f"),
+                ("backward_s", "backward s", ".1f"),
+                ("total_s", "total s", ".1f"),
+                ("note", "note", ""),
+            ],
+        )
+    )
     print("\ngradient agreement (max over state and parameters of max|Δg| / max|g|):")
     for k, v in checks.items():
         print(f"  {k}: {v:.2e}")
@@ -215,20 +264,39 @@ def main() -> None:
     goal = {}
     print("\ngoal (< 2 GB with checkpointing), per allocator:")
     for malloc in allocators + ["mallopt"]:
-        ck = [r for r in rows if r.get("steps") == n and r.get("ckpt") and r.get("malloc") == malloc and "delta_MiB" in r]
+        ck = [
+            r for r in rows if r.get("steps") == n and r.get("ckpt") and r.get("malloc") == malloc and "delta_MiB" in r
+        ]
         if ck:
             worst = max(r["delta_MiB"] for r in ck)
-            goal[malloc] = {"met": worst < 2048, "worst_checkpointed_MiB": worst,
-                            "checkpoint_every": [r["ckpt"] for r in ck]}
-            print(f"  {malloc:8s}: {'MET' if worst < 2048 else 'NOT met'} (largest {worst:.0f} MiB over "
-                  f"checkpoint_every {goal[malloc]['checkpoint_every']})")
+            goal[malloc] = {
+                "met": worst < 2048,
+                "worst_checkpointed_MiB": worst,
+                "checkpoint_every": [r["ckpt"] for r in ck],
+            }
+            print(
+                f"  {malloc:8s}: {'MET' if worst < 2048 else 'NOT met'} (largest {worst:.0f} MiB over "
+                f"checkpoint_every {goal[malloc]['checkpoint_every']})"
+            )
     total = time.perf_counter() - t_start
     print(f"total {total:.0f} s")
     for r in rows:
         r.pop("grad_file", None)
-    path = write_json("bench_memory.json", {"environment": env, "grid": GRID, "dt": DT, "steps": n, "rows": rows,
-                                            "extrapolated_plain": extrapolated, "gradient_checks": checks,
-                                            "denormal": denormal, "goal_under_2GB": goal, "total_s": total})
+    path = write_json(
+        "bench_memory.json",
+        {
+            "environment": env,
+            "grid": GRID,
+            "dt": DT,
+            "steps": n,
+            "rows": rows,
+            "extrapolated_plain": extrapolated,
+            "gradient_checks": checks,
+            "denormal": denormal,
+            "goal_under_2GB": goal,
+            "total_s": total,
+        },
+    )
     print(f"wrote {path}")
     shutil.rmtree(tmp, ignore_errors=True)
 

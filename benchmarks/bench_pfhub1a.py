@@ -28,28 +28,46 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import math
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, environment, print_environment, single_thread, table, write_json  # noqa: E402
+from _common import RESULTS, environment, print_environment, single_thread, table, write_json
 
 single_thread(1)
-import torch  # noqa: E402
+import torch
 
-from neuradiff.physics import SpinodalModel, SpinodalParameters, pfhub1_initial_condition, rollout  # noqa: E402
+from neuradiff.physics import SpinodalModel, SpinodalParameters, pfhub1_initial_condition, rollout
 
 torch.set_num_threads(1)
 MEAN0 = 0.5025227
 T_END = 1000.0
 COMPARE_AT = (0.0, 1.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
-PRISMS_PF = {0.0: 319.0337102, 1.0: 318.8273928, 5.0: 316.9902126, 10.0: 304.1771795, 20.0: 203.3234468,
-             100.0: 115.6166174, 200.0: 102.5245412, 500.0: 84.678672, 1000.0: 70.35382018}
-FIPY = {0.0: 319.09096487896744, 0.98: 318.83057833279986, 10.43: 283.6148043822506, 20.81: 207.903541306264,
-        27.57: 197.39411290020013, 33.79: 188.64120084392533, 40.24: 178.87382145157355,
-        46.75: 169.26132300018622, 52.75: 162.25546973386005}
+PRISMS_PF = {
+    0.0: 319.0337102,
+    1.0: 318.8273928,
+    5.0: 316.9902126,
+    10.0: 304.1771795,
+    20.0: 203.3234468,
+    100.0: 115.6166174,
+    200.0: 102.5245412,
+    500.0: 84.678672,
+    1000.0: 70.35382018,
+}
+FIPY = {
+    0.0: 319.09096487896744,
+    0.98: 318.83057833279986,
+    10.43: 283.6148043822506,
+    20.81: 207.903541306264,
+    27.57: 197.39411290020013,
+    33.79: 188.64120084392533,
+    40.24: 178.87382145157355,
+    46.75: 169.26132300018622,
+    52.75: 162.25546973386005,
+}
 
 
 def schedule(name: str) -> list[tuple[float, float, float]]:
@@ -69,8 +87,11 @@ def sampled_initial_condition(offset: float, shape=(200, 200), dx=1.0) -> torch.
     h, w = shape
     y = (torch.arange(h, dtype=torch.float64).view(h, 1) + offset) * dx
     x = (torch.arange(w, dtype=torch.float64).view(1, w) + offset) * dx
-    c = 0.5 + 0.01 * (torch.cos(0.105 * x) * torch.cos(0.11 * y) + (torch.cos(0.13 * x) * torch.cos(0.087 * y)) ** 2
-                      + torch.cos(0.025 * x - 0.15 * y) * torch.cos(0.07 * x - 0.02 * y))
+    c = 0.5 + 0.01 * (
+        torch.cos(0.105 * x) * torch.cos(0.11 * y)
+        + (torch.cos(0.13 * x) * torch.cos(0.087 * y)) ** 2
+        + torch.cos(0.025 * x - 0.15 * y) * torch.cos(0.07 * x - 0.02 * y)
+    )
     return c.view(1, 1, h, w)
 
 
@@ -92,10 +113,19 @@ def run(stages, shape=(200, 200), dx=1.0, initial=None) -> dict:
             state = tr.final
             steps += n
     wall = time.perf_counter() - t_wall
-    increases = sum(1 for a, b in zip(energy, energy[1:]) if b > a + 1e-9 * abs(a))
-    return {"times": times, "free_energy": energy, "mean": mean, "steps": steps, "wall_s": wall,
-            "energy_increases": increases, "mean0": mean[0], "max_mass_drift": max(abs(m - mean[0]) for m in mean),
-            "final_min": float(state.min()), "final_max": float(state.max())}
+    increases = sum(1 for a, b in itertools.pairwise(energy) if b > a + 1e-9 * abs(a))
+    return {
+        "times": times,
+        "free_energy": energy,
+        "mean": mean,
+        "steps": steps,
+        "wall_s": wall,
+        "energy_increases": increases,
+        "mean0": mean[0],
+        "max_mass_drift": max(abs(m - mean[0]) for m in mean),
+        "final_min": float(state.min()),
+        "final_max": float(state.max()),
+    }
 
 
 def at(res: dict, t: float) -> float:
@@ -118,8 +148,11 @@ def crossing(res: dict, level: float) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--investigate", action="store_true",
-                    help="also run 400×400 at dx = 0.5 and the initial condition sampled at i·dx")
+    ap.add_argument(
+        "--investigate",
+        action="store_true",
+        help="also run 400×400 at dx = 0.5 and the initial condition sampled at i·dx",
+    )
     ap.add_argument("--quick", action="store_true", help="only the dt = 1.0 and dt = 0.5 runs")
     ap.add_argument("--tolerance", type=float, default=0.02)
     args = ap.parse_args()
@@ -130,49 +163,82 @@ def main() -> None:
     for name in names:
         results[name] = run(schedule(name))
         r = results[name]
-        print(f"  {name:16s} {r['steps']:6d} steps  {r['wall_s']:6.1f} s  F(1000) = {r['free_energy'][-1]:.2f}  "
-              f"mass drift {r['max_mass_drift']:.1e}", flush=True)
+        print(
+            f"  {name:16s} {r['steps']:6d} steps  {r['wall_s']:6.1f} s  F(1000) = {r['free_energy'][-1]:.2f}  "
+            f"mass drift {r['max_mass_drift']:.1e}",
+            flush=True,
+        )
     if args.investigate:
-        extra = {"dx=0.5 400² dt=0.05→0.25": dict(stages=[(0.0, 100.0, 0.05), (100.0, T_END, 0.25)], shape=(400, 400),
-                                                 dx=0.5),
-                 "IC at i·dx dt=0.1→0.5": dict(stages=schedule("dt=0.1→0.5"),
-                                               initial=sampled_initial_condition(0.0))}
+        extra = {
+            "dx=0.5 400² dt=0.05→0.25": dict(
+                stages=[(0.0, 100.0, 0.05), (100.0, T_END, 0.25)], shape=(400, 400), dx=0.5
+            ),
+            "IC at i·dx dt=0.1→0.5": dict(stages=schedule("dt=0.1→0.5"), initial=sampled_initial_condition(0.0)),
+        }
         for name, kw in extra.items():
             results[name] = run(**kw)
             r = results[name]
-            print(f"  {name:16s} {r['steps']:6d} steps  {r['wall_s']:6.1f} s  F(1000) = {r['free_energy'][-1]:.2f}  "
-                  f"mean {r['mean0']:.7f}", flush=True)
+            print(
+                f"  {name:16s} {r['steps']:6d} steps  {r['wall_s']:6.1f} s  F(1000) = {r['free_energy'][-1]:.2f}  "
+                f"mean {r['mean0']:.7f}",
+                flush=True,
+            )
 
     ref_name = "ref dt=0.02→0.1" if "ref dt=0.02→0.1" in results else names[-1]
     ref = results[ref_name]
     rows = []
     for name, r in results.items():
-        row = {"run": name, "steps": r["steps"], "wall_s": r["wall_s"], "mean0": r["mean0"],
-               "mass_drift": r["max_mass_drift"], "energy_increases": r["energy_increases"],
-               "t_F250": crossing(r, 250.0)}
+        row = {
+            "run": name,
+            "steps": r["steps"],
+            "wall_s": r["wall_s"],
+            "mean0": r["mean0"],
+            "mass_drift": r["max_mass_drift"],
+            "energy_increases": r["energy_increases"],
+            "t_F250": crossing(r, 250.0),
+        }
         for t in (0.0, 10.0, 20.0, 100.0, 1000.0):
             row[f"F{t:g}"] = at(r, t)
         row["max_rel_dev_vs_ref"] = max(abs(at(r, t) / at(ref, t) - 1.0) for t in (10.0, 20.0, 100.0, 1000.0))
         rows.append(row)
     community = {"run": "PRISMS-PF (PFHub)", **{f"F{t:g}": PRISMS_PF[t] for t in (0.0, 10.0, 20.0, 100.0, 1000.0)}}
     print()
-    print(table(rows + [community],
-                [("run", "run", ""), ("steps", "steps", "d"), ("wall_s", "wall s", ".1f"), ("F0", "F(0)", ".2f"),
-                 ("F10", "F(10)", ".2f"), ("F20", "F(20)", ".2f"), ("F100", "F(100)", ".2f"),
-                 ("F1000", "F(1000)", ".2f"), ("t_F250", "t(F=250)", ".1f"),
-                 ("max_rel_dev_vs_ref", "max dev vs ref", ".3f"), ("mass_drift", "mass drift", ".1e"),
-                 ("energy_increases", "F increases", "d")]))
-    print(f"\nmean composition at t = 0: {ref['mean0']:.7f} (benchmark: {MEAN0}; sampled at cell centres "
-          f"{float(sampled_initial_condition(0.5).mean()):.7f}, at i·dx {float(sampled_initial_condition(0.0).mean()):.7f}); "
-          f"largest drift of the mean over any run: {max(r['max_mass_drift'] for r in results.values()):.1e}")
+    print(
+        table(
+            rows + [community],
+            [
+                ("run", "run", ""),
+                ("steps", "steps", "d"),
+                ("wall_s", "wall s", ".1f"),
+                ("F0", "F(0)", ".2f"),
+                ("F10", "F(10)", ".2f"),
+                ("F20", "F(20)", ".2f"),
+                ("F100", "F(100)", ".2f"),
+                ("F1000", "F(1000)", ".2f"),
+                ("t_F250", "t(F=250)", ".1f"),
+                ("max_rel_dev_vs_ref", "max dev vs ref", ".3f"),
+                ("mass_drift", "mass drift", ".1e"),
+                ("energy_increases", "F increases", "d"),
+            ],
+        )
+    )
+    print(
+        f"\nmean composition at t = 0: {ref['mean0']:.7f} (benchmark: {MEAN0}; sampled at cell centres "
+        f"{float(sampled_initial_condition(0.5).mean()):.7f}, "
+        f"at i·dx {float(sampled_initial_condition(0.0).mean()):.7f}); "
+        f"largest drift of the mean over any run: {max(r['max_mass_drift'] for r in results.values()):.1e}"
+    )
     print("FiPy (PFHub chart) for the collapse: " + ", ".join(f"F({t:g}) = {f:.1f}" for t, f in FIPY.items()))
 
     # production choice: cheapest run within tolerance of the reference (the reference itself otherwise)
-    candidates = [r for r in rows if r["run"] in names and r["run"] != ref_name
-                  and r["max_rel_dev_vs_ref"] <= args.tolerance]
+    candidates = [
+        r for r in rows if r["run"] in names and r["run"] != ref_name and r["max_rel_dev_vs_ref"] <= args.tolerance
+    ]
     chosen = min(candidates, key=lambda r: r["steps"])["run"] if candidates else ref_name
-    print(f"\nchosen for the CSV: {chosen} (cheapest run within {args.tolerance:.0%} of '{ref_name}' "
-          f"at t = 10, 20, 100, 1000)")
+    print(
+        f"\nchosen for the CSV: {chosen} (cheapest run within {args.tolerance:.0%} of '{ref_name}' "
+        f"at t = 10, 20, 100, 1000)"
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "pfhub1a_free_energy.csv"
     with path.open("w", newline="") as fh:
@@ -183,12 +249,25 @@ def main() -> None:
     print(f"wrote {path}")
     compare = {name: {f"{t:g}": at(r, t) for t in COMPARE_AT} for name, r in results.items()}
     compare["PRISMS-PF (PFHub)"] = {f"{t:g}": f for t, f in PRISMS_PF.items()}
-    path = write_json("bench_pfhub1a.json", {
-        "environment": env, "grid": [200, 200], "dx": 1.0, "t_end": T_END, "reference_run": ref_name,
-        "chosen_run": chosen, "tolerance": args.tolerance, "benchmark_mean": MEAN0,
-        "engine_initial_mean": ref["mean0"], "cell_centre_mean": float(sampled_initial_condition(0.5).mean()),
-        "node_mean": float(sampled_initial_condition(0.0).mean()), "summary": rows, "free_energy_at": compare,
-        "fipy_pfhub": {f"{t:g}": f for t, f in FIPY.items()}})
+    path = write_json(
+        "bench_pfhub1a.json",
+        {
+            "environment": env,
+            "grid": [200, 200],
+            "dx": 1.0,
+            "t_end": T_END,
+            "reference_run": ref_name,
+            "chosen_run": chosen,
+            "tolerance": args.tolerance,
+            "benchmark_mean": MEAN0,
+            "engine_initial_mean": ref["mean0"],
+            "cell_centre_mean": float(sampled_initial_condition(0.5).mean()),
+            "node_mean": float(sampled_initial_condition(0.0).mean()),
+            "summary": rows,
+            "free_energy_at": compare,
+            "fipy_pfhub": {f"{t:g}": f for t, f in FIPY.items()},
+        },
+    )
     print(f"wrote {path}")
 
 

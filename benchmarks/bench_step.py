@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import environment, print_environment, single_thread, summary, table, write_json  # noqa: E402
+from _common import environment, print_environment, single_thread, summary, table, write_json
 
 DT = 0.02  # the time step of the engine's tests and examples (stable for the paper's parameters)
 BYTES_PER_PIXEL_STEP = 260  # autograd tape of one conservative step, measured: ~236 B/pixel (59 float32 fields)
@@ -54,13 +54,17 @@ BYTES_PER_PIXEL_STEP = 260  # autograd tape of one conservative step, measured: 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--compile", action="store_true", help="also time the step under torch.compile")
-    ap.add_argument("--warm-cache", action="store_true",
-                    help="use the default inductor cache (compile times then depend on earlier runs)")
+    ap.add_argument(
+        "--warm-cache",
+        action="store_true",
+        help="use the default inductor cache (compile times then depend on earlier runs)",
+    )
     ap.add_argument("--grids", default="128,256,512")
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--fb-steps", type=int, default=100, help="steps of the forward+backward runs")
-    ap.add_argument("--fb-budget-gb", type=float, default=2.5,
-                    help="cap on the autograd tape (fewer steps on big grids/batches)")
+    ap.add_argument(
+        "--fb-budget-gb", type=float, default=2.5, help="cap on the autograd tape (fewer steps on big grids/batches)"
+    )
     ap.add_argument("--repeats", type=int, default=5, help="timed repeats of the forward runs (fewer on big grids)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tag", default="", help="suffix of the result file (bench_step{tag}.json)")
@@ -75,11 +79,11 @@ if ARGS.compile and not ARGS.warm_cache:
 else:
     _CACHE = None
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn.functional as F
 
-from neuradiff.physics import VoidModel, VoidParameters, single_void  # noqa: E402
-from neuradiff.physics.integrators import explicit_euler  # noqa: E402
+from neuradiff.physics import VoidModel, VoidParameters, single_void
+from neuradiff.physics.integrators import explicit_euler
 
 torch.set_num_threads(ARGS.threads)
 LEARNED = VoidParameters.default_learned()
@@ -107,15 +111,15 @@ def naive_step(c_v, c_i, eta, p, dt, dx=1.0, eps=1e-6):
     f_s = f_s * mask
     dfs_dcv = (p.E_v + p.kBT * (ln_v - ln_s)) * mask
     dfs_dci = (p.E_i + p.kBT * (ln_i - ln_s)) * mask
-    f_v = (c_v - 1.0) ** 2 + c_i ** 2
+    f_v = (c_v - 1.0) ** 2 + c_i**2
     h = (eta - 1.0) ** 2
-    j = eta ** 2
+    j = eta**2
     mu_v = h * dfs_dcv + 2.0 * j * (c_v - 1.0) - p.kappa_v * naive_laplacian(c_v, dx)
     mu_i = h * dfs_dci + 2.0 * j * c_i - p.kappa_i * naive_laplacian(c_i, dx)
     mu_eta = 2.0 * (eta - 1.0) * f_s + 2.0 * eta * f_v - p.kappa_eta * naive_laplacian(eta, dx)
     M_v = p.D_v * c_v / p.kBT
     M_i = p.D_i * c_i / p.kBT
-    R = (p.R_bulk + p.R_surf * eta ** 2) * c_v * c_i
+    R = (p.R_bulk + p.R_surf * eta**2) * c_v * c_i
     c_v_new = c_v + dt * (M_v * naive_laplacian(mu_v, dx) - R)
     c_i_new = c_i + dt * (M_i * naive_laplacian(mu_i, dx) - R)
     eta_new = eta - dt * p.L * mu_eta
@@ -136,6 +140,7 @@ def tensor_params():
 def engine_step(model):
     def step(x, p):
         return explicit_euler(model, x, p, DT, guard="off")[0]
+
     return step
 
 
@@ -164,9 +169,14 @@ def check_naive_agrees(n: int = 96, batch: int = 2, steps: int = 5) -> dict:
     state_diff = float((x.detach() - torch.stack([f.detach() for f in y], dim=1)).abs().max())
     g_state_naive = torch.stack(g_naive[:3], dim=1)
     rel = lambda a, b: float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))  # noqa: E731
-    out = {"grid": n, "batch": batch, "steps": steps, "max_abs_state_diff": state_diff,
-           "grad_state_rel_diff": rel(g_ours[0], g_state_naive),
-           "grad_param_rel_diff": {k: rel(a, b) for k, a, b in zip(LEARNED, g_ours[1:], g_naive[3:])}}
+    out = {
+        "grid": n,
+        "batch": batch,
+        "steps": steps,
+        "max_abs_state_diff": state_diff,
+        "grad_state_rel_diff": rel(g_ours[0], g_state_naive),
+        "grad_param_rel_diff": {k: rel(a, b) for k, a, b in zip(LEARNED, g_ours[1:], g_naive[3:])},
+    }
     out["max_grad_param_rel_diff"] = max(out["grad_param_rel_diff"].values())
     return out
 
@@ -262,19 +272,25 @@ def main() -> None:
     t_start = time.perf_counter()
 
     check = check_naive_agrees()
-    print(f"naive vs ours (reference), {check['steps']} steps on {check['grid']}² batch {check['batch']}: "
-          f"max |Δstate| = {check['max_abs_state_diff']:.2e}, gradient rel. diff: state "
-          f"{check['grad_state_rel_diff']:.2e}, parameters ≤ {check['max_grad_param_rel_diff']:.2e}")
+    print(
+        f"naive vs ours (reference), {check['steps']} steps on {check['grid']}² batch {check['batch']}: "
+        f"max |Δstate| = {check['max_abs_state_diff']:.2e}, gradient rel. diff: state "
+        f"{check['grad_state_rel_diff']:.2e}, parameters ≤ {check['max_grad_param_rel_diff']:.2e}"
+    )
     if not check["max_abs_state_diff"] <= 1e-5:
         raise SystemExit("the naive implementation does not reproduce our reference step; not timing")
 
     bw_dram = copy_bandwidth(256 * 2**20, 5)
     bw_cache = copy_bandwidth(3 * 256 * 256 * 4, 20)
-    print(f"copy bandwidth (read+write): {bw_dram / 1e9:.1f} GB/s (256 MiB buffers), "
-          f"{bw_cache / 1e9:.1f} GB/s (768 KiB = one 256² state, cache-resident)")
+    print(
+        f"copy bandwidth (read+write): {bw_dram / 1e9:.1f} GB/s (256 MiB buffers), "
+        f"{bw_cache / 1e9:.1f} GB/s (768 KiB = one 256² state, cache-resident)"
+    )
     passes = pass_costs()
-    print(f"one elementwise pass over 3 fields at 256² (z = x + y): {passes['add'] * 1e6:.0f} µs; "
-          f"torch.log over 3 fields: {passes['log'] * 1e6:.0f} µs")
+    print(
+        f"one elementwise pass over 3 fields at 256² (z = x + y): {passes['add'] * 1e6:.0f} µs; "
+        f"torch.log over 3 fields: {passes['log'] * 1e6:.0f} µs"
+    )
 
     models = {d: VoidModel(d) for d in ("conservative", "reference")}
     rows = []
@@ -293,17 +309,29 @@ def main() -> None:
             p_t, leaves = tensor_params()
 
             def record(impl, disc, mode, times, steps, **extra):
-                r = {"impl": impl, "disc": disc, "mode": mode, "grid": n, "batch": b, "steps": steps,
-                     **summary(times), "us_per_step_per_MP": summary(times)["min"] * 1e6 / mp,
-                     "us_per_step_per_MP_median": summary(times)["median"] * 1e6 / mp, "ms_per_step": min(times) * 1e3,
-                     **extra}
+                r = {
+                    "impl": impl,
+                    "disc": disc,
+                    "mode": mode,
+                    "grid": n,
+                    "batch": b,
+                    "steps": steps,
+                    **summary(times),
+                    "us_per_step_per_MP": summary(times)["min"] * 1e6 / mp,
+                    "us_per_step_per_MP_median": summary(times)["median"] * 1e6 / mp,
+                    "ms_per_step": min(times) * 1e3,
+                    **extra,
+                }
                 if mode == "fwd":
                     r["faults_per_step"] = FAULTS["last"]
                 rows.append(r)
-                print(f"  {impl:9s} {disc:12s} {mode:3s} {n:4d}² b{b}: {r['us_per_step_per_MP']:9.0f} µs/step/MP "
-                      f"({r['ms_per_step']:.3f} ms/step, {steps} steps, median {r['us_per_step_per_MP_median']:.0f})"
-                      + (f", {r['faults_per_step']:.0f} page faults/step" if mode == "fwd" else "")
-                      + (f", compile {extra['compile_s']:.1f} s" if "compile_s" in extra else ""), flush=True)
+                print(
+                    f"  {impl:9s} {disc:12s} {mode:3s} {n:4d}² b{b}: {r['us_per_step_per_MP']:9.0f} µs/step/MP "
+                    f"({r['ms_per_step']:.3f} ms/step, {steps} steps, median {r['us_per_step_per_MP_median']:.0f})"
+                    + (f", {r['faults_per_step']:.0f} page faults/step" if mode == "fwd" else "")
+                    + (f", compile {extra['compile_s']:.1f} s" if "compile_s" in extra else ""),
+                    flush=True,
+                )
 
             # (a) ours, eager
             for disc, model in models.items():
@@ -380,8 +408,11 @@ def main() -> None:
     for n in grids:
         for b in batches:
             nbytes = 6 * 4 * b * n * n
-            floors[f"{n}x{b}"] = {"bytes": nbytes, "floor_us_dram": nbytes / bw_dram * 1e6,
-                                  "floor_us_cache": nbytes / bw_cache * 1e6}
+            floors[f"{n}x{b}"] = {
+                "bytes": nbytes,
+                "floor_us_dram": nbytes / bw_dram * 1e6,
+                "floor_us_cache": nbytes / bw_cache * 1e6,
+            }
     for r in rows:
         f = floors[f"{r['grid']}x{r['batch']}"]
         r["x_floor_dram"] = r["min"] * 1e6 / f["floor_us_dram"]
@@ -394,55 +425,92 @@ def main() -> None:
             r["speedup_vs_naive"] = naive["min"] / r["min"] if naive else None
 
     print()
-    print(table(rows, [("impl", "impl", ""), ("disc", "discretisation", ""), ("mode", "mode", ""),
-                       ("grid", "grid", "d"), ("batch", "batch", "d"), ("steps", "steps", "d"),
-                       ("us_per_step_per_MP", "µs/step/MP (min)", ".0f"),
-                       ("us_per_step_per_MP_median", "median", ".0f"), ("ms_per_step", "ms/step", ".3f"),
-                       ("x_floor_dram", "× floor", ".1f"), ("speedup_vs_naive", "× naive", ".2f"),
-                       ("faults_per_step", "faults/step", ".0f"), ("compile_s", "compile s", ".1f")]))
+    print(
+        table(
+            rows,
+            [
+                ("impl", "impl", ""),
+                ("disc", "discretisation", ""),
+                ("mode", "mode", ""),
+                ("grid", "grid", "d"),
+                ("batch", "batch", "d"),
+                ("steps", "steps", "d"),
+                ("us_per_step_per_MP", "µs/step/MP (min)", ".0f"),
+                ("us_per_step_per_MP_median", "median", ".0f"),
+                ("ms_per_step", "ms/step", ".3f"),
+                ("x_floor_dram", "× floor", ".1f"),
+                ("speedup_vs_naive", "× naive", ".2f"),
+                ("faults_per_step", "faults/step", ".0f"),
+                ("compile_s", "compile s", ".1f"),
+            ],
+        )
+    )
 
     goals = {}
     if 256 in grids:
         goal_rows = [r for r in rows if r["grid"] == 256 and r["mode"] == "fwd" and r["impl"] != "naive"]
         f256 = floors["256x1"]
-        print(f"\nbandwidth floor of a step at 256² batch 1: {f256['bytes'] / 1e6:.2f} MB moved -> "
-              f"{f256['floor_us_dram']:.0f} µs at {bw_dram / 1e9:.1f} GB/s (DRAM copy), "
-              f"{f256['floor_us_cache']:.0f} µs at {bw_cache / 1e9:.1f} GB/s (cache-resident copy)")
+        print(
+            f"\nbandwidth floor of a step at 256² batch 1: {f256['bytes'] / 1e6:.2f} MB moved -> "
+            f"{f256['floor_us_dram']:.0f} µs at {bw_dram / 1e9:.1f} GB/s (DRAM copy), "
+            f"{f256['floor_us_cache']:.0f} µs at {bw_cache / 1e9:.1f} GB/s (cache-resident copy)"
+        )
         for r in goal_rows:
             r["x_add_pass"] = r["min"] / passes["add"] / r["batch"]
             r["x_log3"] = r["min"] / passes["log"] / r["batch"]
-            print(f"  forward {r['impl']:8s} {r['disc']:12s} 256² b{r['batch']}: {r['x_floor_dram']:.1f}× the DRAM floor, "
-                  f"{r['x_floor_cache']:.1f}× the cache floor, = {r['x_add_pass']:.0f} elementwise passes "
-                  f"= {r['x_log3']:.1f}× the cost of its 3 logs")
+            print(
+                f"  forward {r['impl']:8s} {r['disc']:12s} 256² b{r['batch']}: "
+                f"{r['x_floor_dram']:.1f}× the DRAM floor, "
+                f"{r['x_floor_cache']:.1f}× the cache floor, = {r['x_add_pass']:.0f} elementwise passes "
+                f"= {r['x_log3']:.1f}× the cost of its 3 logs"
+            )
         best = min((r for r in goal_rows if r["batch"] == 1), key=lambda r: r["x_floor_dram"])
         goals["forward_within_3x_floor_256"] = {
-            "met": best["x_floor_dram"] <= 3.0, "best": f"{best['impl']} {best['disc']}",
-            "best_x_floor_dram": best["x_floor_dram"], "best_x_floor_cache": best["x_floor_cache"],
-            "x_floor_dram": {f"{r['impl']}/{r['disc']}/b{r['batch']}": r["x_floor_dram"] for r in goal_rows}}
+            "met": best["x_floor_dram"] <= 3.0,
+            "best": f"{best['impl']} {best['disc']}",
+            "best_x_floor_dram": best["x_floor_dram"],
+            "best_x_floor_cache": best["x_floor_cache"],
+            "x_floor_dram": {f"{r['impl']}/{r['disc']}/b{r['batch']}": r["x_floor_dram"] for r in goal_rows},
+        }
     fb_rows = [r for r in rows if r["mode"] == "fb" and r["impl"] != "naive"]
     speed = {}
     for impl in ("ours", "compiled"):
         for disc in ("conservative", "reference"):
             s = [r["speedup_vs_naive"] for r in fb_rows if r["impl"] == impl and r["disc"] == disc]
             if s:
-                speed[f"{impl}/{disc}"] = {"min": min(s), "max": max(s),
-                                           "geomean": math.exp(sum(math.log(x) for x in s) / len(s))}
+                speed[f"{impl}/{disc}"] = {
+                    "min": min(s),
+                    "max": max(s),
+                    "geomean": math.exp(sum(math.log(x) for x in s) / len(s)),
+                }
     print("\nforward+backward speed-up over the naive per-operation version (min / geometric mean / max over shapes):")
     for k, v in speed.items():
         print(f"  {k:22s} {v['min']:.2f} / {v['geomean']:.2f} / {v['max']:.2f}")
     at256 = {f"{r['impl']}/{r['disc']}/b{r['batch']}": r["speedup_vs_naive"] for r in fb_rows if r["grid"] == 256}
-    goals["fb_10x_faster_than_naive"] = {"met": any(v["min"] >= 10.0 for v in speed.values()),
-                                         "speedups_over_shapes": speed, "speedups_256": at256}
+    goals["fb_10x_faster_than_naive"] = {
+        "met": any(v["min"] >= 10.0 for v in speed.values()),
+        "speedups_over_shapes": speed,
+        "speedups_256": at256,
+    }
     print("\ngoals:")
     for k, v in goals.items():
         print(f"  {k}: {'MET' if v['met'] else 'NOT met'}")
     total = time.perf_counter() - t_start
     print(f"\ntotal {total:.0f} s")
-    path = write_json(f"bench_step{ARGS.tag}.json", {
-        "environment": env, "args": vars(ARGS), "check_naive_vs_reference": check,
-        "copy_bandwidth_Bps": {"dram_256MiB": bw_dram, "cache_768KiB": bw_cache}, "floors": floors,
-        "pass_costs_256_s": passes,
-        "rows": rows, "goals": goals, "total_s": total})
+    path = write_json(
+        f"bench_step{ARGS.tag}.json",
+        {
+            "environment": env,
+            "args": vars(ARGS),
+            "check_naive_vs_reference": check,
+            "copy_bandwidth_Bps": {"dram_256MiB": bw_dram, "cache_768KiB": bw_cache},
+            "floors": floors,
+            "pass_costs_256_s": passes,
+            "rows": rows,
+            "goals": goals,
+            "total_s": total,
+        },
+    )
     print(f"wrote {path}")
     if _CACHE:
         shutil.rmtree(_CACHE, ignore_errors=True)

@@ -2,7 +2,8 @@
 
 For each net (``default`` = ``RecognitionNet(NetConfig())``, width 16, depth 3, sinusoidal time embedding;
 ``stride2`` = ``NetConfig(stride=2)``, the same net on a 2× coarser grid, which ``neuradiff fit`` trains for
-frames of 256 px a side and more; ``small`` = ``NetConfig(width=8, depth=3)``): the median over ``--reps`` timed calls (after one warm-up call)
+frames of 256 px a side and more; ``small`` = ``NetConfig(width=8, depth=3)``): the median over ``--reps`` timed
+calls (after one warm-up call)
 of ``net(frames, times)`` under ``torch.inference_mode()`` on real frames (the creme 316L frames), for the
 variants below; ``eager`` at batch sizes 1, 4, 8 with 1 and 2 torch threads, the others (to keep the run
 under 10 minutes: each compilation takes 10-35 s here) at batch 8 with 2 threads only (see the batch-1 run
@@ -22,9 +23,9 @@ whose ``eta ≥ 0.5`` decision flips).
 End-to-end: a ``--cli-frames``-frame 512² TIFF stack (default 300; creme frames 1–16 tiled in time) tracked with
 ``neuradiff track --threads 2 --batch B`` for each B of ``--cli-batches`` (default 1, 4) (wall clock of the subprocess
 incl. Python start-up, the inference-only frames/s the CLI prints, with and without ``--measure``), using a
-model folder written with ``neuradiff.training.outputs.write_fit`` around the net trained by ``bench_creme.py``
+model folder written with ``neuradiff.io.saved.write_fit`` around the net trained by ``bench_creme.py``
 (``/tmp/neuradiff-bench/creme_net.pt``; an untrained net of the same architecture if that file is missing —
-speed does not depend on the weights), and the Python inference path ``neuradiff.analysis.forecast.recognise``
+speed does not depend on the weights), and the Python inference path ``neuradiff.methods.forecast.recognise``
 on the same stack with the same batch sizes. Temporary files go to /tmp.
 
 Run:  python benchmarks/bench_track_speed.py [--reps 3] [--nets default,stride2,small] [--variants ...] [--no-cli]
@@ -50,18 +51,18 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import environment, print_environment, single_thread, table, write_json  # noqa: E402
+from _common import environment, print_environment, single_thread, table, write_json
 
 single_thread(2)  # the thread pools may grow to 2; each measurement sets torch.set_num_threads itself
 _CACHE = tempfile.mkdtemp(prefix="neuradiff-inductor-")
 os.environ["TORCHINDUCTOR_CACHE_DIR"] = _CACHE
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch._dynamo  # noqa: E402
+import numpy as np
+import torch
+import torch._dynamo
 
-from neuradiff.data.io import read_video  # noqa: E402
-from neuradiff.models import NetConfig, RecognitionNet, count_parameters, default_stride, load_net  # noqa: E402
+from neuradiff.io.video import read_video
+from neuradiff.nets import NetConfig, RecognitionNet, count_parameters, default_stride, load_net
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "creme-316L" / "fov200nm" / "imgs"
@@ -86,9 +87,11 @@ def runner(net: RecognitionNet, variant: str):
         net.to(memory_format=torch.contiguous_format)
         return lambda x, t: net(x, t)[:, 2]
     if variant == "bf16":
+
         def run(x, t):
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 return net(x, t)[:, 2].float()
+
         return run
     if variant in ("compiled", "compiled-frozen"):
         import torch._inductor.config as ind
@@ -118,8 +121,10 @@ def time_variant(cfg, variant, frames, batches, threads, reps, reference):
                 reference[(id(cfg), b)] = eta.clone()
                 agree = {}
             else:
-                agree = {"max_abs_diff_eta": float((eta - ref).abs().max()),
-                         "mask_flip_fraction": float(((eta >= 0.5) != (ref >= 0.5)).float().mean())}
+                agree = {
+                    "max_abs_diff_eta": float((eta - ref).abs().max()),
+                    "mask_flip_fraction": float(((eta >= 0.5) != (ref >= 0.5)).float().mean()),
+                }
             for th in threads:
                 torch.set_num_threads(th)
                 if th != max(threads):
@@ -130,13 +135,25 @@ def time_variant(cfg, variant, frames, batches, threads, reps, reference):
                     run(x, t)
                     ts.append(time.perf_counter() - t0)
                 med = statistics.median(ts)
-                row = {"variant": variant, "batch": b, "threads": th, "median_s": med, "min_s": min(ts),
-                       "fps": b / med, "fps_best": b / min(ts), "first_call_s": first_s, **agree}
+                row = {
+                    "variant": variant,
+                    "batch": b,
+                    "threads": th,
+                    "median_s": med,
+                    "min_s": min(ts),
+                    "fps": b / med,
+                    "fps_best": b / min(ts),
+                    "first_call_s": first_s,
+                    **agree,
+                }
                 if variant.startswith("compiled"):
                     row["compile_s"] = first_s  # first call: tracing + inductor compilation + one run
                 rows.append(row)
-                print(f"  {variant:16s} batch {b}  threads {th}: {b / med:6.2f} frames/s "
-                      f"(median {med * 1e3:7.1f} ms/call, first call {first_s:6.2f} s)", flush=True)
+                print(
+                    f"  {variant:16s} batch {b}  threads {th}: {b / med:6.2f} frames/s "
+                    f"(median {med * 1e3:7.1f} ms/call, first call {first_s:6.2f} s)",
+                    flush=True,
+                )
     return rows
 
 
@@ -150,9 +167,9 @@ def make_stack(frames: np.ndarray, path: Path, n: int) -> np.ndarray:
 
 
 def model_folder(folder: Path, frames: np.ndarray) -> str:
+    from neuradiff.io.saved import write_fit
     from neuradiff.physics import VoidParameters
     from neuradiff.physics.parameters import LearnableParameters
-    from neuradiff.training.outputs import write_fit
 
     if TRAINED.is_file():
         net, source = load_net(TRAINED), f"trained by bench_creme.py ({TRAINED})"
@@ -161,18 +178,31 @@ def model_folder(folder: Path, frames: np.ndarray) -> str:
         source = "untrained net of the bench_creme.py architecture (bench_creme.py not run)"
     folder.mkdir(parents=True, exist_ok=True)
     initial = VoidParameters()
-    write_fit(folder, net=net, params=LearnableParameters(initial), initial=initial, config={"note": "benchmark"},
-              history=[], video_info={"note": "benchmark model folder"},
-              physics={"model": "void", "discretisation": "conservative", "integrator": "euler", "dt": 0.01,
-                       "sim_time_per_frame": 1.0, "steps_per_frame": 100})
+    write_fit(
+        folder,
+        net=net,
+        params=LearnableParameters(initial),
+        initial=initial,
+        config={"note": "benchmark"},
+        history=[],
+        video_info={"note": "benchmark model folder"},
+        physics={
+            "model": "void",
+            "discretisation": "conservative",
+            "integrator": "euler",
+            "dt": 0.01,
+            "sim_time_per_frame": 1.0,
+            "steps_per_frame": 100,
+        },
+    )
     return source
 
 
 def end_to_end(frames: np.ndarray, reps: int, cli_batches: list[int], n_frames: int) -> dict:
     import re
 
-    from neuradiff.analysis.forecast import recognise
-    from neuradiff.training.outputs import load_model
+    from neuradiff.io.saved import load_model
+    from neuradiff.methods.forecast import recognise
 
     tmp = Path(tempfile.mkdtemp(prefix="neuradiff-track-"))
     try:
@@ -180,17 +210,33 @@ def end_to_end(frames: np.ndarray, reps: int, cli_batches: list[int], n_frames: 
         stack = make_stack(frames, stack_path, n_frames)
         source = model_folder(tmp / "model", frames)
         cli = shutil.which("neuradiff") or str(Path(sys.executable).parent / "neuradiff")
-        out = {"stack": f"{stack.shape[0]} frames {stack.shape[1]}x{stack.shape[2]} uint8 TIFF (creme frames tiled)",
-               "model": source, "command": "neuradiff track STACK --model MODEL --out OUT --threads 2 --batch B "
-                                           "--nm-per-px 0.390625 [--no-measure]"}
+        out = {
+            "stack": f"{stack.shape[0]} frames {stack.shape[1]}x{stack.shape[2]} uint8 TIFF (creme frames tiled)",
+            "model": source,
+            "command": "neuradiff track STACK --model MODEL --out OUT --threads 2 --batch B "
+            "--nm-per-px 0.390625 [--no-measure]",
+        }
         env = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2", NO_COLOR="1")
         for batch in cli_batches:
             for measure in (False, True):
                 walls, fps = [], []
                 for r in range(reps):
                     dest = tmp / f"track_{batch}_{measure}_{r}"
-                    cmd = [cli, "track", str(stack_path), "--model", str(tmp / "model"), "--out", str(dest),
-                           "--threads", "2", "--batch", str(batch), "--nm-per-px", str(200 / 512)]
+                    cmd = [
+                        cli,
+                        "track",
+                        str(stack_path),
+                        "--model",
+                        str(tmp / "model"),
+                        "--out",
+                        str(dest),
+                        "--threads",
+                        "2",
+                        "--batch",
+                        str(batch),
+                        "--nm-per-px",
+                        str(200 / 512),
+                    ]
                     if not measure:
                         cmd.append("--no-measure")
                     t0 = time.perf_counter()
@@ -202,12 +248,20 @@ def end_to_end(frames: np.ndarray, reps: int, cli_batches: list[int], n_frames: 
                     fps.append(float(m.group(1)) if m else float("nan"))
                     shutil.rmtree(dest, ignore_errors=True)
                 key = f"cli_batch{batch}_{'measure' if measure else 'no_measure'}"
-                out[key] = {"batch": batch, "measure": measure, "wall_s_median": statistics.median(walls),
-                            "wall_s": walls, "wall_fps": stack.shape[0] / statistics.median(walls),
-                            "inference_fps_printed_median": statistics.median(fps)}
-                print(f"  neuradiff track --batch {batch} {'--measure   ' if measure else '--no-measure'}: wall "
-                      f"{statistics.median(walls):.1f} s ({stack.shape[0] / statistics.median(walls):.2f} frames/s), "
-                      f"inference {statistics.median(fps):.2f} frames/s (printed by the CLI)", flush=True)
+                out[key] = {
+                    "batch": batch,
+                    "measure": measure,
+                    "wall_s_median": statistics.median(walls),
+                    "wall_s": walls,
+                    "wall_fps": stack.shape[0] / statistics.median(walls),
+                    "inference_fps_printed_median": statistics.median(fps),
+                }
+                print(
+                    f"  neuradiff track --batch {batch} {'--measure   ' if measure else '--no-measure'}: wall "
+                    f"{statistics.median(walls):.1f} s ({stack.shape[0] / statistics.median(walls):.2f} frames/s), "
+                    f"inference {statistics.median(fps):.2f} frames/s (printed by the CLI)",
+                    flush=True,
+                )
         # the Python inference path on the same stack
         fitted = load_model(tmp / "model")
         torch.set_num_threads(2)
@@ -219,10 +273,17 @@ def end_to_end(frames: np.ndarray, reps: int, cli_batches: list[int], n_frames: 
                 t0 = time.perf_counter()
                 recognise(fitted.net, x, batch=batch)
                 ts.append(time.perf_counter() - t0)
-            out[f"python_recognise_batch{batch}"] = {"threads": 2, "batch": batch, "median_s": statistics.median(ts),
-                                                     "fps": stack.shape[0] / statistics.median(ts)}
-            print(f"  recognise() {stack.shape[0]} frames, batch {batch}, 2 threads: "
-                  f"{stack.shape[0] / statistics.median(ts):.2f} frames/s", flush=True)
+            out[f"python_recognise_batch{batch}"] = {
+                "threads": 2,
+                "batch": batch,
+                "median_s": statistics.median(ts),
+                "fps": stack.shape[0] / statistics.median(ts),
+            }
+            print(
+                f"  recognise() {stack.shape[0]} frames, batch {batch}, 2 threads: "
+                f"{stack.shape[0] / statistics.median(ts):.2f} frames/s",
+                flush=True,
+            )
         return out
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -257,7 +318,7 @@ def main(argv=None) -> int:
 
     rows, info = [], {}
     try:
-        for name in ([] if args.cli_only else args.nets.split(",")):
+        for name in [] if args.cli_only else args.nets.split(","):
             cfg = NETS[name]
             info[name] = {"config": cfg.to_dict(), "parameters": count_parameters(RecognitionNet(cfg))}
             print(f"net {name}: {cfg.width=} {cfg.depth=} {cfg.embedding=}  {info[name]['parameters']} parameters")
@@ -284,19 +345,40 @@ def main(argv=None) -> int:
         shutil.rmtree(_CACHE, ignore_errors=True)
 
     ok = [r for r in rows if "fps" in r]
-    print(table(ok, [("net", "net", ""), ("variant", "variant", ""), ("batch", "batch", "d"), ("threads", "thr", "d"),
-                     ("fps", "frames/s", ".2f"), ("median_s", "s/call", ".3f"), ("compile_s", "compile s", ".1f"),
-                     ("max_abs_diff_eta", "max|Δeta|", ".1e"), ("mask_flip_fraction", "flips", ".1e")]))
+    print(
+        table(
+            ok,
+            [
+                ("net", "net", ""),
+                ("variant", "variant", ""),
+                ("batch", "batch", "d"),
+                ("threads", "thr", "d"),
+                ("fps", "frames/s", ".2f"),
+                ("median_s", "s/call", ".3f"),
+                ("compile_s", "compile s", ".1f"),
+                ("max_abs_diff_eta", "max|Δeta|", ".1e"),
+                ("mask_flip_fraction", "flips", ".1e"),
+            ],
+        )
+    )
     best = max(ok, key=lambda r: r["fps"]) if ok else None
     best2 = max((r for r in ok if r["threads"] == 2 and r["net"] == FIT_NET), key=lambda r: r["fps"], default=None)
-    goal = {"goal_fps": GOAL_FPS, "frame": "512x512", "cores": 2, "net": FIT_NET,
-            "met": bool(best2 and best2["fps"] >= GOAL_FPS),
-            "best_2_threads": best2, "best_any": best,
-            "factor_missing": (GOAL_FPS / best2["fps"]) if best2 else None}
+    goal = {
+        "goal_fps": GOAL_FPS,
+        "frame": "512x512",
+        "cores": 2,
+        "net": FIT_NET,
+        "met": bool(best2 and best2["fps"] >= GOAL_FPS),
+        "best_2_threads": best2,
+        "best_any": best,
+        "factor_missing": (GOAL_FPS / best2["fps"]) if best2 else None,
+    }
     if best2:
-        print(f"goal >= {GOAL_FPS} frames/s on 512² with 2 cores, net {FIT_NET} (what neuradiff fit trains on 512² "
-              f"frames): {'MET' if goal['met'] else 'NOT met'}; best 2-thread "
-              f"{best2['fps']:.2f} frames/s ({best2['net']}, {best2['variant']}, batch {best2['batch']})")
+        print(
+            f"goal >= {GOAL_FPS} frames/s on 512² with 2 cores, net {FIT_NET} (what neuradiff fit trains on 512² "
+            f"frames): {'MET' if goal['met'] else 'NOT met'}; best 2-thread "
+            f"{best2['fps']:.2f} frames/s ({best2['net']}, {best2['variant']}, batch {best2['batch']})"
+        )
     accuracy = {}
     for name, fname in (("default", "creme_stride1.json"), ("stride2", "creme.json"), ("small", "creme_small.json")):
         path = HERE / "results" / fname
@@ -307,12 +389,22 @@ def main(argv=None) -> int:
             accuracy[name] = {k: r[k] for k in ("iou", "dice", "object_f1", "mean_eq_diameter_rel_error")}
             accuracy[name]["source"] = f"benchmarks/results/{fname}"
     if accuracy:
-        print("held-out creme accuracy (bench_creme.py): " + "; ".join(
-            f"{k}: IoU {v['iou']:.3f}, object F1 {v['object_f1']:.3f}" for k, v in accuracy.items()))
+        print(
+            "held-out creme accuracy (bench_creme.py): "
+            + "; ".join(f"{k}: IoU {v['iou']:.3f}, object F1 {v['object_f1']:.3f}" for k, v in accuracy.items())
+        )
     total = time.perf_counter() - t_start
-    payload = {"benchmark": "tracking inference speed, 512x512", "environment": env, "settings": vars(args),
-               "nets": info, "rows": rows, "goal": goal, "creme_accuracy": accuracy, "end_to_end": e2e,
-               "total_seconds": total}
+    payload = {
+        "benchmark": "tracking inference speed, 512x512",
+        "environment": env,
+        "settings": vars(args),
+        "nets": info,
+        "rows": rows,
+        "goal": goal,
+        "creme_accuracy": accuracy,
+        "end_to_end": e2e,
+        "total_seconds": total,
+    }
     out = write_json(args.out, payload)
     print(f"total {total:.0f} s; wrote {out}")
     return 0

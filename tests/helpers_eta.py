@@ -5,9 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 
-def disk_stack(n_frames: int = 24, size: int | tuple[int, int] = 48, r_start: float = 12.0,
-               r_end: float | None = None, *, center: tuple[float, float] | None = None,
-               width: float = 1.0) -> np.ndarray:
+def disk_stack(
+    n_frames: int = 24,
+    size: int | tuple[int, int] = 48,
+    r_start: float = 12.0,
+    r_end: float | None = None,
+    *,
+    center: tuple[float, float] | None = None,
+    width: float = 1.0,
+) -> np.ndarray:
     """One void whose radius goes linearly from ``r_start`` to ``r_end`` (default: static), ``[T, H, W]``.
 
     ``width`` > 0 gives a tanh rim of that width in pixels, 0 a sharp 0/1 disk.
@@ -24,8 +30,9 @@ def disk_stack(n_frames: int = 24, size: int | tuple[int, int] = 48, r_start: fl
     return out
 
 
-def concentrations(eta: np.ndarray, c_v_matrix: float = 0.12,
-                   c_i_matrix: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
+def concentrations(
+    eta: np.ndarray, c_v_matrix: float = 0.12, c_i_matrix: float = 1e-4
+) -> tuple[np.ndarray, np.ndarray]:
     """c_v (matrix value outside, 1 inside voids) and a uniform c_i for an eta stack."""
     c_v = c_v_matrix + (1.0 - c_v_matrix) * eta
     c_i = np.full_like(eta, c_i_matrix)

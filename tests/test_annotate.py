@@ -1,4 +1,4 @@
-"""Tests of neuradiff.data.annotate: three-state (solid / void / unknown) annotations."""
+"""Tests of neuradiff.synth.annotate: three-state (solid / void / unknown) annotations."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import json
 
 import numpy as np
 import pytest
-from helpers_eta import disk_stack
 from scipy import ndimage
 
-from neuradiff.data.annotate import SOLID, UNKNOWN, VOID, AnnotationSettings, annotate
+from helpers_eta import disk_stack
+from neuradiff.core.labels import SOLID, UNKNOWN, VOID
+from neuradiff.synth.annotate import AnnotationSettings, annotate
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +32,10 @@ def test_defaults_binary_full(eta):
     json.dumps(info)
 
 
-@pytest.mark.parametrize("fraction, expected", [(1.0, list(range(24))), (0.01, [0]), (0.25, [0, 4, 8, 12, 16, 20]),
-                                                (0.5, list(range(0, 24, 2)))])
+@pytest.mark.parametrize(
+    "fraction, expected",
+    [(1.0, list(range(24))), (0.01, [0]), (0.25, [0, 4, 8, 12, 16, 20]), (0.5, list(range(0, 24, 2)))],
+)
 def test_fraction_of_frames(eta, fraction, expected):
     _, frames, info = annotate(eta, settings=AnnotationSettings(fraction=fraction))
     assert frames.tolist() == expected
@@ -60,7 +63,7 @@ def test_half_region_annotates_exactly_half_the_rows(eta):
 
 
 def test_boxes_cover_about_forty_percent(eta):
-    ann, frames, info = annotate(eta, settings=AnnotationSettings(fraction=1.0, region="boxes"), seed=2)
+    ann, frames, _ = annotate(eta, settings=AnnotationSettings(fraction=1.0, region="boxes"), seed=2)
     cover = (ann[frames] != UNKNOWN).mean(axis=(1, 2))
     assert np.all(cover >= 0.4) and np.all(cover <= 0.5)
     assert len({(ann[t] != UNKNOWN).tobytes() for t in frames}) > 1  # not the same boxes every frame
@@ -105,8 +108,18 @@ def test_jitter_continuous_moves_the_same_way_as_binary():
     assert disagree.sum() < 0.2 * moved.sum()
 
 
-@pytest.mark.parametrize("kw", [dict(fraction=0.0), dict(fraction=1.5), dict(fraction=-0.1), dict(region="quarter"),
-                                dict(values="soft"), dict(jitter_px=-1.0), dict(jitter_px=float("inf"))])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(fraction=0.0),
+        dict(fraction=1.5),
+        dict(fraction=-0.1),
+        dict(region="quarter"),
+        dict(values="soft"),
+        dict(jitter_px=-1.0),
+        dict(jitter_px=float("inf")),
+    ],
+)
 def test_bad_settings_raise(kw):
     with pytest.raises(ValueError) as err:
         AnnotationSettings(**kw)
@@ -114,8 +127,13 @@ def test_bad_settings_raise(kw):
 
 
 def test_bad_eta_raises(eta):
-    for bad, match in [(eta[0], r"\[T, H, W\]"), (eta + 0.5, r"\[0, 1\]"), (-eta, r"\[0, 1\]"),
-                       (np.full((2, 4, 4), np.nan), "NaN"), (np.zeros((0, 4, 4)), "non-empty")]:
+    for bad, match in [
+        (eta[0], r"\[T, H, W\]"),
+        (eta + 0.5, r"\[0, 1\]"),
+        (-eta, r"\[0, 1\]"),
+        (np.full((2, 4, 4), np.nan), "NaN"),
+        (np.zeros((0, 4, 4)), "non-empty"),
+    ]:
         with pytest.raises(ValueError, match=match) as err:
             annotate(bad)
         assert "\n" not in str(err.value)

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from neuradiff.data.annotations import UNKNOWN, read_annotations
-from neuradiff.data.io import read_video
-from neuradiff.errors import NeuradiffError
+from neuradiff.core.errors import NeuradiffError
+from neuradiff.core.labels import UNKNOWN
+from neuradiff.io.annotations import read_annotations
+from neuradiff.io.video import read_video
 
 CREME = Path(__file__).parent / "data" / "creme-316L" / "fov200nm"
 
@@ -38,10 +39,8 @@ def test_creme_masks_and_coco_agree(creme_video):
 def test_coco_matches_by_name_and_lists_frames_without_voids(tmp_path, creme_video):
     data = json.loads((CREME / "clean.json").read_text())
     # keep only frame "3.png", give it a different id, and add "1.png" with no polygons
-    data["images"] = [dict(i, id=100 + i["id"]) for i in data["images"]
-                      if i["file_name"] in ("3.png", "1.png")]
-    data["annotations"] = [dict(a, image_id=100 + a["image_id"]) for a in data["annotations"]
-                           if a["image_id"] == 3]
+    data["images"] = [dict(i, id=100 + i["id"]) for i in data["images"] if i["file_name"] in ("3.png", "1.png")]
+    data["annotations"] = [dict(a, image_id=100 + a["image_id"]) for a in data["annotations"] if a["image_id"] == 3]
     (tmp_path / "c.json").write_text(json.dumps(data))
     out = read_annotations(tmp_path / "c.json", video=creme_video)
     assert out.shape == (4, 512, 512)
@@ -105,9 +104,11 @@ def test_yolo_polygons(tmp_path):
 
 
 def _coco(tmp_path, poly, width=20, height=10):
-    data = {"images": [{"id": 1, "file_name": "a.png", "width": width, "height": height}],
-            "annotations": [{"id": 7, "image_id": 1, "category_id": 1, "segmentation": [poly]}],
-            "categories": [{"id": 1, "name": "void"}]}
+    data = {
+        "images": [{"id": 1, "file_name": "a.png", "width": width, "height": height}],
+        "annotations": [{"id": 7, "image_id": 1, "category_id": 1, "segmentation": [poly]}],
+        "categories": [{"id": 1, "name": "void"}],
+    }
     path = tmp_path / "c.json"
     path.write_text(json.dumps(data))
     return path

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from neuradiff.baselines.physics_only import fit_physics_only, state_from_annotation
-from neuradiff.baselines.residual import midpoint_residual
-from neuradiff.baselines.supervised import supervised_config
-from neuradiff.baselines.surrogate import SurrogateConfig, surrogate_rollout, train_surrogate
-from neuradiff.experiments.scores import mean_radius_px
+from neuradiff.evaluation.scores import mean_radius_px
+from neuradiff.methods.physics_only import fit_physics_only, state_from_annotation
+from neuradiff.methods.residual import midpoint_residual
+from neuradiff.methods.supervised import SupervisedObjective, supervised_iterations
+from neuradiff.methods.surrogate import SurrogateConfig, fit_surrogate, surrogate_rollout
+from neuradiff.nets import NetConfig, RecognitionNet
 from neuradiff.physics import VoidModel, VoidParameters, rollout
-from neuradiff.training.fit import FitConfig, TrainingData
+from neuradiff.training import FitConfig, TrainingData
 
 
 def test_state_from_annotation_uses_the_priors():
@@ -27,8 +28,14 @@ def test_state_from_annotation_uses_the_priors():
 
 
 def test_supervised_config_keeps_the_budget_and_learns_no_physics():
-    cfg = supervised_config(FitConfig(pretrain_iters=7, joint_iters=3))
-    assert (cfg.pretrain_iters, cfg.joint_iters, cfg.learned_names()) == (10, 0, [])
+    cfg = FitConfig(pretrain_iters=7, joint_iters=3)
+    assert supervised_iterations(cfg) == 10
+    frames = np.zeros((4, 16, 16), np.float32)
+    ann = np.full(frames.shape, 255, np.uint8)
+    ann[0] = 0
+    objective = SupervisedObjective(TrainingData(frames, ann, 1.0, 1.0, 1.0), cfg)
+    assert list(objective.modules()) == ["net"]  # no physical parameter is trained
+    assert [(p.name, p.iterations) for p in objective.phases()] == [("pretrain", 10)]
 
 
 def test_midpoint_residual_is_small_for_the_true_parameters_only():
@@ -50,13 +57,14 @@ def test_surrogate_learns_a_fixed_map_and_rolls_out():
     yy, xx = np.mgrid[:16, :16]
     eta = np.stack([(np.hypot(yy - 8, xx - 8) < r).astype(np.float32) for r in (6, 6, 6, 6)])
     cfg = SurrogateConfig(iters=40, batch=2, lr=5e-3, net={"embedding": "none", "width": 4, "depth": 1})
-    net = train_surrogate(eta, cfg)
-    out = surrogate_rollout(net, eta[0], 3)
+    recogniser = RecognitionNet(NetConfig(width=4, depth=1))
+    fit = fit_surrogate(eta, recogniser, cfg)
+    out = surrogate_rollout(fit.model.surrogate, eta[0], 3)
     assert out.shape == (4, 16, 16)
     np.testing.assert_array_equal(out[0], eta[0])
     assert ((out[1] >= 0.5) == (eta[1] >= 0.5)).mean() > 0.95  # a steady void stays put
     with pytest.raises(Exception, match="eta maps"):
-        train_surrogate(eta[:1], cfg)
+        fit_surrogate(eta[:1], recogniser, cfg)
 
 
 def test_physics_only_fit_lowers_its_loss():
@@ -77,7 +85,7 @@ def test_physics_only_fit_lowers_its_loss():
     losses = [r["loss_sim"] for r in fit.history]
     assert len(losses) == 6 and all(np.isfinite(losses))
     assert losses[-1] < losses[0]
-    assert set(fit.params.learned) == set(cfg.learned_names())
+    assert set(fit.model.info["learned"]) == set(cfg.learned_names())
     assert "val_loss" in fit.history[2]
 
 

@@ -13,9 +13,9 @@ import tifffile
 from typer.testing import CliRunner
 
 from neuradiff.cli import app
-from neuradiff.data.annotations import read_annotations
-from neuradiff.data.io import read_video
-from neuradiff.errors import NeuradiffError
+from neuradiff.core.errors import NeuradiffError
+from neuradiff.io.annotations import read_annotations
+from neuradiff.io.video import read_video
 
 CREME = Path(__file__).parent / "data" / "creme-316L" / "fov200nm"
 runner = CliRunner()
@@ -23,13 +23,37 @@ runner = CliRunner()
 
 def test_cli_measures_creme_with_video(tmp_path):
     out = tmp_path / "out"
-    res = runner.invoke(app, ["measure", str(CREME / "clean.json"), "--video", str(CREME / "imgs"),
-                              "--nm-per-px", str(200 / 512), "--frame-interval", "0.5",
-                              "--dose-rate", "0.001", "--foil-thickness", "80", "--out", str(out)])
+    res = runner.invoke(
+        app,
+        [
+            "measure",
+            str(CREME / "clean.json"),
+            "--video",
+            str(CREME / "imgs"),
+            "--nm-per-px",
+            str(200 / 512),
+            "--frame-interval",
+            "0.5",
+            "--dose-rate",
+            "0.001",
+            "--foil-thickness",
+            "80",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "lengths in nm, times in s" in res.stdout
-    for name in ("voids.csv", "frames.csv", "tracks.csv", "units.json", "overlay.mp4",
-                 "time_series.png", "size_histograms.png", "trajectories.png"):
+    for name in (
+        "voids.csv",
+        "frames.csv",
+        "tracks.csv",
+        "units.json",
+        "overlay.mp4",
+        "time_series.png",
+        "size_histograms.png",
+        "trajectories.png",
+    ):
         assert (out / name).stat().st_size > 0
     units = json.loads((out / "units.json").read_text())
     assert units["units"]["swelling"].startswith("1") and units["calibration"]["source"] == "override"
@@ -64,11 +88,13 @@ def _damaged(tmp: Path) -> tuple[list[Path], list[tuple[Path, dict]]]:
 
     bad = tmp / "bad"
     bad.mkdir()
-    videos = [_truncate(good / "v.tif", bad / "trunc.tif"),
-              _truncate(good / "ij.tif", bad / "trunc_ij.tif", 0.6),
-              _truncate(good / "f.png", bad / "trunc.png"),
-              _truncate(good / "v.mp4", bad / "trunc.mp4"),
-              bad / "missing.tif"]
+    videos = [
+        _truncate(good / "v.tif", bad / "trunc.tif"),
+        _truncate(good / "ij.tif", bad / "trunc_ij.tif", 0.6),
+        _truncate(good / "f.png", bad / "trunc.png"),
+        _truncate(good / "v.mp4", bad / "trunc.mp4"),
+        bad / "missing.tif",
+    ]
     for suffix in (".tif", ".png", ".jpg", ".mp4", ".avi", ".dm4", ".dm3", ".emd", ".ser", ".mrc"):
         (bad / f"random{suffix}").write_bytes(rng.bytes(2000))
         (bad / f"empty{suffix}").write_bytes(b"")
@@ -79,8 +105,7 @@ def _damaged(tmp: Path) -> tuple[list[Path], list[tuple[Path, dict]]]:
     with pytest.warns(UserWarning):
         tifffile.imwrite(zero, np.zeros((0, 8), np.uint8))
     videos.append(zero)
-    for name, shapes in (("mixed", [(32, 40), (32, 41)]), ("emptydir", []),
-                         ("onebad", [(32, 40), None])):
+    for name, shapes in (("mixed", [(32, 40), (32, 41)]), ("emptydir", []), ("onebad", [(32, 40), None])):
         folder = bad / name
         folder.mkdir()
         for k, shape in enumerate(shapes):
@@ -96,8 +121,10 @@ def _damaged(tmp: Path) -> tuple[list[Path], list[tuple[Path, dict]]]:
     wrong.mkdir()
     iio.imwrite(wrong / "m.png", np.zeros((31, 40), np.uint8))
     ann.append((wrong, video))
-    coco = {"images": [{"id": 1, "file_name": "a.png", "width": 40, "height": 32}],
-            "annotations": [{"id": 1, "image_id": 1, "segmentation": [[1, 1, 50, 1, 50, 9]]}]}
+    coco = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 40, "height": 32}],
+        "annotations": [{"id": 1, "image_id": 1, "segmentation": [[1, 1, 50, 1, 50, 9]]}],
+    }
     (bad / "outside.json").write_text(json.dumps(coco))
     ann.append((bad / "outside.json", video))
     coco["annotations"][0]["image_id"] = 9
@@ -112,8 +139,9 @@ def _damaged(tmp: Path) -> tuple[list[Path], list[tuple[Path, dict]]]:
     (bad / "random.txt").write_bytes(rng.bytes(500))
     (bad / "odd.txt").write_text("0 0.1 0.1 0.2 0.2 0.3\n")
     ann += [(bad / n, video) for n in ("outside.txt", "random.txt", "odd.txt")]
-    tifffile.imwrite(bad / "labels.tif", np.arange(4 * 32 * 40, dtype=np.uint8).reshape(4, 32, 40)
-                     % 7, photometric="minisblack")
+    tifffile.imwrite(
+        bad / "labels.tif", np.arange(4 * 32 * 40, dtype=np.uint8).reshape(4, 32, 40) % 7, photometric="minisblack"
+    )
     ann.append((bad / "labels.tif", video))
     tifffile.imwrite(bad / "toomany.tif", np.zeros((6, 32, 40), np.uint8), photometric="minisblack")
     ann.append((bad / "toomany.tif", video))
@@ -153,18 +181,19 @@ def test_fuzz_cli_exits_2_with_one_line(tmp_path):
     iio.imwrite(good_masks / "m.png", np.zeros((32, 40), np.uint8))
     out = tmp_path / "out"
     for path in videos:
-        _assert_one_line_exit_2(["measure", str(good_masks), "--video", str(path),
-                                 "--out", str(out)], out)
+        _assert_one_line_exit_2(["measure", str(good_masks), "--video", str(path), "--out", str(out)], out)
     shutil.copytree(CREME / "imgs", tmp_path / "v", ignore=shutil.ignore_patterns("[34].png"))
     for path, _ in annotations:  # with a 4-frame 32x40 video
-        _assert_one_line_exit_2(["measure", str(path), "--video", str(tmp_path / "good" / "v.tif"),
-                                 "--out", str(out)], out)
-    _assert_one_line_exit_2(["measure", str(CREME / "masks1"), "--video", str(tmp_path / "v"),
-                             "--out", str(out)], out)  # 4 masks for 2 frames
-    _assert_one_line_exit_2(["measure", str(good_masks), "--nm-per-px", "-2",
-                             "--out", str(out)], out)
-    _assert_one_line_exit_2(["measure", str(good_masks), "--foil-thickness", "50",
-                             "--out", str(out)], out)  # swelling needs nm/px
+        _assert_one_line_exit_2(
+            ["measure", str(path), "--video", str(tmp_path / "good" / "v.tif"), "--out", str(out)], out
+        )
+    _assert_one_line_exit_2(
+        ["measure", str(CREME / "masks1"), "--video", str(tmp_path / "v"), "--out", str(out)], out
+    )  # 4 masks for 2 frames
+    _assert_one_line_exit_2(["measure", str(good_masks), "--nm-per-px", "-2", "--out", str(out)], out)
+    _assert_one_line_exit_2(
+        ["measure", str(good_masks), "--foil-thickness", "50", "--out", str(out)], out
+    )  # swelling needs nm/px
     (tmp_path / "file").write_text("x")
     res = runner.invoke(app, ["measure", str(good_masks), "--out", str(tmp_path / "file")])
     assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1

@@ -45,14 +45,17 @@ def test_stochastic_default_run_is_stable(tmp_path):
     assert np.isfinite(eta).all() and (eta[-1] >= 0.5).sum() < (eta[0] >= 0.5).sum()
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--initial", "bogus"], "unknown initial condition"),
-    (["--dt", "0"], "dt must be a positive"),
-    (["--size", "4"], "size must be"),
-    (["--discretisation", "upwind"], "discretisation"),
-    (["--integrator", "rk4"], "integrator"),
-    (["--params", "missing.json"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--initial", "bogus"], "unknown initial condition"),
+        (["--dt", "0"], "dt must be a positive"),
+        (["--size", "4"], "size must be"),
+        (["--discretisation", "upwind"], "discretisation"),
+        (["--integrator", "rk4"], "integrator"),
+        (["--params", "missing.json"], "does not exist"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     out = tmp_path / "out"
     r = _run("simulate-fields", "--out", str(out), "--steps", "5", *args)

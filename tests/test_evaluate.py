@@ -11,13 +11,18 @@ import pytest
 from typer.testing import CliRunner
 
 from neuradiff.cli import app
-from neuradiff.data.synthetic import dataset_config
-from neuradiff.experiments.config import suite_config
-from neuradiff.experiments.jobs import JobRunner
+from neuradiff.evaluation.config import suite_config
+from neuradiff.evaluation.jobs import JobRunner
+from neuradiff.synth.datasets import dataset_config
 
 runner = CliRunner()
-ALL_METHODS = {"NeuraDiff", "supervised UNet", "autoregressive UNet surrogate", "differentiable physics, no net",
-               "physics-informed residual fit"}
+ALL_METHODS = {
+    "NeuraDiff",
+    "supervised UNet",
+    "autoregressive UNet surrogate",
+    "differentiable physics, no net",
+    "physics-informed residual fit",
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +40,17 @@ def _rows(path):
 
 def test_quick_suite_writes_every_table_with_every_method(quick_report):
     out = quick_report
-    for name in ("report.html", "results.json", "figures/fig4_frames.png", "figures/fig4_curves.png",
-                 "figures/fig6_frames.png", "figures/fig6_curves.png", "figures/parameters.png",
-                 "data/single-void/video.tif", "data/multi-void/truth.npz"):
+    for name in (
+        "report.html",
+        "results.json",
+        "figures/fig4_frames.png",
+        "figures/fig4_curves.png",
+        "figures/fig6_frames.png",
+        "figures/fig6_curves.png",
+        "figures/parameters.png",
+        "data/single-void/video.tif",
+        "data/multi-void/truth.npz",
+    ):
         assert (out / name).is_file(), name
     tracking = {r["method"] for r in _rows(out / "tables/table1_tracking.csv")}
     assert {"NeuraDiff", "supervised UNet"} <= tracking
@@ -48,10 +61,20 @@ def test_quick_suite_writes_every_table_with_every_method(quick_report):
     for row in _rows(out / "tables/table1_tracking.csv"):
         assert 0 <= float(row["void IoU"]) <= 1 and 0 <= float(row["pixel accuracy (%)"]) <= 100
     params = _rows(out / "tables/parameters.csv")
-    assert {r["parameter"] for r in params} == {"E_v", "E_i", "kBT", "kappa_v", "kappa_i", "kappa_eta", "D_v",
-                                                "D_i", "L"}
-    assert all(r["verdict"] in ("pinned down", "jointly constrained", "weakly constrained", "not constrained")
-               for r in params)
+    assert {r["parameter"] for r in params} == {
+        "E_v",
+        "E_i",
+        "kBT",
+        "kappa_v",
+        "kappa_i",
+        "kappa_eta",
+        "D_v",
+        "D_i",
+        "L",
+    }
+    assert all(
+        r["verdict"] in ("pinned down", "jointly constrained", "weakly constrained", "not constrained") for r in params
+    )
     results = json.loads((out / "results.json").read_text())
     assert len(results["scores"]["parameters"]["neuradiff_seeds"]) == 2
     curves = _rows(out / "tables/fig4_curves.csv")
@@ -92,15 +115,18 @@ def test_worker_pool_gives_the_in_process_result():
         local.submit("a", "dataset", cfg)
         _, ref = local.next()
     assert key == "a" and ("a", 1, 1) in seen
-    np.testing.assert_array_equal(res["dataset"].video, ref["dataset"].video)
+    np.testing.assert_array_equal(res.dataset.video, ref.dataset.video)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--suite", "nope"], "unknown suite"),
-    (["--workers", "0"], "workers"),
-    (["--config", "{cfg}"], "bad evaluation settings"),
-    (["--config", "missing.json"], "missing.json"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--suite", "nope"], "unknown suite"),
+        (["--workers", "0"], "workers"),
+        (["--config", "{cfg}"], "bad evaluation settings"),
+        (["--config", "missing.json"], "missing.json"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({"no_such_setting": 1}))

@@ -16,8 +16,17 @@ def _rollout_fn(disc, n_steps, integrator="euler", forcing=None, checkpoint_ever
 
     def f(state, *values):
         p = VoidParameters().replace(**dict(zip(LEARNED, values)))
-        return rollout(model, state, p, dt=0.02, n_steps=n_steps, integrator=integrator, forcing=forcing,
-                       checkpoint_every=checkpoint_every, diagnostics=False).final
+        return rollout(
+            model,
+            state,
+            p,
+            dt=0.02,
+            n_steps=n_steps,
+            integrator=integrator,
+            forcing=forcing,
+            checkpoint_every=checkpoint_every,
+            diagnostics=False,
+        ).final
 
     return f
 
@@ -36,13 +45,13 @@ def test_gradcheck_rollout_wrt_fields_and_every_learnable_parameter(disc, n_step
 
 @pytest.mark.parametrize("integrator", ["spectral", "imex"])
 def test_gradcheck_other_integrators(integrator):
-    assert gradcheck(_rollout_fn("conservative", 2, integrator=integrator), _inputs(), eps=1e-6, atol=1e-6,
-                     rtol=1e-4)
+    assert gradcheck(_rollout_fn("conservative", 2, integrator=integrator), _inputs(), eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
 def test_gradcheck_stochastic_rollout():
-    assert gradcheck(_rollout_fn("conservative", 2, forcing=RandomForcing(5)), _inputs(), eps=1e-6, atol=1e-6,
-                     rtol=1e-4)
+    assert gradcheck(
+        _rollout_fn("conservative", 2, forcing=RandomForcing(5)), _inputs(), eps=1e-6, atol=1e-6, rtol=1e-4
+    )
 
 
 def test_checkpointed_gradients_equal_plain_ones():

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from neuradiff.data.io import Calibration, length_to_nm, normalise_frames, read_video
-from neuradiff.errors import NeuradiffError
+from neuradiff.core.errors import NeuradiffError
+from neuradiff.io.video import Calibration, length_to_nm, normalise_frames, read_video
 
 CREME = Path(__file__).parent / "data" / "creme-316L" / "fov200nm"
 
@@ -26,8 +26,9 @@ def test_imagej_tiff_round_trip(tmp_path):
     frames = _stack()
     path = tmp_path / "ij.tif"
     # 4 px per µm -> 250 nm/px; 0.2 s between frames
-    tifffile.imwrite(path, frames, imagej=True, resolution=(4.0, 4.0),
-                     metadata={"axes": "TYX", "unit": "um", "finterval": 0.2})
+    tifffile.imwrite(
+        path, frames, imagej=True, resolution=(4.0, 4.0), metadata={"axes": "TYX", "unit": "um", "finterval": 0.2}
+    )
     v = read_video(path)
     assert v.frames.dtype == np.uint16
     np.testing.assert_array_equal(v.frames, frames)
@@ -39,8 +40,9 @@ def test_imagej_tiff_round_trip(tmp_path):
 
 def test_imagej_angstrom_and_escaped_micro_sign(tmp_path):
     frames = _stack(t=2, dtype=np.uint8)
-    tifffile.imwrite(tmp_path / "a.tif", frames, imagej=True, resolution=(0.5, 0.5),
-                     metadata={"axes": "TYX", "unit": "\\u00B5m"})
+    tifffile.imwrite(
+        tmp_path / "a.tif", frames, imagej=True, resolution=(0.5, 0.5), metadata={"axes": "TYX", "unit": "\\u00B5m"}
+    )
     assert read_video(tmp_path / "a.tif").calibration.nm_per_px == pytest.approx(2000.0)
     assert length_to_nm(3.0, "Å") == pytest.approx(0.3)
     assert length_to_nm(2.0, "pm") == pytest.approx(0.002)
@@ -51,10 +53,20 @@ def test_imagej_angstrom_and_escaped_micro_sign(tmp_path):
 def test_ome_tiff_round_trip(tmp_path):
     frames = _stack(t=4)
     path = tmp_path / "v.ome.tif"
-    tifffile.imwrite(path, frames, ome=True,
-                     metadata={"axes": "TYX", "PhysicalSizeX": 5.0, "PhysicalSizeXUnit": "Å",
-                               "PhysicalSizeY": 5.0, "PhysicalSizeYUnit": "Å",
-                               "TimeIncrement": 50.0, "TimeIncrementUnit": "ms"})
+    tifffile.imwrite(
+        path,
+        frames,
+        ome=True,
+        metadata={
+            "axes": "TYX",
+            "PhysicalSizeX": 5.0,
+            "PhysicalSizeXUnit": "Å",
+            "PhysicalSizeY": 5.0,
+            "PhysicalSizeYUnit": "Å",
+            "TimeIncrement": 50.0,
+            "TimeIncrementUnit": "ms",
+        },
+    )
     v = read_video(path)
     np.testing.assert_array_equal(v.frames, frames)
     assert v.calibration.nm_per_px == pytest.approx(0.5)
@@ -70,8 +82,13 @@ def test_overrides_win_and_plain_tiff_is_uncalibrated(tmp_path):
     v = read_video(tmp_path / "f.tif")
     assert v.frames.dtype == np.float32 and v.frames.shape == (3, 24, 32)
     assert v.calibration == Calibration(None, None, None, "none")
-    tifffile.imwrite(tmp_path / "ij.tif", frames.astype(np.uint16), imagej=True,
-                     resolution=(4.0, 4.0), metadata={"unit": "um", "finterval": 0.2})
+    tifffile.imwrite(
+        tmp_path / "ij.tif",
+        frames.astype(np.uint16),
+        imagej=True,
+        resolution=(4.0, 4.0),
+        metadata={"unit": "um", "finterval": 0.2},
+    )
     v = read_video(tmp_path / "ij.tif", nm_per_px=0.4, frame_interval_s=2.0)
     assert (v.calibration.nm_per_px, v.calibration.frame_interval_s) == (0.4, 2.0)
     assert v.calibration.source == "override"
@@ -149,7 +166,7 @@ def test_gatan_tree_dm4_errors_clearly(tmp_path, monkeypatch):
 def test_mp4_round_trip(tmp_path):
     frames = np.zeros((5, 32, 48), np.uint8)
     for k in range(5):
-        frames[k, 8:24, 4 + 6 * k:20 + 6 * k] = 220
+        frames[k, 8:24, 4 + 6 * k : 20 + 6 * k] = 220
     iio.imwrite(tmp_path / "v.mp4", frames, plugin="FFMPEG", fps=10, macro_block_size=1)
     v = read_video(tmp_path / "v.mp4")
     assert v.frames.shape == (5, 32, 48) and v.frames.dtype == np.uint8
@@ -169,8 +186,9 @@ def test_normalise_frames():
     assert np.all(normalise_frames(np.ones((2, 3, 3))) == 0)
 
 
-@pytest.mark.parametrize("problem", ["missing", "empty_folder", "mixed_sizes", "mixed_types",
-                                     "unsupported", "zero_frames", "multichannel"])
+@pytest.mark.parametrize(
+    "problem", ["missing", "empty_folder", "mixed_sizes", "mixed_types", "unsupported", "zero_frames", "multichannel"]
+)
 def test_bad_inputs_raise_one_line(tmp_path, problem):
     path = tmp_path / "x"
     if problem == "missing":
@@ -194,8 +212,7 @@ def test_bad_inputs_raise_one_line(tmp_path, problem):
             tifffile.imwrite(path, np.zeros((0, 4), np.uint8))
     elif problem == "multichannel":
         path = tmp_path / "c.tif"
-        tifffile.imwrite(path, np.zeros((3, 2, 8, 8), np.uint8), imagej=True,
-                         metadata={"axes": "TCYX"})
+        tifffile.imwrite(path, np.zeros((3, 2, 8, 8), np.uint8), imagej=True, metadata={"axes": "TCYX"})
     with pytest.raises(NeuradiffError) as err:
         read_video(path)
     msg = str(err.value)

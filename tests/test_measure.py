@@ -11,10 +11,11 @@ import pytest
 from skimage.draw import disk
 from skimage.measure import label, regionprops
 
-from neuradiff.analysis.measure import measure_masks, write_measurements
-from neuradiff.data.annotations import UNKNOWN, read_annotations
-from neuradiff.data.io import Calibration, read_video
-from neuradiff.errors import NeuradiffError
+from neuradiff.core.errors import NeuradiffError
+from neuradiff.io.annotations import UNKNOWN, read_annotations
+from neuradiff.io.video import Calibration, read_video
+from neuradiff.measure.voids import measure_masks
+from neuradiff.report.measurements import write_measurements
 
 CREME = Path(__file__).parent / "data" / "creme-316L" / "fov200nm"
 CAL = Calibration(nm_per_px=0.5, frame_interval_s=0.1, frame_times_s=None, source="test")
@@ -106,8 +107,7 @@ def test_creme_sizes_match_regionprops():
     for frame in masks:
         props = regionprops(label(frame == 1, connectivity=2), spacing=(200 / 512, 200 / 512))
         expected += sorted(p.equivalent_diameter_area for p in props if p.num_pixels >= 4)
-    got = [x for k in range(4)
-           for x in sorted(meas.voids.loc[meas.voids["frame"] == k, "eq_diameter_nm"])]
+    got = [x for k in range(4) for x in sorted(meas.voids.loc[meas.voids["frame"] == k, "eq_diameter_nm"])]
     np.testing.assert_allclose(got, expected, rtol=1e-9)
     assert meas.frames["count"].sum() == len(meas.voids)
 
@@ -118,9 +118,18 @@ def test_write_measurements(tmp_path):
     meas = measure_masks(m, calibration=CAL, dose_rate_dpa_per_s=0.01)
     written = write_measurements(meas, tmp_path / "out", video_frames=frames, masks=m)
     names = sorted(p.name for p in written)
-    assert names == sorted(["voids.csv", "frames.csv", "tracks.csv", "units.json",
-                            "time_series.png", "size_histograms.png", "trajectories.png",
-                            "overlay.mp4"])
+    assert names == sorted(
+        [
+            "voids.csv",
+            "frames.csv",
+            "tracks.csv",
+            "units.json",
+            "time_series.png",
+            "size_histograms.png",
+            "trajectories.png",
+            "overlay.mp4",
+        ]
+    )
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
     voids = pd.read_csv(tmp_path / "out" / "voids.csv")
     assert len(voids) == 10 and "eq_diameter_nm" in voids
@@ -151,8 +160,8 @@ def test_overlay_falls_back_to_gif_without_ffmpeg(tmp_path, monkeypatch):
 def test_overlay_outlines_are_the_inner_boundaries():
     from skimage.segmentation import find_boundaries
 
-    from neuradiff.analysis.measure import label_voids
-    from neuradiff.analysis.plots import inner_edges
+    from neuradiff.measure.voids import label_voids
+    from neuradiff.report.overlay import inner_edges
 
     rng = np.random.default_rng(0)
     for _ in range(20):

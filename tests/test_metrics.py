@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from neuradiff.analysis.metrics import dice, iou, object_f1, pixel_accuracy
+from neuradiff.measure.metrics import dice, iou, object_f1, pixel_accuracy
 
 
 def _masks():

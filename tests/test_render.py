@@ -1,4 +1,4 @@
-"""Tests of neuradiff.data.render: fields -> synthetic TEM video frames."""
+"""Tests of neuradiff.synth.render: fields -> synthetic TEM video frames."""
 
 from __future__ import annotations
 
@@ -6,11 +6,18 @@ import json
 
 import numpy as np
 import pytest
-from helpers_eta import concentrations, disk_stack
 from scipy import ndimage
 
-from neuradiff.data.render import (MATRIX_LEVEL, REFERENCE_MATRIX, REFERENCE_VOID, RenderSettings,
-                                   contrast_to_noise, render_video, shift_like)
+from helpers_eta import concentrations, disk_stack
+from neuradiff.synth.render import (
+    MATRIX_LEVEL,
+    REFERENCE_MATRIX,
+    REFERENCE_VOID,
+    RenderSettings,
+    contrast_to_noise,
+    render_video,
+    shift_like,
+)
 
 QUIET = dict(shade_strength=0.0, concentration_coupling=0.0, flicker=0.0, drift=0.0)
 
@@ -114,7 +121,7 @@ def test_default_cnr_is_moderate():
 def test_static_eta_without_flicker_or_drift_differs_only_by_shot_noise():
     eta = disk_stack(12, 48, 12.0)
     s = RenderSettings(dose=100, flicker=0.0, drift=0.0, shade_strength=0.0)
-    frames, info = render_video(eta, settings=s, seed=4)
+    frames, _ = render_video(eta, settings=s, seed=4)
     f = frames.astype(float)
     diff = f[1:] - f[:-1]
     gain = MATRIX_LEVEL * 255 / s.dose  # grey levels per electron
@@ -141,7 +148,10 @@ def test_drift_path_and_shift_like_alignment():
     assert np.linalg.norm(d[-1]) > 3  # it really moved
     aligned = shift_like(eta, d)
     f = frames.astype(float)
-    corr = lambda a, b: np.corrcoef(a.ravel(), b.ravel())[0, 1]
+
+    def corr(a, b):
+        return np.corrcoef(a.ravel(), b.ravel())[0, 1]
+
     assert corr(f[-1], aligned[-1]) > corr(f[-1], eta[-1]) + 0.1
     assert contrast_to_noise(frames, aligned >= 0.5) == pytest.approx(info["cnr"])
     assert contrast_to_noise(frames, eta >= 0.5) < info["cnr"]
@@ -186,16 +196,31 @@ def test_concentration_excess_darkens():
     c_v[:, :, 30:] = 0.18  # supersaturated right-hand side
     s = RenderSettings(dose=2000, shade_strength=0.0, concentration_coupling=0.5, flicker=0.0, drift=0.0)
     dark, _ = render_video(eta, c_v=c_v, c_i=c_i, settings=s, seed=1)
-    plain, _ = render_video(eta, c_v=c_v, c_i=c_i, settings=RenderSettings(
-        dose=2000, shade_strength=0.0, concentration_coupling=0.0, flicker=0.0, drift=0.0), seed=1)
+    plain, _ = render_video(
+        eta,
+        c_v=c_v,
+        c_i=c_i,
+        settings=RenderSettings(dose=2000, shade_strength=0.0, concentration_coupling=0.0, flicker=0.0, drift=0.0),
+        seed=1,
+    )
     right = (slice(None), slice(None), slice(34, 46))
     left = (slice(None), slice(None), slice(2, 12))
     assert dark[right].mean() < 0.85 * plain[right].mean()
     assert abs(dark[left].mean() - plain[left].mean()) < 1.0
 
 
-@pytest.mark.parametrize("kw", [dict(mode="sem"), dict(dose=0), dict(dose=-1.0), dict(bit_depth=12),
-                                dict(shade_scale=0), dict(grain=float("nan")), dict(shade_strength=2.0)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(mode="sem"),
+        dict(dose=0),
+        dict(dose=-1.0),
+        dict(bit_depth=12),
+        dict(shade_scale=0),
+        dict(grain=float("nan")),
+        dict(shade_strength=2.0),
+    ],
+)
 def test_bad_settings_raise(kw):
     with pytest.raises(ValueError):
         RenderSettings(**kw)

@@ -7,7 +7,7 @@ import tifffile
 from typer.testing import CliRunner
 
 from neuradiff.cli import app
-from neuradiff.data.synthetic import dataset_config, make_dataset
+from neuradiff.synth.datasets import dataset_config, make_dataset
 
 runner = CliRunner()
 SMALL = {"frames": 12, "steps_per_frame": 40, "simulation": {"size": 40}}
@@ -32,7 +32,12 @@ def test_dataset_folder_round_trips_through_tifffile(tmp_path):
     r, out = _simulate(tmp_path, "ds", "--seed", "4")
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in out.iterdir()) == [
-        "annotations.tif", "contact_sheet.png", "dataset.json", "truth.npz", "video.tif"]
+        "annotations.tif",
+        "contact_sheet.png",
+        "dataset.json",
+        "truth.npz",
+        "video.tif",
+    ]
     with tifffile.TiffFile(out / "video.tif") as tif:
         video = tif.asarray()
         ij = tif.imagej_metadata
@@ -61,8 +66,9 @@ def test_same_seed_same_bytes_and_another_seed_differs(tmp_path):
 
 
 def test_annotation_options_fraction_and_half_regions():
-    cfg = dataset_config("single-void", overrides={**SMALL, "frames": 20,
-                                                   "annotations": {"fraction": 0.5, "region": "half"}})
+    cfg = dataset_config(
+        "single-void", overrides={**SMALL, "frames": 20, "annotations": {"fraction": 0.5, "region": "half"}}
+    )
     ds = make_dataset(cfg)
     assert len(ds.annotated_frames) == 10
     for k in ds.annotated_frames:
@@ -93,12 +99,15 @@ def test_reference_renderer_aligns_truth():
     assert ds.metadata["first_frame_step"] == 9 * 5
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--scenario", "volcano"], "unknown scenario"),
-    (["--size", "10"], "too small"),
-    (["--frames", "0"], "frames must be > 0"),
-    (["--seed", "-1"], "seed"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--scenario", "volcano"], "unknown scenario"),
+        (["--size", "10"], "too small"),
+        (["--frames", "0"], "frames must be > 0"),
+        (["--seed", "-1"], "seed"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, args, message):
     r, out = _simulate(tmp_path, "bad", *args)
     assert r.exit_code == 2, r.output
@@ -110,7 +119,9 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, args, messag
 def test_non_writable_output_folder(tmp_path, monkeypatch):
     # Root may write anywhere, so the permission check itself is made to say no.
     real_access = os.access
-    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if str(path).endswith("ds") else real_access(path, mode))
+    monkeypatch.setattr(
+        os, "access", lambda path, mode, **kw: False if str(path).endswith("ds") else real_access(path, mode)
+    )
     r, out = _simulate(tmp_path, "ds")
     assert r.exit_code == 2 and "not writable" in r.output
     assert not any(out.iterdir())

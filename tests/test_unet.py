@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from neuradiff.errors import NeuradiffError
-from neuradiff.models import (NetConfig, RecognitionNet, annotated_mask, annotation_loss, count_parameters,
-                              dice_loss, load_net, save_net)
+from neuradiff.core.errors import NeuradiffError
+from neuradiff.core.labels import known as annotated_mask
+from neuradiff.nets import NetConfig, RecognitionNet, annotation_loss, count_parameters, dice_loss, load_net, save_net
 
 torch.set_num_threads(1)
 
@@ -15,8 +15,7 @@ torch.set_num_threads(1)
 def _disk_frame(n=64, radius=14.0, seed=0):
     """A bright disk on a noisy background (raw intensities ~100 / ~160) and its uint8 annotation."""
     g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(n, dtype=torch.float32), torch.arange(n, dtype=torch.float32),
-                            indexing="ij")
+    yy, xx = torch.meshgrid(torch.arange(n, dtype=torch.float32), torch.arange(n, dtype=torch.float32), indexing="ij")
     disk = ((yy - n / 2 + 3.5) ** 2 + (xx - n / 2 - 2.5) ** 2) <= radius**2
     frame = 100.0 + 60.0 * disk.float() + 15.0 * torch.randn(n, n, generator=g)
     return frame, disk.to(torch.uint8)
@@ -94,8 +93,9 @@ def test_bad_inputs_raise():
 
 
 def test_config_dict_round_trip():
-    cfg = NetConfig(width=8, embedding="per-frame", n_frames=7, emb_grid=4, norm="batch", c_v_range=(0.0, 0.5),
-                    stride=2)
+    cfg = NetConfig(
+        width=8, embedding="per-frame", n_frames=7, emb_grid=4, norm="batch", c_v_range=(0.0, 0.5), stride=2
+    )
     d = cfg.to_dict()
     assert d["c_v_range"] == [0.0, 0.5]
     assert NetConfig.from_dict(d) == cfg
@@ -159,7 +159,7 @@ def test_overfit_one_frame(stride):
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     x, a, t = frame[None], ann[None], torch.zeros(1)
     initial = None
-    for it in range(150):
+    for it in range(150):  # noqa: B007 - printed after the loop
         loss = annotation_loss(net.eta_logits(x, t), a)
         if initial is None:
             initial = loss.item()
@@ -171,8 +171,10 @@ def test_overfit_one_frame(stride):
             acc = ((net(x, t)[0, 2] >= 0.5) == ann.bool()).float().mean().item()
         if final < 0.05 * initial and acc >= 0.995:
             break
-    print(f"overfit: {it + 1} iterations, loss {initial:.4f} -> {final:.5f} "
-          f"({100 * final / initial:.2f} %), accuracy {100 * acc:.2f} %")
+    print(
+        f"overfit: {it + 1} iterations, loss {initial:.4f} -> {final:.5f} "
+        f"({100 * final / initial:.2f} %), accuracy {100 * acc:.2f} %"
+    )
     assert final < 0.05 * initial
     assert acc >= 0.995  # the best outline made of 2×2 blocks scores 98.7 % on this disk
 
@@ -220,8 +222,9 @@ def test_load_net_errors(tmp_path):
     _one_line_error(truncated)
 
     noise = tmp_path / "noise.pt"
-    noise.write_bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(1),
-                                    dtype=torch.uint8).numpy().tobytes())
+    noise.write_bytes(
+        torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(1), dtype=torch.uint8).numpy().tobytes()
+    )
     _one_line_error(noise)
 
     empty = tmp_path / "empty.pt"
@@ -257,13 +260,16 @@ def test_annotation_loss_hand_computed():
     logits = torch.tensor([[[2.0, -1.0], [0.5, 3.0]]])
     ann = torch.tensor([[[1, 0], [255, 1]]], dtype=torch.uint8)
     s = torch.sigmoid
-    expected = -(math.log(s(torch.tensor(2.0))) + math.log(1 - s(torch.tensor(-1.0)))
-                 + math.log(s(torch.tensor(3.0)))) / 3
+    expected = (
+        -(math.log(s(torch.tensor(2.0))) + math.log(1 - s(torch.tensor(-1.0))) + math.log(s(torch.tensor(3.0)))) / 3
+    )
     assert annotation_loss(logits, ann).item() == pytest.approx(expected, rel=1e-6)
     # pos_weight multiplies the void terms
     w = 2.5
-    expected_w = -(w * math.log(s(torch.tensor(2.0))) + math.log(1 - s(torch.tensor(-1.0)))
-                   + w * math.log(s(torch.tensor(3.0)))) / 3
+    expected_w = (
+        -(w * math.log(s(torch.tensor(2.0))) + math.log(1 - s(torch.tensor(-1.0))) + w * math.log(s(torch.tensor(3.0))))
+        / 3
+    )
     assert annotation_loss(logits, ann, pos_weight=w).item() == pytest.approx(expected_w, rel=1e-6)
     # the same annotation as floats with NaN unknown, and as floats with 255 unknown
     f = torch.tensor([[[1.0, 0.0], [float("nan"), 1.0]]])
@@ -272,8 +278,7 @@ def test_annotation_loss_hand_computed():
     # continuous targets
     c = torch.tensor([[[0.25, float("nan")], [float("nan"), float("nan")]]])
     p = s(torch.tensor(2.0)).item()
-    assert annotation_loss(logits, c).item() == pytest.approx(-(0.25 * math.log(p) + 0.75 * math.log(1 - p)),
-                                                              rel=1e-6)
+    assert annotation_loss(logits, c).item() == pytest.approx(-(0.25 * math.log(p) + 0.75 * math.log(1 - p)), rel=1e-6)
     with pytest.raises(NeuradiffError):
         annotation_loss(logits, torch.tensor([[[2, 0], [255, 1]]], dtype=torch.uint8))
     with pytest.raises(NeuradiffError):

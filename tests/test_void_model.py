@@ -57,7 +57,9 @@ def test_conservative_scheme_conserves_mass_to_round_off():
 def test_free_energy_does_not_increase_without_sources(integrator, dt):
     p = VoidParameters(R_bulk=0.0, R_surf=0.0)
     state = single_void((32, 32), 7.0, dtype=torch.float64)
-    tr = rollout(VoidModel("conservative"), state, p, dt=dt, n_steps=round(30 / dt), save_every=1, integrator=integrator)
+    tr = rollout(
+        VoidModel("conservative"), state, p, dt=dt, n_steps=round(30 / dt), save_every=1, integrator=integrator
+    )
     f = tr.diagnostics["free_energy"][:, 0]
     assert float(torch.diff(f).max()) <= 1e-9 * float(f.abs().max())
     assert float(f[-1]) < float(f[0])

@@ -1,15 +1,12 @@
-"""Command-line interface: a thin layer over the Python API (``neuradiff --help``)."""
+"""Command-line interface: a thin layer over :mod:`neuradiff.workflows` (``neuradiff --help``).
+
+Each command parses its arguments, shows progress and makes one library call.
+"""
 
 from __future__ import annotations
 
+from neuradiff.cli import evaluate, fit, measure, simulate  # noqa: F401 - each module registers its commands
 from neuradiff.cli._app import app
-
-# Each module registers its commands on ``app``.
-from neuradiff.cli import fit as _fit  # noqa: F401,E402
-from neuradiff.cli import simulate as _simulate  # noqa: F401,E402
-from neuradiff.cli import simulate_fields as _simulate_fields  # noqa: F401,E402
-from neuradiff.cli import measure as _measure  # noqa: F401,E402
-from neuradiff.cli import evaluate as _evaluate  # noqa: F401,E402
 
 
 def main() -> None:

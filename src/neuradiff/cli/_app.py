@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
+import torch
 import typer
 
 from neuradiff._version import __version__
@@ -46,8 +48,8 @@ def friendly_errors(func: F) -> F:
             raise
         except KeyboardInterrupt:
             typer.echo("neuradiff: interrupted", err=True)
-            raise typer.Exit(130)
-        except INPUT_ERRORS as exc:  # noqa: PERF203
+            raise typer.Exit(130) from None
+        except INPUT_ERRORS as exc:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             fail(msg)
 
@@ -72,8 +74,6 @@ def _root(
 def set_threads(threads: int | None) -> None:
     """Pin torch's intra-op threads (None: leave torch's default)."""
     if threads is not None:
-        import torch
-
         if threads < 1:
             fail("--threads must be >= 1")
         torch.set_num_threads(threads)

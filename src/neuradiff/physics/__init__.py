@@ -3,19 +3,30 @@
 - :mod:`~neuradiff.physics.operators`: Laplacian, flux-form divergence, spectral symbols;
 - :mod:`~neuradiff.physics.void_model`: the void-kinetics model (``VoidModel``, ``VoidParameters``);
 - :mod:`~neuradiff.physics.validation_models`: PFHub benchmark 1 and double-well Allen-Cahn;
-- :mod:`~neuradiff.physics.integrators`: explicit Euler with a stability guard, its IMEX variant, semi-implicit spectral;
+- :mod:`~neuradiff.physics.integrators`: explicit Euler with a stability guard, its IMEX variant, semi-implicit
+  spectral;
 - :mod:`~neuradiff.physics.rollout`: many steps, diagnostics, gradient checkpointing;
+- :mod:`~neuradiff.physics.simulator`: ``Simulator``, the frozen numerics of a learned simulator (steps per frame);
 - :mod:`~neuradiff.physics.forcing`: deterministic, seeded or recorded random numbers;
 - :mod:`~neuradiff.physics.parameters`: typed parameter sets and their learnable form.
 """
 
 from neuradiff.physics.forcing import NoForcing, RandomForcing, RecordedForcing
 from neuradiff.physics.initial import initial_condition, several_voids, single_void, supersaturated, void_disks
-from neuradiff.physics.integrators import explicit_euler, explicit_stability_limit, imex_euler, semi_implicit_spectral
+from neuradiff.physics.integrators import (
+    INTEGRATORS,
+    Integrator,
+    explicit_euler,
+    explicit_stability_limit,
+    get_integrator,
+    imex_euler,
+    semi_implicit_spectral,
+)
 from neuradiff.physics.model import PhaseFieldModel
 from neuradiff.physics.operators import flux_divergence, laplacian
 from neuradiff.physics.parameters import LearnableParameters, ParameterSet
 from neuradiff.physics.rollout import Trajectory, rollout
+from neuradiff.physics.simulator import Simulator
 from neuradiff.physics.validation_models import (
     AllenCahnModel,
     AllenCahnParameters,
@@ -23,12 +34,46 @@ from neuradiff.physics.validation_models import (
     SpinodalParameters,
     pfhub1_initial_condition,
 )
-from neuradiff.physics.void_model import VoidModel, VoidParameters, equilibrium_vacancy_fraction
+from neuradiff.physics.void_model import (
+    ConservativeVoidModel,
+    ReferenceVoidModel,
+    VoidModel,
+    VoidParameters,
+    equilibrium_vacancy_fraction,
+)
 
 __all__ = [
-    "AllenCahnModel", "AllenCahnParameters", "LearnableParameters", "NoForcing", "ParameterSet",
-    "PhaseFieldModel", "RandomForcing", "RecordedForcing", "SpinodalModel", "SpinodalParameters", "Trajectory",
-    "VoidModel", "VoidParameters", "equilibrium_vacancy_fraction", "explicit_euler", "explicit_stability_limit",
-    "flux_divergence", "imex_euler", "initial_condition", "laplacian", "pfhub1_initial_condition", "rollout",
-    "semi_implicit_spectral", "several_voids", "single_void", "supersaturated", "void_disks",
+    "INTEGRATORS",
+    "AllenCahnModel",
+    "AllenCahnParameters",
+    "ConservativeVoidModel",
+    "Integrator",
+    "LearnableParameters",
+    "NoForcing",
+    "ParameterSet",
+    "PhaseFieldModel",
+    "RandomForcing",
+    "RecordedForcing",
+    "ReferenceVoidModel",
+    "Simulator",
+    "SpinodalModel",
+    "SpinodalParameters",
+    "Trajectory",
+    "VoidModel",
+    "VoidParameters",
+    "equilibrium_vacancy_fraction",
+    "explicit_euler",
+    "explicit_stability_limit",
+    "flux_divergence",
+    "get_integrator",
+    "imex_euler",
+    "initial_condition",
+    "laplacian",
+    "pfhub1_initial_condition",
+    "rollout",
+    "semi_implicit_spectral",
+    "several_voids",
+    "single_void",
+    "supersaturated",
+    "void_disks",
 ]

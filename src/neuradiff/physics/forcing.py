@@ -72,7 +72,7 @@ class RecordedForcing:
         self.record: dict[int, dict[str, Tensor]] = dict(record or {})
 
     @classmethod
-    def capture(cls, source: Forcing, model: PhaseFieldModel, state: Tensor, steps: range) -> "RecordedForcing":
+    def capture(cls, source: Forcing, model: PhaseFieldModel, state: Tensor, steps: range) -> RecordedForcing:
         """Record what ``source`` draws for ``steps`` on states shaped like ``state``."""
         rec = {}
         for n in steps:

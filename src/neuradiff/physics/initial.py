@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -13,8 +13,9 @@ from neuradiff.physics.void_model import MATRIX_C_I, MATRIX_C_V
 Disk = tuple[float, float, float]  # (y, x, radius) in grid units
 
 
-def disk_indicator(shape: tuple[int, int], disks: Sequence[Disk], *, width: float = 0.0,
-                   dtype: torch.dtype = torch.float64) -> Tensor:
+def disk_indicator(
+    shape: tuple[int, int], disks: Sequence[Disk], *, width: float = 0.0, dtype: torch.dtype = torch.float64
+) -> Tensor:
     """1 inside any disk and 0 outside, ``[H, W]``; ``width`` > 0 gives a tanh rim of that width (periodic)."""
     h, w = shape
     y = torch.arange(h, dtype=dtype).view(h, 1)
@@ -31,8 +32,16 @@ def disk_indicator(shape: tuple[int, int], disks: Sequence[Disk], *, width: floa
     return out
 
 
-def void_disks(shape: tuple[int, int], disks: Sequence[Disk], *, c_v: float = MATRIX_C_V, c_i: float = MATRIX_C_I,
-               c_i_void: float | None = None, width: float = 0.0, dtype: torch.dtype = torch.float32) -> Tensor:
+def void_disks(
+    shape: tuple[int, int],
+    disks: Sequence[Disk],
+    *,
+    c_v: float = MATRIX_C_V,
+    c_i: float = MATRIX_C_I,
+    c_i_void: float | None = None,
+    width: float = 0.0,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
     """Voids as disks (c_v = eta = 1 inside) in a matrix of c_v, c_i (the paper's initial condition).
 
     ``c_i_void``: interstitials inside the voids (default: the matrix value, as in the reference code).
@@ -54,8 +63,9 @@ def single_void(shape: tuple[int, int], radius: float | None = None, **kw) -> Te
     return void_disks(shape, [((h - 1) / 2, (w - 1) / 2, r)], **kw)
 
 
-def several_voids(shape: tuple[int, int], n: int = 4, *, seed: int = 0, r_min: float | None = None,
-                  r_max: float | None = None, **kw) -> Tensor:
+def several_voids(
+    shape: tuple[int, int], n: int = 4, *, seed: int = 0, r_min: float | None = None, r_max: float | None = None, **kw
+) -> Tensor:
     """``n`` voids of different sizes at seeded, non-overlapping positions."""
     _check_shape(shape)
     h, w = shape
@@ -78,8 +88,16 @@ def several_voids(shape: tuple[int, int], n: int = 4, *, seed: int = 0, r_min: f
     return void_disks(shape, disks, **kw)
 
 
-def supersaturated(shape: tuple[int, int], *, c_v: float = 0.36, c_i: float = MATRIX_C_I, fluctuation: float = 0.06,
-                   correlation_length: float = 8.0, seed: int = 0, dtype: torch.dtype = torch.float32) -> Tensor:
+def supersaturated(
+    shape: tuple[int, int],
+    *,
+    c_v: float = 0.36,
+    c_i: float = MATRIX_C_I,
+    fluctuation: float = 0.06,
+    correlation_length: float = 8.0,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
     """A supersaturated matrix (no void) whose c_v fluctuates around ``c_v`` with rms ``fluctuation``.
 
     The fluctuations are seeded Gaussian noise smoothed (periodically) over ``correlation_length`` grid
@@ -120,8 +138,9 @@ INITIAL_CONDITIONS = {
 }
 
 
-def initial_condition(name: str, shape: tuple[int, int], *, seed: int = 0, dtype: torch.dtype = torch.float32,
-                      **kw) -> Tensor:
+def initial_condition(
+    name: str, shape: tuple[int, int], *, seed: int = 0, dtype: torch.dtype = torch.float32, **kw
+) -> Tensor:
     """A named initial condition: ``single-disk``, ``several-disks`` or ``uniform`` (supersaturation)."""
     if name not in INITIAL_CONDITIONS:
         raise ValueError(f"unknown initial condition {name!r}; choose one of {', '.join(INITIAL_CONDITIONS)}")

@@ -9,13 +9,13 @@ for one step of length ``dt`` (simulation time units); ``draws`` are the step's 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
 
-from neuradiff.errors import SimulationError
+from neuradiff.core.errors import SimulationError
 from neuradiff.physics.model import PhaseFieldModel
 from neuradiff.physics.operators import laplacian_symbol
 from neuradiff.physics.parameters import ParameterSet
@@ -31,8 +31,9 @@ class StepInfo:
     substeps: int  #: explicit sub-steps taken (1 when the step was within the stability bound)
 
 
-def explicit_stability_limit(model: PhaseFieldModel, state: Tensor, params: ParameterSet, dx: float, *,
-                             implicit_local: bool = False) -> float:
+def explicit_stability_limit(
+    model: PhaseFieldModel, state: Tensor, params: ParameterSet, dx: float, *, implicit_local: bool = False
+) -> float:
     """Largest stable explicit Euler step 2/λ for the current state (simulation time units); with
     ``implicit_local`` the limit of the IMEX step, whose pointwise stiff part is implicit."""
     rate = model.implicit_stability_rate if implicit_local else model.stability_rate
@@ -49,9 +50,18 @@ def _check_dt(dt: float) -> float:
     return dt
 
 
-def explicit_euler(model: PhaseFieldModel, state: Tensor, params: ParameterSet, dt: float, *, dx: float = 1.0,
-                   draws: dict[str, Tensor] | None = None, guard: str = "substep",
-                   limit: float | None = None, max_substeps: int = 1000) -> tuple[Tensor, StepInfo]:
+def explicit_euler(
+    model: PhaseFieldModel,
+    state: Tensor,
+    params: ParameterSet,
+    dt: float,
+    *,
+    dx: float = 1.0,
+    draws: dict[str, Tensor] | None = None,
+    guard: str = "substep",
+    limit: float | None = None,
+    max_substeps: int = 1000,
+) -> tuple[Tensor, StepInfo]:
     """One forward-Euler step; sources and noise enter once per step.
 
     ``guard``: ``"substep"`` splits a step longer than the stability limit into equal sub-steps,
@@ -59,13 +69,32 @@ def explicit_euler(model: PhaseFieldModel, state: Tensor, params: ParameterSet, 
     ``limit``: a stability limit computed by the caller (e.g. every few steps of a rollout); by default
     it is estimated from ``state``.
     """
-    return _euler(model, state, params, dt, dx=dx, draws=draws, guard=guard, limit=limit,
-                  max_substeps=max_substeps, implicit_local=False)
+    return _euler(
+        model,
+        state,
+        params,
+        dt,
+        dx=dx,
+        draws=draws,
+        guard=guard,
+        limit=limit,
+        max_substeps=max_substeps,
+        implicit_local=False,
+    )
 
 
-def imex_euler(model: PhaseFieldModel, state: Tensor, params: ParameterSet, dt: float, *, dx: float = 1.0,
-               draws: dict[str, Tensor] | None = None, guard: str = "substep",
-               limit: float | None = None, max_substeps: int = 1000) -> tuple[Tensor, StepInfo]:
+def imex_euler(
+    model: PhaseFieldModel,
+    state: Tensor,
+    params: ParameterSet,
+    dt: float,
+    *,
+    dx: float = 1.0,
+    draws: dict[str, Tensor] | None = None,
+    guard: str = "substep",
+    limit: float | None = None,
+    max_substeps: int = 1000,
+) -> tuple[Tensor, StepInfo]:
     """One linearly implicit Euler step φ' = φ + h·rate(φ) / (1 + h·d(φ)), with d the model's pointwise
     stiffness (:meth:`~neuradiff.physics.model.PhaseFieldModel.local_stiffness_diagonal`: for voids the
     double-well curvature of η and the recombination of c_v, c_i).
@@ -73,13 +102,33 @@ def imex_euler(model: PhaseFieldModel, state: Tensor, params: ParameterSet, dt: 
     First order, with the fixed points of explicit Euler; the guard only has to resolve transport, so the
     step is several times longer on stiff states (models without a diagonal fall back to explicit Euler).
     """
-    return _euler(model, state, params, dt, dx=dx, draws=draws, guard=guard, limit=limit,
-                  max_substeps=max_substeps, implicit_local=True)
+    return _euler(
+        model,
+        state,
+        params,
+        dt,
+        dx=dx,
+        draws=draws,
+        guard=guard,
+        limit=limit,
+        max_substeps=max_substeps,
+        implicit_local=True,
+    )
 
 
-def _euler(model: PhaseFieldModel, state: Tensor, params: ParameterSet, dt: float, *, dx: float,
-           draws: dict[str, Tensor] | None, guard: str, limit: float | None, max_substeps: int,
-           implicit_local: bool) -> tuple[Tensor, StepInfo]:
+def _euler(
+    model: PhaseFieldModel,
+    state: Tensor,
+    params: ParameterSet,
+    dt: float,
+    *,
+    dx: float,
+    draws: dict[str, Tensor] | None,
+    guard: str,
+    limit: float | None,
+    max_substeps: int,
+    implicit_local: bool,
+) -> tuple[Tensor, StepInfo]:
     dt = _check_dt(dt)
     if guard not in GUARDS:
         raise ValueError(f"unknown guard {guard!r}; choose one of {', '.join(GUARDS)}")
@@ -112,43 +161,93 @@ def _euler(model: PhaseFieldModel, state: Tensor, params: ParameterSet, dt: floa
             new = new + (forcing if n == 1 else forcing / n)
         state, c = model.project(new)
         clamped = c if clamped is None else clamped + c
+    assert clamped is not None  # n >= 1
     return state, StepInfo(clamped, n)
 
 
-def semi_implicit_spectral(model: PhaseFieldModel, state: Tensor, params: ParameterSet, dt: float, *,
-                           dx: float = 1.0, draws: dict[str, Tensor] | None = None, guard: str = "off",
-                           limit: float | None = None, max_substeps: int = 1000) -> tuple[Tensor, StepInfo]:
+def semi_implicit_spectral(
+    model: PhaseFieldModel,
+    state: Tensor,
+    params: ParameterSet,
+    dt: float,
+    *,
+    dx: float = 1.0,
+    draws: dict[str, Tensor] | None = None,
+    guard: str = "off",
+    limit: float | None = None,
+    max_substeps: int = 1000,
+) -> tuple[Tensor, StepInfo]:
     """One stabilised semi-implicit step on a periodic grid.
 
     The increment solves (1 + dt·a_f(k)) Δφ̂ = (dt·rate + forcing)^ with the model's linear stabiliser
     a_f(k) ~ M k²(κ k² + S) (Cahn-Hilliard) or L(κ k² + S) (Allen-Cahn): first order in time, consistent
     with the explicit step, and stable for much larger dt. ``guard`` and ``limit`` are accepted for a
-    common signature. The reference discretisation (clamp-driven, non-conservative) is defined with
-    explicit Euler only.
+    common signature. Models without a stabiliser (``model.supports_spectral`` false, e.g. the reference
+    discretisation, which is clamp-driven and non-conservative) are refused.
     """
     dt = _check_dt(dt)
     if model.boundary != "periodic":
         raise ValueError("the spectral integrator needs periodic boundaries; use the explicit integrator")
-    if getattr(model, "discretisation", None) == "reference":
-        raise ValueError("the reference discretisation is defined with explicit Euler; use integrator='euler'")
+    if not model.supports_spectral:
+        raise ValueError(model.spectral_unsupported)
     inc = dt * model.rate(state, params, dx)
     forcing = model.forcing_increment(state, params, draws, dt, dx)
     if forcing is not None:
         inc = inc + forcing
-    k2 = laplacian_symbol(tuple(state.shape[-2:]), dx, device=state.device, dtype=state.dtype)
+    k2 = laplacian_symbol((state.shape[-2], state.shape[-1]), dx, device=state.device, dtype=state.dtype)
     a = model.stabiliser(state, params, k2).to(state.dtype)
     inc = torch.fft.irfft2(torch.fft.rfft2(inc) / (1.0 + dt * a), s=tuple(state.shape[-2:]))
     state, clamped = model.project(state + inc)
     return state, StepInfo(clamped, 1)
 
 
-Integrator = Callable[..., tuple[Tensor, StepInfo]]
-INTEGRATORS: dict[str, Integrator] = {"euler": explicit_euler, "imex": imex_euler, "spectral": semi_implicit_spectral}
-#: Integrators whose step is guarded by an explicit stability limit (with implicit pointwise stiffness or not).
-GUARDED = {"euler": False, "imex": True}
+StepFunction = Callable[..., tuple[Tensor, StepInfo]]
+
+
+@dataclass(frozen=True)
+class Integrator:
+    """A named time integrator: its step function and what its step-size guard needs.
+
+    Attributes
+    ----------
+    name : str
+    step : callable
+        ``step(model, state, params, dt, *, dx, draws, guard, limit) -> (state, StepInfo)``.
+    guarded : bool
+        The step is limited by an explicit stability bound (estimated by :func:`explicit_stability_limit`).
+    implicit_local : bool
+        The bound is that of the IMEX step (the model's pointwise stiffness is implicit).
+    spectral : bool
+        The step needs the model's spectral stabiliser (``model.supports_spectral``).
+    """
+
+    name: str
+    step: StepFunction
+    guarded: bool
+    implicit_local: bool = False
+    spectral: bool = False
+
+    def check(self, model: PhaseFieldModel) -> None:
+        """Raise ``ValueError`` if this integrator cannot step ``model``."""
+        if self.spectral and not model.supports_spectral:
+            raise ValueError(model.spectral_unsupported)
+
+    def stability_limit(self, model: PhaseFieldModel, state: Tensor, params: ParameterSet, dx: float) -> float:
+        """Largest stable step of this integrator on ``state`` (``inf`` for unguarded integrators)."""
+        if not self.guarded:
+            return math.inf
+        return explicit_stability_limit(model, state, params, dx, implicit_local=self.implicit_local)
+
+
+INTEGRATORS: dict[str, Integrator] = {
+    "euler": Integrator("euler", explicit_euler, guarded=True),
+    "imex": Integrator("imex", imex_euler, guarded=True, implicit_local=True),
+    "spectral": Integrator("spectral", semi_implicit_spectral, guarded=False, spectral=True),
+}
 
 
 def get_integrator(name: str) -> Integrator:
+    """The :class:`Integrator` called ``name`` (``euler``, ``imex`` or ``spectral``)."""
     try:
         return INTEGRATORS[name]
     except KeyError:

@@ -27,6 +27,10 @@ class PhaseFieldModel:
     conserved: ClassVar[tuple[bool, ...]] = ()
     params_type: ClassVar[type[ParameterSet]] = ParameterSet
     name: ClassVar[str] = "model"
+    #: Capability: the model provides :meth:`stabiliser`, so the semi-implicit spectral integrator can step it.
+    supports_spectral: ClassVar[bool] = False
+    #: Why the spectral integrator cannot step this model (the error a user sees).
+    spectral_unsupported: ClassVar[str] = "this model has no spectral stabiliser; use integrator='euler' or 'imex'"
 
     def __init__(self, *, boundary: str = "periodic") -> None:
         self.boundary = check_boundary(boundary)
@@ -77,8 +81,9 @@ class PhaseFieldModel:
         """Random numbers one step needs, drawn on the CPU from ``generator``; ``None`` if the model has none."""
         return None
 
-    def forcing_increment(self, state: Tensor, params: ParameterSet, draws: dict[str, Tensor] | None,
-                          dt: float, dx: float) -> Tensor | None:
+    def forcing_increment(
+        self, state: Tensor, params: ParameterSet, draws: dict[str, Tensor] | None, dt: float, dx: float
+    ) -> Tensor | None:
         """Increment over a step of length ``dt`` from sources and noise (``None``: nothing)."""
         return None
 

@@ -63,8 +63,9 @@ def _face_mobility(m_a: Tensor, m_b: Tensor, mu_a: Tensor, mu_b: Tensor, face: s
     raise ValueError(f"unknown face mobility {face!r}; choose 'mean' or 'upwind'")
 
 
-def flux_divergence(mobility: Tensor, mu: Tensor, dx: float = 1.0, *, boundary: str = "periodic",
-                    face: str = "mean") -> Tensor:
+def flux_divergence(
+    mobility: Tensor, mu: Tensor, dx: float = 1.0, *, boundary: str = "periodic", face: str = "mean"
+) -> Tensor:
     """Conservative divergence ∇·(M ∇μ) with face mobilities, shape of ``mu``.
 
     ``face="mean"``: M_face = (M_a + M_b)/2; ``face="upwind"``: M_face = M of the cell the flux leaves, which

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable, Mapping, TypeVar, Union
+from typing import Any, ClassVar, TypeVar, Union
 
 import torch
 from torch import Tensor, nn
@@ -40,8 +41,17 @@ class ParameterSpec:
     maximum: float = math.inf  # largest valid value (inclusive)
 
 
-def parameter(default: float, unit: str, description: str, bounds: tuple[float, float], *,
-              learn: bool = False, scale: str = "log", minimum: float = 0.0, maximum: float = math.inf) -> Any:
+def parameter(
+    default: float,
+    unit: str,
+    description: str,
+    bounds: tuple[float, float],
+    *,
+    learn: bool = False,
+    scale: str = "log",
+    minimum: float = 0.0,
+    maximum: float = math.inf,
+) -> Any:
     """A dataclass field carrying a :class:`ParameterSpec`."""
     spec = ParameterSpec(unit, description, bounds, learn, scale, minimum, maximum)
     return dataclasses.field(default=default, metadata={"spec": spec})
@@ -103,8 +113,10 @@ class ParameterSet:
         """A copy with some values changed (validated)."""
         unknown = set(changes) - set(self.names())
         if unknown:
-            raise ValueError(f"unknown parameter(s) {', '.join(sorted(unknown))} for {self.model_name}; "
-                             f"known: {', '.join(self.names())}")
+            raise ValueError(
+                f"unknown parameter(s) {', '.join(sorted(unknown))} for {self.model_name}; "
+                f"known: {', '.join(self.names())}"
+            )
         return dataclasses.replace(self, **changes)
 
     def as_floats(self) -> dict[str, float]:
@@ -114,8 +126,10 @@ class ParameterSet:
     def describe(self) -> dict[str, dict[str, Any]]:
         """Name → {value, unit, description}, for JSON outputs."""
         specs = self.specs()
-        return {n: {"value": v, "unit": specs[n].unit, "description": specs[n].description}
-                for n, v in self.as_floats().items()}
+        return {
+            n: {"value": v, "unit": specs[n].unit, "description": specs[n].description}
+            for n, v in self.as_floats().items()
+        }
 
     @classmethod
     def from_mapping(cls: type[P], values: Mapping[str, Any], *, base: P | None = None) -> P:
@@ -140,8 +154,12 @@ class LearnableParameters(nn.Module):
     Calling the module returns a parameter set of the same class whose values are 0-d tensors.
     """
 
-    def __init__(self, initial: ParameterSet, learn: Iterable[str] | None = None,
-                 bounds: Mapping[str, tuple[float, float]] | None = None) -> None:
+    def __init__(
+        self,
+        initial: ParameterSet,
+        learn: Iterable[str] | None = None,
+        bounds: Mapping[str, tuple[float, float]] | None = None,
+    ) -> None:
         super().__init__()
         self.param_class = type(initial)
         specs = initial.specs()
@@ -158,7 +176,9 @@ class LearnableParameters(nn.Module):
             if name in learn:
                 lo, hi = (bounds or {}).get(name, spec.bounds)
                 if not (lo < hi) or (spec.scale == "log" and lo <= 0):
-                    raise ValueError(f"bounds of {name} must satisfy 0 < lo < hi (log scale) or lo < hi, got {(lo, hi)}")
+                    raise ValueError(
+                        f"bounds of {name} must satisfy 0 < lo < hi (log scale) or lo < hi, got {(lo, hi)}"
+                    )
                 v = values[name]
                 if not (lo < v < hi):
                     raise ValueError(f"initial {name} = {v:g} is outside its learning bounds ({lo:g}, {hi:g})")

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from neuradiff.errors import SimulationError
+from neuradiff.core.errors import SimulationError
 from neuradiff.physics.forcing import Forcing, as_forcing
-from neuradiff.physics.integrators import GUARDED, explicit_stability_limit, get_integrator
+from neuradiff.physics.integrators import get_integrator
 from neuradiff.physics.model import PhaseFieldModel
 from neuradiff.physics.parameters import ParameterSet
 
@@ -46,10 +46,24 @@ def check_finite(state: Tensor, model: PhaseFieldModel, step: int) -> None:
         )
 
 
-def rollout(model: PhaseFieldModel, state: Tensor, params: ParameterSet, *, dt: float, n_steps: int,
-            dx: float = 1.0, integrator: str = "euler", forcing: Forcing | int | None = None, start_step: int = 0,
-            save_every: int | None = None, checkpoint_every: int | None = None, guard: str = "substep",
-            guard_every: int = 1, diagnostics: bool = True, callback: Callable[[int], None] | None = None) -> Trajectory:
+def rollout(
+    model: PhaseFieldModel,
+    state: Tensor,
+    params: ParameterSet,
+    *,
+    dt: float,
+    n_steps: int,
+    dx: float = 1.0,
+    integrator: str = "euler",
+    forcing: Forcing | int | None = None,
+    start_step: int = 0,
+    save_every: int | None = None,
+    checkpoint_every: int | None = None,
+    guard: str = "substep",
+    guard_every: int = 1,
+    diagnostics: bool = True,
+    callback: Callable[[int], None] | None = None,
+) -> Trajectory:
     """Advance ``state`` (``[batch, field, H, W]``) by ``n_steps`` steps of length ``dt``.
 
     Parameters
@@ -81,7 +95,7 @@ def rollout(model: PhaseFieldModel, state: Tensor, params: ParameterSet, *, dt: 
         raise ValueError(f"guard_every must be >= 1, got {guard_every}")
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
-    step_fn = get_integrator(integrator)
+    scheme = get_integrator(integrator)
     source = as_forcing(forcing)
     check_finite(state, model, start_step)
 
@@ -93,9 +107,9 @@ def rollout(model: PhaseFieldModel, state: Tensor, params: ParameterSet, *, dt: 
         subs, saved, limit = 0, [], None
         for n in range(first, last):
             draws = source.draws(model, start_step + n, s)
-            if guard != "off" and integrator in GUARDED and (limit is None or (n - first) % guard_every == 0):
-                limit = 0.9 * explicit_stability_limit(model, s, params, dx, implicit_local=GUARDED[integrator])
-            s, info = step_fn(model, s, params, dt, dx=dx, draws=draws, guard=guard, limit=limit)
+            if guard != "off" and scheme.guarded and (limit is None or (n - first) % guard_every == 0):
+                limit = 0.9 * scheme.stability_limit(model, s, params, dx)
+            s, info = scheme.step(model, s, params, dt, dx=dx, draws=draws, guard=guard, limit=limit)
             check_finite(s, model, start_step + n + 1)
             clamped = clamped + info.clamped
             subs += info.substeps
@@ -103,10 +117,12 @@ def rollout(model: PhaseFieldModel, state: Tensor, params: ParameterSet, *, dt: 
                 saved.append(s)
         return s, clamped, subs, saved
 
-    use_ckpt = bool(checkpoint_every) and torch.is_grad_enabled() and (
-        state.requires_grad or any(isinstance(v, Tensor) and v.requires_grad for v in vars(params).values())
+    use_ckpt = (
+        bool(checkpoint_every)
+        and torch.is_grad_enabled()
+        and (state.requires_grad or any(isinstance(v, Tensor) and v.requires_grad for v in vars(params).values()))
     )
-    seg = checkpoint_every if use_ckpt else max(n_steps, 1)
+    seg = checkpoint_every if use_ckpt and checkpoint_every else max(n_steps, 1)
     states, steps = [state], [start_step]
     clamped_total = torch.zeros(state.shape[:2], dtype=torch.long, device=state.device)
     substeps = 0
@@ -140,4 +156,3 @@ def rollout(model: PhaseFieldModel, state: Tensor, params: ParameterSet, *, dt: 
         per = [model.diagnostics(x.detach(), params, dx) for x in states]
         traj.diagnostics = {k: torch.stack([d[k] for d in per]) for k in per[0]}
     return traj
-

@@ -33,6 +33,8 @@ class SpinodalParameters(ParameterSet):
 class SpinodalModel(PhaseFieldModel):
     """Cahn-Hilliard spinodal decomposition of PFHub benchmark 1 (1a periodic, 1b no-flux)."""
 
+    supports_spectral = True
+
     field_names = ("c",)
     conserved = (True,)
     params_type = SpinodalParameters
@@ -69,15 +71,19 @@ class SpinodalModel(PhaseFieldModel):
         return (p.M * k2 * (p.kappa * k2 + s)).unsqueeze(0)
 
 
-def pfhub1_initial_condition(shape: tuple[int, int] = (200, 200), dx: float = 1.0, *,
-                             dtype: torch.dtype = torch.float64) -> Tensor:
+def pfhub1_initial_condition(
+    shape: tuple[int, int] = (200, 200), dx: float = 1.0, *, dtype: torch.dtype = torch.float64
+) -> Tensor:
     """The benchmark's cosine initial condition, ``[1, 1, H, W]`` (x along W, y along H, cell centres at
     (i + ½)·dx, which gives the benchmark's mean composition 0.5025227 on 200×200)."""
     h, w = shape
     y = (torch.arange(h, dtype=dtype).view(h, 1) + 0.5) * dx
     x = (torch.arange(w, dtype=dtype).view(1, w) + 0.5) * dx
-    c = 0.5 + 0.01 * (torch.cos(0.105 * x) * torch.cos(0.11 * y) + (torch.cos(0.13 * x) * torch.cos(0.087 * y)) ** 2
-                      + torch.cos(0.025 * x - 0.15 * y) * torch.cos(0.07 * x - 0.02 * y))
+    c = 0.5 + 0.01 * (
+        torch.cos(0.105 * x) * torch.cos(0.11 * y)
+        + (torch.cos(0.13 * x) * torch.cos(0.087 * y)) ** 2
+        + torch.cos(0.025 * x - 0.15 * y) * torch.cos(0.07 * x - 0.02 * y)
+    )
     return c.view(1, 1, h, w)
 
 
@@ -94,6 +100,8 @@ class AllenCahnParameters(ParameterSet):
 
 class AllenCahnModel(PhaseFieldModel):
     """Non-conserved order parameter η in a double well (curvature-driven motion: R² = R0² − 2Lκt)."""
+
+    supports_spectral = True
 
     field_names = ("eta",)
     conserved = (False,)

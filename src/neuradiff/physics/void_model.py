@@ -42,7 +42,6 @@ from neuradiff.physics.model import PhaseFieldModel
 from neuradiff.physics.operators import LAPLACIAN_MAX_EIGENVALUE, flux_divergence, laplacian
 from neuradiff.physics.parameters import ParameterSet, parameter
 
-DISCRETISATIONS = ("conservative", "reference")
 #: The paper's matrix state outside a void: c_v, c_i (site fractions).
 MATRIX_C_V = 0.122
 MATRIX_C_I = 6.9e-4
@@ -65,20 +64,20 @@ class VoidParameters(ParameterSet):
     L: float = parameter(1.0, "1/(energy·time)", "Allen-Cahn mobility of eta", (0.01, 50.0), learn=True)
     R_bulk: float = parameter(5.0, "1/time", "bulk recombination rate", (1e-3, 100.0))
     R_surf: float = parameter(10.0, "1/time", "extra recombination rate at void surfaces", (1e-3, 100.0))
-    p_casc: float = parameter(0.01, "1/(pixel·step)", "cascade probability per pixel and step", (1e-5, 1.0),
-                              maximum=1.0)
-    bias: float = parameter(0.3, "1", "vacancy share b of cascade defects", (0.0, 1.0), scale="linear",
-                            maximum=1.0)
+    p_casc: float = parameter(
+        0.01, "1/(pixel·step)", "cascade probability per pixel and step", (1e-5, 1.0), maximum=1.0
+    )
+    bias: float = parameter(0.3, "1", "vacancy share b of cascade defects", (0.0, 1.0), scale="linear", maximum=1.0)
     V_g: float = parameter(0.01, "1/time", "cascade defect generation amplitude", (1e-5, 100.0))
     noise: float = parameter(0.01, "1", "thermal noise amplitude", (1e-6, 1.0))
 
     @classmethod
-    def paper(cls) -> "VoidParameters":
+    def paper(cls) -> VoidParameters:
         """The ground truth of the paper's synthetic data (E/kBT = 1.6: hot, chosen for numerics)."""
         return cls()
 
     @classmethod
-    def petsc(cls) -> "VoidParameters":
+    def petsc(cls) -> VoidParameters:
         """The PETSc ex61 / MOOSE Crow set (c_eq = exp(−E/kBT) = 6.9e-4)."""
         return cls(E_v=0.8, E_i=0.8, kBT=0.11, L=10.0, R_bulk=1e-3, R_surf=10.0, p_casc=0.05, V_g=100.0)
 
@@ -97,7 +96,8 @@ def _harmonic_mean(a: Tensor, b: Tensor) -> Tensor:
 
 
 class VoidModel(PhaseFieldModel):
-    """The void-kinetics model (module docstring) with a chosen ``discretisation``.
+    """The void-kinetics model (module docstring); ``VoidModel(discretisation)`` returns the subclass that
+    implements that discretisation (:class:`ConservativeVoidModel` or :class:`ReferenceVoidModel`).
 
     Parameters
     ----------
@@ -118,53 +118,94 @@ class VoidModel(PhaseFieldModel):
         the cell the flux leaves, so the degenerate M ∝ c cannot drain a cell below zero; ``"mean"``
         averages the two cells.
     boundary : {"periodic", "no-flux"}
+
+    Examples
+    --------
+    >>> from neuradiff.physics import VoidModel
+    >>> VoidModel("reference").discretisation
+    'reference'
+    >>> type(VoidModel()).__name__
+    'ConservativeVoidModel'
     """
 
     field_names = ("c_v", "c_i", "eta")
     conserved = (True, True, False)
     params_type = VoidParameters
     name = "void"
+    #: Name of the discretisation a subclass implements.
+    discretisation: ClassVar[str] = ""
+    #: Default ε of the logarithms.
+    default_log_floor: ClassVar[float] = 1e-3
     #: η below which cascades can happen (reference code).
     cascade_eta_max = 0.8
 
-    def __init__(self, discretisation: str = "conservative", *, log_floor: float | None = None,
-                 saturation_floor: float = 1e-2, face_mobility: str = "upwind", boundary: str = "periodic") -> None:
+    def __new__(cls, discretisation: str | None = None, **kwargs):
+        if cls is not VoidModel:
+            return super().__new__(cls)
+        name = "conservative" if discretisation is None else discretisation
+        if name not in DISCRETISATIONS:
+            raise ValueError(f"unknown discretisation {name!r}; choose one of {', '.join(DISCRETISATIONS)}")
+        return object.__new__(DISCRETISATIONS[name])
+
+    def __init__(
+        self,
+        discretisation: str | None = None,
+        *,
+        log_floor: float | None = None,
+        saturation_floor: float = 1e-2,
+        face_mobility: str = "upwind",
+        boundary: str = "periodic",
+    ) -> None:
         super().__init__(boundary=boundary)
-        if discretisation not in DISCRETISATIONS:
-            raise ValueError(f"unknown discretisation {discretisation!r}; choose one of {', '.join(DISCRETISATIONS)}")
-        if log_floor is None:
-            log_floor = 1e-6 if discretisation == "reference" else 1e-3
+        if discretisation is not None and discretisation != self.discretisation:
+            raise ValueError(
+                f"{type(self).__name__} implements the {self.discretisation!r} discretisation, not {discretisation!r}"
+            )
+        log_floor = self.default_log_floor if log_floor is None else log_floor
         if not (0 < log_floor < 0.5):
             raise ValueError(f"log_floor must be in (0, 0.5), got {log_floor}")
-        self.discretisation = discretisation
         if not (0 < saturation_floor < 0.5):
             raise ValueError(f"saturation_floor must be in (0, 0.5), got {saturation_floor}")
-        self.log_floor = float(log_floor)
-        self.saturation_floor = float(saturation_floor)
         if face_mobility not in ("upwind", "mean"):
             raise ValueError(f"unknown face_mobility {face_mobility!r}; choose 'upwind' or 'mean'")
+        self.log_floor = float(log_floor)
+        self.saturation_floor = float(saturation_floor)
         self.face_mobility = face_mobility
 
     def __repr__(self) -> str:
-        return (f"VoidModel(discretisation={self.discretisation!r}, log_floor={self.log_floor:g}, "
-                f"saturation_floor={self.saturation_floor:g}, boundary={self.boundary!r})")
+        return (
+            f"VoidModel(discretisation={self.discretisation!r}, log_floor={self.log_floor:g}, "
+            f"saturation_floor={self.saturation_floor:g}, boundary={self.boundary!r})"
+        )
 
-    # ---- thermodynamics --------------------------------------------------------------------------
+    # ---- what a discretisation provides ------------------------------------------------------------
     def solid_free_energy(self, c_v: Tensor, c_i: Tensor, p: VoidParameters) -> tuple[Tensor, Tensor, Tensor]:
         """f_s and its derivatives ∂f_s/∂c_v, ∂f_s/∂c_i, each ``[batch, H, W]``."""
-        s = 1.0 - c_v - c_i
-        eps = self.log_floor
-        if self.discretisation == "reference":
-            lv, li, ls = (torch.log(torch.clamp(x, min=eps)) for x in (c_v, c_i, s))
-            keep = (s >= eps).to(c_v.dtype)
-            f_s = keep * (p.E_v * c_v + p.E_i * c_i + p.kBT * (c_v * lv + c_i * li + s * ls))
-            return f_s, keep * (p.E_v + p.kBT * (lv - ls)), keep * (p.E_i + p.kBT * (li - ls))
-        gv, dv, _ = _smooth_entropy(c_v, eps)
-        gi, di, _ = _smooth_entropy(c_i, eps)
-        gs, ds, _ = _smooth_entropy(s, self.saturation_floor)
-        f_s = p.E_v * c_v + p.E_i * c_i + p.kBT * (gv + gi + gs)
-        return f_s, p.E_v + p.kBT * (dv - ds), p.E_i + p.kBT * (di - ds)
+        raise NotImplementedError
 
+    def _mobility_concentrations(self, c: Tensor) -> Tensor:
+        """The concentrations ``[batch, 2, H, W]`` that enter M = D c / kBT."""
+        raise NotImplementedError
+
+    def _transport(self, m: Tensor, mu: Tensor, dx: float) -> Tensor:
+        """The Cahn-Hilliard transport of c_v and c_i, ``[batch, 2, H, W]``."""
+        raise NotImplementedError
+
+    def _noise_channels(self) -> int:
+        """Number of standard-normal fields a step draws for the thermal noise."""
+        raise NotImplementedError
+
+    def _source_and_noise(
+        self, state: Tensor, p: VoidParameters, source: Tensor, xi: Tensor, dt: float, dx: float
+    ) -> Tensor:
+        """Increment of all three fields over ``dt`` from the cascade ``source`` rate and the thermal noise ``xi``."""
+        raise NotImplementedError
+
+    def _saturation_stiffness(self, state: Tensor, p: VoidParameters, fv: Tensor, fi: Tensor) -> tuple[Tensor, Tensor]:
+        """Discretisation-specific additions to :meth:`local_stiffness` (default: none)."""
+        return fv, fi
+
+    # ---- thermodynamics --------------------------------------------------------------------------
     def local_free_energy(self, state: Tensor, params: VoidParameters) -> Tensor:
         c_v, c_i, eta = state.unbind(1)
         f_s, _, _ = self.solid_free_energy(c_v, c_i, params)
@@ -193,9 +234,7 @@ class VoidModel(PhaseFieldModel):
     # ---- kinetics --------------------------------------------------------------------------------
     def mobilities(self, c_v: Tensor, c_i: Tensor, p: VoidParameters) -> Tensor:
         """M_v, M_i = D c / kBT stacked ``[batch, 2, H, W]`` (negative c gives zero mobility, conservative)."""
-        c = torch.stack((c_v, c_i), dim=1)
-        if self.discretisation == "conservative":
-            c = torch.clamp(c, min=0.0)
+        c = self._mobility_concentrations(torch.stack((c_v, c_i), dim=1))
         d = torch.stack(torch.broadcast_tensors(torch.as_tensor(p.D_v), torch.as_tensor(p.D_i))).to(c)
         return c * (d / p.kBT).view(1, 2, 1, 1)
 
@@ -215,11 +254,7 @@ class VoidModel(PhaseFieldModel):
         """(∂φ/∂t, f_s, f_v)."""
         c_v, c_i, eta = state.unbind(1)
         mu, f_s, f_v = self._potentials(state, params, dx)
-        m = self.mobilities(c_v, c_i, params)
-        if self.discretisation == "reference":
-            transport = m * laplacian(mu[:, :2], dx, boundary=self.boundary)
-        else:
-            transport = flux_divergence(m, mu[:, :2], dx, boundary=self.boundary, face=self.face_mobility)
+        transport = self._transport(self.mobilities(c_v, c_i, params), mu[:, :2], dx)
         r = self.recombination_rate(c_v, c_i, eta, params)
         return torch.stack((transport[:, 0] - r, transport[:, 1] - r, -params.L * mu[:, 2]), dim=1), f_s, f_v
 
@@ -228,10 +263,7 @@ class VoidModel(PhaseFieldModel):
         b, _, h, w = shape
         gate = torch.rand((b, h, w), generator=generator, dtype=dtype)
         amplitude = torch.rand((b, h, w), generator=generator, dtype=dtype)
-        if self.discretisation == "reference":
-            xi = torch.randn((b, 3, h, w), generator=generator, dtype=dtype)
-        else:  # flux noise on the x and y faces of c_v and c_i, point noise on eta
-            xi = torch.randn((b, 5, h, w), generator=generator, dtype=dtype)
+        xi = torch.randn((b, self._noise_channels(), h, w), generator=generator, dtype=dtype)
         return {"gate": gate, "amplitude": amplitude, "xi": xi}
 
     def cascade_source(self, eta: Tensor, gate: Tensor, amplitude: Tensor, p: VoidParameters) -> Tensor:
@@ -239,41 +271,16 @@ class VoidModel(PhaseFieldModel):
         hit = ((eta < self.cascade_eta_max) & (gate <= p.p_casc)).to(eta.dtype)
         return p.V_g * amplitude * hit
 
-    def forcing_increment(self, state: Tensor, params: VoidParameters, draws: dict[str, Tensor] | None,
-                          dt: float, dx: float) -> Tensor | None:
+    def forcing_increment(
+        self, state: Tensor, params: VoidParameters, draws: dict[str, Tensor] | None, dt: float, dx: float
+    ) -> Tensor | None:
         if draws is None:
             return None
         p = params
-        c_v, c_i, eta = state.unbind(1)
-        cascade = self.cascade_source(eta, draws["gate"], draws["amplitude"], p)
+        cascade = self.cascade_source(state[:, 2], draws["gate"], draws["amplitude"], p)
         b = p.bias
         src = torch.stack((b * cascade, (1.0 - b) * cascade, (2.0 * b - 1.0) * cascade), dim=1)
-        xi = draws["xi"]
-        if self.discretisation == "reference":
-            return dt * (src + p.noise * xi)
-        # Langevin terms: η point noise √(2 kBT L dt)·ξ; c flux noise through the discrete divergence.
-        m = self.mobilities(c_v, c_i, p)
-        # Face noise scaled by the harmonic mean of the two cells' mobilities (smooth, and an empty cell
-        # exchanges no noise flux).
-        m_e = _harmonic_mean(m, torch.roll(m, -1, dims=-1))
-        m_s = _harmonic_mean(m, torch.roll(m, -1, dims=-2))
-        zx = torch.sqrt(m_e) * xi[:, 0:2]
-        zy = torch.sqrt(m_s) * xi[:, 2:4]
-        div = (zx - torch.roll(zx, 1, dims=-1) + zy - torch.roll(zy, 1, dims=-2)) / dx
-        amp = p.noise * torch.sqrt(2.0 * p.kBT * dt * torch.ones((), dtype=state.dtype)) / dx
-        noise_c = amp * div
-        noise_eta = p.noise * torch.sqrt(2.0 * p.kBT * p.L * dt * torch.ones((), dtype=state.dtype)) * xi[:, 4]
-        noise = torch.cat((noise_c, noise_eta.unsqueeze(1)), dim=1)
-        return dt * src + noise
-
-    # ---- bounds ----------------------------------------------------------------------------------
-    def project(self, state: Tensor) -> tuple[Tensor, Tensor]:
-        outside = (state < 0.0) | (state > 1.0)
-        counts = outside.sum(dim=(-1, -2))
-        if self.discretisation == "reference":
-            return torch.clamp(state, 0.0, 1.0), counts
-        eta = torch.clamp(state[:, 2:3], 0.0, 1.0)
-        return torch.cat((state[:, :2], eta), dim=1), counts
+        return self._source_and_noise(state, p, src, draws["xi"], dt, dx)
 
     # ---- step-size control -----------------------------------------------------------------------
     def local_stiffness(self, state: Tensor, params: VoidParameters) -> tuple[Tensor, Tensor]:
@@ -286,21 +293,7 @@ class VoidModel(PhaseFieldModel):
         # The dilute entropy with the degenerate mobility gives D·h (no 1/c singularity).
         fv = p.D_v * h + 2.0 * j * m[:, 0]
         fi = p.D_i * h + 2.0 * j * m[:, 1]
-        if self.discretisation == "conservative":
-            # Vacancy saturation s = 1 − c_v − c_i → 0: M·kBT·h/max(s, floor), bounded by the continuation.
-            inv_s = h / torch.clamp(1.0 - c_v - c_i, min=self.saturation_floor)
-            fv = fv + p.D_v * torch.clamp(c_v, min=0.0) * inv_s
-            fi = fi + p.D_i * torch.clamp(c_i, min=0.0) * inv_s
-            # Below the log floor the curvature is kBT/floor while the upwind mobility is a neighbour's.
-            c = torch.clamp(torch.stack((c_v, c_i), dim=1), min=0.0)
-            nb = torch.maximum(torch.maximum(torch.roll(c, 1, -1), torch.roll(c, -1, -1)),
-                               torch.maximum(torch.roll(c, 1, -2), torch.roll(c, -1, -2)))
-            low = (c < self.log_floor).to(c.dtype) * nb / self.log_floor
-            fv = fv + p.D_v * low[:, 0]
-            fi = fi + p.D_i * low[:, 1]
-        # (The reference form floors the logarithms at 1e-6 and clamps; its saturation term is left out, as in
-        # the published code, whose measured limit is the gradient-energy bound.)
-        return fv, fi
+        return self._saturation_stiffness(state, p, fv, fi)
 
     def _eta_curvature(self, c_v: Tensor, c_i: Tensor, p: VoidParameters) -> Tensor:
         """∂²f/∂η² = 2 (f_s + f_v), ``[batch, H, W]`` (energy per site)."""
@@ -324,7 +317,8 @@ class VoidModel(PhaseFieldModel):
             return torch.stack([torch.as_tensor(x, dtype=torch.float64) for x in (lam_v, lam_i, lam_eta)]).amax()
 
     def local_stiffness_diagonal(self, state: Tensor, params: VoidParameters) -> Tensor:
-        """∂²f/∂η² · L for η (where positive) and the recombination coefficients of c_v and c_i, ``[batch, 3, H, W]``."""
+        """∂²f/∂η² · L for η (where positive) and the recombination coefficients of c_v and c_i,
+        ``[batch, 3, H, W]``."""
         c_v, c_i, _ = state.unbind(1)
         return self._diagonal(state, params, self._eta_curvature(c_v, c_i, params))
 
@@ -344,21 +338,133 @@ class VoidModel(PhaseFieldModel):
             lam_eta = p.L * (torch.clamp(-self._eta_curvature(c_v, c_i, p), min=0.0).amax() + p.kappa_eta * k)
             return torch.stack([torch.as_tensor(x, dtype=torch.float64) for x in (*lam_c, lam_eta)]).amax()
 
+    def extra_diagnostics(self, state: Tensor, params: VoidParameters, dx: float) -> dict[str, Tensor]:
+        """``void_area``: area with η ≥ 0.5 (dx²), shape ``[batch]``."""
+        return {"void_area": (state[:, 2] >= 0.5).sum(dim=(-1, -2)).to(torch.float64) * dx * dx}
+
+
+class ConservativeVoidModel(VoidModel):
+    """Flux-form transport with face mobilities, a smooth entropy continuation, √dt Langevin noise conservative
+    on c_v and c_i, and only η held in [0, 1] (see the module docstring)."""
+
+    discretisation = "conservative"
+    default_log_floor = 1e-3
+    supports_spectral = True
+
+    def solid_free_energy(self, c_v: Tensor, c_i: Tensor, p: VoidParameters) -> tuple[Tensor, Tensor, Tensor]:
+        eps = self.log_floor
+        s = 1.0 - c_v - c_i
+        gv, dv, _ = _smooth_entropy(c_v, eps)
+        gi, di, _ = _smooth_entropy(c_i, eps)
+        gs, ds, _ = _smooth_entropy(s, self.saturation_floor)
+        f_s = p.E_v * c_v + p.E_i * c_i + p.kBT * (gv + gi + gs)
+        return f_s, p.E_v + p.kBT * (dv - ds), p.E_i + p.kBT * (di - ds)
+
+    def _mobility_concentrations(self, c: Tensor) -> Tensor:
+        return torch.clamp(c, min=0.0)
+
+    def _transport(self, m: Tensor, mu: Tensor, dx: float) -> Tensor:
+        return flux_divergence(m, mu, dx, boundary=self.boundary, face=self.face_mobility)
+
+    def _noise_channels(self) -> int:
+        return 5  # flux noise on the x and y faces of c_v and c_i, point noise on eta
+
+    def _source_and_noise(
+        self, state: Tensor, p: VoidParameters, source: Tensor, xi: Tensor, dt: float, dx: float
+    ) -> Tensor:
+        # Langevin terms: η point noise √(2 kBT L dt)·ξ; c flux noise through the discrete divergence.
+        c_v, c_i, _ = state.unbind(1)
+        m = self.mobilities(c_v, c_i, p)
+        # Face noise scaled by the harmonic mean of the two cells' mobilities (smooth, and an empty cell
+        # exchanges no noise flux).
+        m_e = _harmonic_mean(m, torch.roll(m, -1, dims=-1))
+        m_s = _harmonic_mean(m, torch.roll(m, -1, dims=-2))
+        zx = torch.sqrt(m_e) * xi[:, 0:2]
+        zy = torch.sqrt(m_s) * xi[:, 2:4]
+        div = (zx - torch.roll(zx, 1, dims=-1) + zy - torch.roll(zy, 1, dims=-2)) / dx
+        amp = p.noise * torch.sqrt(2.0 * p.kBT * dt * torch.ones((), dtype=state.dtype)) / dx
+        noise_c = amp * div
+        noise_eta = p.noise * torch.sqrt(2.0 * p.kBT * p.L * dt * torch.ones((), dtype=state.dtype)) * xi[:, 4]
+        return dt * source + torch.cat((noise_c, noise_eta.unsqueeze(1)), dim=1)
+
+    def project(self, state: Tensor) -> tuple[Tensor, Tensor]:
+        counts = ((state < 0.0) | (state > 1.0)).sum(dim=(-1, -2))
+        eta = torch.clamp(state[:, 2:3], 0.0, 1.0)
+        return torch.cat((state[:, :2], eta), dim=1), counts
+
+    def _saturation_stiffness(self, state: Tensor, p: VoidParameters, fv: Tensor, fi: Tensor) -> tuple[Tensor, Tensor]:
+        c_v, c_i, eta = state.unbind(1)
+        h = (eta - 1.0) ** 2
+        # Vacancy saturation s = 1 − c_v − c_i → 0: M·kBT·h/max(s, floor), bounded by the continuation.
+        inv_s = h / torch.clamp(1.0 - c_v - c_i, min=self.saturation_floor)
+        fv = fv + p.D_v * torch.clamp(c_v, min=0.0) * inv_s
+        fi = fi + p.D_i * torch.clamp(c_i, min=0.0) * inv_s
+        # Below the log floor the curvature is kBT/floor while the upwind mobility is a neighbour's.
+        c = torch.clamp(torch.stack((c_v, c_i), dim=1), min=0.0)
+        nb = torch.maximum(
+            torch.maximum(torch.roll(c, 1, -1), torch.roll(c, -1, -1)),
+            torch.maximum(torch.roll(c, 1, -2), torch.roll(c, -1, -2)),
+        )
+        low = (c < self.log_floor).to(c.dtype) * nb / self.log_floor
+        return fv + p.D_v * low[:, 0], fi + p.D_i * low[:, 1]
+
     def stabiliser(self, state: Tensor, params: VoidParameters, k2: Tensor) -> Tensor:
         p = params
-        c_v, c_i, eta = state.unbind(1)
+        c_v, c_i, _ = state.unbind(1)
         # Cahn-Hilliard: a(k) = k² (A κ k² + S) with the mobility bound A = D max(c, 1)/kBT and S the largest
         # local stiffness M·f'' (≥ D in the matrix), so the explicit remainder of each mode is damped.
         fv, fi = self.local_stiffness(state, p)
-        a_v = k2 * ((p.D_v * torch.clamp(c_v.amax(), min=1.0) / p.kBT) * p.kappa_v * k2 + torch.clamp(fv.amax(), min=p.D_v))
-        a_i = k2 * ((p.D_i * torch.clamp(c_i.amax(), min=1.0) / p.kBT) * p.kappa_i * k2 + torch.clamp(fi.amax(), min=p.D_i))
+        a_v = k2 * (
+            (p.D_v * torch.clamp(c_v.amax(), min=1.0) / p.kBT) * p.kappa_v * k2 + torch.clamp(fv.amax(), min=p.D_v)
+        )
+        a_i = k2 * (
+            (p.D_i * torch.clamp(c_i.amax(), min=1.0) / p.kBT) * p.kappa_i * k2 + torch.clamp(fi.amax(), min=p.D_i)
+        )
         # Allen-Cahn: S ≥ max |∂²f/∂η²| = max |2 (f_s + f_v)| keeps the step energy-stable.
         a_eta = p.L * (p.kappa_eta * k2 + torch.clamp(self._eta_curvature(c_v, c_i, p).abs().amax(), min=2.0))
         return torch.stack(torch.broadcast_tensors(a_v, a_i, a_eta))
 
-    def extra_diagnostics(self, state: Tensor, params: VoidParameters, dx: float) -> dict[str, Tensor]:
-        """``void_area``: area with η ≥ 0.5 (dx²), shape ``[batch]``."""
-        return {"void_area": (state[:, 2] >= 0.5).sum(dim=(-1, -2)).to(torch.float64) * dx * dx}
+
+class ReferenceVoidModel(VoidModel):
+    """The published code's discretisation: M∇²μ, hard log floor with f_s zeroed where s < floor, noise added
+    to the rates (not scaled by √dt), every field clamped to [0, 1]; defined with explicit Euler only.
+
+    (The reference form floors the logarithms at 1e-6 and clamps; its saturation stiffness is left out, as in
+    the published code, whose measured limit is the gradient-energy bound.)"""
+
+    discretisation = "reference"
+    default_log_floor = 1e-6
+    spectral_unsupported = "the reference discretisation is defined with explicit Euler; use integrator='euler'"
+
+    def solid_free_energy(self, c_v: Tensor, c_i: Tensor, p: VoidParameters) -> tuple[Tensor, Tensor, Tensor]:
+        eps = self.log_floor
+        s = 1.0 - c_v - c_i
+        lv, li, ls = (torch.log(torch.clamp(x, min=eps)) for x in (c_v, c_i, s))
+        keep = (s >= eps).to(c_v.dtype)
+        f_s = keep * (p.E_v * c_v + p.E_i * c_i + p.kBT * (c_v * lv + c_i * li + s * ls))
+        return f_s, keep * (p.E_v + p.kBT * (lv - ls)), keep * (p.E_i + p.kBT * (li - ls))
+
+    def _mobility_concentrations(self, c: Tensor) -> Tensor:
+        return c
+
+    def _transport(self, m: Tensor, mu: Tensor, dx: float) -> Tensor:
+        return m * laplacian(mu, dx, boundary=self.boundary)
+
+    def _noise_channels(self) -> int:
+        return 3
+
+    def _source_and_noise(
+        self, state: Tensor, p: VoidParameters, source: Tensor, xi: Tensor, dt: float, dx: float
+    ) -> Tensor:
+        return dt * (source + p.noise * xi)
+
+    def project(self, state: Tensor) -> tuple[Tensor, Tensor]:
+        counts = ((state < 0.0) | (state > 1.0)).sum(dim=(-1, -2))
+        return torch.clamp(state, 0.0, 1.0), counts
+
+
+#: Discretisation name → model class.
+DISCRETISATIONS: dict[str, type[VoidModel]] = {"conservative": ConservativeVoidModel, "reference": ReferenceVoidModel}
 
 
 def equilibrium_vacancy_fraction(params: VoidParameters, c_i: float = 0.0) -> float:

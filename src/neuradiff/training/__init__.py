@@ -1,0 +1,24 @@
+"""Training: the fit settings, a video prepared for training, the shared recognition losses and the one
+training loop (phases, validation, checkpoints) every method runs."""
+
+from neuradiff.training.config import INITIAL_GUESS, FitConfig
+from neuradiff.training.data import TrainingData, annotated_pairs, split_frames
+from neuradiff.training.loop import Objective, Phase, Progress, TrainingLoop, TrainState
+from neuradiff.training.recognition import RecognitionTraining, augment, augmentation, batch_rng
+
+__all__ = [
+    "INITIAL_GUESS",
+    "FitConfig",
+    "Objective",
+    "Phase",
+    "Progress",
+    "RecognitionTraining",
+    "TrainState",
+    "TrainingData",
+    "TrainingLoop",
+    "annotated_pairs",
+    "augment",
+    "augmentation",
+    "batch_rng",
+    "split_frames",
+]

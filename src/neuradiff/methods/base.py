@@ -1,0 +1,116 @@
+"""What every fitted method offers: recognise frames, forecast from a frame, report its physical parameters,
+save and load itself; and the table of methods by name.
+
+A method that cannot do something says so with a capability flag (``can_track``, ``can_forecast``) and raises
+:class:`~neuradiff.core.errors.NeuradiffError` if asked anyway, so callers never branch on method names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+import numpy as np
+
+from neuradiff.physics import VoidParameters
+from neuradiff.training import FitConfig, Objective, Progress, TrainingLoop
+
+
+@dataclass
+class Forecast:
+    """A forecast: eta ``[n + 1, H, W]`` at frames ``start, start + 1, ...``, and the full fields
+    ``[n + 1, 3, H, W]`` (c_v, c_i, eta) when the method simulates them (else ``None``)."""
+
+    eta: np.ndarray
+    frames: np.ndarray
+    fields: np.ndarray | None = None
+
+
+class FittedMethod(Protocol):
+    """A trained method (see the module docstring)."""
+
+    #: The method's name in :data:`neuradiff.methods.METHODS`.
+    method: ClassVar[str]
+    #: It recognises frames (tracking).
+    can_track: ClassVar[bool]
+    #: It forecasts from a frame.
+    can_forecast: ClassVar[bool]
+    #: What the model was trained on and how (written to ``model.json``).
+    info: dict[str, Any]
+
+    def recognise(
+        self, frames: np.ndarray, *, first_index: int = 0, eta_only: bool = False, batch: int = 8
+    ) -> np.ndarray:
+        """Fields ``[T, 3, H, W]`` (or eta ``[T, H, W]`` with ``eta_only``) of ``frames`` ``[T, H, W]``."""
+        ...
+
+    def forecast(
+        self,
+        frames: np.ndarray,
+        start: int,
+        n_frames: int,
+        *,
+        annotation: np.ndarray | None = None,
+        time_per_frame: float | None = None,
+    ) -> Forecast:
+        """Start from ``frames[start]`` (eta replaced by ``annotation`` where known) and forecast ``n_frames``
+        frame intervals; ``time_per_frame`` is the simulation time between this video's frames (default: the
+        training video's; methods without a simulator step from frame to frame and ignore it)."""
+        ...
+
+    def parameters(self) -> VoidParameters | None:
+        """The physical parameters the method uses (``None`` without physics)."""
+        ...
+
+    def save(self, folder: Path, *, history: list[dict] | None = None, config: dict | None = None) -> None:
+        """Write the method into ``folder`` (created if needed; files written atomically), with the fit's
+        ``history`` (``history.csv``) and settings (``config.json``) when given."""
+        ...
+
+
+M = TypeVar("M", covariant=True)
+
+
+@dataclass
+class FitResult(Generic[M]):
+    """What a fit returns: the fitted method, the loss history, which iteration the validation kept, and the
+    annotated frames used for training and held out for validation."""
+
+    model: M
+    history: list[dict]
+    kept: dict
+    train_frames: np.ndarray
+    val_frames: np.ndarray
+
+
+class FitObjective(Objective, Protocol[M]):
+    """An :class:`~neuradiff.training.Objective` that also knows its frame split and its fitted method."""
+
+    #: (annotated training frames, held-out validation frames)
+    split: tuple[np.ndarray, np.ndarray]
+
+    def fitted(self) -> M:
+        """The trained modules as a fitted method (in eval mode)."""
+        ...
+
+
+def run_objective(
+    objective: FitObjective[M],
+    config: FitConfig,
+    *,
+    checkpoint_path: Path | None = None,
+    resume: bool = False,
+    progress: Progress | None = None,
+) -> FitResult[M]:
+    """Train ``objective`` with the shared :class:`~neuradiff.training.TrainingLoop` and return the kept model."""
+    loop = TrainingLoop(
+        objective,
+        settings=config.to_dict(),
+        checkpoint_path=checkpoint_path,
+        checkpoint_every=config.checkpoint_every,
+        progress=progress,
+    )
+    state = loop.run(resume=resume)
+    loop.restore_best(state)
+    return FitResult(objective.fitted(), state.history, state.kept, *objective.split)

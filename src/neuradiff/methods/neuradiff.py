@@ -1,0 +1,335 @@
+"""NeuraDiff: the recognition net and the phase-field parameters trained jointly.
+
+1. Pretraining (:class:`~neuradiff.training.RecognitionTraining`): the net learns eta from the annotated pixels,
+   with weak priors on the latent fields c_v and c_i.
+2. Joint training on frame pairs (t, t + gap): recognise at t, replace eta by the annotation where one exists
+   (eta**), simulate gap frames with the learner's :class:`~neuradiff.physics.Simulator`, recognise at t + gap,
+   and minimise
+
+       L = L_sim + λ_rec · L_rec + λ_sim_rec · L_sim-rec + λ_prior · L_prior       (all terms means)
+       L_sim     = mean over annotated pixels of (eta_sim − A)²           at t + gap
+       L_rec     = BCE of the recognised eta against the annotations      at t and t + gap
+       L_sim-rec = mean (eta_sim − eta_rec)² + (c_v,sim − c_v,rec)² + ((c_i,sim − c_i,rec)/c_i_scale)²
+       L_prior   = the pretraining priors on the recognised c_v, c_i at annotated pixels, at t and t + gap
+
+   with separate Adam learning rates for the net and the physical parameters (bounded, positive). With
+   ``physics_loss = "sim"`` the physical parameters move with L_sim alone (they are fitted to the
+   annotations, not to the net's guesses of the unobserved c_v, c_i) while the net learns from L. Each
+   iteration takes one pair between consecutive annotated training frames (annotated at both ends, up to
+   ``max_gap`` frames apart: the physics' main signal) and ``batch`` short pairs of ``gap`` frames from
+   anywhere in the video (the recognition-simulation consistency of unannotated frames).
+   Rollouts are deterministic (no cascades or noise), use the IMEX Euler step by default and are
+   checkpointed for long gaps.
+
+One annotated frame is held out for validation; the validation loss (recognition BCE on it plus L_sim of the
+rollout into it) picks the kept model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from neuradiff.core.errors import NeuradiffError
+from neuradiff.core.labels import known, overlay_annotation
+from neuradiff.io.saved import SavedModel, parameter_table, write_model_folder
+from neuradiff.methods.base import FitResult, Forecast, run_objective
+from neuradiff.methods.forecast import simulate_forward
+from neuradiff.nets import RecognitionNet, annotation_loss, recognise
+from neuradiff.physics import LearnableParameters, Simulator, VoidParameters
+from neuradiff.training import (
+    FitConfig,
+    Phase,
+    Progress,
+    RecognitionTraining,
+    TrainingData,
+    annotated_pairs,
+    augment,
+    augmentation,
+    batch_rng,
+)
+
+
+@dataclass
+class NeuraDiffModel:
+    """A recognition net, the learned physical parameters and the simulator they were learned with.
+
+    Attributes
+    ----------
+    net : RecognitionNet
+    params : VoidParameters
+    simulator : Simulator
+    info : dict
+        What the model was trained on and how (``learned``, ``video``, ...), as written to ``model.json``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from neuradiff.nets import NetConfig, RecognitionNet
+    >>> from neuradiff.physics import Simulator, VoidParameters
+    >>> model = NeuraDiffModel(RecognitionNet(NetConfig(width=4, depth=1)), VoidParameters(), Simulator(dt=0.3))
+    >>> model.forecast(np.zeros((1, 16, 16), np.float32), 0, 2).eta.shape
+    (3, 16, 16)
+    """
+
+    method: ClassVar[str] = "neuradiff"
+    can_track: ClassVar[bool] = True
+    can_forecast: ClassVar[bool] = True
+
+    net: RecognitionNet
+    params: VoidParameters
+    simulator: Simulator
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def recognise(
+        self, frames: np.ndarray, *, first_index: int = 0, eta_only: bool = False, batch: int = 8
+    ) -> np.ndarray:
+        return recognise(self.net, frames, first_index=first_index, eta_only=eta_only, batch=batch)
+
+    @torch.no_grad()
+    def start_state(self, frames: np.ndarray, start: int, annotation: np.ndarray | None = None) -> Tensor:
+        """The recognised fields ``[1, 3, H, W]`` of ``frames[start]``, eta replaced by ``annotation`` where known."""
+        if not 0 <= start < frames.shape[0]:
+            raise NeuradiffError(
+                f"frame {start} is out of range: the video has {frames.shape[0]} frames (0..{frames.shape[0] - 1})"
+            )
+        self.net.eval()
+        device = self.net.input_mean.device
+        x = torch.from_numpy(np.ascontiguousarray(frames[start : start + 1], dtype=np.float32)).to(device)
+        state = self.net(x, torch.tensor([float(start)], device=device))
+        if annotation is not None:
+            state[:, 2] = overlay_annotation(state[:, 2], torch.from_numpy(np.asarray(annotation))[None])
+        return state
+
+    def forecast(
+        self,
+        frames: np.ndarray,
+        start: int,
+        n_frames: int,
+        *,
+        annotation: np.ndarray | None = None,
+        time_per_frame: float | None = None,
+    ) -> Forecast:
+        state = self.start_state(frames, start, annotation)
+        return simulate_forward(self.simulator.for_frames(time_per_frame), state, self.params, n_frames, start=start)
+
+    def parameters(self) -> VoidParameters:
+        return self.params
+
+    def with_parameters(self, params: VoidParameters) -> NeuraDiffModel:
+        """The same model with other physical parameters (e.g. the starting guess, as a baseline)."""
+        return replace(self, params=params)
+
+    def save(self, folder: Path, *, history: list[dict] | None = None, config: dict | None = None) -> None:
+        info = {
+            **self.info,
+            "method": self.method,
+            "physics": self.simulator.to_dict(),
+            "parameter_names": list(VoidParameters.names()),
+            "learned": list(self.info.get("learned", [])),
+        }
+        table = self.info.get("param_table") or parameter_table(self.params, learned=info["learned"])
+        write_model_folder(
+            folder,
+            info={k: v for k, v in info.items() if k != "param_table"},
+            nets={"net": self.net},
+            params=table,
+            history=history,
+            config=config,
+        )
+
+    @classmethod
+    def from_saved(cls, saved: SavedModel) -> NeuraDiffModel:
+        """The model of a folder read by :func:`~neuradiff.io.saved.read_model_folder`."""
+        if "net" not in saved.nets or saved.params is None or saved.info.get("physics") is None:
+            raise NeuradiffError(f"a {cls.method} model needs a net, params.json and a physics section in model.json")
+        try:
+            simulator = Simulator.from_dict(saved.info["physics"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise NeuradiffError(f"model.json has a bad physics section ({exc})") from None
+        return cls(saved.nets["net"], saved.params, simulator, {**saved.info, "param_table": saved.param_table})
+
+
+class NeuraDiffObjective:
+    """The NeuraDiff losses and phases (module docstring) on one video, for :class:`TrainingLoop`."""
+
+    def __init__(self, data: TrainingData, config: FitConfig) -> None:
+        config.validate()
+        self.data, self.config = data, config
+        self.rec = RecognitionTraining(data, config)
+        t = data.frames.shape[0]
+        if t <= config.gap:
+            raise NeuradiffError(f"the video has {t} frames; pairs need more than gap = {config.gap}")
+        self.simulator = config.simulator(data.sim_time_per_frame)
+        self.annotated_pairs = annotated_pairs(self.rec.train_frames, config.max_gap)
+        self.split = (self.rec.train_frames, self.rec.val_frames)
+        self.net = self.rec.new_net()
+        self.params = LearnableParameters(config.initial_parameters(), learn=config.learned_names())
+
+    # ---- Objective -------------------------------------------------------------------------------------
+    def modules(self) -> dict[str, nn.Module]:
+        return {"net": self.net, "params": self.params}
+
+    def phases(self) -> list[Phase]:
+        cfg = self.config
+        joint = [lambda: torch.optim.Adam(self.net.parameters(), lr=cfg.lr_net_joint)]
+        if self.params.learned:
+            joint.append(lambda: torch.optim.Adam(self.params.parameters(), lr=cfg.lr_phys))
+        return [
+            Phase("pretrain", cfg.pretrain_iters, lambda: [torch.optim.Adam(self.net.parameters(), lr=cfg.lr_net)]),
+            Phase(
+                "joint",
+                cfg.joint_iters,
+                lambda: [make() for make in joint],
+                validate_every=cfg.eval_every,
+                validate_at_start=self.validate_pretrained,
+            ),
+        ]
+
+    @property
+    def validate_pretrained(self) -> bool:
+        """The pretrained model is a candidate for the kept model."""
+        return True
+
+    def loss(self, phase: str, iteration: int) -> dict[str, Tensor]:
+        if phase == "pretrain":
+            return self.rec.pretrain_loss(self.net, iteration)
+        return self.joint_loss(iteration)
+
+    def backward(self, phase: str, terms: dict[str, Tensor]) -> None:
+        phys = [p for p in self.params.parameters() if p.requires_grad]
+        if phase != "pretrain" and phys and self.config.physics_loss == "sim" and terms["sim"].requires_grad:
+            # The physics is fitted to the annotations only; the net learns from the whole loss.
+            grads = torch.autograd.grad(terms["sim"], phys, retain_graph=True, allow_unused=True)
+            terms["loss"].backward(inputs=list(self.net.parameters()))
+            for p, g in zip(phys, grads):
+                p.grad = torch.zeros_like(p) if g is None else g
+        else:
+            terms["loss"].backward()
+
+    @torch.no_grad()
+    def validation_loss(self) -> float:
+        self.net.eval()
+        try:
+            total = self.rec.validation_bce(self.net)
+            return total + self.validation_physics() if self.rec.val_frames.size else total
+        finally:
+            self.net.train()
+
+    def columns(self) -> dict[str, float]:
+        return {f"param_{k}": v for k, v in self.params().as_floats().items() if k in self.params.learned}
+
+    # ---- losses ----------------------------------------------------------------------------------------
+    def pair_loss(
+        self,
+        params: VoidParameters,
+        starts: Tensor,
+        k: int = 0,
+        flip: bool = False,
+        annotations: Tensor | None = None,
+        gap: int | None = None,
+    ) -> dict[str, Tensor]:
+        """The joint loss of pairs (starts, starts + gap) (default gap: ``config.gap``)."""
+        cfg = self.config
+        gap = cfg.gap if gap is None else gap
+        ann = self.rec.train_annotations if annotations is None else annotations
+        ends = starts + gap
+        f0, z0 = self.rec.recognise(self.net, starts, k, flip)
+        f1, z1 = self.rec.recognise(self.net, ends, k, flip)
+        a0, a1 = augment(ann[starts], k, flip), augment(ann[ends], k, flip)
+        state0 = torch.stack((f0[:, 0], f0[:, 1], overlay_annotation(f0[:, 2], a0)), dim=1)  # eta**
+        sim = self.simulator.run(
+            state0, params, gap, checkpoint_every=cfg.bptt_checkpoint, guard_every=self.simulator.steps(1)
+        ).final
+        known1 = known(a1)
+        if bool(known1.any()):
+            l_sim = ((sim[:, 2] - a1.to(sim.dtype))[known1] ** 2).mean()
+        else:
+            l_sim = sim.sum() * 0.0
+        l_rec = annotation_loss(z1, a1, pos_weight=cfg.void_weight) + annotation_loss(
+            z0, a0, pos_weight=cfg.void_weight
+        )
+        l_simrec = (
+            F.mse_loss(sim[:, 2], f1[:, 2])
+            + F.mse_loss(sim[:, 0], f1[:, 0])
+            + F.mse_loss(sim[:, 1] / cfg.c_i_scale, f1[:, 1] / cfg.c_i_scale)
+        )
+        prior = self.rec.prior_loss(f0, a0) + self.rec.prior_loss(f1, a1)
+        loss = l_sim + cfg.lambda_rec * l_rec + cfg.lambda_sim_rec * l_simrec + cfg.prior_weight * prior
+        return {"loss": loss, "sim": l_sim, "rec": l_rec, "sim_rec": l_simrec, "prior": prior}
+
+    def joint_loss(self, it: int) -> dict[str, Tensor]:
+        """``batch`` short pairs anywhere in the video plus one pair of consecutive training annotations."""
+        cfg = self.config
+        rng = batch_rng(cfg.seed, "joint", it)
+        t = self.rec.frames.shape[0]
+        k, flip = augmentation(rng, cfg.augment)
+        p = self.params()
+        starts = torch.from_numpy(rng.integers(0, t - cfg.gap, size=cfg.batch))
+        terms = self.pair_loss(p, starts, k, flip)
+        if self.annotated_pairs:
+            a, b = self.annotated_pairs[int(rng.integers(len(self.annotated_pairs)))]
+            long = self.pair_loss(p, torch.tensor([a]), k, flip, gap=b - a)
+            terms = {name: terms[name] + long[name] for name in terms}
+        return terms
+
+    def validation_physics(self) -> float:
+        """L_sim of the rollouts from the previous training annotation into each held-out annotation."""
+        rec = self.rec
+        idx = torch.from_numpy(rec.val_frames)
+        ann = rec.train_annotations.clone()
+        ann[idx] = rec.annotations[idx]
+        total = 0.0
+        for v in rec.val_frames:
+            before = rec.train_frames[rec.train_frames < v]
+            if before.size:
+                a = int(before[-1])
+                total += float(self.pair_loss(self.params(), torch.tensor([a]), annotations=ann, gap=int(v) - a)["sim"])
+        return total
+
+    # ---- result ----------------------------------------------------------------------------------------
+    def fitted(self) -> NeuraDiffModel:
+        """The current net and parameters as a fitted model (in eval mode)."""
+        self.net.eval()
+        with torch.no_grad():
+            params = self.params()
+            values = VoidParameters.from_mapping(params.as_floats())
+        table = parameter_table(
+            values,
+            initial=self.config.initial_parameters(),
+            learned=list(self.params.learned),
+            bounds=self.params.bounds,
+        )
+        return NeuraDiffModel(
+            self.net, values, self.simulator, {"learned": list(self.params.learned), "param_table": table}
+        )
+
+
+def fit_neuradiff(
+    data: TrainingData,
+    config: FitConfig,
+    *,
+    checkpoint_path: Path | None = None,
+    resume: bool = False,
+    progress: Progress | None = None,
+) -> FitResult[NeuraDiffModel]:
+    """Fit NeuraDiff to ``data`` (module docstring); ``result.model`` is a :class:`NeuraDiffModel`.
+
+    Parameters
+    ----------
+    data : TrainingData
+    config : FitConfig
+    checkpoint_path : Path, optional
+        Checkpoints are written there as the fit goes; with ``resume`` the fit continues from it.
+    progress : callable, optional
+        ``progress(phase, done, total, row)`` after every iteration.
+    """
+    return run_objective(
+        NeuraDiffObjective(data, config), config, checkpoint_path=checkpoint_path, resume=resume, progress=progress
+    )

@@ -1,0 +1,202 @@
+"""The overlay video of void measurements (ffmpeg): void outlines in red, track ids in yellow, the frame time and,
+when the pixel size is known, a scale bar in nm, with a small built-in pixel font (no per-frame matplotlib: fast).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import imageio.v2 as iio2
+import imageio_ffmpeg
+import numpy as np
+from scipy.ndimage import binary_dilation
+from skimage.draw import circle_perimeter
+
+from neuradiff.core.errors import NeuradiffError
+from neuradiff.core.files import atomic_path
+from neuradiff.core.labels import UNKNOWN, VOID
+from neuradiff.measure.voids import Measurements, label_voids
+
+# --------------------------------------------------------------------------- pixel font
+
+_GLYPHS = {
+    "0": "111101101101111",
+    "1": "010110010010111",
+    "2": "111001111100111",
+    "3": "111001111001111",
+    "4": "101101111001001",
+    "5": "111100111001111",
+    "6": "111100111101111",
+    "7": "111001001001001",
+    "8": "111101111101111",
+    "9": "111101111001111",
+    ".": "000000000000010",
+    " ": "000000000000000",
+    "n": "000000110101101",
+    "m": "000000111111101",
+    "s": "000011110011110",
+    "p": "000110101110100",
+    "x": "000000101010101",
+    "#": "101111101111101",
+    "-": "000000111000000",
+    "=": "000111000111000",
+    "t": "010111010010011",
+}
+
+
+@functools.lru_cache(maxsize=4096)
+def _text_masks(text: str, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """The bitmap of ``text`` and its 1-px halo (cached: track ids and times repeat from frame to frame)."""
+    mask = _text_mask(text, scale)
+    return mask, binary_dilation(np.pad(mask, 1), iterations=1)
+
+
+def _text_mask(text: str, scale: int) -> np.ndarray:
+    """Boolean bitmap of ``text`` in the 3x5 font, each font pixel ``scale`` px wide."""
+    cols = []
+    for ch in text:
+        g = np.array([int(b) for b in _GLYPHS.get(ch, _GLYPHS[" "])], bool).reshape(5, 3)
+        cols += [g, np.zeros((5, 1), bool)]
+    bitmap = np.hstack(cols[:-1]) if cols else np.zeros((5, 0), bool)
+    return np.kron(bitmap, np.ones((scale, scale), bool))
+
+
+def _draw_text(rgb: np.ndarray, text: str, x: int, y: int, colour, scale: int) -> None:
+    """Write ``text`` with its top-left at (x, y), with a dark 1-px halo, clipped to the image."""
+    mask, halo = _text_masks(text, scale)
+    for m, c, ox, oy in ((halo, (0, 0, 0), x - 1, y - 1), (mask, colour, x, y)):
+        h, w = m.shape
+        y0, x0 = max(oy, 0), max(ox, 0)
+        y1, x1 = min(oy + h, rgb.shape[0]), min(ox + w, rgb.shape[1])
+        if y1 <= y0 or x1 <= x0:
+            continue
+        sub = m[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+        rgb[y0:y1, x0:x1][sub] = c
+
+
+def _scale_bar_nm(width_px: int, nm_per_px: float) -> float:
+    """A round length (1, 2 or 5 × 10^k nm) close to a fifth of the image width."""
+    target = width_px * nm_per_px / 5
+    k = np.floor(np.log10(target))
+    return float(min((m * 10**k for m in (1, 2, 5, 10)), key=lambda v: abs(v - target)))
+
+
+# --------------------------------------------------------------------------- overlay video
+
+
+def _display_range(frames: np.ndarray) -> tuple[float, float]:
+    pick = frames[np.linspace(0, len(frames) - 1, min(len(frames), 20)).astype(int)]
+    vals = pick[..., ::2, ::2].astype(np.float32)
+    vals = vals[np.isfinite(vals)]
+    if not vals.size:
+        return 0.0, 1.0
+    lo, hi = np.percentile(vals, [0.5, 99.5])
+    return float(lo), float(hi if hi > lo else lo + 1)
+
+
+def inner_edges(labels: np.ndarray) -> np.ndarray:
+    """Boolean ``[H, W]``: the pixels of each labelled region (label > 0) with a 4-neighbour of another label
+    (the image edge continues the border pixels); as ``skimage.segmentation.find_boundaries(mode="inner")``."""
+    p = np.pad(labels, 1, mode="edge")
+    c = p[1:-1, 1:-1]
+    return (c > 0) & ((c != p[:-2, 1:-1]) | (c != p[2:, 1:-1]) | (c != p[1:-1, :-2]) | (c != p[1:-1, 2:]))
+
+
+def _overlay_frames(meas: Measurements, video_frames, masks):
+    """Yield ``[H', W', 3]`` uint8 overlay frames (padded to even size)."""
+    base = video_frames if video_frames is not None else masks
+    n, h, w = base.shape
+    if masks is not None and video_frames is not None and masks.shape != video_frames.shape:
+        raise NeuradiffError(
+            f"masks {masks.shape} and video frames {video_frames.shape} differ in size; cannot draw the overlay"
+        )
+    lo, hi = _display_range(video_frames) if video_frames is not None else (0.0, 1.0)
+    scale = max(1, int(round(max(h, w) / 256)))
+    cal = meas.calibration
+    times = cal.times_s(n)
+    by_frame = dict(iter(meas.voids.groupby("frame")))
+    min_area = int(meas.params.get("min_area_px", 4))
+    bar_nm = _scale_bar_nm(w, cal.nm_per_px) if cal.nm_per_px else None
+    for k in range(n):
+        if video_frames is not None:
+            g8 = np.clip((video_frames[k].astype(np.float32) - lo) / (hi - lo), 0, 1) * 255
+            g8 = np.nan_to_num(g8).astype(np.uint8)
+        else:
+            assert masks is not None
+            g8 = np.where(masks[k] == VOID, 170, np.where(masks[k] == UNKNOWN, 90, 40))
+            g8 = g8.astype(np.uint8)
+        rgb = np.repeat(g8[..., None], 3, axis=2)
+        voids = by_frame.get(k)
+        if voids is not None:
+            voids = voids[["x_px", "y_px", "eq_diameter_px", "track_id"]].to_numpy(float)
+        if masks is not None and not np.all(masks[k] == UNKNOWN):
+            rgb[inner_edges(label_voids(masks[k] == VOID, min_area))] = (255, 0, 0)
+        elif voids is not None:
+            for x, y, d, _ in voids:
+                rr, cc = circle_perimeter(int(round(y)), int(round(x)), max(1, int(round(d / 2))), shape=(h, w))
+                rgb[rr, cc] = (255, 0, 0)
+        if voids is not None:
+            for x, y, d, tid in voids:
+                _draw_text(rgb, str(int(tid)), int(x + 0.35 * d), int(y - 0.35 * d - 5 * scale), (255, 255, 0), scale)
+        stamp = f"{times[k]:.2f} s" if times is not None else f"#{k}"
+        _draw_text(rgb, stamp, 3 * scale, 3 * scale, (255, 255, 255), scale)
+        if bar_nm and cal.nm_per_px:
+            length = int(round(bar_nm / cal.nm_per_px))
+            y1, x0 = h - 4 * scale, 4 * scale
+            rgb[y1 - 2 * scale : y1, x0 : x0 + length] = 255
+            _draw_text(rgb, f"{bar_nm:g} nm", x0, y1 - 9 * scale, (255, 255, 255), scale)
+        yield np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+
+
+def write_overlay(path, meas: Measurements, video_frames=None, masks=None) -> Path:
+    """Write the overlay video to ``path`` (mp4 via imageio's ffmpeg writer) and return the path.
+
+    Without ffmpeg an animated GIF is written beside it instead, with a warning.
+    """
+    path = Path(path)
+    video_frames = None if video_frames is None else np.asarray(video_frames)
+    masks = None if masks is None else np.asarray(masks)
+    dt = meas.calibration.frame_interval_s
+    fps = float(np.clip(1.0 / dt, 1.0, 30.0)) if dt else 5.0
+    try:
+        imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError:
+        gif = path.with_suffix(".gif")
+        warnings.warn("ffmpeg is not available; writing the overlay as an animated GIF", stacklevel=2)
+        with atomic_path(gif) as tmp:
+            iio2.mimwrite(
+                tmp, list(_overlay_frames(meas, video_frames, masks)), format="GIF", duration=1.0 / fps, loop=0
+            )
+        return gif
+    # ffmpeg picks the container from the file name, so encode to a named *.mp4 scratch file
+    # next to the target and move it into the atomic temporary path.
+    with atomic_path(path) as tmp:
+        fd, scratch = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".mp4", dir=path.parent)
+        os.close(fd)
+        try:
+            writer = iio2.get_writer(
+                scratch,
+                format="FFMPEG",
+                mode="I",
+                fps=fps,
+                codec="libx264",
+                quality=8,
+                macro_block_size=1,
+                pixelformat="yuv420p",
+            )
+            try:
+                for frame in _overlay_frames(meas, video_frames, masks):
+                    writer.append_data(frame)
+            finally:
+                writer.close()
+            os.replace(scratch, tmp)
+        finally:
+            Path(scratch).unlink(missing_ok=True)
+    return path
+
+
+__all__ = ["inner_edges", "write_overlay"]

@@ -1,0 +1,341 @@
+"""Synthetic in-situ TEM datasets whose physics is known: simulate, render, annotate, write.
+
+A dataset folder holds ``video.tif`` (frames with ImageJ calibration), ``annotations.tif`` (0 solid,
+1 void, 255 unknown), ``truth.npz`` (true c_v, c_i, eta of every frame, aligned with the video, and the
+true parameters), ``dataset.json`` (everything needed to reproduce it) and ``contact_sheet.png``.
+
+Calibration: one simulation length unit (dx) is ``nm_per_px`` nm and one frame is ``frame_interval_s``
+seconds, i.e. one simulation time unit is ``frame_interval_s / (steps_per_frame · dt)`` s.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from skimage.measure import find_contours
+
+from neuradiff._version import __version__
+from neuradiff.core.config import merge_config
+from neuradiff.core.errors import NeuradiffError
+from neuradiff.core.files import atomic_path, write_json, write_npz
+from neuradiff.core.labels import LABEL_NAMES, known
+from neuradiff.synth.annotate import AnnotationSettings, annotate
+from neuradiff.synth.render import RenderSettings, render_video, shift_like
+from neuradiff.synth.simulation import SimulationConfig, run_simulation
+
+#: Scenario defaults (any key can be overridden by a config file or the command line).
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "single-void": {
+        "description": "one void that shrinks under irradiation (the paper's Figure 4)",
+        "simulation": {"initial": "single-disk", "size": 96},
+        "frames": 60,
+        "steps_per_frame": 60,
+        "min_size": 24,
+    },
+    "multi-void": {
+        "description": "several voids of different sizes (the paper's transfer test, Figure 6)",
+        "simulation": {"initial": "several-disks", "size": 128, "n_voids": 4},
+        "frames": 60,
+        "steps_per_frame": 60,
+        "min_size": 48,
+    },
+    "nucleation": {
+        "description": "a vacancy-supersaturated matrix under irradiation in which voids appear and grow",
+        # Paper parameters except stronger cascades and gradient energies of 4 (rounder nuclei).
+        "simulation": {
+            "initial": "uniform",
+            "size": 96,
+            "c_v": 0.38,
+            "params": {"p_casc": 0.02, "V_g": 0.5, "kappa_eta": 4.0, "kappa_v": 4.0},
+        },
+        "frames": 60,
+        "steps_per_frame": 20,
+        "min_size": 32,
+    },
+}
+
+
+@dataclass
+class DatasetConfig:
+    """Everything that defines a synthetic dataset (see :data:`SCENARIOS` for the defaults)."""
+
+    scenario: str = "single-void"
+    seed: int = 0
+    frames: int = 60
+    steps_per_frame: int = 60
+    nm_per_px: float = 1.0
+    frame_interval_s: float = 1.0
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    render: RenderSettings = field(default_factory=RenderSettings)
+    annotations: AnnotationSettings = field(default_factory=AnnotationSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "seed": self.seed,
+            "frames": self.frames,
+            "steps_per_frame": self.steps_per_frame,
+            "nm_per_px": self.nm_per_px,
+            "frame_interval_s": self.frame_interval_s,
+            "simulation": self.simulation.to_dict(),
+            "render": self.render.to_dict(),
+            "annotations": self.annotations.to_dict(),
+        }
+
+    @property
+    def simulated_frames(self) -> int:
+        """Saved simulation states needed (the reference renderer's 19-frame average uses 18 more)."""
+        return self.frames + (18 if self.render.mode == "reference" else 0)
+
+
+def _build(cls, values: dict[str, Any], what: str):
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ValueError(f"bad {what} settings: {exc}") from None
+
+
+def dataset_config(
+    scenario: str = "single-void",
+    *,
+    overrides: dict[str, Any] | None = None,
+    seed: int | None = None,
+    size: int | None = None,
+    frames: int | None = None,
+) -> DatasetConfig:
+    """Resolve a scenario, a config-file dict and command-line values into a validated :class:`DatasetConfig`."""
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
+    spec = SCENARIOS[scenario]
+    values = merge_config({k: v for k, v in spec.items() if k not in ("description", "min_size")}, overrides or {})
+    unknown = set(values) - {
+        "simulation",
+        "render",
+        "annotations",
+        "frames",
+        "steps_per_frame",
+        "nm_per_px",
+        "frame_interval_s",
+        "seed",
+        "parameters",
+    }
+    if unknown:
+        raise ValueError(f"unknown config key(s): {', '.join(sorted(unknown))}")
+    sim = dict(values.get("simulation", {}))
+    if "parameters" in values:  # a top-level [parameters] table overrides the physical parameters
+        sim["params"] = {**sim.get("params", {}), **values["parameters"]}
+    if size is not None:
+        sim["size"] = size
+    seed = int(values.get("seed", 0) if seed is None else seed)
+    sim["seed"] = seed
+    frames = int(values.get("frames", 60) if frames is None else frames)
+    if frames <= 0:
+        raise ValueError(f"frames must be > 0, got {frames}")
+    steps_per_frame = int(values.get("steps_per_frame", 60))
+    if steps_per_frame <= 0:
+        raise ValueError(f"steps_per_frame must be > 0, got {steps_per_frame}")
+    cfg = DatasetConfig(
+        scenario=scenario,
+        seed=seed,
+        frames=frames,
+        steps_per_frame=steps_per_frame,
+        nm_per_px=float(values.get("nm_per_px", 1.0)),
+        frame_interval_s=float(values.get("frame_interval_s", 1.0)),
+        simulation=_build(SimulationConfig, sim, "simulation"),
+        render=_build(RenderSettings, values.get("render", {}), "render"),
+        annotations=_build(AnnotationSettings, values.get("annotations", {}), "annotations"),
+    )
+    if cfg.nm_per_px <= 0 or cfg.frame_interval_s <= 0:
+        raise ValueError("nm_per_px and frame_interval_s must be positive")
+    if cfg.simulation.size < spec["min_size"]:
+        raise ValueError(
+            f"size {cfg.simulation.size} px is too small for scenario {scenario!r}; use at least {spec['min_size']}"
+        )
+    cfg.simulation.steps = cfg.steps_per_frame * (cfg.simulated_frames - 1)
+    cfg.simulation.save_every = cfg.steps_per_frame
+    cfg.simulation.validate()
+    return cfg
+
+
+@dataclass
+class Dataset:
+    """A synthetic dataset in memory (frames ``[T, H, W]``, truth aligned with the frames)."""
+
+    config: DatasetConfig
+    video: np.ndarray
+    annotations: np.ndarray
+    annotated_frames: np.ndarray
+    truth: dict[str, np.ndarray]
+    render_info: dict[str, Any]
+    annotation_info: dict[str, Any]
+    metadata: dict[str, Any]
+
+
+def make_dataset(config: DatasetConfig, *, progress: Callable[[int], None] | None = None) -> Dataset:
+    """Simulate, render and annotate ``config`` (deterministic for a given config and seed)."""
+    sim = run_simulation(config.simulation, progress=progress)
+    fields = sim.fields  # [T_sim, 3, H, W]
+    c_v, c_i, eta = (np.ascontiguousarray(fields[:, k]) for k in range(3))
+    video, rinfo = render_video(np.clip(eta, 0.0, 1.0), c_v=c_v, c_i=c_i, settings=config.render, seed=config.seed)
+    off, crop = int(rinfo.get("frame_offset", 0)), int(rinfo.get("crop", 0))
+    drift = np.asarray(rinfo["drift_px"], dtype=np.float64)
+    idx = slice(off, off + video.shape[0])
+    sl = (idx, slice(crop, eta.shape[1] - crop), slice(crop, eta.shape[2] - crop))
+    aligned = {
+        name: shift_like(arr[sl], drift).astype(np.float32) for name, arr in (("c_v", c_v), ("c_i", c_i), ("eta", eta))
+    }
+    aligned["eta"] = np.clip(aligned["eta"], 0.0, 1.0)
+    ann, frames_ann, ainfo = annotate(aligned["eta"], settings=config.annotations, seed=config.seed)
+    steps = sim.steps[idx]
+    cal_time = config.frame_interval_s / (config.steps_per_frame * config.simulation.dt)
+    pnames = list(sim.params.names())
+    truth = {
+        **aligned,
+        "step": steps,
+        "sim_time": steps * config.simulation.dt,
+        "time_s": np.arange(video.shape[0]) * config.frame_interval_s,
+        "drift_px": drift,
+        "param_names": np.array(pnames),
+        "param_values": np.array([sim.params.as_floats()[n] for n in pnames]),
+        "void_area_px": (aligned["eta"] >= 0.5).sum(axis=(1, 2)).astype(np.int64),
+    }
+    meta = {
+        "neuradiff_version": __version__,
+        "scenario": config.scenario,
+        "description": SCENARIOS[config.scenario]["description"],
+        "seed": config.seed,
+        "shape": list(video.shape),
+        "dtype": str(video.dtype),
+        "calibration": {
+            "nm_per_px": config.nm_per_px,
+            "frame_interval_s": config.frame_interval_s,
+            "simulation_time_unit_s": cal_time,
+            "simulation_length_unit_nm": config.nm_per_px,
+        },
+        "steps_per_frame": config.steps_per_frame,
+        "dt": config.simulation.dt,
+        "first_frame_step": int(steps[0]),
+        "model": {
+            "name": "void",
+            "discretisation": config.simulation.discretisation,
+            "integrator": config.simulation.integrator,
+            "stochastic": config.simulation.stochastic,
+        },
+        "parameters": sim.params.describe(),
+        "renderer": {
+            "settings": config.render.to_dict(),
+            "cnr": float(rinfo["cnr"]),
+            "frame_offset": off,
+            "crop": crop,
+        },
+        "contrast_to_noise": float(rinfo["cnr"]),
+        "annotations": {
+            "settings": config.annotations.to_dict(),
+            "annotated_frames": [int(k) for k in frames_ann],
+            "states": LABEL_NAMES,
+            **{k: v for k, v in ainfo.items() if k not in ("settings", "annotated_frames")},
+        },
+        "truth": {
+            "void_area_px_first": int(truth["void_area_px"][0]),
+            "void_area_px_last": int(truth["void_area_px"][-1]),
+        },
+        "simulation": {"clamped_pixels": sim.clamped, "explicit_substeps": sim.substeps},
+        "config": config.to_dict(),
+    }
+    return Dataset(config, video, ann, np.asarray(frames_ann), truth, rinfo, ainfo, meta)
+
+
+def write_dataset(ds: Dataset, folder: Path) -> None:
+    """Write a dataset's files into ``folder`` (use a staging folder for all-or-nothing output)."""
+    cal = ds.config
+    with atomic_path(folder / "video.tif") as tmp:
+        tifffile.imwrite(
+            tmp,
+            ds.video,
+            imagej=True,
+            resolution=(1.0 / cal.nm_per_px, 1.0 / cal.nm_per_px),
+            metadata={"axes": "TYX", "unit": "nm", "spacing": 1.0, "finterval": cal.frame_interval_s},
+        )
+    with atomic_path(folder / "annotations.tif") as tmp:
+        ann = ds.annotations
+        if ann.dtype == np.uint8:
+            tifffile.imwrite(
+                tmp,
+                ann,
+                imagej=True,
+                resolution=(1.0 / cal.nm_per_px, 1.0 / cal.nm_per_px),
+                metadata={"axes": "TYX", "unit": "nm", "finterval": cal.frame_interval_s},
+            )
+        else:  # continuous annotations (NaN = unknown)
+            tifffile.imwrite(tmp, ann.astype(np.float32))
+    write_npz(folder / "truth.npz", **ds.truth)
+    write_json(folder / "dataset.json", ds.metadata)
+    contact_sheet(ds, folder / "contact_sheet.png")
+
+
+def contact_sheet(ds: Dataset, path: Path) -> None:
+    """First, middle and last frame with the true void outline (red) and annotation outlines (cyan)."""
+    t = ds.video.shape[0]
+    picks = sorted({0, t // 2, t - 1})
+    annotated = {int(k) for k in ds.annotated_frames}
+    fig = Figure(figsize=(4.2 * len(picks), 4.6))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(picks), squeeze=False)
+    cal = ds.config
+    h, w = ds.video.shape[1:]
+    for ax, k in zip(axes[0], picks):
+        ax.imshow(ds.video[k], cmap="gray", extent=(0, w * cal.nm_per_px, h * cal.nm_per_px, 0))
+        for c in find_contours(ds.truth["eta"][k], 0.5):
+            ax.plot(c[:, 1] * cal.nm_per_px, c[:, 0] * cal.nm_per_px, color="red", lw=1.0)
+        if k in annotated:
+            a = ds.annotations[k]
+            void = ((a == 1) if a.dtype == np.uint8 else (np.nan_to_num(a) >= 0.5)).astype(float)
+            for c in find_contours(np.where(known(a), void, 0.0), 0.5):
+                ax.plot(c[:, 1] * cal.nm_per_px, c[:, 0] * cal.nm_per_px, color="cyan", lw=1.0, ls="--")
+        ax.set_title(
+            f"frame {k}  (t = {k * cal.frame_interval_s:g} s){'  annotated' if k in annotated else ''}", fontsize=10
+        )
+        ax.set_xlabel("x (nm)")
+        ax.set_ylabel("y (nm)")
+    fig.suptitle(
+        f"{ds.config.scenario}: red = true void outline (eta = 0.5), cyan dashed = annotation; "
+        f"CNR {ds.render_info['cnr']:.1f}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90, metadata={"Software": None})
+
+
+def read_dataset(folder: str | Path) -> Dataset:
+    """A dataset folder written by :func:`write_dataset` back in memory (arrays as written, the config rebuilt
+    from ``dataset.json``); one clear :class:`NeuradiffError` if it is incomplete or damaged."""
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "dataset.json").read_text())
+        config_dict = dict(meta["config"])
+        scenario = config_dict.pop("scenario")
+        config = dataset_config(scenario, overrides=config_dict)
+        video = tifffile.imread(folder / "video.tif")
+        annotations = tifffile.imread(folder / "annotations.tif")
+        with np.load(folder / "truth.npz", allow_pickle=False) as z:
+            truth = {k: z[k] for k in z.files}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise NeuradiffError(f"{folder} is not a readable neuradiff dataset ({type(exc).__name__}: {exc})") from None
+    frames_ann = np.asarray(meta["annotations"]["annotated_frames"], dtype=np.int64)
+    render_info = {
+        "cnr": meta["contrast_to_noise"],
+        "drift_px": truth["drift_px"],
+        "frame_offset": meta["renderer"]["frame_offset"],
+        "crop": meta["renderer"]["crop"],
+    }
+    annotation_info = {k: v for k, v in meta["annotations"].items() if k not in ("settings", "states")}
+    return Dataset(config, video, annotations, frames_ann, truth, render_info, annotation_info, meta)

@@ -1,0 +1,115 @@
+"""What every method with a recognition net shares: the frames and training annotations as tensors, the
+seeded net, augmentation, the latent-field priors, the pretraining loss and the validation BCE.
+
+Pretraining: the net learns eta from the annotated pixels (binary cross-entropy), with weak priors on the
+latent fields where a pixel is annotated (c_v = 1 in voids and ``c_v_matrix`` in the solid, c_i =
+``c_i_matrix``); no simulator fields are used. Batches come from a generator seeded by (seed, phase,
+iteration), so a resumed run reaches exactly the result of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from neuradiff.core.errors import NeuradiffError
+from neuradiff.core.labels import UNKNOWN, VOID, known
+from neuradiff.nets import NetConfig, RecognitionNet, annotation_loss, default_stride
+from neuradiff.training.config import FitConfig
+from neuradiff.training.data import TrainingData, split_frames
+
+#: Seed stream of each phase's batches.
+PHASE_STREAMS = {"pretrain": 0, "joint": 1, "physics-only": 2, "surrogate": 3}
+
+
+def augment(x: Tensor, k: int, flip: bool) -> Tensor:
+    """Rotate the last two axes by ``k`` quarter turns, then mirror them left-right when ``flip``."""
+    x = torch.rot90(x, k, dims=(-2, -1))
+    return torch.flip(x, dims=(-1,)) if flip else x
+
+
+def batch_rng(seed: int, phase: str, iteration: int) -> np.random.Generator:
+    """The generator of one iteration's batch: a function of (seed, phase, iteration) alone."""
+    return np.random.default_rng([seed, PHASE_STREAMS[phase], iteration])
+
+
+def augmentation(rng: np.random.Generator, enabled: bool) -> tuple[int, bool]:
+    """(quarter turns, flip) drawn from ``rng`` (``(0, False)`` without augmentation)."""
+    return (int(rng.integers(4)), bool(rng.integers(2))) if enabled else (0, False)
+
+
+class RecognitionTraining:
+    """A video and its annotations ready for training a recognition net (see the module docstring).
+
+    Attributes
+    ----------
+    frames : Tensor, float32, shape (T, H, W)
+    annotations : Tensor, uint8, shape (T, H, W)
+        All annotations (validation frames included).
+    train_annotations : Tensor, uint8, shape (T, H, W)
+        The annotations training may see: validation frames are unknown.
+    train_frames, val_frames : ndarray
+        Annotated frames used for training and held out for validation.
+    """
+
+    def __init__(self, data: TrainingData, config: FitConfig) -> None:
+        self.data, self.config = data, config
+        self.train_frames, self.val_frames = split_frames(data)
+        if not self.train_frames.size:
+            raise NeuradiffError("no annotated frame is left for training")
+        t = data.frames.shape[0]
+        self.frames = torch.from_numpy(np.ascontiguousarray(data.frames, dtype=np.float32))
+        self.annotations = torch.from_numpy(np.ascontiguousarray(data.annotations))
+        train_mask = torch.zeros(t, dtype=torch.bool)
+        train_mask[torch.from_numpy(self.train_frames)] = True
+        self.train_annotations = torch.where(
+            train_mask.view(-1, 1, 1), self.annotations, torch.full_like(self.annotations, UNKNOWN)
+        )
+
+    def new_net(self) -> RecognitionNet:
+        """A fresh net (seeded by ``config.seed``), normalised to the video's intensities."""
+        torch.manual_seed(self.config.seed)
+        net_cfg = NetConfig.from_dict({"stride": default_stride(*self.frames.shape[-2:]), **self.config.net})
+        mean, std = float(self.frames.mean()), float(self.frames.std())
+        return RecognitionNet(net_cfg, input_mean=mean, input_std=max(std, 1e-6))
+
+    def recognise(self, net: RecognitionNet, idx: Tensor, k: int = 0, flip: bool = False) -> tuple[Tensor, Tensor]:
+        """(fields ``[B, 3, H, W]``, eta logits ``[B, H, W]``) of frames ``idx``, augmented by (k, flip)."""
+        x = augment(self.frames[idx], k, flip)
+        z = net.logits(x, idx.to(torch.float32))
+        return net.fields(z), z[:, 2]
+
+    def prior_loss(self, fields: Tensor, ann: Tensor) -> Tensor:
+        """The latent-field priors at annotated pixels: c_v near 1 in voids and ``c_v_matrix`` in the solid,
+        log10 c_i near log10 ``c_i_matrix`` (weight 0.01)."""
+        mask = known(ann)
+        if not bool(mask.any()):
+            return fields.sum() * 0.0
+        void = (ann == VOID).to(fields.dtype)
+        target_cv = void + (1.0 - void) * self.config.c_v_matrix
+        err_cv = (fields[:, 0] - target_cv)[mask]
+        err_ci = (torch.log10(fields[:, 1]) - math.log10(self.config.c_i_matrix))[mask]
+        return (err_cv**2).mean() + 0.01 * (err_ci**2).mean()
+
+    def pretrain_loss(self, net: RecognitionNet, it: int) -> dict[str, Tensor]:
+        """BCE on the annotated pixels of a batch of training frames plus the priors."""
+        rng = batch_rng(self.config.seed, "pretrain", it)
+        idx = torch.from_numpy(rng.choice(self.train_frames, size=self.config.batch))
+        k, flip = augmentation(rng, self.config.augment)
+        fields, logits = self.recognise(net, idx, k, flip)
+        ann = augment(self.train_annotations[idx], k, flip)
+        rec = annotation_loss(logits, ann, pos_weight=self.config.void_weight)
+        prior = self.prior_loss(fields, ann)
+        return {"loss": rec + self.config.prior_weight * prior, "rec": rec, "prior": prior}
+
+    @torch.no_grad()
+    def validation_bce(self, net: RecognitionNet) -> float:
+        """Recognition BCE on the held-out frames (without any: the pretraining loss of two fixed batches)."""
+        if not self.val_frames.size:
+            return float(sum(self.pretrain_loss(net, 10_000 + i)["loss"] for i in range(2)))
+        idx = torch.from_numpy(self.val_frames)
+        _, logits = self.recognise(net, idx)
+        return float(annotation_loss(logits, self.annotations[idx], pos_weight=self.config.void_weight))

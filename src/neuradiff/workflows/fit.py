@@ -1,0 +1,135 @@
+"""``neuradiff fit``: read a video and its annotations, fit NeuraDiff, write the model folder, score it against a
+synthetic dataset's truth when one is given."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neuradiff.core.config import read_config_file, settings_from
+from neuradiff.core.errors import NeuradiffError
+from neuradiff.core.files import prepare_output_dir, write_json
+from neuradiff.evaluation.truth import evaluate_model, load_truth
+from neuradiff.io.annotations import read_annotations
+from neuradiff.io.video import read_video
+from neuradiff.methods import NeuraDiffModel, fit_neuradiff
+from neuradiff.training import FitConfig, Progress, TrainingData
+
+
+def read_fit_config(path: str | Path | None) -> FitConfig:
+    """A :class:`FitConfig` from a JSON/TOML file (its ``fit`` table, or the whole file), or the defaults."""
+    if path is None:
+        return FitConfig()
+    return settings_from(FitConfig, read_config_file(path, section="fit"), "fit", path)
+
+
+def _dataset_json(video_path: Path) -> dict[str, Any] | None:
+    candidate = video_path.parent / "dataset.json"
+    if candidate.is_file():
+        try:
+            return json.loads(candidate.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
+    return None
+
+
+def load_training_data(
+    video_path: str | Path,
+    annotations_path: str | Path,
+    *,
+    sim_time_per_frame: float | None = None,
+    nm_per_px: float | None = None,
+    frame_interval_s: float | None = None,
+) -> tuple[TrainingData, dict[str, Any]]:
+    """Read a video and its three-state annotations.
+
+    The simulation time per frame comes from the argument, a ``dataset.json`` beside the video (synthetic
+    data), or 1.0; the second value returned describes the video for ``model.json``.
+    """
+    video = read_video(video_path, nm_per_px=nm_per_px, frame_interval_s=frame_interval_s)
+    ann = read_annotations(annotations_path, video=video, full_stack=True)
+    meta = _dataset_json(Path(video_path))
+    source = "argument"
+    if sim_time_per_frame is None and meta is not None:
+        sim_time_per_frame = float(meta["steps_per_frame"]) * float(meta["dt"])
+        source = "dataset.json"
+    if sim_time_per_frame is None:
+        sim_time_per_frame, source = 1.0, "default"
+    frames = video.frames.astype(np.float32)
+    cal = video.calibration
+    data = TrainingData(
+        frames, np.asarray(ann, dtype=np.uint8), cal.nm_per_px, cal.frame_interval_s, sim_time_per_frame
+    )
+    info = {
+        "path": str(video_path),
+        "shape": list(frames.shape),
+        "dtype": str(video.frames.dtype),
+        "nm_per_px": cal.nm_per_px,
+        "frame_interval_s": cal.frame_interval_s,
+        "calibration_source": cal.source,
+        "sim_time_per_frame": sim_time_per_frame,
+        "sim_time_per_frame_source": source,
+        "annotated_frames": data.annotated_frames().tolist(),
+    }
+    return data, info
+
+
+@dataclass
+class FitSummary:
+    """What ``run_fit`` did: the model, the frames it trained and validated on, the kept iteration and, with
+    a truth, the metrics written to ``metrics.json``."""
+
+    model: NeuraDiffModel
+    train_frames: list[int]
+    val_frames: list[int]
+    kept: dict[str, Any]
+    metrics: dict[str, Any] | None = None
+    files: list[str] = field(default_factory=list)
+
+
+def run_fit(
+    video_path: str | Path,
+    annotations_path: str | Path,
+    out: str | Path,
+    *,
+    config: FitConfig,
+    truth_path: str | Path | None = None,
+    resume: bool = False,
+    progress: Progress | None = None,
+    sim_time_per_frame: float | None = None,
+) -> FitSummary:
+    """Fit NeuraDiff and write the model folder ``out`` (``model.pt``, ``model.json``, ``params.json``,
+    ``history.csv``, ``config.json`` and, with ``truth_path``, ``metrics.json``)."""
+    config.validate()
+    if sim_time_per_frame is None:
+        sim_time_per_frame = config.sim_time_per_frame
+    data, video_info = load_training_data(video_path, annotations_path, sim_time_per_frame=sim_time_per_frame)
+    truth = load_truth(truth_path) if truth_path is not None else None
+    if truth is not None and truth["eta"].shape != data.frames.shape:
+        raise NeuradiffError(f"truth {truth['eta'].shape} and video {data.frames.shape} differ in size or length")
+    out = prepare_output_dir(out)
+    fit = fit_neuradiff(data, config, checkpoint_path=out / "checkpoint.pt", resume=resume, progress=progress)
+    model = fit.model
+    model.info["video"] = video_info
+    model.save(out, history=fit.history, config=config.to_dict())
+    files = ["model.pt", "model.json", "params.json", "history.csv", "config.json"]
+    summary = FitSummary(model, fit.train_frames.tolist(), fit.val_frames.tolist(), fit.kept, files=files)
+    if truth is not None:
+        metrics = evaluate_model(
+            model,
+            data.frames,
+            data.annotations,
+            truth,
+            fit.train_frames,
+            learned=model.info["learned"],
+            baseline=model.with_parameters(config.initial_parameters()),
+        )
+        metrics["validation"] = fit.kept
+        write_json(out / "metrics.json", metrics)
+        summary.metrics = metrics
+        summary.files.append("metrics.json")
+    return summary
