@@ -195,7 +195,7 @@ def main() -> None:
                 (r["steps"], r["delta_MiB"], r["total_s"]) for r in plain if r["malloc"] == malloc and "error" not in r
             ]
             if len(pts) >= 2:
-                (x0, y0, _), (x1, y1, _) = pts[0], pts[-1]
+                (x0, y0, _), (x1, y1, t1) = pts[0], pts[-1]
                 slope = (y1 - y0) / (x1 - x0)
                 extrapolated[malloc] = {
                     "delta_MiB": y1 + slope * (n - x1),

@@ -167,9 +167,8 @@ def make_stack(frames: np.ndarray, path: Path, n: int) -> np.ndarray:
 
 
 def model_folder(folder: Path, frames: np.ndarray) -> str:
-    from neuradiff.io.saved import write_fit
-    from neuradiff.physics import VoidParameters
-    from neuradiff.physics.parameters import LearnableParameters
+    from neuradiff.methods import NeuraDiffModel
+    from neuradiff.physics import Simulator, VoidParameters
 
     if TRAINED.is_file():
         net, source = load_net(TRAINED), f"trained by bench_creme.py ({TRAINED})"
@@ -177,32 +176,17 @@ def model_folder(folder: Path, frames: np.ndarray) -> str:
         net = make_net(NetConfig(embedding="none", stride=default_stride(*frames.shape[-2:])), frames)
         source = "untrained net of the bench_creme.py architecture (bench_creme.py not run)"
     folder.mkdir(parents=True, exist_ok=True)
-    initial = VoidParameters()
-    write_fit(
-        folder,
-        net=net,
-        params=LearnableParameters(initial),
-        initial=initial,
-        config={"note": "benchmark"},
-        history=[],
-        video_info={"note": "benchmark model folder"},
-        physics={
-            "model": "void",
-            "discretisation": "conservative",
-            "integrator": "euler",
-            "dt": 0.01,
-            "sim_time_per_frame": 1.0,
-            "steps_per_frame": 100,
-        },
-    )
+    model = NeuraDiffModel(net, VoidParameters(), Simulator(integrator="euler", dt=0.01, time_per_frame=1.0),
+                           {"video": {"note": "benchmark model folder"}})
+    model.save(folder, history=[], config={"note": "benchmark"})
     return source
 
 
 def end_to_end(frames: np.ndarray, reps: int, cli_batches: list[int], n_frames: int) -> dict:
     import re
 
-    from neuradiff.io.saved import load_model
-    from neuradiff.methods.forecast import recognise
+    from neuradiff.methods import load_model
+    from neuradiff.nets import recognise
 
     tmp = Path(tempfile.mkdtemp(prefix="neuradiff-track-"))
     try:

@@ -53,6 +53,7 @@ def test_midpoint_residual_is_small_for_the_true_parameters_only():
     assert good < 0.01 * bad
 
 
+@pytest.mark.slow
 def test_surrogate_learns_a_fixed_map_and_rolls_out():
     yy, xx = np.mgrid[:16, :16]
     eta = np.stack([(np.hypot(yy - 8, xx - 8) < r).astype(np.float32) for r in (6, 6, 6, 6)])
@@ -67,6 +68,7 @@ def test_surrogate_learns_a_fixed_map_and_rolls_out():
         fit_surrogate(eta[:1], recogniser, cfg)
 
 
+@pytest.mark.slow
 def test_physics_only_fit_lowers_its_loss():
     model = VoidModel()
     true = VoidParameters.paper()

@@ -21,6 +21,7 @@ CREME = Path(__file__).parent / "data" / "creme-316L" / "fov200nm"
 runner = CliRunner()
 
 
+@pytest.mark.slow
 def test_cli_measures_creme_with_video(tmp_path):
     out = tmp_path / "out"
     res = runner.invoke(
@@ -174,6 +175,7 @@ def _assert_one_line_exit_2(args: list[str], out: Path) -> None:
     assert not out.exists(), args
 
 
+@pytest.mark.slow
 def test_fuzz_cli_exits_2_with_one_line(tmp_path):
     videos, annotations = _damaged(tmp_path)
     good_masks = tmp_path / "masks"

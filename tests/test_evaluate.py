@@ -38,6 +38,7 @@ def _rows(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_quick_suite_writes_every_table_with_every_method(quick_report):
     out = quick_report
     for name in (
@@ -90,6 +91,7 @@ def test_report_is_self_contained(quick_report):
     assert "<table>" in html and "identif" in html.lower()
 
 
+@pytest.mark.slow
 def test_resume_reuses_the_saved_jobs_and_gives_the_same_tables(quick_report, tmp_path):
     import shutil
 
@@ -104,6 +106,7 @@ def test_resume_reuses_the_saved_jobs_and_gives_the_same_tables(quick_report, tm
         assert (out / f"tables/{name}.csv").read_text() == (quick_report / f"tables/{name}.csv").read_text(), name
 
 
+@pytest.mark.slow
 def test_worker_pool_gives_the_in_process_result():
     cfg = dataset_config("single-void", overrides={"simulation": {"size": 24}, "frames": 3, "steps_per_frame": 5})
     seen = []

@@ -49,6 +49,7 @@ def _data(folder):
     return TrainingData(video, tifffile.imread(folder / "annotations.tif"), 1.0, 1.0, 0.2)
 
 
+@pytest.mark.slow
 def test_fit_writes_every_output_and_metrics(tiny_dataset, tmp_path):
     out = tmp_path / "model"
     r = runner.invoke(
@@ -131,6 +132,7 @@ def test_fit_writes_every_output_and_metrics(tiny_dataset, tmp_path):
     assert bad.exit_code == 2 and "out of range" in bad.output
 
 
+@pytest.mark.slow
 def test_resume_reaches_the_uninterrupted_result(tiny_dataset, tmp_path):
     data = _data(tiny_dataset)
     cfg = FitConfig(**TINY_FIT)

@@ -38,16 +38,18 @@ def _inputs():
 
 
 @pytest.mark.parametrize("disc", DISCS)
-@pytest.mark.parametrize("n_steps", [1, 3])
+@pytest.mark.parametrize("n_steps", [1, pytest.param(3, marks=pytest.mark.slow)])
 def test_gradcheck_rollout_wrt_fields_and_every_learnable_parameter(disc, n_steps):
     assert gradcheck(_rollout_fn(disc, n_steps), _inputs(), eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("integrator", ["spectral", "imex"])
 def test_gradcheck_other_integrators(integrator):
     assert gradcheck(_rollout_fn("conservative", 2, integrator=integrator), _inputs(), eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_gradcheck_stochastic_rollout():
     assert gradcheck(
         _rollout_fn("conservative", 2, forcing=RandomForcing(5)), _inputs(), eps=1e-6, atol=1e-6, rtol=1e-4

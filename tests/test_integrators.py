@@ -31,6 +31,7 @@ def test_allen_cahn_disk_shrinks_by_curvature():
     assert float(r[-1]) < 0.75 * float(r[0])  # the disk really shrank (measured: 30.1 → 20.8, error 1.0 %)
 
 
+@pytest.mark.slow
 def test_spectral_and_explicit_agree_and_converge_at_first_order():
     state = void_disks((32, 32), [(16, 16, 7.0)], width=1.5, dtype=torch.float64)
     model, p = VoidModel("conservative"), VoidParameters()
@@ -43,6 +44,7 @@ def test_spectral_and_explicit_agree_and_converge_at_first_order():
     assert 0.4 < gaps[1] / gaps[0] < 0.6  # both are first order in dt: halving dt halves the gap
 
 
+@pytest.mark.slow
 def test_imex_agrees_with_euler_at_first_order_and_needs_fewer_substeps():
     # A void whose inside holds extra vacancies: the η double-well curvature (∝ f_s) dominates the stiffness.
     state = void_disks((32, 32), [(16, 16, 7.0)], width=1.5, dtype=torch.float64)

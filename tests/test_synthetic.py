@@ -28,6 +28,7 @@ def _simulate(tmp_path, name="ds", *args, extra=None):
     return r, out
 
 
+@pytest.mark.slow
 def test_dataset_folder_round_trips_through_tifffile(tmp_path):
     r, out = _simulate(tmp_path, "ds", "--seed", "4")
     assert r.exit_code == 0, r.output
@@ -58,6 +59,7 @@ def test_dataset_folder_round_trips_through_tifffile(tmp_path):
     assert dict(zip(truth["param_names"], truth["param_values"]))["E_v"] == 8.0
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_and_another_seed_differs(tmp_path):
     (_, a), (_, b), (_, c) = (_simulate(tmp_path, n, "--seed", s) for n, s in (("a", "1"), ("b", "1"), ("c", "2")))
     for name in ("video.tif", "annotations.tif", "truth.npz", "dataset.json", "contact_sheet.png"):
@@ -65,6 +67,7 @@ def test_same_seed_same_bytes_and_another_seed_differs(tmp_path):
     assert (a / "video.tif").read_bytes() != (c / "video.tif").read_bytes()
 
 
+@pytest.mark.slow
 def test_annotation_options_fraction_and_half_regions():
     cfg = dataset_config(
         "single-void", overrides={**SMALL, "frames": 20, "annotations": {"fraction": 0.5, "region": "half"}}
@@ -76,6 +79,7 @@ def test_annotation_options_fraction_and_half_regions():
         assert known_rows.sum() == 20  # exactly half of 40 rows
 
 
+@pytest.mark.slow
 def test_void_changes_visibly_over_the_default_video():
     cfg = dataset_config("single-void", overrides={"simulation": {"size": 48}}, frames=30)
     ds = make_dataset(cfg)
@@ -84,6 +88,7 @@ def test_void_changes_visibly_over_the_default_video():
     assert np.abs(ds.video[-1].astype(float) - ds.video[0].astype(float)).mean() > 3  # and the frames show it
 
 
+@pytest.mark.slow
 def test_cnr_responds_to_dose():
     cnrs = []
     for dose in (10.0, 100.0, 1000.0):

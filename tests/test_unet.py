@@ -150,6 +150,7 @@ def test_per_frame_embedding(size):
 # ----------------------------------------------------------------------------- one-frame overfit
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stride", [1, 2])
 def test_overfit_one_frame(stride):
     """Also with stride 2: the outline is learned to the pixel, not to the 2×2 block of the coarse grid."""

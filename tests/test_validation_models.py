@@ -9,7 +9,10 @@ def test_pfhub1_initial_condition_mean_composition():
     assert float(c.mean()) == pytest.approx(0.5025227, abs=1e-6)
 
 
-@pytest.mark.parametrize("boundary,integrator,dt", [("periodic", "spectral", 0.5), ("no-flux", "euler", 2e-3)])
+@pytest.mark.parametrize(
+    "boundary,integrator,dt",
+    [("periodic", "spectral", 0.5), pytest.param("no-flux", "euler", 2e-3, marks=pytest.mark.slow)],
+)
 def test_pfhub1_conserves_mass_and_lowers_the_free_energy(boundary, integrator, dt):
     # Benchmark 1a (periodic) and 1b (no-flux walls) on a 50×50 corner of the benchmark's initial condition.
     c = pfhub1_initial_condition((200, 200))[..., :50, :50].contiguous()

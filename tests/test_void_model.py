@@ -53,6 +53,7 @@ def test_conservative_scheme_conserves_mass_to_round_off():
     assert float((tot[-1] - tot[0]).abs() / tot[0]) > 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("integrator,dt", [("euler", 0.02), ("spectral", 0.05), ("spectral", 0.5)])
 def test_free_energy_does_not_increase_without_sources(integrator, dt):
     p = VoidParameters(R_bulk=0.0, R_surf=0.0)
@@ -65,6 +66,7 @@ def test_free_energy_does_not_increase_without_sources(integrator, dt):
     assert float(f[-1]) < float(f[0])
 
 
+@pytest.mark.slow
 def test_voids_shrink_with_the_paper_parameters():
     # METHOD.md §2: with the paper's values an r = 20 void shrinks steadily (reference: ~75 % in 5000 steps).
     state = single_void((64, 64), 10.0, dtype=torch.float32)

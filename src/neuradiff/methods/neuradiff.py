@@ -70,9 +70,10 @@ class NeuraDiffModel:
 
     Examples
     --------
-    >>> import numpy as np
+    >>> import numpy as np, torch
     >>> from neuradiff.nets import NetConfig, RecognitionNet
     >>> from neuradiff.physics import Simulator, VoidParameters
+    >>> _ = torch.manual_seed(0)
     >>> model = NeuraDiffModel(RecognitionNet(NetConfig(width=4, depth=1)), VoidParameters(), Simulator(dt=0.3))
     >>> model.forecast(np.zeros((1, 16, 16), np.float32), 0, 2).eta.shape
     (3, 16, 16)
