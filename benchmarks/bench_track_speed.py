@@ -176,8 +176,12 @@ def model_folder(folder: Path, frames: np.ndarray) -> str:
         net = make_net(NetConfig(embedding="none", stride=default_stride(*frames.shape[-2:])), frames)
         source = "untrained net of the bench_creme.py architecture (bench_creme.py not run)"
     folder.mkdir(parents=True, exist_ok=True)
-    model = NeuraDiffModel(net, VoidParameters(), Simulator(integrator="euler", dt=0.01, time_per_frame=1.0),
-                           {"video": {"note": "benchmark model folder"}})
+    model = NeuraDiffModel(
+        net,
+        VoidParameters(),
+        Simulator(integrator="euler", dt=0.01, time_per_frame=1.0),
+        {"video": {"note": "benchmark model folder"}},
+    )
     model.save(folder, history=[], config={"note": "benchmark"})
     return source
 
