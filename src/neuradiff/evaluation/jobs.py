@@ -16,7 +16,7 @@ import torch
 from neuradiff.core.labels import overlay_annotation
 from neuradiff.methods import FITS, FitResult, SurrogateConfig
 from neuradiff.nets import recognise
-from neuradiff.synth.datasets import Dataset, DatasetConfig, make_dataset
+from neuradiff.synth.datasets import Dataset, DatasetConfig, make_dataset, time_per_frame
 from neuradiff.training import FitConfig, TrainingData
 
 #: ``report(label, done, total)``: progress of the job ``label``.
@@ -40,7 +40,7 @@ def training_data(ds: Dataset) -> TrainingData:
         np.asarray(ds.annotations, dtype=np.uint8),
         meta["calibration"]["nm_per_px"],
         meta["calibration"]["frame_interval_s"],
-        float(meta["steps_per_frame"]) * float(meta["dt"]),
+        time_per_frame(meta),
     )
 
 

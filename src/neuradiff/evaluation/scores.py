@@ -17,7 +17,7 @@ from neuradiff.core.labels import has_annotation
 from neuradiff.evaluation.truth import score_forecast, tracking_scores
 from neuradiff.methods import FitResult, FittedMethod, NeuraDiffModel, simulate_forward
 from neuradiff.physics import VoidParameters
-from neuradiff.synth.datasets import Dataset
+from neuradiff.synth.datasets import Dataset, time_per_frame
 from neuradiff.synth.render import shift_like
 from neuradiff.training import FitConfig
 
@@ -50,11 +50,6 @@ def first_annotation(ds: Dataset) -> np.ndarray | None:
     """The annotation of frame 0 when it has one (forecasts start from it)."""
     a = np.asarray(ds.annotations[0])
     return a if has_annotation(a) else None
-
-
-def time_per_frame(ds: Dataset) -> float:
-    """Simulation time between two frames of a synthetic dataset."""
-    return float(ds.metadata["steps_per_frame"]) * float(ds.metadata["dt"])
 
 
 def _entries(fit: FitResult | list[FitResult]) -> list[FitResult]:
@@ -95,7 +90,7 @@ def forecasts(fits: Fits, ds: Dataset, fit_cfg: FitConfig) -> dict[str, np.ndarr
     methods = forecasters(fits, fit_cfg)
     order = [m for m in FORECAST_ORDER if m in methods] + [m for m in methods if m not in FORECAST_ORDER]
     return {
-        name: methods[name].forecast(frames, 0, n, annotation=ann0, time_per_frame=time_per_frame(ds)).eta
+        name: methods[name].forecast(frames, 0, n, annotation=ann0, time_per_frame=time_per_frame(ds.metadata)).eta
         for name in order
     }
 
@@ -132,7 +127,7 @@ def sensitivity(fits: Fits, ds: Dataset, fit_cfg: FitConfig, step: float) -> dic
     model: NeuraDiffModel = fit.model
     base = model.params
     names = list(model.info["learned"])
-    simulator = model.simulator.for_frames(time_per_frame(ds))
+    simulator = model.simulator.for_frames(time_per_frame(ds.metadata))
     # One recognised start state, simulated with perturbed parameters.
     state = model.start_state(frames, 0, first_annotation(ds))
 

@@ -570,6 +570,16 @@ def read_video(path, *, nm_per_px: float | None = None, frame_interval_s: float 
     ------
     NeuradiffError
         One line naming the file and the problem, for any unreadable input.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, numpy as np, tifffile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "stack.tif"
+    >>> tifffile.imwrite(path, np.zeros((3, 32, 32), np.uint16), imagej=True, resolution=(2.0, 2.0),
+    ...                  metadata={"axes": "TYX", "unit": "nm", "finterval": 0.5})
+    >>> video = read_video(path)
+    >>> video.frames.shape, video.calibration.nm_per_px, video.calibration.frame_interval_s
+    ((3, 32, 32), 0.5, 0.5)
     """
     nm_override = positive("nm_per_px", nm_per_px)
     dt_override = positive("frame_interval_s", frame_interval_s)

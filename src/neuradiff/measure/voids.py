@@ -226,6 +226,16 @@ def measure_masks(
     Returns
     -------
     Measurements
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from neuradiff.io.video import Calibration
+    >>> masks = np.zeros((2, 40, 40), np.uint8)
+    >>> masks[:, 5:15, 5:15] = 1  # one 10 × 10 px void in both frames
+    >>> meas = measure_masks(masks, calibration=Calibration(nm_per_px=0.5, frame_interval_s=2.0))
+    >>> meas.voids[["frame", "time_s", "track_id", "area_nm2"]].values.tolist()
+    [[0.0, 0.0, 0.0, 25.0], [1.0, 2.0, 0.0, 25.0]]
     """
     void, known = _as_masks(masks)
     if not known.any():

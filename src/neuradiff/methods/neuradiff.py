@@ -330,6 +330,20 @@ def fit_neuradiff(
         Checkpoints are written there as the fit goes; with ``resume`` the fit continues from it.
     progress : callable, optional
         ``progress(phase, done, total, row)`` after every iteration.
+
+    Examples
+    --------
+    >>> from neuradiff.synth.datasets import dataset_config, make_dataset
+    >>> from neuradiff.training import FitConfig, TrainingData
+    >>> ds = make_dataset(dataset_config("single-void", overrides={
+    ...     "frames": 6, "steps_per_frame": 5, "simulation": {"size": 24}, "annotations": {"fraction": 0.5}}))
+    >>> data = TrainingData(ds.video.astype("float32"), ds.annotations, 1.0, 1.0, 0.1)
+    >>> fit = fit_neuradiff(data, FitConfig(pretrain_iters=2, joint_iters=1, gap=2, batch=1, dt=0.1,
+    ...                                     net={"width": 4, "depth": 1}))
+    >>> fit.model.forecast(data.frames, 0, 2).eta.shape
+    (3, 24, 24)
+    >>> sorted(fit.model.info["learned"])[:3]
+    ['D_i', 'D_v', 'E_i']
     """
     return run_objective(
         NeuraDiffObjective(data, config), config, checkpoint_path=checkpoint_path, resume=resume, progress=progress

@@ -165,6 +165,11 @@ def dataset_config(
     return cfg
 
 
+def time_per_frame(metadata: dict[str, Any]) -> float:
+    """Simulation time between two frames of a synthetic dataset, from its ``dataset.json``."""
+    return float(metadata["steps_per_frame"]) * float(metadata["dt"])
+
+
 @dataclass
 class Dataset:
     """A synthetic dataset in memory (frames ``[T, H, W]``, truth aligned with the frames)."""
@@ -180,7 +185,15 @@ class Dataset:
 
 
 def make_dataset(config: DatasetConfig, *, progress: Callable[[int], None] | None = None) -> Dataset:
-    """Simulate, render and annotate ``config`` (deterministic for a given config and seed)."""
+    """Simulate, render and annotate ``config`` (deterministic for a given config and seed).
+
+    Examples
+    --------
+    >>> cfg = dataset_config("single-void", overrides={"frames": 4, "steps_per_frame": 5, "simulation": {"size": 24}})
+    >>> ds = make_dataset(cfg)
+    >>> ds.video.shape, ds.video.dtype.name, sorted(ds.truth)[:3]
+    ((4, 24, 24), 'uint8', ['c_i', 'c_v', 'drift_px'])
+    """
     sim = run_simulation(config.simulation, progress=progress)
     fields = sim.fields  # [T_sim, 3, H, W]
     c_v, c_i, eta = (np.ascontiguousarray(fields[:, k]) for k in range(3))

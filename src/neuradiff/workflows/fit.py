@@ -17,6 +17,7 @@ from neuradiff.evaluation.truth import evaluate_model, load_truth
 from neuradiff.io.annotations import read_annotations
 from neuradiff.io.video import read_video
 from neuradiff.methods import NeuraDiffModel, fit_neuradiff
+from neuradiff.synth.datasets import time_per_frame
 from neuradiff.training import FitConfig, Progress, TrainingData
 
 
@@ -55,7 +56,7 @@ def load_training_data(
     meta = _dataset_json(Path(video_path))
     source = "argument"
     if sim_time_per_frame is None and meta is not None:
-        sim_time_per_frame = float(meta["steps_per_frame"]) * float(meta["dt"])
+        sim_time_per_frame = time_per_frame(meta)
         source = "dataset.json"
     if sim_time_per_frame is None:
         sim_time_per_frame, source = 1.0, "default"
