@@ -49,10 +49,13 @@ from neuradiff.training import (
     Progress,
     RecognitionTraining,
     TrainingData,
+    Window,
     annotated_pairs,
     augment,
     augmentation,
     batch_rng,
+    crop_interior,
+    cut_batch,
 )
 
 
@@ -167,7 +170,8 @@ class NeuraDiffObjective:
         t = data.frames.shape[0]
         if t <= config.gap:
             raise NeuradiffError(f"the video has {t} frames; pairs need more than gap = {config.gap}")
-        self.simulator = config.simulator(data.sim_time_per_frame)
+        self.simulator = config.simulator(data.sim_time_per_frame, cropped=self.rec.crop is not None)
+        self.interior = None if self.rec.crop is None else crop_interior(self.rec.crop, config.crop_margin)
         self.annotated_pairs = annotated_pairs(self.rec.train_frames, config.max_gap)
         self.split = (self.rec.train_frames, self.rec.val_frames)
         self.net = self.rec.new_net()
@@ -235,20 +239,26 @@ class NeuraDiffObjective:
         flip: bool = False,
         annotations: Tensor | None = None,
         gap: int | None = None,
+        windows: list[Window] | None = None,
     ) -> dict[str, Tensor]:
-        """The joint loss of pairs (starts, starts + gap) (default gap: ``config.gap``)."""
+        """The joint loss of pairs (starts, starts + gap) (default gap: ``config.gap``), each pair cut to its window
+        when training on crops (the physics losses then leave out ``crop_margin`` px along the window edge)."""
         cfg = self.config
         gap = cfg.gap if gap is None else gap
         ann = self.rec.train_annotations if annotations is None else annotations
         ends = starts + gap
-        f0, z0 = self.rec.recognise(self.net, starts, k, flip)
-        f1, z1 = self.rec.recognise(self.net, ends, k, flip)
-        a0, a1 = augment(ann[starts], k, flip), augment(ann[ends], k, flip)
+        f0, z0 = self.rec.recognise(self.net, starts, k, flip, windows)
+        f1, z1 = self.rec.recognise(self.net, ends, k, flip, windows)
+        a0 = augment(cut_batch(ann[starts], windows), k, flip)
+        a1 = augment(cut_batch(ann[ends], windows), k, flip)
         state0 = torch.stack((f0[:, 0], f0[:, 1], overlay_annotation(f0[:, 2], a0)), dim=1)  # eta**
         sim = self.simulator.run(
             state0, params, gap, checkpoint_every=cfg.bptt_checkpoint, guard_every=self.simulator.steps(1)
         ).final
         known1 = known(a1)
+        inside = None if windows is None or self.interior is None else self.interior.expand_as(known1)
+        if inside is not None:
+            known1 = known1 & inside
         if bool(known1.any()):
             l_sim = ((sim[:, 2] - a1.to(sim.dtype))[known1] ** 2).mean()
         else:
@@ -256,11 +266,17 @@ class NeuraDiffObjective:
         l_rec = annotation_loss(z1, a1, pos_weight=cfg.void_weight) + annotation_loss(
             z0, a0, pos_weight=cfg.void_weight
         )
-        l_simrec = (
-            F.mse_loss(sim[:, 2], f1[:, 2])
-            + F.mse_loss(sim[:, 0], f1[:, 0])
-            + F.mse_loss(sim[:, 1] / cfg.c_i_scale, f1[:, 1] / cfg.c_i_scale)
-        )
+        if inside is None:
+            l_simrec = (
+                F.mse_loss(sim[:, 2], f1[:, 2])
+                + F.mse_loss(sim[:, 0], f1[:, 0])
+                + F.mse_loss(sim[:, 1] / cfg.c_i_scale, f1[:, 1] / cfg.c_i_scale)
+            )
+        else:
+            diff = (sim - f1) / torch.tensor([1.0, cfg.c_i_scale, 1.0], dtype=sim.dtype, device=sim.device).view(
+                1, 3, 1, 1
+            )
+            l_simrec = (diff**2).permute(1, 0, 2, 3)[:, inside].mean(dim=1).sum()
         prior = self.rec.prior_loss(f0, a0) + self.rec.prior_loss(f1, a1)
         loss = l_sim + cfg.lambda_rec * l_rec + cfg.lambda_sim_rec * l_simrec + cfg.prior_weight * prior
         return {"loss": loss, "sim": l_sim, "rec": l_rec, "sim_rec": l_simrec, "prior": prior}
@@ -273,10 +289,13 @@ class NeuraDiffObjective:
         k, flip = augmentation(rng, cfg.augment)
         p = self.params()
         starts = torch.from_numpy(rng.integers(0, t - cfg.gap, size=cfg.batch))
-        terms = self.pair_loss(p, starts, k, flip)
-        if self.annotated_pairs:
-            a, b = self.annotated_pairs[int(rng.integers(len(self.annotated_pairs)))]
-            long = self.pair_loss(p, torch.tensor([a]), k, flip, gap=b - a)
+        long_pair = self.annotated_pairs[int(rng.integers(len(self.annotated_pairs)))] if self.annotated_pairs else None
+        ann = self.rec.train_annotations
+        terms = self.pair_loss(p, starts, k, flip, windows=self.rec.windows(rng, starts + cfg.gap, ann))
+        if long_pair is not None:
+            a, b = long_pair
+            windows = self.rec.windows(rng, torch.tensor([b]), ann)
+            long = self.pair_loss(p, torch.tensor([a]), k, flip, gap=b - a, windows=windows)
             terms = {name: terms[name] + long[name] for name in terms}
         return terms
 
@@ -291,7 +310,12 @@ class NeuraDiffObjective:
             before = rec.train_frames[rec.train_frames < v]
             if before.size:
                 a = int(before[-1])
-                total += float(self.pair_loss(self.params(), torch.tensor([a]), annotations=ann, gap=int(v) - a)["sim"])
+                rng = batch_rng(self.config.seed, "validation", int(v))  # the same window at every validation
+                windows = rec.windows(rng, torch.tensor([int(v)]), ann)
+                terms = self.pair_loss(
+                    self.params(), torch.tensor([a]), annotations=ann, gap=int(v) - a, windows=windows
+                )
+                total += float(terms["sim"])
         return total
 
     # ---- result ----------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from neuradiff.methods.base import FitResult, run_objective
 from neuradiff.methods.neuradiff import NeuraDiffModel, NeuraDiffObjective
 from neuradiff.nets import annotation_loss
 from neuradiff.physics import PhaseFieldModel, VoidParameters
-from neuradiff.training import FitConfig, Progress, TrainingData, augment, augmentation, batch_rng
+from neuradiff.training import FitConfig, Progress, TrainingData, Window, augment, augmentation, batch_rng, cut_batch
 
 #: Distance from 0 or 1 within which eta counts as at its bound.
 BOUND_TOL = 1e-3
@@ -72,14 +72,20 @@ class ResidualObjective(NeuraDiffObjective):
         return self.config.joint_iters == 0
 
     def residual_loss(
-        self, params: VoidParameters, starts: Tensor, k: int = 0, flip: bool = False, annotations: Tensor | None = None
+        self,
+        params: VoidParameters,
+        starts: Tensor,
+        k: int = 0,
+        flip: bool = False,
+        annotations: Tensor | None = None,
+        windows: list[Window] | None = None,
     ) -> dict[str, Tensor]:
         cfg, rec = self.config, self.rec
         ann = rec.train_annotations if annotations is None else annotations
         states, terms_rec, prior = [], [], 0.0
         for idx in (starts, starts + 1):
-            f, z = rec.recognise(self.net, idx, k, flip)
-            a = augment(ann[idx], k, flip)
+            f, z = rec.recognise(self.net, idx, k, flip, windows)
+            a = augment(cut_batch(ann[idx], windows), k, flip)
             states.append(torch.stack((f[:, 0], f[:, 1], overlay_annotation(f[:, 2], a)), dim=1))
             terms_rec.append(annotation_loss(z, a, pos_weight=cfg.void_weight))
             prior = prior + rec.prior_loss(f, a)
@@ -94,12 +100,14 @@ class ResidualObjective(NeuraDiffObjective):
         rng = batch_rng(self.config.seed, "joint", it)
         k, flip = augmentation(rng, self.config.augment)
         starts = torch.from_numpy(rng.integers(0, self.rec.frames.shape[0] - 1, size=self.config.batch + 1))
-        return self.residual_loss(self.params(), starts, k, flip)
+        windows = self.rec.windows(rng, starts + 1, self.rec.train_annotations)
+        return self.residual_loss(self.params(), starts, k, flip, windows=windows)
 
     def validation_physics(self) -> float:
         """The residual into each held-out frame from the frame before it (no simulation)."""
         idx = torch.from_numpy(self.rec.val_frames)
-        return float(self.residual_loss(self.params(), (idx - 1).clamp(min=0))["sim"])
+        windows = self.rec.windows(batch_rng(self.config.seed, "validation", 0), idx, self.rec.annotations)
+        return float(self.residual_loss(self.params(), (idx - 1).clamp(min=0), windows=windows)["sim"])
 
     def fitted(self) -> ResidualModel:
         model = super().fitted()

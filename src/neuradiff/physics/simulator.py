@@ -35,6 +35,9 @@ class Simulator:
         Simulation time units between two consecutive video frames.
     dx : float
         Grid spacing (simulation length units) of one pixel.
+    boundary : {"periodic", "no-flux"}
+        Boundary of the simulated field: periodic for simulated periodic boxes, no-flux for a window cut out of a
+        larger field of view (a crop of a real recording).
 
     Examples
     --------
@@ -50,6 +53,7 @@ class Simulator:
     dt: float = 0.3
     time_per_frame: float = 1.0
     dx: float = 1.0
+    boundary: str = "periodic"
     model: VoidModel = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -57,7 +61,7 @@ class Simulator:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-        object.__setattr__(self, "model", VoidModel(self.discretisation))
+        object.__setattr__(self, "model", VoidModel(self.discretisation, boundary=self.boundary))
         get_integrator(self.integrator).check(self.model)
 
     def steps(self, n_frames: int) -> int:
@@ -73,6 +77,10 @@ class Simulator:
         if time_per_frame is None or time_per_frame == self.time_per_frame:
             return self
         return replace(self, time_per_frame=float(time_per_frame))
+
+    def with_boundary(self, boundary: str) -> Simulator:
+        """This simulator with another boundary (itself when it is the same)."""
+        return self if boundary == self.boundary else replace(self, boundary=boundary)
 
     def run(
         self,
@@ -130,6 +138,7 @@ class Simulator:
             "sim_time_per_frame": self.time_per_frame,
             "steps_per_frame": self.steps(1),
             "dx": self.dx,
+            "boundary": self.boundary,
         }
 
     @classmethod
@@ -141,4 +150,5 @@ class Simulator:
             dt=float(d["dt"]),
             time_per_frame=float(d["sim_time_per_frame"]),
             dx=float(d.get("dx", 1.0)),
+            boundary=d.get("boundary", "periodic"),
         )

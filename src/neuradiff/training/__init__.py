@@ -2,6 +2,8 @@
 training loop (phases, validation, checkpoints) every method runs."""
 
 from neuradiff.training.config import INITIAL_GUESS, FitConfig
+from neuradiff.training.crops import Window, cut_batch, resolve_crop
+from neuradiff.training.crops import interior as crop_interior
 from neuradiff.training.data import TrainingData, annotated_pairs, split_frames
 from neuradiff.training.loop import Objective, Phase, Progress, TrainingLoop, TrainState
 from neuradiff.training.recognition import RecognitionTraining, augment, augmentation, batch_rng
@@ -16,9 +18,13 @@ __all__ = [
     "TrainState",
     "TrainingData",
     "TrainingLoop",
+    "Window",
     "annotated_pairs",
     "augment",
     "augmentation",
     "batch_rng",
+    "crop_interior",
+    "cut_batch",
+    "resolve_crop",
     "split_frames",
 ]

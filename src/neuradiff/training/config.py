@@ -59,6 +59,9 @@ class FitConfig:
     checkpoint_every: int = 25
     bptt_checkpoint: int | None = 10
     augment: bool = True
+    crop: int | None = None  # training window side (px); default: whole frames up to 256 px, else 256
+    crop_margin: int = 8  # px along a window's edge left out of the physics losses
+    boundary: str = "auto"  # of the learned simulator: "periodic", "no-flux", or "auto" (no-flux when cropping)
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad setting."""
@@ -71,6 +74,12 @@ class FitConfig:
         for name in ("dt", "lr_net", "lr_net_joint", "lr_phys", "c_i_scale", "void_weight"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.crop is not None and self.crop < 16:
+            raise ValueError(f"crop must be at least 16 px, got {self.crop}")
+        if self.crop is not None and not 0 <= self.crop_margin <= self.crop // 4:
+            raise ValueError(f"crop_margin must be in [0, crop/4], got {self.crop_margin} for crop {self.crop}")
+        if self.boundary not in ("auto", "periodic", "no-flux"):
+            raise ValueError(f"boundary must be 'auto', 'periodic' or 'no-flux', got {self.boundary!r}")
         if self.physics_loss not in ("total", "sim"):
             raise ValueError(f"physics_loss must be 'total' or 'sim', got {self.physics_loss!r}")
         if self.sim_time_per_frame is not None and not self.sim_time_per_frame > 0:
@@ -80,10 +89,16 @@ class FitConfig:
         self.simulator(1.0)  # raises on an unknown discretisation or integrator, or a bad dt
         self.initial_parameters()
 
-    def simulator(self, time_per_frame: float) -> Simulator:
-        """The learner's :class:`~neuradiff.physics.Simulator` for frames ``time_per_frame`` apart."""
+    def simulator(self, time_per_frame: float, *, cropped: bool = False) -> Simulator:
+        """The learner's :class:`~neuradiff.physics.Simulator` for frames ``time_per_frame`` apart (no-flux walls
+        when training on crops and ``boundary`` is ``"auto"``)."""
+        boundary = ("no-flux" if cropped else "periodic") if self.boundary == "auto" else self.boundary
         return Simulator(
-            discretisation=self.discretisation, integrator=self.integrator, dt=self.dt, time_per_frame=time_per_frame
+            discretisation=self.discretisation,
+            integrator=self.integrator,
+            dt=self.dt,
+            time_per_frame=time_per_frame,
+            boundary=boundary,
         )
 
     def initial_parameters(self) -> VoidParameters:

@@ -19,10 +19,11 @@ from neuradiff.core.errors import NeuradiffError
 from neuradiff.core.labels import UNKNOWN, VOID, known
 from neuradiff.nets import NetConfig, RecognitionNet, annotation_loss, default_stride
 from neuradiff.training.config import FitConfig
+from neuradiff.training.crops import Window, anchored_window, cut_batch, resolve_crop
 from neuradiff.training.data import TrainingData, split_frames
 
 #: Seed stream of each phase's batches.
-PHASE_STREAMS = {"pretrain": 0, "joint": 1, "physics-only": 2, "surrogate": 3}
+PHASE_STREAMS = {"pretrain": 0, "joint": 1, "physics-only": 2, "surrogate": 3, "validation": 4}
 
 
 def augment(x: Tensor, k: int, flip: bool) -> Tensor:
@@ -53,6 +54,8 @@ class RecognitionTraining:
         The annotations training may see: validation frames are unknown.
     train_frames, val_frames : ndarray
         Annotated frames used for training and held out for validation.
+    crop : int or None
+        Side of the square training windows (``None``: whole frames); see :mod:`neuradiff.training.crops`.
     """
 
     def __init__(self, data: TrainingData, config: FitConfig) -> None:
@@ -68,6 +71,13 @@ class RecognitionTraining:
         self.train_annotations = torch.where(
             train_mask.view(-1, 1, 1), self.annotations, torch.full_like(self.annotations, UNKNOWN)
         )
+        self.crop = resolve_crop(config.crop, *data.frames.shape[-2:])
+
+    def windows(self, rng: np.random.Generator, idx: Tensor, annotations: Tensor) -> list[Window] | None:
+        """One training window per frame of ``idx``, anchored on ``annotations[idx]`` (``None`` without crops)."""
+        if self.crop is None:
+            return None
+        return [anchored_window(rng, annotations[i], self.crop) for i in idx.tolist()]
 
     def new_net(self) -> RecognitionNet:
         """A fresh net (seeded by ``config.seed``), normalised to the video's intensities."""
@@ -76,9 +86,12 @@ class RecognitionTraining:
         mean, std = float(self.frames.mean()), float(self.frames.std())
         return RecognitionNet(net_cfg, input_mean=mean, input_std=max(std, 1e-6))
 
-    def recognise(self, net: RecognitionNet, idx: Tensor, k: int = 0, flip: bool = False) -> tuple[Tensor, Tensor]:
-        """(fields ``[B, 3, H, W]``, eta logits ``[B, H, W]``) of frames ``idx``, augmented by (k, flip)."""
-        x = augment(self.frames[idx], k, flip)
+    def recognise(
+        self, net: RecognitionNet, idx: Tensor, k: int = 0, flip: bool = False, windows: list[Window] | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """(fields ``[B, 3, h, w]``, eta logits ``[B, h, w]``) of frames ``idx`` cut to ``windows`` (whole frames
+        without), augmented by (k, flip)."""
+        x = augment(cut_batch(self.frames[idx], windows), k, flip)
         z = net.logits(x, idx.to(torch.float32))
         return net.fields(z), z[:, 2]
 
@@ -99,8 +112,9 @@ class RecognitionTraining:
         rng = batch_rng(self.config.seed, "pretrain", it)
         idx = torch.from_numpy(rng.choice(self.train_frames, size=self.config.batch))
         k, flip = augmentation(rng, self.config.augment)
-        fields, logits = self.recognise(net, idx, k, flip)
-        ann = augment(self.train_annotations[idx], k, flip)
+        windows = self.windows(rng, idx, self.train_annotations)
+        fields, logits = self.recognise(net, idx, k, flip, windows)
+        ann = augment(cut_batch(self.train_annotations[idx], windows), k, flip)
         rec = annotation_loss(logits, ann, pos_weight=self.config.void_weight)
         prior = self.prior_loss(fields, ann)
         return {"loss": rec + self.config.prior_weight * prior, "rec": rec, "prior": prior}
