@@ -4,8 +4,9 @@ Rooms, lowest first (a room may import from its own and from lower rooms only):
 
     core → physics → nets → io → synth → training → methods → measure → evaluation → report → workflows → cli
 
-``neuradiff/__init__.py`` and ``_version.py`` stand outside. The only deferred import is RosettaSciIO, an
-optional extra, loaded by name (``importlib``) when a microscope file is read.
+``neuradiff/__init__.py`` and ``_version.py`` stand outside. The only deferred imports are RosettaSciIO, an
+optional extra, loaded by name (``importlib``) when a microscope file is read, and Dask distributed (seconds to
+import), loaded by name when a batch runs on a cluster.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ def _info_text(info: Mapping[str, Any] | None) -> str:
         return ""
     losses = " ".join(f"{k[5:]}={v:.3g}" for k, v in info.items() if k.startswith("loss_"))
     params = " ".join(f"{k[6:]}={v:.3g}" for k, v in info.items() if k.startswith("param_"))
-    return f"{losses}  {params}" if params else losses
+    rates = " ".join(f"{v:.3g} {k[:-6].replace('_', ' ')}/s" for k, v in info.items() if k.endswith("_per_s"))
+    return "  ".join(t for t in (losses, params, rates) if t)
 
 
 @contextlib.contextmanager

@@ -41,6 +41,8 @@ def run_track(
     nm_per_px: float | None = None,
     frame_interval_s: float | None = None,
     measure: bool = True,
+    overlay: bool = True,
+    require_nm: bool = False,
     progress: ProgressSink = no_progress,
 ) -> TrackSummary:
     """Write ``eta.tif`` (float), ``masks.tif`` (eta ≥ 0.5) and, with ``measure``, the void measurements.
@@ -57,6 +59,10 @@ def run_track(
         Frames per inference batch (1 is fastest on a few CPU cores).
     nm_per_px, frame_interval_s : float, optional
         Override the recording's calibration.
+    measure, overlay : bool
+        Write the void measurements (tables and plots), and with them ``overlay.mp4``.
+    require_nm : bool
+        Refuse a recording whose pixel size is neither in its metadata nor given.
     """
     if batch < 1:
         raise ValueError("--batch must be >= 1")
@@ -64,6 +70,8 @@ def run_track(
     if not fitted.can_track:
         raise NeuradiffError(f"{model} holds a {fitted.method} model, which does not track")
     vid = read_video(video, nm_per_px=nm_per_px, frame_interval_s=frame_interval_s)
+    if require_nm and vid.calibration.nm_per_px is None:
+        raise NeuradiffError(f"{video}: no pixel size in the file's metadata; give --nm-per-px")
     frames = vid.frames.astype(np.float32)
     n = frames.shape[0]
     chunks = []
@@ -81,5 +89,5 @@ def run_track(
             tifffile.imwrite(tmp, masks, imagej=True)
         if measure:
             meas = measure_masks(masks, calibration=vid.calibration)
-            write_measurements(meas, stage, video_frames=vid.frames, masks=masks)
+            write_measurements(meas, stage, video_frames=vid.frames, masks=masks, overlay=overlay)
     return TrackSummary(n, seconds, Path(out))

@@ -1,0 +1,226 @@
+"""``neuradiff batch``: finding recordings, per-recording failures, the manifest, resuming, Dask workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from typer.testing import CliRunner
+
+from neuradiff.cli import app
+from neuradiff.methods.supervised import SupervisedModel
+from neuradiff.nets import NetConfig, RecognitionNet
+from neuradiff.workflows.batch import find_recordings, read_manifest, run_batch
+
+
+def _stack(path: Path, n: int = 4, size: int = 32, seed: int = 0, nm: float | None = 0.5) -> Path:
+    """A small recording of dark disks on a bright noisy background (calibrated ImageJ TIFF)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    frames = []
+    for t in range(n):
+        f = 0.8 + 0.05 * rng.standard_normal((size, size))
+        for cy, cx in ((10, 10), (22, 20)):
+            f[(yy - cy) ** 2 + (xx - cx - t) ** 2 < (4 + t % 2) ** 2] = 0.2
+        frames.append(f)
+    data = np.clip(np.asarray(frames) * 255, 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if nm is None:
+        tifffile.imwrite(path, data, photometric="minisblack")
+    else:
+        tifffile.imwrite(
+            path,
+            data,
+            imagej=True,
+            resolution=(1 / nm, 1 / nm),
+            metadata={"axes": "TYX", "unit": "nm", "finterval": 2.0},
+        )
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    """A small untrained net: deterministic, so every run of the same batch gives the same tables."""
+    import torch
+
+    torch.manual_seed(3)
+    folder = tmp_path_factory.mktemp("model") / "model"
+    net = RecognitionNet(NetConfig(width=4, depth=1), input_mean=128.0, input_std=60.0)
+    SupervisedModel(net).save(folder)
+    return folder
+
+
+@pytest.fixture()
+def experiment(tmp_path) -> Path:
+    top = tmp_path / "experiment"
+    _stack(top / "300C" / "run1.tif", seed=1)
+    _stack(top / "300C" / "run2.tif", seed=2)
+    _stack(top / "500C" / "run3.tif", seed=3)
+    (top / "500C" / "broken.tif").write_bytes(b"II*\x00 this is not a TIFF")
+    (top / "notes.txt").write_text("not a recording")
+    (top / "conditions.csv").write_text("recording,temperature_K,dose_dpa\n300C/run1.tif,573,0.1\nrun2,573,0.2\n")
+    return top
+
+
+def test_find_recordings_kinds(tmp_path):
+    top = tmp_path / "t"
+    _stack(top / "a" / "stack.tif")
+    from PIL import Image
+
+    (top / "pngs").mkdir()
+    for k in range(3):
+        Image.fromarray(np.full((8, 8), k * 50, np.uint8)).save(top / "pngs" / f"f{k}.png")
+    (top / "singles").mkdir()
+    for k in range(2):
+        tifffile.imwrite(top / "singles" / f"frame{k}.tif", np.zeros((8, 8), np.uint8))
+    gatan = top / "session" / "Hour_00" / "Minute_00" / "Second_01"
+    gatan.mkdir(parents=True)
+    tifffile.imwrite(gatan / "frame_0.tif", np.zeros((8, 8), np.uint8))
+    (top / ".hidden").mkdir()
+    _stack(top / ".hidden" / "x.tif")
+    _stack(top / "out" / "y.tif")
+    (top / "conditions.csv").write_text("recording\n")
+    names = [r.name for r in find_recordings(top, exclude=top / "out")]
+    assert names == ["a/stack.tif", "pngs", "session", "singles"]
+
+
+def test_batch_reports_bad_recordings_and_goes_on(experiment, model, tmp_path):
+    out = tmp_path / "out"
+    seen = []
+    s = run_batch(experiment, out, model=model, overlay=False, on_result=seen.append)
+    status = {r.name: r.status for r in s.results}
+    assert status == {
+        "300C/run1.tif": "done",
+        "300C/run2.tif": "done",
+        "500C/broken.tif": "failed",
+        "500C/run3.tif": "done",
+    }
+    broken = next(r for r in s.results if r.status == "failed")
+    assert "broken.tif" in broken.error and "\n" not in broken.error
+    assert len(seen) == 4
+    manifest = read_manifest(out)
+    assert manifest["300C/run1.tif"].sha256 and manifest["300C/run1.tif"].n_frames == 4
+    assert manifest["300C/run1.tif"].nm_per_px == pytest.approx(0.5)
+    table = pd.read_csv(out / "recordings.csv")
+    assert list(table["recording"]) == [r.name for r in s.results]
+    assert table.loc[table["recording"] == "300C/run1.tif", "temperature_K"].item() == 573
+    assert table.loc[table["recording"] == "300C/run2.tif", "dose_dpa"].item() == pytest.approx(0.2)
+    voids = pd.read_csv(out / "voids.csv")
+    assert {"recording", "temperature_K", "frame", "time_s", "eq_diameter_nm"} <= set(voids.columns)
+    assert set(voids["recording"]) <= {"300C/run1.tif", "300C/run2.tif", "500C/run3.tif"}
+    assert (out / "summary.png").read_bytes()[:4] == b"\x89PNG"
+    for name in ("300C_run1.tif", "300C_run2.tif", "500C_run3.tif"):
+        assert (out / "recordings" / name / "masks.tif").is_file()
+
+    # a second call skips what is done and gives the same tables
+    again = run_batch(experiment, out, model=model, overlay=False)
+    assert again.skipped == 3
+    pd.testing.assert_frame_equal(pd.read_csv(out / "voids.csv"), voids)
+
+    # a changed input is redone
+    _stack(experiment / "300C" / "run2.tif", seed=9)
+    third = run_batch(experiment, out, model=model, overlay=False)
+    assert third.skipped == 2
+
+
+def test_require_nm_fails_uncalibrated_recordings_only(tmp_path, model):
+    top = tmp_path / "in"
+    _stack(top / "calibrated.tif")
+    _stack(top / "plain.tif", nm=None)
+    s = run_batch(top, tmp_path / "out", model=model, overlay=False, require_nm=True)
+    status = {r.name: (r.status, r.error) for r in s.results}
+    assert status["calibrated.tif"][0] == "done"
+    assert status["plain.tif"][0] == "failed" and "pixel size" in status["plain.tif"][1]
+
+
+def test_cli_refuses_bad_input_before_writing(experiment, model, tmp_path):
+    runner = CliRunner()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for bad, why in (
+        ([str(tmp_path / "missing")], "not a folder"),
+        ([str(experiment), "--workers", "0"], "--workers"),
+        ([str(experiment), "--nm-per-px", "-1"], "--nm-per-px"),
+        ([str(empty)], "no recordings"),
+        ([str(experiment), "--conditions", str(tmp_path / "nope.csv")], "conditions"),
+    ):
+        target = tmp_path / "never"
+        r = runner.invoke(app, ["batch", *bad, "--out", str(target), "--model", str(model)])
+        assert r.exit_code == 2, r.output
+        assert why in r.output and r.output.strip().count("\n") == 0 and "Traceback" not in r.output
+        assert not target.exists()
+
+
+@pytest.mark.slow
+def test_cli_names_failures_and_exits_1(experiment, model, tmp_path):
+    out = tmp_path / "out"
+    r = CliRunner().invoke(
+        app, ["batch", str(experiment), "--out", str(out), "--model", str(model), "--workers", "1", "--no-overlay"]
+    )
+    assert r.exit_code == 1, r.output
+    assert "3 of 4 recordings done" in r.output and "broken.tif: failed" in r.output
+    never = tmp_path / "never"
+    r = CliRunner().invoke(
+        app, ["batch", str(experiment), "--out", str(never), "--model", str(model), "--scheduler", "tcp://127.0.0.1:9"]
+    )
+    assert r.exit_code == 2 and "Dask scheduler" in r.output and not never.exists(), r.output
+
+
+@pytest.mark.slow
+def test_dask_workers_give_the_same_tables(experiment, model, tmp_path):
+    one = run_batch(experiment, tmp_path / "one", model=model, overlay=False)
+    two = run_batch(experiment, tmp_path / "two", model=model, overlay=False, workers=2)
+    assert [r.status for r in one.results] == [r.status for r in two.results]
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "one" / "voids.csv"), pd.read_csv(tmp_path / "two" / "voids.csv")
+    )
+
+
+@pytest.mark.slow
+def test_killed_batch_resumes_to_the_same_table(tmp_path, model):
+    top = tmp_path / "in"
+    for k in range(5):
+        _stack(top / f"rec{k}.tif", n=6, seed=k)
+    full = run_batch(top, tmp_path / "full", model=model, overlay=False)
+    assert not full.failed
+    out = tmp_path / "killed"
+    cmd = [
+        sys.executable,
+        "-c",
+        "from neuradiff.cli import main; main()",
+        "batch",
+        str(top),
+        "--out",
+        str(out),
+        "--model",
+        str(model),
+        "--workers",
+        "1",
+        "--no-overlay",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        done = len(read_manifest(out)) if (out / "manifest.json").is_file() else 0
+        if done >= 2 or proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = read_manifest(out)
+    assert 0 < len(partial) < 5, "the kill should land between the first and the last recording"
+    resumed = run_batch(top, out, model=model, overlay=False)
+    assert resumed.skipped == len(partial)
+    pd.testing.assert_frame_equal(pd.read_csv(out / "voids.csv"), pd.read_csv(tmp_path / "full" / "voids.csv"))
+    assert not list(out.glob(".*partial*")) and not list((out / "recordings").glob(".*partial*"))
+    assert json.loads((out / "manifest.json").read_text())["version"] == 1
