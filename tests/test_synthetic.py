@@ -109,7 +109,7 @@ def test_reference_renderer_aligns_truth():
     [
         (["--scenario", "volcano"], "unknown scenario"),
         (["--size", "10"], "too small"),
-        (["--frames", "0"], "frames must be > 0"),
+        (["--frames", "0"], "frames must be greater than or equal to 1"),
         (["--seed", "-1"], "seed"),
     ],
 )
