@@ -36,9 +36,12 @@ def test_dataset_folder_round_trips_through_tifffile(tmp_path):
         "annotations.tif",
         "contact_sheet.png",
         "dataset.json",
+        "provenance.json",
         "truth.npz",
         "video.tif",
     ]
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["command"] == "simulate" and prov["settings"]["seed"] == 4 and prov["inputs"]["config"]["sha256"]
     with tifffile.TiffFile(out / "video.tif") as tif:
         video = tif.asarray()
         ij = tif.imagej_metadata
