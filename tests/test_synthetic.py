@@ -36,9 +36,12 @@ def test_dataset_folder_round_trips_through_tifffile(tmp_path):
         "annotations.tif",
         "contact_sheet.png",
         "dataset.json",
+        "provenance.json",
         "truth.npz",
         "video.tif",
     ]
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["command"] == "simulate" and prov["settings"]["seed"] == 4 and prov["inputs"]["config"]["sha256"]
     with tifffile.TiffFile(out / "video.tif") as tif:
         video = tif.asarray()
         ij = tif.imagej_metadata
@@ -109,7 +112,7 @@ def test_reference_renderer_aligns_truth():
     [
         (["--scenario", "volcano"], "unknown scenario"),
         (["--size", "10"], "too small"),
-        (["--frames", "0"], "frames must be > 0"),
+        (["--frames", "0"], "frames must be greater than or equal to 1"),
         (["--seed", "-1"], "seed"),
     ],
 )

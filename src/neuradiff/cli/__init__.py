@@ -5,7 +5,7 @@ Each command parses its arguments, shows progress and makes one library call.
 
 from __future__ import annotations
 
-from neuradiff.cli import batch, evaluate, fit, measure, simulate  # noqa: F401 - each module registers its commands
+from neuradiff.cli import batch, evaluate, fit, measure, schemas, simulate  # noqa: F401 - each module registers its commands
 from neuradiff.cli._app import app
 
 

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from neuradiff.core.config import merge_config, read_config_file, settings_from
+from pydantic import Field
+
+from neuradiff.core.config import merge_config, read_config_file, settings_class, settings_from
 from neuradiff.methods.neuradiff import FitConfig
 from neuradiff.methods.surrogate import SurrogateConfig
+from neuradiff.synth.datasets import dataset_config
 
 SUITES = ("paper",)
 
 
-@dataclass
+@settings_class("evaluation")
 class SuiteConfig:
     """One evaluation suite.
 
@@ -35,37 +38,36 @@ class SuiteConfig:
     """
 
     name: str = "paper"
-    seed: int = 0
-    fit_seeds: int = 3
-    surrogate_seeds: int = 3
+    seed: Annotated[int, Field(ge=0)] = 0
+    fit_seeds: Annotated[int, Field(ge=1)] = 3
+    surrogate_seeds: Annotated[int, Field(ge=1)] = 3
     data: dict[str, Any] = field(default_factory=dict)
     transfer_data: dict[str, Any] = field(default_factory=dict)
     fit: dict[str, Any] = field(default_factory=dict)
     surrogate: dict[str, Any] = field(default_factory=dict)
-    sensitivity_step: float = 0.1
-    workers: int = 2
-    threads: int = 1
+    sensitivity_step: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    workers: Annotated[int, Field(ge=1)] = 2
+    threads: Annotated[int, Field(ge=1)] = 1
 
     def validate(self) -> None:
-        if self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}")
-        if self.fit_seeds < 1 or self.surrogate_seeds < 1:
-            raise ValueError(
-                f"fit_seeds and surrogate_seeds must be >= 1, got {self.fit_seeds} and {self.surrogate_seeds}"
-            )
-        if self.workers < 1 or self.threads < 1:
-            raise ValueError("workers and threads must be >= 1")
-        if not 0 < self.sensitivity_step < 1:
-            raise ValueError(f"sensitivity_step must be in (0, 1), got {self.sensitivity_step}")
+        """Check the nested settings (fit, surrogate, both datasets); each problem is one line naming its key."""
         self.fit_config()
         self.surrogate_config()
+        for key, scenario in (("data", "single-void"), ("transfer_data", "multi-void")):
+            try:
+                dataset_config(scenario, overrides=getattr(self, key))
+            except ValueError as exc:
+                msg = str(exc).splitlines()[0]
+                rest = msg.removeprefix("bad dataset settings: ")
+                raise ValueError(f"{key}.{rest}" if rest != msg else f"{key}: {msg}") from None
 
     def fit_config(self, seed: int | None = None) -> FitConfig:
         values = {**self.fit, "seed": self.seed if seed is None else seed}
-        return settings_from(FitConfig, values, "fit", "the suite config")
+        return settings_from(FitConfig, values, "evaluation", section="fit")
 
     def surrogate_config(self) -> SurrogateConfig:
-        return settings_from(SurrogateConfig, {"seed": self.seed, **self.surrogate}, "surrogate", "the suite config")
+        values = {"seed": self.seed, **self.surrogate}
+        return settings_from(SurrogateConfig, values, "evaluation", section="surrogate")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

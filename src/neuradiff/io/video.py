@@ -119,6 +119,14 @@ class Calibration:
             return np.arange(n_frames) * float(self.frame_interval_s)
         return None
 
+    def describe(self, n_frames: int | None = None) -> dict:
+        """The calibration as plain data (for ``provenance.json``); frame times are listed when they are uneven."""
+        out: dict = {"nm_per_px": self.nm_per_px, "frame_interval_s": self.frame_interval_s, "source": self.source}
+        times = self.times_s(n_frames) if n_frames is not None else self.frame_times_s
+        if self.frame_times_s is not None and times is not None:
+            out["frame_times_s"] = [float(t) for t in times]
+        return out
+
 
 @dataclass
 class Video:
@@ -619,6 +627,41 @@ def read_video(path, *, nm_per_px: float | None = None, frame_interval_s: float 
     return Video(frames=frames, calibration=cal, names=list(names), path=str(path))
 
 
+def read_calibration(path) -> Calibration:
+    """The calibration stored in a TIFF stack's metadata (ImageJ, OME), without reading its pixels; an empty
+    :class:`Calibration` for any other file or when the metadata say nothing.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, numpy as np, tifffile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "masks.tif"
+    >>> tifffile.imwrite(path, np.zeros((2, 8, 8), np.uint8), imagej=True, resolution=(4.0, 4.0),
+    ...                  metadata={"axes": "TYX", "unit": "nm", "finterval": 3.0})
+    >>> cal = read_calibration(path)
+    >>> cal.nm_per_px, cal.frame_interval_s, cal.source
+    (0.25, 3.0, 'imagej metadata')
+    """
+    path = Path(path)
+    if not path.is_file() or path.suffix.lower() not in TIFF_SUFFIXES:
+        return Calibration()
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if tif.is_imagej:
+                nm, dt = _imagej_calibration(tif)
+                times, source = None, "imagej metadata"
+            elif tif.is_ome:
+                n = tif.series[0].shape[0] if tif.series and len(tif.series[0].shape) > 2 else 1
+                nm, dt, times = _ome_calibration(tif.ome_metadata or "", n)
+                source = "ome"
+            else:
+                return Calibration()
+    except Exception as exc:
+        raise bad(path, f"cannot be read ({_short(exc)})") from None
+    if nm is None and dt is None and times is None:
+        return Calibration()
+    return Calibration(nm_per_px=nm, frame_interval_s=dt, frame_times_s=times, source=source)
+
+
 def normalise_frames(frames) -> np.ndarray:
     """Frames as float32 in ``[0, 1]``.
 
@@ -658,6 +701,7 @@ __all__ = [
     "length_to_nm",
     "natural_key",
     "normalise_frames",
+    "read_calibration",
     "read_video",
     "time_to_s",
     "to_grey",

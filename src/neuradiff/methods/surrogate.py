@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
+import pydantic
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from neuradiff.core.config import settings_class
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.core.labels import overlay_annotation
 from neuradiff.io.saved import SavedModel, write_model_folder
@@ -28,19 +30,18 @@ from neuradiff.training import Phase, Progress, TrainingLoop, batch_rng
 _EPS = 1e-3
 
 
-@dataclass
+@settings_class("surrogate")
 class SurrogateConfig:
-    """Settings of the surrogate: net overrides, iterations, batch of frame pairs, learning rate, seed."""
+    """Settings of the surrogate: net overrides, iterations, batch of frame pairs, learning rate, seed (types and
+    ranges checked on construction)."""
 
     net: dict[str, Any] = field(default_factory=lambda: {"embedding": "none"})
-    iters: int = 200
-    batch: int = 4
-    lr: float = 2e-3
-    seed: int = 0
+    iters: Annotated[int, pydantic.Field(ge=1)] = 200
+    batch: Annotated[int, pydantic.Field(ge=1)] = 4
+    lr: Annotated[float, pydantic.Field(gt=0)] = 2e-3
+    seed: Annotated[int, pydantic.Field(ge=0)] = 0
 
     def validate(self) -> None:
-        if self.iters < 1 or self.batch < 1 or not self.lr > 0:
-            raise ValueError("the surrogate needs iters >= 1, batch >= 1 and lr > 0")
         NetConfig.from_dict(self.net)
 
     def to_dict(self) -> dict[str, Any]:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
+from neuradiff.core.config import settings_class
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.core.labels import SOLID, UNKNOWN, VOID
 from neuradiff.synth.render import check_eta
@@ -29,7 +29,7 @@ JITTER_SCALE = 6.0
 #: Tolerance on eta outside [0, 1] (clipped); larger excursions are an error.
 
 
-@dataclass(frozen=True)
+@settings_class("annotation", frozen=True)
 class AnnotationSettings:
     """What is annotated and how.
 

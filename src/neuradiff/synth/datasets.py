@@ -14,19 +14,28 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+import pydantic
 import tifffile
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from skimage.measure import find_contours
 
 from neuradiff._version import __version__
-from neuradiff.core.config import merge_config
+from neuradiff.core.config import (
+    SettingsError,
+    describe_validation_error,
+    merge_config,
+    settings_class,
+    settings_schema,
+)
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.core.files import atomic_path, write_json, write_npz
 from neuradiff.core.labels import LABEL_NAMES, known
+from neuradiff.io.stacks import write_stack
+from neuradiff.io.video import Calibration
 from neuradiff.synth.annotate import AnnotationSettings, annotate
 from neuradiff.synth.render import RenderSettings, render_video, shift_like
 from neuradiff.synth.simulation import SimulationConfig, run_simulation
@@ -63,16 +72,17 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 }
 
 
-@dataclass
+@settings_class("dataset")
 class DatasetConfig:
-    """Everything that defines a synthetic dataset (see :data:`SCENARIOS` for the defaults)."""
+    """Everything that defines a synthetic dataset (see :data:`SCENARIOS` for the defaults); types and ranges
+    are checked on construction."""
 
     scenario: str = "single-void"
-    seed: int = 0
-    frames: int = 60
-    steps_per_frame: int = 60
-    nm_per_px: float = 1.0
-    frame_interval_s: float = 1.0
+    seed: Annotated[int, pydantic.Field(ge=0)] = 0
+    frames: Annotated[int, pydantic.Field(ge=1)] = 60
+    steps_per_frame: Annotated[int, pydantic.Field(ge=1)] = 60
+    nm_per_px: Annotated[float, pydantic.Field(gt=0)] = 1.0
+    frame_interval_s: Annotated[float, pydantic.Field(gt=0)] = 1.0
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     render: RenderSettings = field(default_factory=RenderSettings)
     annotations: AnnotationSettings = field(default_factory=AnnotationSettings)
@@ -96,11 +106,31 @@ class DatasetConfig:
         return self.frames + (18 if self.render.mode == "reference" else 0)
 
 
-def _build(cls, values: dict[str, Any], what: str):
+#: Keys of a ``neuradiff simulate --config`` file (a top-level ``parameters`` table overrides
+#: ``simulation.params``).
+DATASET_KEYS = (
+    "seed",
+    "frames",
+    "steps_per_frame",
+    "nm_per_px",
+    "frame_interval_s",
+    "simulation",
+    "render",
+    "annotations",
+    "parameters",
+)
+
+
+def _build(cls, values: Any, what: str):
+    if not isinstance(values, dict):
+        raise NeuradiffError(f"bad dataset settings: {what} must be a table, got {type(values).__name__}")
     try:
         return cls(**values)
-    except TypeError as exc:
-        raise ValueError(f"bad {what} settings: {exc}") from None
+    except SettingsError as exc:
+        if exc.validation is None:
+            raise
+        known = list(cls.__dataclass_fields__)
+        raise NeuradiffError(describe_validation_error(exc.validation, "dataset", None, known, section=what)) from None
 
 
 def dataset_config(
@@ -111,58 +141,80 @@ def dataset_config(
     size: int | None = None,
     frames: int | None = None,
 ) -> DatasetConfig:
-    """Resolve a scenario, a config-file dict and command-line values into a validated :class:`DatasetConfig`."""
+    """Resolve a scenario, a config-file dict and command-line values into a validated :class:`DatasetConfig`.
+
+    A wrong type, an unknown key or a value out of range raises one :class:`NeuradiffError` naming the key.
+
+    Examples
+    --------
+    >>> dataset_config("single-void", overrides={"frames": 10}).frames
+    10
+    >>> dataset_config("single-void", overrides={"render": {"dose": "high"}})
+    Traceback (most recent call last):
+    ...
+    neuradiff.core.errors.NeuradiffError: bad dataset settings: render.dose must be a valid number, got 'high' (text)
+    """
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
     spec = SCENARIOS[scenario]
     values = merge_config({k: v for k, v in spec.items() if k not in ("description", "min_size")}, overrides or {})
-    unknown = set(values) - {
-        "simulation",
-        "render",
-        "annotations",
-        "frames",
-        "steps_per_frame",
-        "nm_per_px",
-        "frame_interval_s",
-        "seed",
-        "parameters",
-    }
+    unknown = sorted(set(values) - set(DATASET_KEYS))
     if unknown:
-        raise ValueError(f"unknown config key(s): {', '.join(sorted(unknown))}")
-    sim = dict(values.get("simulation", {}))
+        raise NeuradiffError(f"bad dataset settings: unknown key {unknown[0]!r}; known: {', '.join(DATASET_KEYS)}")
+    sim = values.get("simulation", {})
+    if not isinstance(sim, dict):
+        raise NeuradiffError(f"bad dataset settings: simulation must be a table, got {type(sim).__name__}")
+    sim = dict(sim)
     if "parameters" in values:  # a top-level [parameters] table overrides the physical parameters
+        if not isinstance(values["parameters"], dict):
+            raise NeuradiffError("bad dataset settings: parameters must be a table")
         sim["params"] = {**sim.get("params", {}), **values["parameters"]}
     if size is not None:
         sim["size"] = size
-    seed = int(values.get("seed", 0) if seed is None else seed)
-    sim["seed"] = seed
-    frames = int(values.get("frames", 60) if frames is None else frames)
-    if frames <= 0:
-        raise ValueError(f"frames must be > 0, got {frames}")
-    steps_per_frame = int(values.get("steps_per_frame", 60))
-    if steps_per_frame <= 0:
-        raise ValueError(f"steps_per_frame must be > 0, got {steps_per_frame}")
-    cfg = DatasetConfig(
-        scenario=scenario,
-        seed=seed,
-        frames=frames,
-        steps_per_frame=steps_per_frame,
-        nm_per_px=float(values.get("nm_per_px", 1.0)),
-        frame_interval_s=float(values.get("frame_interval_s", 1.0)),
-        simulation=_build(SimulationConfig, sim, "simulation"),
-        render=_build(RenderSettings, values.get("render", {}), "render"),
-        annotations=_build(AnnotationSettings, values.get("annotations", {}), "annotations"),
-    )
-    if cfg.nm_per_px <= 0 or cfg.frame_interval_s <= 0:
-        raise ValueError("nm_per_px and frame_interval_s must be positive")
+    top = {k: values[k] for k in ("seed", "frames", "steps_per_frame", "nm_per_px", "frame_interval_s") if k in values}
+    if seed is not None:
+        top["seed"] = seed
+    if frames is not None:
+        top["frames"] = frames
+    sim["seed"] = top.get("seed", 0)
+    simulation = _build(SimulationConfig, sim, "simulation")
+    render = _build(RenderSettings, values.get("render", {}), "render")
+    annotations = _build(AnnotationSettings, values.get("annotations", {}), "annotations")
+    try:
+        cfg = DatasetConfig(scenario=scenario, simulation=simulation, render=render, annotations=annotations, **top)
+    except SettingsError as exc:
+        if exc.validation is None:
+            raise
+        raise NeuradiffError(describe_validation_error(exc.validation, "dataset", None, list(DATASET_KEYS))) from None
     if cfg.simulation.size < spec["min_size"]:
-        raise ValueError(
+        raise NeuradiffError(
             f"size {cfg.simulation.size} px is too small for scenario {scenario!r}; use at least {spec['min_size']}"
         )
     cfg.simulation.steps = cfg.steps_per_frame * (cfg.simulated_frames - 1)
     cfg.simulation.save_every = cfg.steps_per_frame
-    cfg.simulation.validate()
+    try:
+        cfg.simulation.validate()
+    except ValueError as exc:
+        raise NeuradiffError(f"bad dataset settings: simulation: {str(exc).splitlines()[0]}") from None
     return cfg
+
+
+def dataset_schema() -> dict[str, Any]:
+    """JSON schema of a ``neuradiff simulate --config`` file (every key optional; the scenario gives defaults)."""
+    schema = settings_schema(
+        DatasetConfig,
+        "neuradiff simulate --config",
+        "Settings of a synthetic dataset; every key is optional and overrides the scenario's defaults. "
+        "simulation.steps and simulation.save_every are derived from frames and steps_per_frame.",
+    )
+    props = schema["properties"]
+    props.pop("scenario", None)
+    props["parameters"] = {
+        "type": "object",
+        "additionalProperties": {"type": "number"},
+        "description": "physical parameters of the void model (E_v, kBT, ...), as simulation.params",
+    }
+    return schema
 
 
 def time_per_frame(metadata: dict[str, Any]) -> float:
@@ -269,26 +321,13 @@ def make_dataset(config: DatasetConfig, *, progress: Callable[[int], None] | Non
 def write_dataset(ds: Dataset, folder: Path) -> None:
     """Write a dataset's files into ``folder`` (use a staging folder for all-or-nothing output)."""
     cal = ds.config
-    with atomic_path(folder / "video.tif") as tmp:
-        tifffile.imwrite(
-            tmp,
-            ds.video,
-            imagej=True,
-            resolution=(1.0 / cal.nm_per_px, 1.0 / cal.nm_per_px),
-            metadata={"axes": "TYX", "unit": "nm", "spacing": 1.0, "finterval": cal.frame_interval_s},
-        )
-    with atomic_path(folder / "annotations.tif") as tmp:
-        ann = ds.annotations
-        if ann.dtype == np.uint8:
-            tifffile.imwrite(
-                tmp,
-                ann,
-                imagej=True,
-                resolution=(1.0 / cal.nm_per_px, 1.0 / cal.nm_per_px),
-                metadata={"axes": "TYX", "unit": "nm", "finterval": cal.frame_interval_s},
-            )
-        else:  # continuous annotations (NaN = unknown)
-            tifffile.imwrite(tmp, ann.astype(np.float32))
+    calibration = Calibration(nm_per_px=cal.nm_per_px, frame_interval_s=cal.frame_interval_s, source="dataset")
+    write_stack(folder / "video.tif", ds.video, calibration)
+    if ds.annotations.dtype == np.uint8:
+        write_stack(folder / "annotations.tif", ds.annotations, calibration)
+    else:  # continuous annotations (NaN = unknown)
+        with atomic_path(folder / "annotations.tif") as tmp:
+            tifffile.imwrite(tmp, ds.annotations.astype(np.float32))
     write_npz(folder / "truth.npz", **ds.truth)
     write_json(folder / "dataset.json", ds.metadata)
     contact_sheet(ds, folder / "contact_sheet.png")

@@ -19,11 +19,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
+from neuradiff.core.config import settings_class
 from neuradiff.core.errors import NeuradiffError
 
 MODES = ("tem", "reference")
@@ -54,7 +54,7 @@ CNR_EROSION = 2
 CNR_BACKGROUND_SIGMA = 3.0
 
 
-@dataclass(frozen=True)
+@settings_class("render", frozen=True)
 class RenderSettings:
     """How fields become frames.
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from neuradiff._version import __version__
+from neuradiff.core.config import settings_class
 from neuradiff.core.files import write_json, write_npz, write_text
 from neuradiff.physics import VoidModel, VoidParameters, initial_condition, rollout
 from neuradiff.physics.forcing import RandomForcing
@@ -22,7 +23,7 @@ from neuradiff.physics.integrators import get_integrator
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-@dataclass
+@settings_class("simulation")
 class SimulationConfig:
     """A void-model run: grid (pixels, dx in simulation length units), time stepping and randomness."""
 

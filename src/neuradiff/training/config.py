@@ -3,9 +3,12 @@ from annotations (NeuraDiff, the supervised net, the physics-only and the residu
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, field
+from typing import Annotated, Any, Literal
 
+from pydantic import Field
+
+from neuradiff.core.config import settings_class
 from neuradiff.nets import NetConfig
 from neuradiff.physics import Simulator, VoidParameters
 
@@ -23,67 +26,75 @@ INITIAL_GUESS = {
 }
 
 
-@dataclass
+PositiveInt = Annotated[int, Field(ge=1)]
+Count = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+Weight = Annotated[float, Field(ge=0)]
+SiteFraction = Annotated[float, Field(gt=0, lt=1)]
+
+
+@settings_class("fit")
 class FitConfig:
     """Settings of ``neuradiff fit``; every field can come from a config file (``{"fit": {...}}``).
 
+    Types and ranges are checked on construction (pydantic): an unknown key, a wrong type or a value out of
+    range raises a ``ValueError`` naming the key; ``docs/schemas/fit.schema.json`` is the JSON schema of the file.
     The losses and phases are described in :mod:`neuradiff.methods.neuradiff`.
     """
 
-    seed: int = 0
-    net: dict[str, Any] = field(default_factory=dict)  # NetConfig overrides (stride: default_stride of the frames)
-    discretisation: str = "conservative"
-    integrator: str = "imex"
-    dt: float = 0.3  # learner's time step (simulation time units; the guard sub-steps when needed)
-    sim_time_per_frame: float | None = None  # default: from dataset.json beside the video, else 1.0
-    learn: list[str] | None = None  # default: the paper's nine
+    seed: Count = 0
+    #: :class:`~neuradiff.nets.NetConfig` overrides (stride: default_stride of the frames)
+    net: dict[str, Any] = field(default_factory=dict)
+    discretisation: Literal["conservative", "reference"] = "conservative"
+    integrator: Literal["euler", "imex", "spectral"] = "imex"
+    #: learner's time step (simulation time units; the guard sub-steps when needed)
+    dt: PositiveFloat = 0.3
+    #: simulation time between frames; default: from dataset.json beside the video, else 1.0
+    sim_time_per_frame: PositiveFloat | None = None
+    #: names of the learned parameters; default: the paper's nine
+    learn: list[str] | None = None
     initial_params: dict[str, float] = field(default_factory=lambda: dict(INITIAL_GUESS))
     fixed_params: dict[str, float] = field(default_factory=dict)
-    gap: int = 3  # frames between the two frames of a short (consistency) pair
-    max_gap: int = 12  # longest pair between consecutive annotated frames
-    batch: int = 2
-    pretrain_iters: int = 150
-    joint_iters: int = 50
-    lr_net: float = 2e-3
-    lr_net_joint: float = 5e-4
-    lr_phys: float = 0.02
-    physics_loss: str = "total"  # terms that move the physical parameters: "total" (L) or "sim" (L_sim only)
-    lambda_rec: float = 1.0
-    lambda_sim_rec: float = 0.1
-    prior_weight: float = 1.0
-    void_weight: float = 1.0  # weight of void pixels in the BCE (raise it for sparse voids, e.g. 3)
-    c_v_matrix: float = 0.122
-    c_i_matrix: float = 6.9e-4
-    c_i_scale: float = 1e-3
-    eval_every: int = 10
-    checkpoint_every: int = 25
-    bptt_checkpoint: int | None = 10
+    #: frames between the two frames of a short (consistency) pair
+    gap: PositiveInt = 3
+    #: longest pair between consecutive annotated frames
+    max_gap: PositiveInt = 12
+    batch: PositiveInt = 2
+    pretrain_iters: Count = 150
+    joint_iters: Count = 50
+    lr_net: PositiveFloat = 2e-3
+    lr_net_joint: PositiveFloat = 5e-4
+    lr_phys: PositiveFloat = 0.02
+    #: terms that move the physical parameters: "total" (L) or "sim" (L_sim only)
+    physics_loss: Literal["total", "sim"] = "total"
+    lambda_rec: Weight = 1.0
+    lambda_sim_rec: Weight = 0.1
+    prior_weight: Weight = 1.0
+    #: weight of void pixels in the BCE (raise it for sparse voids, e.g. 3)
+    void_weight: PositiveFloat = 1.0
+    c_v_matrix: SiteFraction = 0.122
+    c_i_matrix: SiteFraction = 6.9e-4
+    c_i_scale: PositiveFloat = 1e-3
+    eval_every: PositiveInt = 10
+    checkpoint_every: PositiveInt = 25
+    bptt_checkpoint: PositiveInt | None = 10
     augment: bool = True
-    crop: int | None = None  # training window side (px); default: whole frames up to 256 px, else 256
-    crop_margin: int = 8  # px along a window's edge left out of the physics losses
-    boundary: str = "auto"  # of the learned simulator: "periodic", "no-flux", or "auto" (no-flux when cropping)
+    #: training window side (px); default: whole frames up to 256 px, else 256
+    crop: Annotated[int, Field(ge=16)] | None = None
+    #: px along a window's edge left out of the physics losses
+    crop_margin: Count = 8
+    #: of the learned simulator: "periodic", "no-flux", or "auto" (no-flux when cropping)
+    boundary: Literal["auto", "periodic", "no-flux"] = "auto"
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the first bad setting."""
-        for name in ("gap", "batch", "eval_every", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("pretrain_iters", "joint_iters"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0")
-        for name in ("dt", "lr_net", "lr_net_joint", "lr_phys", "c_i_scale", "void_weight"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.crop is not None and self.crop < 16:
-            raise ValueError(f"crop must be at least 16 px, got {self.crop}")
+        """Raise ``ValueError`` naming the first bad setting that depends on others (types and ranges of single
+        settings are checked on construction)."""
         if self.crop is not None and not 0 <= self.crop_margin <= self.crop // 4:
             raise ValueError(f"crop_margin must be in [0, crop/4], got {self.crop_margin} for crop {self.crop}")
-        if self.boundary not in ("auto", "periodic", "no-flux"):
-            raise ValueError(f"boundary must be 'auto', 'periodic' or 'no-flux', got {self.boundary!r}")
-        if self.physics_loss not in ("total", "sim"):
-            raise ValueError(f"physics_loss must be 'total' or 'sim', got {self.physics_loss!r}")
-        if self.sim_time_per_frame is not None and not self.sim_time_per_frame > 0:
-            raise ValueError(f"sim_time_per_frame must be positive, got {self.sim_time_per_frame}")
+        if self.learn is not None:
+            unknown = [n for n in self.learn if n not in VoidParameters.specs()]
+            if unknown:
+                raise ValueError(f"learn: unknown parameter {unknown[0]!r}; known: {', '.join(VoidParameters.specs())}")
         if self.net:
             NetConfig.from_dict(self.net)
         self.simulator(1.0)  # raises on an unknown discretisation or integrator, or a bad dt

@@ -8,6 +8,7 @@ from neuradiff.workflows.evaluate import run_evaluate
 from neuradiff.workflows.fit import FitSummary, load_training_data, read_fit_config, run_fit
 from neuradiff.workflows.forecast import ForecastSummary, run_forecast
 from neuradiff.workflows.measure import MeasureSummary, run_measure
+from neuradiff.workflows.schemas import config_schemas, write_schemas
 from neuradiff.workflows.simulate import run_simulate, run_simulate_fields, simulation_config
 from neuradiff.workflows.track import TrackSummary, run_track
 
@@ -17,6 +18,7 @@ __all__ = [
     "ForecastSummary",
     "MeasureSummary",
     "TrackSummary",
+    "config_schemas",
     "load_training_data",
     "read_fit_config",
     "run_demo",
@@ -28,4 +30,5 @@ __all__ = [
     "run_simulate_fields",
     "run_track",
     "simulation_config",
+    "write_schemas",
 ]

@@ -13,6 +13,7 @@ import numpy as np
 from neuradiff.core.config import read_config_file, settings_from
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.core.files import prepare_output_dir, write_json
+from neuradiff.core.provenance import provenance, write_provenance
 from neuradiff.evaluation.truth import evaluate_model, load_truth
 from neuradiff.io.annotations import read_annotations
 from neuradiff.io.video import read_video
@@ -117,7 +118,17 @@ def run_fit(
     model = fit.model
     model.info["video"] = video_info
     model.save(out, history=fit.history, config=config.to_dict())
-    files = ["model.pt", "model.json", "params.json", "history.csv", "config.json"]
+    params = model.parameters()
+    record = provenance(
+        "fit",
+        inputs={"video": video_path, "annotations": annotations_path, "truth": truth_path},
+        model={"method": model.method, "parameters": None if params is None else params.as_floats()},
+        settings={"config": config.to_dict(), "resume": resume, "sim_time_per_frame": data.sim_time_per_frame},
+        calibration={k: video_info[k] for k in ("nm_per_px", "frame_interval_s")}
+        | {"source": video_info["calibration_source"]},
+    )
+    write_provenance(out, record)
+    files = ["model.pt", "model.json", "params.json", "history.csv", "config.json", "provenance.json"]
     summary = FitSummary(model, fit.train_frames.tolist(), fit.val_frames.tolist(), fit.kept, files=files)
     if truth is not None:
         metrics = evaluate_model(

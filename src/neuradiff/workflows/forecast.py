@@ -6,13 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import tifffile
 
 from neuradiff.core.errors import NeuradiffError
-from neuradiff.core.files import atomic_path, staged_output, write_npz, write_text
-from neuradiff.io.video import read_video
+from neuradiff.core.files import staged_output, write_npz, write_text
+from neuradiff.core.provenance import provenance, write_provenance
+from neuradiff.io.stacks import write_stack
+from neuradiff.io.video import Calibration, read_video
 from neuradiff.methods import Forecast, load_model
 from neuradiff.synth.render import RenderSettings, render_video
+from neuradiff.workflows.track import model_record
 
 
 @dataclass
@@ -27,8 +29,9 @@ class ForecastSummary:
 def run_forecast(
     model: str | Path, video: str | Path, out: str | Path, *, frame: int = 0, steps: int
 ) -> ForecastSummary:
-    """Write ``forecast.npz`` (fields of every forecast frame), ``forecast.tif`` (rendered as a TEM video) and
-    ``forecast_area.csv`` (void area per frame) into ``out``.
+    """Write ``forecast.npz`` (fields of every forecast frame), ``forecast.tif`` (rendered as a TEM video; a
+    calibrated ImageJ hyperstack), ``forecast_area.csv`` (void area per frame, in px and, when the video is
+    calibrated, in nm² with the time in s) and ``provenance.json`` into ``out``.
 
     Parameters
     ----------
@@ -56,19 +59,39 @@ def run_forecast(
     rendered, _ = render_video(
         np.clip(fc.eta, 0, 1), c_v=c_v, c_i=c_i, settings=RenderSettings(drift=0.0, flicker=0.0), seed=0
     )
-    interval = vid.calibration.frame_interval_s
+    cal = vid.calibration
+    nm = cal.nm_per_px
+    times = cal.times_s(frames.shape[0])
+    interval = cal.frame_interval_s
     area = (fc.eta >= 0.5).sum(axis=(1, 2))
     arrays = (
         {"eta": fc.eta, "frame": fc.frames}
         if fc.fields is None
         else {"c_v": fc.fields[:, 0], "c_i": fc.fields[:, 1], "eta": fc.eta, "frame": fc.frames}
     )
+
+    def time_of(k: int) -> str:  # frames beyond the video are one (median) interval apart
+        if times is not None and k < len(times):
+            return f"{times[k]:g}"
+        if times is not None and interval is not None:
+            return f"{times[-1] + (k - len(times) + 1) * interval:g}"
+        return "" if interval is None else f"{k * interval:g}"
+
+    header = "frame,time_s,void_area_px" + (",void_area_nm2" if nm is not None else "")
+    lines = [header] + [
+        f"{k},{time_of(int(k))},{a}" + (f",{a * nm * nm:g}" if nm is not None else "") for k, a in zip(fc.frames, area)
+    ]
+    stack_cal = Calibration(nm_per_px=nm, frame_interval_s=interval, source=cal.source)
+    record = provenance(
+        "forecast",
+        inputs={"video": video, "model": model},
+        model=model_record(fitted),
+        settings={"frame": frame, "steps": steps},
+        calibration=cal.describe(frames.shape[0]),
+    )
     with staged_output(out) as stage:
         write_npz(stage / "forecast.npz", **arrays)
-        with atomic_path(stage / "forecast.tif") as tmp:
-            tifffile.imwrite(tmp, rendered, imagej=True)
-        lines = ["frame,time_s,void_area_px"] + [
-            f"{k},{'' if interval is None else f'{k * interval:g}'},{a}" for k, a in zip(fc.frames, area)
-        ]
+        write_stack(stage / "forecast.tif", rendered, stack_cal)
         write_text(stage / "forecast_area.csv", "\n".join(lines) + "\n")
+        write_provenance(stage, record)
     return ForecastSummary(fc, area, Path(out))

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from neuradiff.core.config import read_config_file, read_parameter_file
+from neuradiff.core.config import read_config_file, read_parameter_file, settings_from
 from neuradiff.core.files import prepare_output_dir, staged_output
 from neuradiff.core.progress import ProgressSink, no_progress
+from neuradiff.core.provenance import provenance, write_provenance
 from neuradiff.synth.datasets import Dataset, DatasetConfig, dataset_config, make_dataset, write_dataset
 from neuradiff.synth.simulation import SimulationConfig, SimulationResult, run_simulation, write_simulation
 
@@ -30,15 +31,20 @@ def run_simulate(
     with staged_output(out) as stage:
         ds = make_dataset(cfg, progress=lambda done: progress(f"simulating {scenario}", done, cfg.simulation.steps))
         write_dataset(ds, stage)
+        record = provenance(
+            "simulate",
+            inputs={"config": config},
+            settings={"scenario": scenario, "seed": seed, "size": size, "frames": frames, "config": cfg.to_dict()},
+            calibration={"nm_per_px": cfg.nm_per_px, "frame_interval_s": cfg.frame_interval_s, "source": "dataset"},
+        )
+        write_provenance(stage, record)
     return ds, cfg
 
 
 def simulation_config(*, params: str | Path | None = None, **settings: Any) -> SimulationConfig:
     """A validated :class:`SimulationConfig` from keyword settings and an optional parameter file."""
     overrides = read_parameter_file(params) if params is not None else {}
-    config = SimulationConfig(**settings, params=overrides)
-    config.validate()
-    return config
+    return settings_from(SimulationConfig, {**settings, "params": overrides}, "simulation")
 
 
 def run_simulate_fields(

@@ -6,16 +6,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import tifffile
 
 from neuradiff.core.errors import NeuradiffError
-from neuradiff.core.files import atomic_path, staged_output
+from neuradiff.core.files import staged_output
 from neuradiff.core.progress import ProgressSink, no_progress
+from neuradiff.core.provenance import provenance, write_provenance
+from neuradiff.io.stacks import write_stack
 from neuradiff.io.video import read_video
 from neuradiff.measure.voids import measure_masks
-from neuradiff.methods import load_model
+from neuradiff.methods import FittedMethod, load_model
 from neuradiff.report.measurements import write_measurements
 
 
@@ -45,7 +47,9 @@ def run_track(
     require_nm: bool = False,
     progress: ProgressSink = no_progress,
 ) -> TrackSummary:
-    """Write ``eta.tif`` (float), ``masks.tif`` (eta ≥ 0.5) and, with ``measure``, the void measurements.
+    """Write ``eta.tif`` (float), ``masks.tif`` (eta ≥ 0.5), ``provenance.json`` and, with ``measure``, the void
+    measurements. Both stacks are calibrated ImageJ hyperstacks (``TYX``, nm, s) that Fiji and RosettaSciIO read
+    with their scales.
 
     Parameters
     ----------
@@ -82,12 +86,31 @@ def run_track(
     eta = np.concatenate(chunks).astype(np.float32)
     seconds = time.perf_counter() - t0
     masks = (eta >= 0.5).astype(np.uint8)
+    cal = vid.calibration
+    record = provenance(
+        "track",
+        inputs={"video": video, "model": model},
+        model=model_record(fitted),
+        settings={
+            "batch": batch,
+            "nm_per_px": nm_per_px,
+            "frame_interval_s": frame_interval_s,
+            "measure": measure,
+            "overlay": overlay,
+        },
+        calibration=cal.describe(n),
+    )
     with staged_output(out) as stage:
-        with atomic_path(stage / "eta.tif") as tmp:
-            tifffile.imwrite(tmp, eta)
-        with atomic_path(stage / "masks.tif") as tmp:
-            tifffile.imwrite(tmp, masks, imagej=True)
+        write_stack(stage / "eta.tif", eta, cal)
+        write_stack(stage / "masks.tif", masks, cal)
         if measure:
-            meas = measure_masks(masks, calibration=vid.calibration)
+            meas = measure_masks(masks, calibration=cal)
             write_measurements(meas, stage, video_frames=vid.frames, masks=masks, overlay=overlay)
+        write_provenance(stage, record)
     return TrackSummary(n, seconds, Path(out))
+
+
+def model_record(fitted: FittedMethod) -> dict[str, Any]:
+    """What ``provenance.json`` says about a fitted model: its method and, with physics, its parameters."""
+    params = fitted.parameters()
+    return {"method": fitted.method, "parameters": None if params is None else params.as_floats()}
