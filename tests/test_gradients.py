@@ -63,3 +63,42 @@ def test_checkpointed_gradients_equal_plain_ones():
     for a, b in zip(plain, ckpt):
         assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)
     assert all(float(g.abs().sum()) > 0 for g in plain)  # gradients reach the state and every parameter
+
+
+def _state_with_empty_cells():
+    """A void state whose c_i is below zero in a few cells (as noise or an explicit step leaves it): the face
+    mobilities next to them are exactly 0."""
+    state = smooth_void_state(n=8, radius=2.0).clone()
+    state[0, 1, 1, 1:4] = -2e-3
+    state[0, 1, 6, 5] = -1e-3
+    return state
+
+
+def test_noisy_rollout_through_empty_cells_has_finite_gradients():
+    # Zero face mobilities under the Langevin noise gave NaN gradients for every parameter (√0 has an infinite
+    # derivative); the noise amplitude there does not depend on anything, so the gradient is finite.
+    for dtype in (torch.float32, torch.float64):
+        state = _state_with_empty_cells().to(dtype).requires_grad_(True)
+        params, leaves = tensor_params()
+        params = params.replace(**{k: getattr(params, k).to(dtype) for k in LEARNED})
+        leaves = [getattr(params, k) for k in LEARNED]
+        for integrator in ("euler", "imex"):
+            final = rollout(
+                VoidModel("conservative"),
+                state,
+                params,
+                dt=0.05,
+                n_steps=6,
+                integrator=integrator,
+                forcing=RandomForcing(3),
+                diagnostics=False,
+            ).final
+            grads = torch.autograd.grad(final.pow(2).sum(), [state, *leaves])
+            assert all(bool(torch.isfinite(g).all()) for g in grads), (dtype, integrator)
+            assert all(float(g.abs().sum()) > 0 for g in grads)
+
+
+@pytest.mark.slow
+def test_gradcheck_noisy_rollout_through_empty_cells():
+    inputs = (_state_with_empty_cells().requires_grad_(True), *tensor_params()[1])
+    assert gradcheck(_rollout_fn("conservative", 1, forcing=RandomForcing(3)), inputs, eps=1e-6, atol=1e-6, rtol=1e-4)

@@ -95,6 +95,17 @@ def _harmonic_mean(a: Tensor, b: Tensor) -> Tensor:
     return 2.0 * a * b / (a + b + torch.finfo(a.dtype).tiny)
 
 
+def _sqrt_nonnegative(x: Tensor) -> Tensor:
+    """√x for x ≥ 0 whose gradient is 0 (not ∞) where x = 0.
+
+    A face mobility is exactly 0 only where it does not depend on its inputs (a cell whose concentration is
+    at or below zero has M = D·max(c, 0)/kBT = 0 for every nearby c and every parameter), so the derivative
+    there is 0; ``torch.sqrt`` would give ∞·0 = NaN in the backward pass.
+    """
+    pos = x > 0
+    return torch.where(pos, torch.sqrt(torch.where(pos, x, torch.ones_like(x))), torch.zeros_like(x))
+
+
 class VoidModel(PhaseFieldModel):
     """The void-kinetics model (module docstring); ``VoidModel(discretisation)`` returns the subclass that
     implements that discretisation (:class:`ConservativeVoidModel` or :class:`ReferenceVoidModel`).
@@ -379,8 +390,8 @@ class ConservativeVoidModel(VoidModel):
         # exchanges no noise flux).
         m_e = _harmonic_mean(m, torch.roll(m, -1, dims=-1))
         m_s = _harmonic_mean(m, torch.roll(m, -1, dims=-2))
-        zx = torch.sqrt(m_e) * xi[:, 0:2]
-        zy = torch.sqrt(m_s) * xi[:, 2:4]
+        zx = _sqrt_nonnegative(m_e) * xi[:, 0:2]
+        zy = _sqrt_nonnegative(m_s) * xi[:, 2:4]
         div = (zx - torch.roll(zx, 1, dims=-1) + zy - torch.roll(zy, 1, dims=-2)) / dx
         amp = p.noise * torch.sqrt(2.0 * p.kBT * dt * torch.ones((), dtype=state.dtype)) / dx
         noise_c = amp * div
