@@ -76,9 +76,12 @@ def rollout(
     checkpoint_every : int, optional
         Under autograd, recompute segments of this many steps in the backward pass instead of storing
         them: the live tensors are the segment boundaries plus one segment, and the gradients are
-        identical. The process's resident memory also depends on the allocator: glibc keeps freed blocks
-        (1000 steps at 256²: ~3.5 GB resident with glibc's defaults, < 1 GB with tcmalloc or
-        ``MALLOC_MMAP_THRESHOLD_=65536``; see ``benchmarks/README.md``).
+        identical. A step that the guard splits into more sub-steps than this is itself recomputed in
+        groups of this many sub-steps, so the memory is bounded however stiff the parameters make the
+        equations (the sub-steps of such a step are computed three times instead of twice). The process's
+        resident memory also depends on the allocator: glibc keeps freed blocks (1000 steps at 256²:
+        ~3.5 GB resident with glibc's defaults, < 1 GB with tcmalloc or ``MALLOC_MMAP_THRESHOLD_=65536``;
+        see ``benchmarks/README.md``).
     guard, guard_every : str, int
         Explicit stability guard (``"substep"``, ``"raise"`` or ``"off"``), re-estimated every
         ``guard_every`` steps (default: every step) with a safety factor of 0.9.
@@ -112,6 +115,15 @@ def rollout(
     save_at = set(range(save_every, n_steps + 1, save_every)) if save_every else set()
     save_at.add(n_steps)
 
+    use_ckpt = (
+        bool(checkpoint_every)
+        and torch.is_grad_enabled()
+        and (state.requires_grad or any(isinstance(v, Tensor) and v.requires_grad for v in vars(params).values()))
+    )
+    seg = checkpoint_every if use_ckpt and checkpoint_every else max(n_steps, 1)
+    # Sub-steps of a split step are checkpointed in groups of the same size (nested in the segment).
+    sub_ckpt = checkpoint_every if use_ckpt else None
+
     def advance(s: Tensor, first: int, last: int) -> tuple[Tensor, Tensor, int, list[Tensor]]:
         clamped = torch.zeros(s.shape[:2], dtype=torch.long, device=s.device)
         subs, saved, limit = 0, [], None
@@ -119,7 +131,9 @@ def rollout(
             draws = source.draws(model, start_step + n, s)
             if guard != "off" and scheme.guarded and (limit is None or (n - first) % guard_every == 0):
                 limit = 0.9 * scheme.stability_limit(model, s, params, dx)
-            s, info = scheme.step(model, s, params, dt, dx=dx, draws=draws, guard=guard, limit=limit)
+            s, info = scheme.step(
+                model, s, params, dt, dx=dx, draws=draws, guard=guard, limit=limit, checkpoint_substeps=sub_ckpt
+            )
             check_finite(s, model, start_step + n + 1)
             clamped = clamped + info.clamped
             subs += info.substeps
@@ -127,12 +141,6 @@ def rollout(
                 saved.append(s)
         return s, clamped, subs, saved
 
-    use_ckpt = (
-        bool(checkpoint_every)
-        and torch.is_grad_enabled()
-        and (state.requires_grad or any(isinstance(v, Tensor) and v.requires_grad for v in vars(params).values()))
-    )
-    seg = checkpoint_every if use_ckpt and checkpoint_every else max(n_steps, 1)
     states, steps = [state], [start_step]
     clamped_total = torch.zeros(state.shape[:2], dtype=torch.long, device=state.device)
     substeps = 0
