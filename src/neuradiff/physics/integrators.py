@@ -163,11 +163,7 @@ def _euler(
     def substeps(s: Tensor, f: Tensor | None, count: int) -> tuple[Tensor, Tensor]:
         clamped = None
         for _ in range(count):
-            if implicit_local:
-                rate, d = model.rate_and_diagonal(s, params, dx)
-            else:
-                rate, d = model.rate(s, params, dx), None
-            new = s + (h * rate if d is None else h * rate / (1.0 + h * d))
+            new = model.euler_update(s, params, h, dx, implicit_local=implicit_local)
             if f is not None:
                 new = new + (f if n == 1 else f / n)
             s, c = model.project(new)
