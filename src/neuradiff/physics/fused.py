@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -50,6 +51,16 @@ def _cache_dir() -> Path:
     return Path(base) / "neuradiff" / "kernels"
 
 
+def _cpu_signature() -> str:
+    """The CPU the library is built for (it is compiled for this machine's vector instructions)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [ln for ln in f if ln.startswith(("model name", "flags", "Features"))]
+        return hashlib.sha256("".join(sorted(set(lines))).encode()).hexdigest()[:12]
+    except OSError:
+        return platform.machine() + platform.processor()
+
+
 def _compiler() -> str | None:
     for cand in (os.environ.get("CC"), sysconfig.get_config_var("CC"), "cc", "gcc", "clang"):
         if cand:
@@ -65,8 +76,11 @@ def _build(suffix: str) -> Any:
     if cc is None:
         raise RuntimeError("no C compiler found (set CC or install gcc/clang)")
     real = "float" if suffix == "f32" else "double"
-    flags = ["-O3", "-shared", "-fPIC", "-fno-math-errno", f"-DREAL={real}", f"-DSUFFIX=_{suffix}"]
-    key = hashlib.sha256("\0".join([source, cc, *flags, sys.platform]).encode()).hexdigest()[:16]
+    # -fno-trapping-math and the simd pragma let the compiler vectorise the selects of the pixel loops; the
+    # results do not depend on them (only floating-point exception flags do).
+    flags = ["-O3", "-shared", "-fPIC", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"]
+    flags += [f"-DREAL={real}", f"-DSUFFIX=_{suffix}"] + (["-DFAST_LOG"] if suffix == "f32" else [])
+    key = hashlib.sha256("\0".join([source, cc, *flags, sys.platform, _cpu_signature()]).encode()).hexdigest()[:16]
     out = _cache_dir() / f"void_step_{suffix}_{key}.so"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -74,7 +88,14 @@ def _build(suffix: str) -> Any:
             src = Path(tmp) / "void_step.c"
             src.write_text(source)
             lib = Path(tmp) / out.name
-            proc = subprocess.run([cc, *flags, str(src), "-o", str(lib), "-lm"], capture_output=True, text=True)
+            proc = None
+            for arch in (["-march=native"], []):  # this machine's vector units where the compiler knows them
+                proc = subprocess.run(
+                    [cc, *flags, *arch, str(src), "-o", str(lib), "-lm"], capture_output=True, text=True
+                )
+                if proc.returncode == 0:
+                    break
+            assert proc is not None
             if proc.returncode != 0:
                 raise RuntimeError(f"compiling the fused kernel failed: {proc.stderr.strip()[:500]}")
             staged = out.with_name(out.name + f".{os.getpid()}.tmp")
@@ -83,7 +104,7 @@ def _build(suffix: str) -> Any:
     dll = ctypes.CDLL(str(out))
     ptr, i, d = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
     fwd = getattr(dll, f"void_forward_{suffix}")
-    fwd.argtypes = [ptr, ptr, i, i, i, ptr, d, d, i]
+    fwd.argtypes = [ptr, ptr, i, i, i, ptr, d, d, i, ptr, d, ptr, ptr]
     fwd.restype = i
     bwd = getattr(dll, f"void_backward_{suffix}")
     bwd.argtypes = [ptr, ptr, ptr, ptr, i, i, i, ptr, d, d, i]
@@ -148,28 +169,48 @@ def _values(params: Any, log_floor: float, saturation_floor: float) -> Tensor:
     return torch.tensor([*vals, log_floor, saturation_floor], dtype=torch.float64)
 
 
-class _FusedIncrement(torch.autograd.Function):
+class _FusedStep(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, state, values, h, dx, imex, *leaves):
+    def forward(ctx, state, forcing, values, h, dx, imex, fdiv, project, *leaves):
         s = state.detach().contiguous()
         out = torch.empty_like(s)
         b, _, hh, ww = s.shape
+        f = None if forcing is None else forcing.detach().to(s.dtype).contiguous()
+        counts = torch.zeros((b, 3), dtype=torch.int64)
+        mask = torch.empty((b, hh, ww), dtype=torch.uint8) if project else None
         lib = _library(s.dtype)
         assert lib is not None
         rc = getattr(lib, f"void_forward_{_DTYPES[s.dtype]}")(
-            s.data_ptr(), out.data_ptr(), b, hh, ww, values.data_ptr(), h, dx, int(imex)
+            s.data_ptr(),
+            out.data_ptr(),
+            b,
+            hh,
+            ww,
+            values.data_ptr(),
+            h,
+            dx,
+            int(imex),
+            None if f is None else f.data_ptr(),
+            float(fdiv),
+            counts.data_ptr() if project else None,
+            None if mask is None else mask.data_ptr(),
         )
         if rc != 0:
             raise MemoryError("the fused kernel could not allocate its work buffers")
-        ctx.save_for_backward(s)
-        ctx.values, ctx.h, ctx.dx, ctx.imex = values, h, dx, imex
+        ctx.save_for_backward(s, mask)
+        ctx.values, ctx.h, ctx.dx, ctx.imex, ctx.fdiv = values, h, dx, imex, fdiv
+        ctx.has_forcing = forcing is not None
         ctx.leaf_meta = [(leaf.dtype, leaf.shape) if isinstance(leaf, Tensor) else None for leaf in leaves]
-        return out
+        ctx.mark_non_differentiable(counts)
+        return out, counts
 
     @staticmethod
     def backward(ctx, *grads):
-        (s,) = ctx.saved_tensors
+        s, mask = ctx.saved_tensors
         ubar = grads[0].contiguous()
+        if mask is not None:  # the clamp of eta passes the gradient where eta was inside [0, 1]
+            ubar = ubar.clone()
+            ubar[:, 2] *= mask.to(ubar.dtype)
         sbar = torch.empty_like(s)
         pbar = torch.zeros(len(KERNEL_LEARNED), dtype=torch.float64)
         b, _, hh, ww = s.shape
@@ -190,13 +231,16 @@ class _FusedIncrement(torch.autograd.Function):
         )
         if rc != 0:
             raise MemoryError("the fused kernel could not allocate its work buffers")
+        fbar = None
+        if ctx.has_forcing and ctx.needs_input_grad[1]:
+            fbar = ubar if ctx.fdiv == 1 else ubar / ctx.fdiv
         leaf_grads = [
             None if meta is None else pbar[k].to(meta[0]).reshape(meta[1]) for k, meta in enumerate(ctx.leaf_meta)
         ]
-        return (sbar, None, None, None, None, *leaf_grads)
+        return (sbar, fbar, None, None, None, None, None, None, *leaf_grads)
 
 
-def fused_increment(
+def fused_step(
     state: Tensor,
     params: Any,
     h: float,
@@ -205,12 +249,24 @@ def fused_increment(
     imex: bool,
     log_floor: float,
     saturation_floor: float,
-) -> Tensor:
-    """``state + h·rate / (1 + h·d)`` of the conservative void model (``d = 0`` unless ``imex``), ``[B, 3, H, W]``.
+    forcing: Tensor | None = None,
+    forcing_divisor: int = 1,
+    project: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """One Euler (sub-)step of the conservative void model, ``[B, 3, H, W]``, and the out-of-bounds counts.
 
-    Differentiable with respect to ``state`` and the nine learned parameters (scalar tensors or floats).
-    Call :func:`fused_unavailable` first; the caller falls back to the plain path when it gives a reason.
+    ``u = state + h·rate / (1 + h·d)`` (``d = 0`` unless ``imex``); with ``project``, the conservative
+    projection of ``u + forcing / forcing_divisor`` follows (η clamped to [0, 1]; counts ``[B, 3]`` of the
+    values outside [0, 1] before it, as :meth:`~neuradiff.physics.void_model.ConservativeVoidModel.project`),
+    else the counts are zero. Differentiable with respect to ``state``, ``forcing`` and the nine learned
+    parameters (scalar tensors or floats). Call :func:`fused_unavailable` first; the caller falls back to
+    the plain path when it gives a reason.
     """
+    if forcing is not None and not project:
+        raise ValueError("a forcing increment is added by the projected step only (project=True)")
     values = _values(params, log_floor, saturation_floor)
     leaves = [getattr(params, k) for k in KERNEL_LEARNED]
-    return _FusedIncrement.apply(state, values, float(h), float(dx), bool(imex), *leaves)
+    out, counts = _FusedStep.apply(
+        state, forcing, values, float(h), float(dx), bool(imex), int(forcing_divisor), bool(project), *leaves
+    )
+    return out, counts

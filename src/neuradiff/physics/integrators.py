@@ -163,10 +163,7 @@ def _euler(
     def substeps(s: Tensor, f: Tensor | None, count: int) -> tuple[Tensor, Tensor]:
         clamped = None
         for _ in range(count):
-            new = model.euler_update(s, params, h, dx, implicit_local=implicit_local)
-            if f is not None:
-                new = new + (f if n == 1 else f / n)
-            s, c = model.project(new)
+            s, c = model.euler_substep(s, params, h, dx, implicit_local=implicit_local, forcing=f, forcing_divisor=n)
             clamped = c if clamped is None else clamped + c
         assert clamped is not None  # count >= 1
         return s, clamped

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from neuradiff.core.allocator import configure_allocator, release_free_memory
 from neuradiff.core.errors import SimulationError
 from neuradiff.physics.forcing import Forcing, as_forcing
 from neuradiff.physics.integrators import get_integrator
@@ -46,6 +47,11 @@ def check_finite(state: Tensor, model: PhaseFieldModel, step: int) -> None:
         )
 
 
+def _release_after_backward(grad: Tensor) -> Tensor:
+    release_free_memory()
+    return grad
+
+
 def rollout(
     model: PhaseFieldModel,
     state: Tensor,
@@ -78,10 +84,9 @@ def rollout(
         them: the live tensors are the segment boundaries plus one segment, and the gradients are
         identical. A step that the guard splits into more sub-steps than this is itself recomputed in
         groups of this many sub-steps, so the memory is bounded however stiff the parameters make the
-        equations (the sub-steps of such a step are computed three times instead of twice). The process's
-        resident memory also depends on the allocator: glibc keeps freed blocks (1000 steps at 256²:
-        ~3.5 GB resident with glibc's defaults, < 1 GB with tcmalloc or ``MALLOC_MMAP_THRESHOLD_=65536``;
-        see ``benchmarks/README.md``).
+        equations (the sub-steps of such a step are computed three times instead of twice). On Linux with
+        glibc the freed pages of each segment's recomputation are handed back to the kernel after its
+        backward pass (:mod:`neuradiff.core.allocator`), so the resident memory follows the live memory.
     guard, guard_every : str, int
         Explicit stability guard (``"substep"``, ``"raise"`` or ``"off"``), re-estimated every
         ``guard_every`` steps (default: every step) with a safety factor of 0.9.
@@ -111,6 +116,7 @@ def rollout(
     scheme = get_integrator(integrator)
     source = as_forcing(forcing)
     check_finite(state, model, start_step)
+    configure_allocator()
 
     save_at = set(range(save_every, n_steps + 1, save_every)) if save_every else set()
     save_at.add(n_steps)
@@ -155,8 +161,17 @@ def rollout(
                 box["c"], box["k"] = c, k
                 return (out, *saved)
 
+            if s.requires_grad:
+                # After this segment's backward (the gradient reaches its input), hand the freed pages of
+                # its recomputation back, so the resident memory follows the live memory. (The hook goes on
+                # an alias, never on the caller's tensor.)
+                s = s.view_as(s)
+                s.register_hook(_release_after_backward)
             out = checkpoint(segment, s, use_reentrant=False)
             s, saved, c, k = out[0], list(out[1:]), box["c"], box["k"]
+            # The segment's boundary state outlives its temporaries, so the heap grows around it; hand the
+            # free pages back (the live memory of a checkpointed rollout is a few states per segment).
+            release_free_memory()
         else:
             s, c, k, saved = advance(s, first, last)
         clamped_total += c

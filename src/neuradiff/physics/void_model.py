@@ -38,7 +38,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from neuradiff.physics.fused import fused_increment, fused_unavailable
+from neuradiff.physics.fused import fused_step, fused_unavailable
 from neuradiff.physics.model import PhaseFieldModel
 from neuradiff.physics.operators import LAPLACIAN_MAX_EIGENVALUE, flux_divergence, laplacian
 from neuradiff.physics.parameters import ParameterSet, parameter
@@ -388,14 +388,16 @@ class ConservativeVoidModel(VoidModel):
     def _mobility_concentrations(self, c: Tensor) -> Tensor:
         return torch.clamp(c, min=0.0)
 
+    def _fused(self, state: Tensor, params: VoidParameters) -> bool:
+        if self.kernel != "fused":
+            return False
+        return fused_unavailable(state, params, boundary=self.boundary, face=self.face_mobility) is None
+
     def euler_update(
         self, state: Tensor, params: VoidParameters, h: float, dx: float, *, implicit_local: bool = False
     ) -> Tensor:
-        if (
-            self.kernel == "fused"
-            and fused_unavailable(state, params, boundary=self.boundary, face=self.face_mobility) is None
-        ):
-            return fused_increment(
+        if self._fused(state, params):
+            return fused_step(
                 state,
                 params,
                 h,
@@ -403,8 +405,42 @@ class ConservativeVoidModel(VoidModel):
                 imex=implicit_local,
                 log_floor=self.log_floor,
                 saturation_floor=self.saturation_floor,
-            )
+            )[0]
         return super().euler_update(state, params, h, dx, implicit_local=implicit_local)
+
+    def euler_substep(
+        self,
+        state: Tensor,
+        params: VoidParameters,
+        h: float,
+        dx: float,
+        *,
+        implicit_local: bool = False,
+        forcing: Tensor | None = None,
+        forcing_divisor: int = 1,
+    ) -> tuple[Tensor, Tensor]:
+        if self._fused(state, params) and (forcing is None or forcing.shape == state.shape):
+            return fused_step(
+                state,
+                params,
+                h,
+                dx,
+                imex=implicit_local,
+                forcing=forcing,
+                forcing_divisor=forcing_divisor,
+                project=True,
+                log_floor=self.log_floor,
+                saturation_floor=self.saturation_floor,
+            )
+        return super().euler_substep(
+            state,
+            params,
+            h,
+            dx,
+            implicit_local=implicit_local,
+            forcing=forcing,
+            forcing_divisor=forcing_divisor,
+        )
 
     def _transport(self, m: Tensor, mu: Tensor, dx: float) -> Tensor:
         return flux_divergence(m, mu, dx, boundary=self.boundary, face=self.face_mobility)

@@ -4,6 +4,7 @@
  * Forward: u = s + h * rate(s) / (1 + h * d(s))   (d = 0 for the explicit step), state [B, 3, H, W].
  * Backward: given ub = dL/du, s_bar = dL/ds and the gradients of the nine learned parameters
  * (E_v, E_i, kBT, kappa_v, kappa_i, kappa_eta, D_v, D_i, L), accumulated in double.
+ * With FAST_LOG (float32 builds) the logarithm is a branch-free polynomial instead of libm's.
  * The formulas mirror ConservativeVoidModel in void_model.py term by term (the plain PyTorch path is the
  * reference; the tests compare the two).
  */
@@ -24,10 +25,44 @@
 /* parameter vector */
 enum { P_EV, P_EI, P_T, P_KV, P_KI, P_KE, P_DV, P_DI, P_L, P_RB, P_RS, P_EPS, P_SAT, P_COUNT };
 
+#ifdef FAST_LOG
+/* Natural logarithm of a positive normal float: exponent by bit manipulation, Cephes' minimax polynomial for
+ * the mantissa (branch-free, so loops vectorise; relative error within ~2 float32 ulp, see fused.py). */
+static inline __attribute__((always_inline)) float fast_log(float x) {
+    union {
+        float f;
+        unsigned int i;
+    } u = {x};
+    float e = (float)((int)((u.i >> 23) & 0xffu) - 126);
+    u.i = (u.i & 0x007fffffu) | 0x3f000000u; /* mantissa in [0.5, 1) */
+    float m = u.f;
+    const int low = m < 0.707106781186547524f;
+    e = low ? e - 1.0f : e;
+    m = low ? m + m - 1.0f : m - 1.0f;
+    const float z = m * m;
+    float y = 7.0376836292e-2f;
+    y = y * m - 1.1514610310e-1f;
+    y = y * m + 1.1676998740e-1f;
+    y = y * m - 1.2420140846e-1f;
+    y = y * m + 1.4249322787e-1f;
+    y = y * m - 1.6668057665e-1f;
+    y = y * m + 2.0000714765e-1f;
+    y = y * m - 2.4999993993e-1f;
+    y = y * m + 3.3333331174e-1f;
+    y = y * m * z;
+    y += -2.12194440e-4f * e;
+    y += -0.5f * z;
+    return m + y + 0.693359375f * e;
+}
+#define LOG(x) fast_log(x)
+#else
+#define LOG(x) ((REAL)log(x))
+#endif
+
 /* x ln x continued below delta by its quadratic Taylor expansion: g, g' - 1 and g'' (= 1 / max(x, delta)). */
-static inline void entropy(REAL x, REAL delta, REAL *g, REAL *dg, REAL *ddg) {
+static inline __attribute__((always_inline)) void entropy(REAL x, REAL delta, REAL *g, REAL *dg, REAL *ddg) {
     REAL xc = x > delta ? x : delta;
-    REAL lg = (REAL)log(xc);
+    REAL lg = LOG(xc);
     REAL d = x - xc;
     *g = xc * lg + (lg + (REAL)1) * d + d * d / ((REAL)2 * delta);
     *dg = lg + d / delta;
@@ -40,7 +75,7 @@ typedef struct {
     REAL dvs, dis;        /* dv - ds, di - ds */
 } Local;
 
-static inline void local_terms(REAL cv, REAL ci, const REAL *p, Local *o) {
+static inline __attribute__((always_inline)) void local_terms(REAL cv, REAL ci, const REAL *p, Local *o) {
     REAL gv, dv, hv, gi, di, hi, gs, ds, hs;
     entropy(cv, p[P_EPS], &gv, &dv, &hv);
     entropy(ci, p[P_EPS], &gi, &di, &hi);
@@ -58,40 +93,52 @@ static inline void local_terms(REAL cv, REAL ci, const REAL *p, Local *o) {
 
 #define IDX(y, x) ((size_t)(y) * (size_t)W + (size_t)(x))
 
+/* Run the statements given for every pixel k of an H x W periodic grid with its neighbours ke, kw, ks, kn; the
+ * interior columns form a loop without wrap-around indexing, which the compiler can vectorise. */
+#define GRID_LOOP(...)                                                                                          \
+    for (int y = 0; y < H; ++y) {                                                                               \
+        const size_t r_ = (size_t)y * (size_t)W;                                                                \
+        const size_t rn_ = (size_t)(y == 0 ? H - 1 : y - 1) * (size_t)W;                                        \
+        const size_t rs_ = (size_t)(y == H - 1 ? 0 : y + 1) * (size_t)W;                                        \
+        {                                                                                                       \
+            const size_t x_ = 0, k = r_, ke = r_ + (W > 1 ? 1 : 0), kw = r_ + (size_t)W - 1, ks = rs_, kn = rn_; \
+            (void)x_;                                                                                           \
+            __VA_ARGS__                                                                                         \
+        }                                                                                                       \
+        _Pragma("omp simd") for (size_t x_ = 1; x_ < (size_t)W - 1; ++x_) {                                      \
+            const size_t k = r_ + x_, ke = k + 1, kw = k - 1, ks = rs_ + x_, kn = rn_ + x_;                     \
+            __VA_ARGS__                                                                                         \
+        }                                                                                                       \
+        if (W > 1) {                                                                                            \
+            const size_t x_ = (size_t)W - 1, k = r_ + x_, ke = r_, kw = k - 1, ks = rs_ + x_, kn = rn_ + x_;     \
+            __VA_ARGS__                                                                                         \
+        }                                                                                                       \
+    }
+
 /* Chemical potentials of one batch element into mu (3 planes); with imex also d_eta into de (1 plane). */
 static void potentials(const REAL *s, REAL *mu, REAL *de, int H, int W, const REAL *p, REAL idx2) {
     const size_t n = (size_t)H * (size_t)W;
     const REAL *cvp = s, *cip = s + n, *etp = s + 2 * n;
-    for (int y = 0; y < H; ++y) {
-        const int yn = y == 0 ? H - 1 : y - 1, ys = y == H - 1 ? 0 : y + 1;
-        for (int x = 0; x < W; ++x) {
-            const int xw = x == 0 ? W - 1 : x - 1, xe = x == W - 1 ? 0 : x + 1;
-            const size_t k = IDX(y, x);
-            const REAL cv = cvp[k], ci = cip[k], eta = etp[k];
-            Local l;
-            local_terms(cv, ci, p, &l);
-            const REAL lv = (cvp[IDX(y, xe)] + cvp[IDX(y, xw)] + cvp[IDX(ys, x)] + cvp[IDX(yn, x)] - (REAL)4 * cv) * idx2;
-            const REAL li = (cip[IDX(y, xe)] + cip[IDX(y, xw)] + cip[IDX(ys, x)] + cip[IDX(yn, x)] - (REAL)4 * ci) * idx2;
-            const REAL le =
-                (etp[IDX(y, xe)] + etp[IDX(y, xw)] + etp[IDX(ys, x)] + etp[IDX(yn, x)] - (REAL)4 * eta) * idx2;
-            const REAL hh = (eta - (REAL)1) * (eta - (REAL)1), j = eta * eta;
-            const REAL fv = (cv - (REAL)1) * (cv - (REAL)1) + ci * ci;
-            mu[k] = hh * l.av + (REAL)2 * j * (cv - (REAL)1) - p[P_KV] * lv;
-            mu[n + k] = hh * l.ai + (REAL)2 * j * ci - p[P_KI] * li;
-            mu[2 * n + k] = (REAL)2 * (eta - (REAL)1) * l.fs + (REAL)2 * eta * fv - p[P_KE] * le;
-            if (de) {
-                const REAL x2 = (REAL)2 * (l.fs + fv);
-                de[k] = p[P_L] * (x2 > 0 ? x2 : (REAL)0);
-            }
-        }
-    }
+    GRID_LOOP({
+        const REAL cv = cvp[k], ci = cip[k], eta = etp[k];
+        Local l;
+        local_terms(cv, ci, p, &l);
+        const REAL lv = (cvp[ke] + cvp[kw] + cvp[ks] + cvp[kn] - (REAL)4 * cv) * idx2;
+        const REAL li = (cip[ke] + cip[kw] + cip[ks] + cip[kn] - (REAL)4 * ci) * idx2;
+        const REAL le = (etp[ke] + etp[kw] + etp[ks] + etp[kn] - (REAL)4 * eta) * idx2;
+        const REAL hh = (eta - (REAL)1) * (eta - (REAL)1), j = eta * eta;
+        const REAL fv = (cv - (REAL)1) * (cv - (REAL)1) + ci * ci;
+        mu[k] = hh * l.av + (REAL)2 * j * (cv - (REAL)1) - p[P_KV] * lv;
+        mu[n + k] = hh * l.ai + (REAL)2 * j * ci - p[P_KI] * li;
+        mu[2 * n + k] = (REAL)2 * (eta - (REAL)1) * l.fs + (REAL)2 * eta * fv - p[P_KE] * le;
+        const REAL x2 = (REAL)2 * (l.fs + fv);
+        de[k] = p[P_L] * (x2 > 0 ? x2 : (REAL)0);
+    })
 }
 
-/* Upwind flux divergence of species c at (y, x) (without 1/dx^2). */
-static inline REAL transport(const REAL *c, const REAL *mu, int H, int W, int y, int x, REAL mob) {
-    const int yn = y == 0 ? H - 1 : y - 1, ys = y == H - 1 ? 0 : y + 1;
-    const int xw = x == 0 ? W - 1 : x - 1, xe = x == W - 1 ? 0 : x + 1;
-    const size_t k = IDX(y, x), ke = IDX(y, xe), kw = IDX(y, xw), ks = IDX(ys, x), kn = IDX(yn, x);
+/* Upwind flux divergence of species c at k (without 1/dx^2). */
+static inline __attribute__((always_inline)) REAL transport(const REAL *c, const REAL *mu, size_t k, size_t ke, size_t kw, size_t ks, size_t kn,
+                             REAL mob) {
 #define MOB(q) (mob * (c[q] > 0 ? c[q] : (REAL)0))
     const REAL m = MOB(k);
     const REAL fe = (mu[ke] > mu[k] ? MOB(ke) : m) * (mu[ke] - mu[k]);
@@ -102,45 +149,91 @@ static inline REAL transport(const REAL *c, const REAL *mu, int H, int W, int y,
     return fe - fw + fs - fn;
 }
 
+/* The conservative projection of one batch element in place: add the forcing increment f / fdiv (if any), count
+ * the values outside [0, 1] per field, clamp eta to [0, 1] and record where it was inside (the clamp's gradient
+ * mask). */
+static void project(REAL *u, const REAL *f, REAL fdiv, long long *counts, unsigned char *mask, size_t n) {
+    for (int c = 0; c < 3; ++c) {
+        REAL *v = u + (size_t)c * n;
+        if (f) {
+            const REAL *g = f + (size_t)c * n;
+            for (size_t k = 0; k < n; ++k) v[k] = v[k] + (fdiv == (REAL)1 ? g[k] : g[k] / fdiv);
+        }
+        long long out = 0;
+        for (size_t k = 0; k < n; ++k) out += (v[k] < 0) | (v[k] > 1);
+        counts[c] = out;
+    }
+    REAL *e = u + 2 * n;
+    for (size_t k = 0; k < n; ++k) {
+        const REAL x = e[k];
+        mask[k] = (unsigned char)((x >= 0) & (x <= 1));
+        e[k] = x < 0 ? (REAL)0 : (x > 1 ? (REAL)1 : x);
+    }
+}
+
+/* With counts != NULL the conservative projection follows the update (see project): out = P(u + f / fdiv). */
 int FN(void_forward)(const REAL *state, REAL *out, int B, int H, int W, const double *pd, double h_, double dx,
-                     int imex) {
+                     int imex, const REAL *forcing, double fdiv, long long *counts, unsigned char *mask) {
     REAL p[P_COUNT];
     for (int i = 0; i < P_COUNT; ++i) p[i] = (REAL)pd[i];
     const REAL h = (REAL)h_, idx2 = (REAL)(1.0 / (dx * dx));
     const size_t n = (size_t)H * (size_t)W;
     REAL *mu = (REAL *)malloc(sizeof(REAL) * 4 * n);
     if (!mu) return 1;
-    REAL *de = imex ? mu + 3 * n : NULL;
+    REAL *de = mu + 3 * n;
     const REAL mobv = p[P_DV] / p[P_T], mobi = p[P_DI] / p[P_T];
     for (int b = 0; b < B; ++b) {
         const REAL *s = state + (size_t)b * 3 * n;
         REAL *u = out + (size_t)b * 3 * n;
         potentials(s, mu, de, H, W, p, idx2);
         const REAL *cv = s, *ci = s + n, *eta = s + 2 * n;
-        for (int y = 0; y < H; ++y) {
-            for (int x = 0; x < W; ++x) {
-                const size_t k = IDX(y, x);
-                const REAL tv = transport(cv, mu, H, W, y, x, mobv) * idx2;
-                const REAL ti = transport(ci, mu + n, H, W, y, x, mobi) * idx2;
+        if (imex) {
+            GRID_LOOP({
+                const REAL tv = transport(cv, mu, k, ke, kw, ks, kn, mobv) * idx2;
+                const REAL ti = transport(ci, mu + n, k, ke, kw, ks, kn, mobi) * idx2;
                 const REAL kr = p[P_RB] + p[P_RS] * eta[k] * eta[k];
                 const REAL r = kr * cv[k] * ci[k];
-                const REAL rv = tv - r, ri = ti - r, re = -p[P_L] * mu[2 * n + k];
-                if (imex) {
-                    const REAL dv = kr * (ci[k] > 0 ? ci[k] : (REAL)0), di = kr * (cv[k] > 0 ? cv[k] : (REAL)0);
-                    u[k] = cv[k] + h * rv / ((REAL)1 + h * dv);
-                    u[n + k] = ci[k] + h * ri / ((REAL)1 + h * di);
-                    u[2 * n + k] = eta[k] + h * re / ((REAL)1 + h * de[k]);
-                } else {
-                    u[k] = cv[k] + h * rv;
-                    u[n + k] = ci[k] + h * ri;
-                    u[2 * n + k] = eta[k] + h * re;
-                }
-            }
+                const REAL dv = kr * (ci[k] > 0 ? ci[k] : (REAL)0), di = kr * (cv[k] > 0 ? cv[k] : (REAL)0);
+                u[k] = cv[k] + h * (tv - r) / ((REAL)1 + h * dv);
+                u[n + k] = ci[k] + h * (ti - r) / ((REAL)1 + h * di);
+                u[2 * n + k] = eta[k] + h * (-p[P_L] * mu[2 * n + k]) / ((REAL)1 + h * de[k]);
+            })
+        } else {
+            GRID_LOOP({
+                const REAL tv = transport(cv, mu, k, ke, kw, ks, kn, mobv) * idx2;
+                const REAL ti = transport(ci, mu + n, k, ke, kw, ks, kn, mobi) * idx2;
+                const REAL r = (p[P_RB] + p[P_RS] * eta[k] * eta[k]) * cv[k] * ci[k];
+                u[k] = cv[k] + h * (tv - r);
+                u[n + k] = ci[k] + h * (ti - r);
+                u[2 * n + k] = eta[k] + h * (-p[P_L] * mu[2 * n + k]);
+            })
         }
+        if (counts)
+            project(u, forcing ? forcing + (size_t)b * 3 * n : NULL, (REAL)fdiv, counts + 3 * b, mask + (size_t)b * n, n);
     }
     free(mu);
     return 0;
 }
+
+/* Adjoint of the upwind flux divergence of one species at pixel k (used in pass 2 of the backward). */
+#define SPECIES(c, m_, r_, mob, gc_out, gD)                                                                   \
+    {                                                                                                          \
+        const REAL fbe = (r_[k] - r_[ke]) * idx2, fbw = (r_[kw] - r_[k]) * idx2;                               \
+        const REAL fbs = (r_[k] - r_[ks]) * idx2, fbn = (r_[kn] - r_[k]) * idx2;                               \
+        const REAL cp = c[k] > 0 ? c[k] : (REAL)0;                                                             \
+        const REAL m = mob * cp;                                                                               \
+        const REAL me = mob * (c[ke] > 0 ? c[ke] : (REAL)0), mw = mob * (c[kw] > 0 ? c[kw] : (REAL)0);         \
+        const REAL ms = mob * (c[ks] > 0 ? c[ks] : (REAL)0), mn = mob * (c[kn] > 0 ? c[kn] : (REAL)0);         \
+        const REAL de_ = m_[ke] - m_[k], dw_ = m_[k] - m_[kw], ds_ = m_[ks] - m_[k], dn_ = m_[k] - m_[kn];     \
+        const int ue = m_[ke] > m_[k], uw = m_[k] > m_[kw], us = m_[ks] > m_[k], un = m_[k] > m_[kn];          \
+        const REAL mfe = ue ? me : m, mfw = uw ? m : mw, mfs = us ? ms : m, mfn = un ? m : mn;                  \
+        mb_[k] = -fbe * mfe + fbw * mfw - fbs * mfs + fbn * mfn;                                               \
+        /* mobility adjoint of this cell: the faces whose upwind cell it is */                                 \
+        const REAL mbar = (ue ? (REAL)0 : fbe * de_) + (uw ? fbw * dw_ : (REAL)0) + (us ? (REAL)0 : fbs * ds_) + \
+                          (un ? fbn * dn_ : (REAL)0);                                                          \
+        gc_out += c[k] >= 0 ? mbar * mob : (REAL)0;                                                            \
+        gD = mbar * cp;                                                                                       \
+    }
 
 int FN(void_backward)(const REAL *state, const REAL *ubar, REAL *sbar, double *pbar, int B, int H, int W,
                       const double *pd, double h_, double dx, int imex) {
@@ -148,10 +241,12 @@ int FN(void_backward)(const REAL *state, const REAL *ubar, REAL *sbar, double *p
     for (int i = 0; i < P_COUNT; ++i) p[i] = (REAL)pd[i];
     const REAL h = (REAL)h_, idx2 = (REAL)(1.0 / (dx * dx));
     const size_t n = (size_t)H * (size_t)W;
-    /* mu (3), d_eta (1), rbar = h q ubar (3), mubar (3) */
-    REAL *buf = (REAL *)malloc(sizeof(REAL) * 10 * n);
+    /* mu (3), d_eta (1), rbar = h q ubar (3), mubar (3), per-pixel parameter terms (9) */
+    REAL *buf = (REAL *)malloc(sizeof(REAL) * 19 * n);
     if (!buf) return 1;
     REAL *mu = buf, *de = buf + 3 * n, *rb = buf + 4 * n, *mb = buf + 7 * n;
+    REAL *aE = buf + 10 * n, *aEi = buf + 11 * n, *aT = buf + 12 * n, *aKv = buf + 13 * n, *aKi = buf + 14 * n;
+    REAL *aKe = buf + 15 * n, *aDv = buf + 16 * n, *aDi = buf + 17 * n, *aL = buf + 18 * n;
     const REAL mobv = p[P_DV] / p[P_T], mobi = p[P_DI] / p[P_T];
     double gEv = 0, gEi = 0, gT = 0, gkv = 0, gki = 0, gke = 0, gDv = 0, gDi = 0, gL = 0;
     for (int b = 0; b < B; ++b) {
@@ -174,129 +269,114 @@ int FN(void_backward)(const REAL *state, const REAL *ubar, REAL *sbar, double *p
             rb[2 * n + k] = h * qe * ub[2 * n + k];
         }
         /* pass 2: adjoints of the transport, recombination and implicit diagonal; mubar; local state parts */
-        for (int y = 0; y < H; ++y) {
-            const int yn = y == 0 ? H - 1 : y - 1, ys = y == H - 1 ? 0 : y + 1;
-            for (int x = 0; x < W; ++x) {
-                const int xw = x == 0 ? W - 1 : x - 1, xe = x == W - 1 ? 0 : x + 1;
-                const size_t k = IDX(y, x), ke = IDX(y, xe), kw = IDX(y, xw), ks = IDX(ys, x), kn = IDX(yn, x);
-                REAL gcv = 0, gci = 0, geta = 0;
-                for (int sp = 0; sp < 2; ++sp) {
-                    const REAL *c = sp == 0 ? cv : ci;
-                    const REAL *m_ = mu + sp * n;
-                    const REAL *r_ = rb + sp * n;
-                    const REAL mob = sp == 0 ? mobv : mobi;
-#define MOB(q) (mob * (c[q] > 0 ? c[q] : (REAL)0))
-                    const REAL fbe = (r_[k] - r_[ke]) * idx2, fbw = (r_[kw] - r_[k]) * idx2;
-                    const REAL fbs = (r_[k] - r_[ks]) * idx2, fbn = (r_[kn] - r_[k]) * idx2;
-                    const REAL m = MOB(k);
-                    const int ue = m_[ke] > m_[k], uw = m_[k] > m_[kw], us = m_[ks] > m_[k], un = m_[k] > m_[kn];
-                    const REAL mfe = ue ? MOB(ke) : m, mfw = uw ? m : MOB(kw);
-                    const REAL mfs = us ? MOB(ks) : m, mfn = un ? m : MOB(kn);
-                    mb[sp * n + k] = -fbe * mfe + fbw * mfw - fbs * mfs + fbn * mfn;
-                    /* mobility adjoint of this cell: the faces whose upwind cell it is */
-                    REAL mbar = 0;
-                    if (!ue) mbar += fbe * (m_[ke] - m_[k]);
-                    if (uw) mbar += fbw * (m_[k] - m_[kw]);
-                    if (!us) mbar += fbs * (m_[ks] - m_[k]);
-                    if (un) mbar += fbn * (m_[k] - m_[kn]);
-#undef MOB
-                    const REAL cp = c[k] > 0 ? c[k] : (REAL)0;
-                    const REAL gc = c[k] >= 0 ? mbar * mob : (REAL)0;
-                    if (sp == 0) {
-                        gcv += gc;
-                        gDv += (double)mbar * cp / p[P_T];
-                    } else {
-                        gci += gc;
-                        gDi += (double)mbar * cp / p[P_T];
-                    }
-                    gT -= (double)mbar * mob * cp / p[P_T];
-                }
-                /* recombination R = kr cv ci enters both rates with a minus sign */
-                const REAL kr = p[P_RB] + p[P_RS] * eta[k] * eta[k];
-                const REAL rbar = -(rb[k] + rb[n + k]);
-                gcv += rbar * kr * ci[k];
-                gci += rbar * kr * cv[k];
-                geta += rbar * (REAL)2 * p[P_RS] * eta[k] * cv[k] * ci[k];
-                /* eta rate = -L mu_eta */
-                mb[2 * n + k] = -p[P_L] * rb[2 * n + k];
-                gL -= (double)rb[2 * n + k] * mu[2 * n + k];
-                if (imex) {
-                    /* d_bar = -rbar * h * rate * q (with rbar = h q ubar already) */
-                    const REAL tv = transport(cv, mu, H, W, y, x, mobv) * idx2;
-                    const REAL ti = transport(ci, mu + n, H, W, y, x, mobi) * idx2;
-                    const REAL r = kr * cv[k] * ci[k];
-                    const REAL civ = ci[k] > 0 ? ci[k] : (REAL)0, cvv = cv[k] > 0 ? cv[k] : (REAL)0;
-                    const REAL qv = (REAL)1 / ((REAL)1 + h * kr * civ), qi = (REAL)1 / ((REAL)1 + h * kr * cvv);
-                    const REAL qe = (REAL)1 / ((REAL)1 + h * de[k]);
-                    const REAL dbv = -rb[k] * h * (tv - r) * qv;
-                    const REAL dbi = -rb[n + k] * h * (ti - r) * qi;
-                    const REAL dbe = -rb[2 * n + k] * h * (-p[P_L] * mu[2 * n + k]) * qe;
-                    /* d_v = kr max(ci, 0), d_i = kr max(cv, 0) */
-                    if (ci[k] >= 0) gci += dbv * kr;
-                    if (cv[k] >= 0) gcv += dbi * kr;
-                    geta += (dbv * civ + dbi * cvv) * (REAL)2 * p[P_RS] * eta[k];
-                    /* d_eta = L max(2 (f_s + f_v), 0) */
-                    Local l;
-                    local_terms(cv[k], ci[k], p, &l);
-                    const REAL fv = (cv[k] - (REAL)1) * (cv[k] - (REAL)1) + ci[k] * ci[k];
-                    const REAL x2 = (REAL)2 * (l.fs + fv);
-                    gL += (double)dbe * (x2 > 0 ? x2 : (REAL)0);
-                    if (x2 >= 0) {
-                        const REAL xb = (REAL)2 * dbe * p[P_L]; /* adjoint of f_s and of f_v */
-                        gcv += xb * (l.av + (REAL)2 * (cv[k] - (REAL)1));
-                        gci += xb * (l.ai + (REAL)2 * ci[k]);
-                        gEv += (double)xb * cv[k];
-                        gEi += (double)xb * ci[k];
-                        gT += (double)xb * l.ent;
-                    }
-                }
-                sb[k] = ub[k] + gcv;
-                sb[n + k] = ub[n + k] + gci;
-                sb[2 * n + k] = ub[2 * n + k] + geta;
+        GRID_LOOP({
+            REAL gcv = 0, gci = 0, geta = 0;
+            /* both species: flux adjoints from the neighbouring rate adjoints */
+            {
+                REAL *mb_ = mb;
+                SPECIES(cv, mu, rb, mobv, gcv, aDv[k])
             }
-        }
-        /* pass 3: adjoint of the chemical potentials (local part and -kappa Laplacian) */
-        for (int y = 0; y < H; ++y) {
-            const int yn = y == 0 ? H - 1 : y - 1, ys = y == H - 1 ? 0 : y + 1;
-            for (int x = 0; x < W; ++x) {
-                const int xw = x == 0 ? W - 1 : x - 1, xe = x == W - 1 ? 0 : x + 1;
-                const size_t k = IDX(y, x), ke = IDX(y, xe), kw = IDX(y, xw), ks = IDX(ys, x), kn = IDX(yn, x);
-                const REAL c_v = cv[k], c_i = ci[k], e = eta[k];
-                const REAL bv = mb[k], bi = mb[n + k], be = mb[2 * n + k];
+            {
+                REAL *mb_ = mb + n;
+                SPECIES(ci, (mu + n), (rb + n), mobi, gci, aDi[k])
+            }
+            /* recombination R = kr cv ci enters both rates with a minus sign */
+            const REAL kr = p[P_RB] + p[P_RS] * eta[k] * eta[k];
+            const REAL rbar = -(rb[k] + rb[n + k]);
+            gcv += rbar * kr * ci[k];
+            gci += rbar * kr * cv[k];
+            geta += rbar * (REAL)2 * p[P_RS] * eta[k] * cv[k] * ci[k];
+            /* eta rate = -L mu_eta */
+            mb[2 * n + k] = -p[P_L] * rb[2 * n + k];
+            aL[k] = -rb[2 * n + k] * mu[2 * n + k];
+            sb[k] = ub[k] + gcv;
+            sb[n + k] = ub[n + k] + gci;
+            sb[2 * n + k] = ub[2 * n + k] + geta;
+        })
+        if (imex) {
+            /* adjoint of the implicit diagonal: d_bar = -rbar * h * rate * q (rbar = h q ubar already) */
+            GRID_LOOP({
+                const REAL tv = transport(cv, mu, k, ke, kw, ks, kn, mobv) * idx2;
+                const REAL ti = transport(ci, mu + n, k, ke, kw, ks, kn, mobi) * idx2;
+                const REAL kr = p[P_RB] + p[P_RS] * eta[k] * eta[k];
+                const REAL r = kr * cv[k] * ci[k];
+                const REAL civ = ci[k] > 0 ? ci[k] : (REAL)0, cvv = cv[k] > 0 ? cv[k] : (REAL)0;
+                const REAL qv = (REAL)1 / ((REAL)1 + h * kr * civ), qi = (REAL)1 / ((REAL)1 + h * kr * cvv);
+                const REAL qe = (REAL)1 / ((REAL)1 + h * de[k]);
+                const REAL dbv = -rb[k] * h * (tv - r) * qv;
+                const REAL dbi = -rb[n + k] * h * (ti - r) * qi;
+                const REAL dbe = -rb[2 * n + k] * h * (-p[P_L] * mu[2 * n + k]) * qe;
+                /* d_v = kr max(ci, 0), d_i = kr max(cv, 0) */
+                REAL gcv = cv[k] >= 0 ? dbi * kr : (REAL)0;
+                REAL gci = ci[k] >= 0 ? dbv * kr : (REAL)0;
+                const REAL geta = (dbv * civ + dbi * cvv) * (REAL)2 * p[P_RS] * eta[k];
+                /* d_eta = L max(2 (f_s + f_v), 0) */
                 Local l;
-                local_terms(c_v, c_i, p, &l);
-                const REAL hh = (e - (REAL)1) * (e - (REAL)1), j = e * e;
-                const REAL ts = p[P_T] * l.is;
-                const REAL avv = p[P_T] * l.ivs + ts, avi = ts, aiv = ts, aii = p[P_T] * l.iis + ts;
-                const REAL fv = (c_v - (REAL)1) * (c_v - (REAL)1) + c_i * c_i;
-                REAL gcv = bv * (hh * avv + (REAL)2 * j) + bi * hh * aiv +
-                           be * ((REAL)2 * (e - (REAL)1) * l.av + (REAL)4 * e * (c_v - (REAL)1));
-                REAL gci = bv * hh * avi + bi * (hh * aii + (REAL)2 * j) +
-                           be * ((REAL)2 * (e - (REAL)1) * l.ai + (REAL)4 * e * c_i);
-                REAL geta = bv * ((REAL)2 * (e - (REAL)1) * l.av + (REAL)4 * e * (c_v - (REAL)1)) +
-                            bi * ((REAL)2 * (e - (REAL)1) * l.ai + (REAL)4 * e * c_i) + be * (REAL)2 * (l.fs + fv);
-                /* -kappa * Laplacian: self-adjoint on the periodic grid */
-                const REAL lbv = (mb[ke] + mb[kw] + mb[ks] + mb[kn] - (REAL)4 * bv) * idx2;
-                const REAL lbi = (mb[n + ke] + mb[n + kw] + mb[n + ks] + mb[n + kn] - (REAL)4 * bi) * idx2;
-                const REAL lbe =
-                    (mb[2 * n + ke] + mb[2 * n + kw] + mb[2 * n + ks] + mb[2 * n + kn] - (REAL)4 * be) * idx2;
-                gcv -= p[P_KV] * lbv;
-                gci -= p[P_KI] * lbi;
-                geta -= p[P_KE] * lbe;
+                local_terms(cv[k], ci[k], p, &l);
+                const REAL fv = (cv[k] - (REAL)1) * (cv[k] - (REAL)1) + ci[k] * ci[k];
+                const REAL x2 = (REAL)2 * (l.fs + fv);
+                aL[k] += dbe * (x2 > 0 ? x2 : (REAL)0);
+                const REAL xb = x2 >= 0 ? (REAL)2 * dbe * p[P_L] : (REAL)0; /* adjoint of f_s and of f_v */
+                gcv += xb * (l.av + (REAL)2 * (cv[k] - (REAL)1));
+                gci += xb * (l.ai + (REAL)2 * ci[k]);
+                aE[k] = xb * cv[k];
+                aEi[k] = xb * ci[k];
+                aT[k] = xb * l.ent;
                 sb[k] += gcv;
                 sb[n + k] += gci;
                 sb[2 * n + k] += geta;
-                /* parameters: kappa (sum mubar * -lap), E and kBT through A and f_s */
-                const REAL lv = (cv[ke] + cv[kw] + cv[ks] + cv[kn] - (REAL)4 * c_v) * idx2;
-                const REAL li = (ci[ke] + ci[kw] + ci[ks] + ci[kn] - (REAL)4 * c_i) * idx2;
-                const REAL le = (eta[ke] + eta[kw] + eta[ks] + eta[kn] - (REAL)4 * e) * idx2;
-                gkv -= (double)bv * lv;
-                gki -= (double)bi * li;
-                gke -= (double)be * le;
-                gEv += (double)bv * hh + (double)be * (REAL)2 * (e - (REAL)1) * c_v;
-                gEi += (double)bi * hh + (double)be * (REAL)2 * (e - (REAL)1) * c_i;
-                gT += (double)bv * hh * l.dvs + (double)bi * hh * l.dis + (double)be * (REAL)2 * (e - (REAL)1) * l.ent;
-            }
+            })
+        } else {
+            for (size_t k = 0; k < n; ++k) aE[k] = aEi[k] = aT[k] = 0;
+        }
+        /* pass 3: adjoint of the chemical potentials (local part and -kappa Laplacian) */
+        GRID_LOOP({
+            const REAL c_v = cv[k], c_i = ci[k], e = eta[k];
+            const REAL bv = mb[k], bi = mb[n + k], be = mb[2 * n + k];
+            Local l;
+            local_terms(c_v, c_i, p, &l);
+            const REAL hh = (e - (REAL)1) * (e - (REAL)1), j = e * e;
+            const REAL ts = p[P_T] * l.is;
+            const REAL avv = p[P_T] * l.ivs + ts, avi = ts, aiv = ts, aii = p[P_T] * l.iis + ts;
+            const REAL fv = (c_v - (REAL)1) * (c_v - (REAL)1) + c_i * c_i;
+            REAL gcv = bv * (hh * avv + (REAL)2 * j) + bi * hh * aiv +
+                       be * ((REAL)2 * (e - (REAL)1) * l.av + (REAL)4 * e * (c_v - (REAL)1));
+            REAL gci = bv * hh * avi + bi * (hh * aii + (REAL)2 * j) +
+                       be * ((REAL)2 * (e - (REAL)1) * l.ai + (REAL)4 * e * c_i);
+            REAL geta = bv * ((REAL)2 * (e - (REAL)1) * l.av + (REAL)4 * e * (c_v - (REAL)1)) +
+                        bi * ((REAL)2 * (e - (REAL)1) * l.ai + (REAL)4 * e * c_i) + be * (REAL)2 * (l.fs + fv);
+            /* -kappa * Laplacian: self-adjoint on the periodic grid */
+            const REAL lbv = (mb[ke] + mb[kw] + mb[ks] + mb[kn] - (REAL)4 * bv) * idx2;
+            const REAL lbi = (mb[n + ke] + mb[n + kw] + mb[n + ks] + mb[n + kn] - (REAL)4 * bi) * idx2;
+            const REAL lbe = (mb[2 * n + ke] + mb[2 * n + kw] + mb[2 * n + ks] + mb[2 * n + kn] - (REAL)4 * be) * idx2;
+            gcv -= p[P_KV] * lbv;
+            gci -= p[P_KI] * lbi;
+            geta -= p[P_KE] * lbe;
+            sb[k] += gcv;
+            sb[n + k] += gci;
+            sb[2 * n + k] += geta;
+            /* parameters: kappa (sum mubar * -lap), E and kBT through A and f_s */
+            const REAL lv = (cv[ke] + cv[kw] + cv[ks] + cv[kn] - (REAL)4 * c_v) * idx2;
+            const REAL li = (ci[ke] + ci[kw] + ci[ks] + ci[kn] - (REAL)4 * c_i) * idx2;
+            const REAL le = (eta[ke] + eta[kw] + eta[ks] + eta[kn] - (REAL)4 * e) * idx2;
+            aKv[k] = -bv * lv;
+            aKi[k] = -bi * li;
+            aKe[k] = -be * le;
+            aE[k] += bv * hh + be * (REAL)2 * (e - (REAL)1) * c_v;
+            aEi[k] += bi * hh + be * (REAL)2 * (e - (REAL)1) * c_i;
+            aT[k] += bv * hh * l.dvs + bi * hh * l.dis + be * (REAL)2 * (e - (REAL)1) * l.ent;
+        })
+        /* the parameter gradients: per-pixel terms summed in double */
+        for (size_t k = 0; k < n; ++k) {
+            gEv += aE[k];
+            gEi += aEi[k];
+            gT += (double)aT[k] - (double)(aDv[k] * mobv + aDi[k] * mobi) / p[P_T];
+            gkv += aKv[k];
+            gki += aKi[k];
+            gke += aKe[k];
+            gDv += (double)aDv[k] / p[P_T];
+            gDi += (double)aDi[k] / p[P_T];
+            gL += aL[k];
         }
     }
     pbar[0] = gEv;
