@@ -7,8 +7,9 @@ times its live memory (1000 steps at 256²: ~3.5 GB resident for ~0.45 GB live).
 
 - :func:`configure_allocator` raises the mmap and trim thresholds once, so temporaries are reused from the
   heap instead of faulted in (``mallopt``; the user's ``MALLOC_*_`` environment variables take precedence);
-- :func:`release_free_memory` hands the heap's free pages back to the kernel (``malloc_trim``); rollouts call
-  it between checkpointed segments, so the resident memory follows the live memory.
+- :func:`release_if_grown` hands the heap's free pages back to the kernel (``malloc_trim``) once the resident
+  memory has grown by more than a budget (256 MiB); checkpointed rollouts call it between segments, so the
+  resident memory stays within that budget of the live memory, with few page faults.
 
 Both are no-ops elsewhere (macOS, Windows, musl) or when ``NEURADIFF_MALLOC=default`` is set.
 """
@@ -28,6 +29,9 @@ M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 * 2**20
 #: Free memory at the heap top kept without trimming (256 MiB); release_free_memory returns the rest.
 TRIM_THRESHOLD = 256 * 2**20
+
+#: Growth of the resident memory after which :func:`release_if_grown` hands free pages back (256 MiB).
+GROWTH_BUDGET = 256 * 2**20
 
 _STATE: dict[str, Any] = {}
 
@@ -79,3 +83,33 @@ def release_free_memory() -> None:
     lib = _libc()
     if lib is not None:
         lib.malloc_trim(0)
+        _STATE["rss_after_trim"] = resident_bytes()
+
+
+def resident_bytes() -> int:
+    """The process's resident memory in bytes (Linux; 0 where it cannot be read)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def release_if_grown(budget: int = GROWTH_BUDGET) -> bool:
+    """:func:`release_free_memory` if the resident memory grew by more than ``budget`` bytes since the last
+    release (the first call only records it); return whether pages were released.
+
+    Releasing costs page faults when the memory is used again, so loops call this often and it releases
+    rarely: the resident memory stays within ``budget`` of what the loop really holds.
+    """
+    if _libc() is None:
+        return False
+    now = resident_bytes()
+    last = _STATE.get("rss_after_trim")
+    if last is None or now < last:
+        _STATE["rss_after_trim"] = now
+        return False
+    if now - last <= budget:
+        return False
+    release_free_memory()
+    return True

@@ -6,7 +6,7 @@ step) in two passes over the fields, and its adjoint (the gradients with respect
 learned parameters) in three, recomputing what it needs from the state instead of storing intermediates: the
 tape of a step is its input state. It is the same arithmetic as the plain PyTorch path of
 :class:`~neuradiff.physics.void_model.ConservativeVoidModel` (the readable reference, which the tests compare
-it with), on periodic grids with upwind face mobilities, in float32 or float64.
+it with), on periodic grids or between no-flux walls, with upwind face mobilities, in float32 or float64.
 
 It is compiled with the machine's C compiler (``cc``, or ``$CC``) on first use into a cache folder
 (``$NEURADIFF_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/neuradiff/kernels`` or ``~/.cache/neuradiff/kernels``);
@@ -104,10 +104,10 @@ def _build(suffix: str) -> Any:
     dll = ctypes.CDLL(str(out))
     ptr, i, d = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
     fwd = getattr(dll, f"void_forward_{suffix}")
-    fwd.argtypes = [ptr, ptr, i, i, i, ptr, d, d, i, ptr, d, ptr, ptr]
+    fwd.argtypes = [ptr, ptr, i, i, i, i, ptr, d, d, i, ptr, d, ptr, ptr]
     fwd.restype = i
     bwd = getattr(dll, f"void_backward_{suffix}")
-    bwd.argtypes = [ptr, ptr, ptr, ptr, i, i, i, ptr, d, d, i]
+    bwd.argtypes = [ptr, ptr, ptr, ptr, i, i, i, i, ptr, d, d, i]
     bwd.restype = i
     return dll
 
@@ -136,11 +136,11 @@ def fused_unavailable(state: Tensor, params: Any, *, boundary: str, face: str) -
     --------
     >>> import torch
     >>> from neuradiff.physics import VoidParameters
-    >>> fused_unavailable(torch.zeros(1, 3, 8, 8), VoidParameters(), boundary="no-flux", face="upwind")
-    'the fused kernel is written for periodic grids'
+    >>> fused_unavailable(torch.zeros(1, 3, 8, 8), VoidParameters(), boundary="periodic", face="mean")
+    'the fused kernel is written for upwind face mobilities'
     """
-    if boundary != "periodic":
-        return "the fused kernel is written for periodic grids"
+    if boundary not in ("periodic", "no-flux"):
+        return f"unknown boundary {boundary!r}"
     if face != "upwind":
         return "the fused kernel is written for upwind face mobilities"
     if state.device.type != "cpu":
@@ -171,7 +171,7 @@ def _values(params: Any, log_floor: float, saturation_floor: float) -> Tensor:
 
 class _FusedStep(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, state, forcing, values, h, dx, imex, fdiv, project, *leaves):
+    def forward(ctx, state, forcing, values, h, dx, imex, fdiv, project, periodic, *leaves):
         s = state.detach().contiguous()
         out = torch.empty_like(s)
         b, _, hh, ww = s.shape
@@ -186,6 +186,7 @@ class _FusedStep(torch.autograd.Function):
             b,
             hh,
             ww,
+            int(periodic),
             values.data_ptr(),
             h,
             dx,
@@ -198,7 +199,7 @@ class _FusedStep(torch.autograd.Function):
         if rc != 0:
             raise MemoryError("the fused kernel could not allocate its work buffers")
         ctx.save_for_backward(s, mask)
-        ctx.values, ctx.h, ctx.dx, ctx.imex, ctx.fdiv = values, h, dx, imex, fdiv
+        ctx.values, ctx.h, ctx.dx, ctx.imex, ctx.fdiv, ctx.periodic = values, h, dx, imex, fdiv, periodic
         ctx.has_forcing = forcing is not None
         ctx.leaf_meta = [(leaf.dtype, leaf.shape) if isinstance(leaf, Tensor) else None for leaf in leaves]
         ctx.mark_non_differentiable(counts)
@@ -224,6 +225,7 @@ class _FusedStep(torch.autograd.Function):
             b,
             hh,
             ww,
+            int(ctx.periodic),
             ctx.values.data_ptr(),
             ctx.h,
             ctx.dx,
@@ -237,7 +239,7 @@ class _FusedStep(torch.autograd.Function):
         leaf_grads = [
             None if meta is None else pbar[k].to(meta[0]).reshape(meta[1]) for k, meta in enumerate(ctx.leaf_meta)
         ]
-        return (sbar, fbar, None, None, None, None, None, None, *leaf_grads)
+        return (sbar, fbar, None, None, None, None, None, None, None, *leaf_grads)
 
 
 def fused_step(
@@ -252,13 +254,15 @@ def fused_step(
     forcing: Tensor | None = None,
     forcing_divisor: int = 1,
     project: bool = False,
+    boundary: str = "periodic",
 ) -> tuple[Tensor, Tensor]:
     """One Euler (sub-)step of the conservative void model, ``[B, 3, H, W]``, and the out-of-bounds counts.
 
     ``u = state + h·rate / (1 + h·d)`` (``d = 0`` unless ``imex``); with ``project``, the conservative
     projection of ``u + forcing / forcing_divisor`` follows (η clamped to [0, 1]; counts ``[B, 3]`` of the
     values outside [0, 1] before it, as :meth:`~neuradiff.physics.void_model.ConservativeVoidModel.project`),
-    else the counts are zero. Differentiable with respect to ``state``, ``forcing`` and the nine learned
+    else the counts are zero. ``boundary``: ``"periodic"`` or ``"no-flux"``. Differentiable with respect to
+    ``state``, ``forcing`` and the nine learned
     parameters (scalar tensors or floats). Call :func:`fused_unavailable` first; the caller falls back to
     the plain path when it gives a reason.
     """
@@ -267,6 +271,15 @@ def fused_step(
     values = _values(params, log_floor, saturation_floor)
     leaves = [getattr(params, k) for k in KERNEL_LEARNED]
     out, counts = _FusedStep.apply(
-        state, forcing, values, float(h), float(dx), bool(imex), int(forcing_divisor), bool(project), *leaves
+        state,
+        forcing,
+        values,
+        float(h),
+        float(dx),
+        bool(imex),
+        int(forcing_divisor),
+        bool(project),
+        boundary == "periodic",
+        *leaves,
     )
     return out, counts

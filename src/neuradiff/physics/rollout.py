@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from neuradiff.core.allocator import configure_allocator, release_free_memory
+from neuradiff.core.allocator import configure_allocator, release_if_grown
 from neuradiff.core.errors import SimulationError
 from neuradiff.physics.forcing import Forcing, as_forcing
 from neuradiff.physics.integrators import get_integrator
@@ -48,7 +48,7 @@ def check_finite(state: Tensor, model: PhaseFieldModel, step: int) -> None:
 
 
 def _release_after_backward(grad: Tensor) -> Tensor:
-    release_free_memory()
+    release_if_grown()
     return grad
 
 
@@ -85,8 +85,8 @@ def rollout(
         identical. A step that the guard splits into more sub-steps than this is itself recomputed in
         groups of this many sub-steps, so the memory is bounded however stiff the parameters make the
         equations (the sub-steps of such a step are computed three times instead of twice). On Linux with
-        glibc the freed pages of each segment's recomputation are handed back to the kernel after its
-        backward pass (:mod:`neuradiff.core.allocator`), so the resident memory follows the live memory.
+        glibc, free heap pages are handed back to the kernel between segments once the resident memory has
+        grown by 256 MiB (:mod:`neuradiff.core.allocator`), so it stays close to the live memory.
     guard, guard_every : str, int
         Explicit stability guard (``"substep"``, ``"raise"`` or ``"off"``), re-estimated every
         ``guard_every`` steps (default: every step) with a safety factor of 0.9.
@@ -170,8 +170,8 @@ def rollout(
             out = checkpoint(segment, s, use_reentrant=False)
             s, saved, c, k = out[0], list(out[1:]), box["c"], box["k"]
             # The segment's boundary state outlives its temporaries, so the heap grows around it; hand the
-            # free pages back (the live memory of a checkpointed rollout is a few states per segment).
-            release_free_memory()
+            # free pages back now and then (the live memory is a few states per segment).
+            release_if_grown()
         else:
             s, c, k, saved = advance(s, first, last)
         clamped_total += c

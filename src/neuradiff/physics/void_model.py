@@ -134,8 +134,8 @@ class VoidModel(PhaseFieldModel):
         How the explicit and IMEX Euler steps are computed (conservative only): ``"torch"`` (default), the
         plain PyTorch expressions; ``"fused"``, a compiled CPU kernel with a hand-derived adjoint
         (:mod:`neuradiff.physics.fused`; equal to the plain path within round-off, several times faster).
-        Where the kernel does not apply (GPU, no-flux walls, ``face_mobility="mean"``, no C compiler)
-        the plain path is used.
+        Where the kernel does not apply (GPU, ``face_mobility="mean"``, no C compiler) the plain path is
+        used.
 
     Examples
     --------
@@ -403,6 +403,7 @@ class ConservativeVoidModel(VoidModel):
                 h,
                 dx,
                 imex=implicit_local,
+                boundary=self.boundary,
                 log_floor=self.log_floor,
                 saturation_floor=self.saturation_floor,
             )[0]
@@ -429,6 +430,7 @@ class ConservativeVoidModel(VoidModel):
                 forcing=forcing,
                 forcing_divisor=forcing_divisor,
                 project=True,
+                boundary=self.boundary,
                 log_floor=self.log_floor,
                 saturation_floor=self.saturation_floor,
             )

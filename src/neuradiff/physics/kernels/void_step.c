@@ -1,7 +1,8 @@
-/* Fused explicit / IMEX Euler increment of the conservative void model and its adjoint (periodic grid,
- * upwind face mobilities). Compiled twice, with REAL = float and REAL = double (see fused.py).
+/* Fused explicit / IMEX Euler increment of the conservative void model and its adjoint (upwind face
+ * mobilities). Compiled twice, with REAL = float and REAL = double (see fused.py).
  *
- * Forward: u = s + h * rate(s) / (1 + h * d(s))   (d = 0 for the explicit step), state [B, 3, H, W].
+ * Forward: u = s + h * rate(s) / (1 + h * d(s))   (d = 0 for the explicit step), state [B, 3, H, W], on a
+ * periodic grid or between no-flux walls.
  * Backward: given ub = dL/du, s_bar = dL/ds and the gradients of the nine learned parameters
  * (E_v, E_i, kBT, kappa_v, kappa_i, kappa_eta, D_v, D_i, L), accumulated in double.
  * With FAST_LOG (float32 builds) the logarithm is a branch-free polynomial instead of libm's.
@@ -93,16 +94,18 @@ static inline __attribute__((always_inline)) void local_terms(REAL cv, REAL ci, 
 
 #define IDX(y, x) ((size_t)(y) * (size_t)W + (size_t)(x))
 
-/* Run the statements given for every pixel k of an H x W periodic grid with its neighbours ke, kw, ks, kn; the
- * interior columns form a loop without wrap-around indexing, which the compiler can vectorise. */
+/* Run the statements given for every pixel k of an H x W grid with its neighbours ke, kw, ks, kn: wrapped around
+ * on a periodic grid (periodic != 0), else the cell itself beyond a wall (mirror ghost cells: zero normal gradient
+ * and zero flux through the wall). The interior columns form a loop without edge handling, which the compiler
+ * vectorises. */
 #define GRID_LOOP(...)                                                                                          \
     for (int y = 0; y < H; ++y) {                                                                               \
         const size_t r_ = (size_t)y * (size_t)W;                                                                \
-        const size_t rn_ = (size_t)(y == 0 ? H - 1 : y - 1) * (size_t)W;                                        \
-        const size_t rs_ = (size_t)(y == H - 1 ? 0 : y + 1) * (size_t)W;                                        \
+        const size_t rn_ = (size_t)(y == 0 ? (periodic ? H - 1 : 0) : y - 1) * (size_t)W;                       \
+        const size_t rs_ = (size_t)(y == H - 1 ? (periodic ? 0 : H - 1) : y + 1) * (size_t)W;                   \
         {                                                                                                       \
-            const size_t x_ = 0, k = r_, ke = r_ + (W > 1 ? 1 : 0), kw = r_ + (size_t)W - 1, ks = rs_, kn = rn_; \
-            (void)x_;                                                                                           \
+            const size_t k = r_, ke = r_ + (W > 1 ? 1 : 0), kw = periodic ? r_ + (size_t)W - 1 : r_;           \
+            const size_t ks = rs_, kn = rn_;                                                                    \
             __VA_ARGS__                                                                                         \
         }                                                                                                       \
         _Pragma("omp simd") for (size_t x_ = 1; x_ < (size_t)W - 1; ++x_) {                                      \
@@ -110,13 +113,13 @@ static inline __attribute__((always_inline)) void local_terms(REAL cv, REAL ci, 
             __VA_ARGS__                                                                                         \
         }                                                                                                       \
         if (W > 1) {                                                                                            \
-            const size_t x_ = (size_t)W - 1, k = r_ + x_, ke = r_, kw = k - 1, ks = rs_ + x_, kn = rn_ + x_;     \
+            const size_t x_ = (size_t)W - 1, k = r_ + x_, ke = periodic ? r_ : k, kw = k - 1;                   \
+            const size_t ks = rs_ + x_, kn = rn_ + x_;                                                          \
             __VA_ARGS__                                                                                         \
         }                                                                                                       \
     }
 
-/* Chemical potentials of one batch element into mu (3 planes); with imex also d_eta into de (1 plane). */
-static void potentials(const REAL *s, REAL *mu, REAL *de, int H, int W, const REAL *p, REAL idx2) {
+static void potentials(const REAL *s, REAL *mu, REAL *de, int H, int W, int periodic, const REAL *p, REAL idx2) {
     const size_t n = (size_t)H * (size_t)W;
     const REAL *cvp = s, *cip = s + n, *etp = s + 2 * n;
     GRID_LOOP({
@@ -172,7 +175,8 @@ static void project(REAL *u, const REAL *f, REAL fdiv, long long *counts, unsign
 }
 
 /* With counts != NULL the conservative projection follows the update (see project): out = P(u + f / fdiv). */
-int FN(void_forward)(const REAL *state, REAL *out, int B, int H, int W, const double *pd, double h_, double dx,
+int FN(void_forward)(const REAL *state, REAL *out, int B, int H, int W, int periodic, const double *pd, double h_,
+                     double dx,
                      int imex, const REAL *forcing, double fdiv, long long *counts, unsigned char *mask) {
     REAL p[P_COUNT];
     for (int i = 0; i < P_COUNT; ++i) p[i] = (REAL)pd[i];
@@ -185,7 +189,7 @@ int FN(void_forward)(const REAL *state, REAL *out, int B, int H, int W, const do
     for (int b = 0; b < B; ++b) {
         const REAL *s = state + (size_t)b * 3 * n;
         REAL *u = out + (size_t)b * 3 * n;
-        potentials(s, mu, de, H, W, p, idx2);
+        potentials(s, mu, de, H, W, periodic, p, idx2);
         const REAL *cv = s, *ci = s + n, *eta = s + 2 * n;
         if (imex) {
             GRID_LOOP({
@@ -236,7 +240,7 @@ int FN(void_forward)(const REAL *state, REAL *out, int B, int H, int W, const do
     }
 
 int FN(void_backward)(const REAL *state, const REAL *ubar, REAL *sbar, double *pbar, int B, int H, int W,
-                      const double *pd, double h_, double dx, int imex) {
+                      int periodic, const double *pd, double h_, double dx, int imex) {
     REAL p[P_COUNT];
     for (int i = 0; i < P_COUNT; ++i) p[i] = (REAL)pd[i];
     const REAL h = (REAL)h_, idx2 = (REAL)(1.0 / (dx * dx));
@@ -254,7 +258,7 @@ int FN(void_backward)(const REAL *state, const REAL *ubar, REAL *sbar, double *p
         const REAL *ub = ubar + (size_t)b * 3 * n;
         REAL *sb = sbar + (size_t)b * 3 * n;
         const REAL *cv = s, *ci = s + n, *eta = s + 2 * n;
-        potentials(s, mu, de, H, W, p, idx2);
+        potentials(s, mu, de, H, W, periodic, p, idx2);
         /* pass 1: rate adjoints rbar = h q ubar */
         for (size_t k = 0; k < n; ++k) {
             REAL qv = 1, qi = 1, qe = 1;
