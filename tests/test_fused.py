@@ -4,8 +4,9 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
-from neuradiff.physics import RandomForcing, VoidModel, VoidParameters, rollout, single_void
+from neuradiff.physics import RandomForcing, Simulator, VoidModel, VoidParameters, rollout, single_void
 from neuradiff.physics.fused import KERNEL_LEARNED, fused_unavailable
+from neuradiff.training.config import FitConfig
 from physics_helpers import smooth_void_state, tensor_params
 
 LEARNED = VoidParameters.default_learned()
@@ -139,3 +140,12 @@ def test_fused_substep_projects_counts_and_passes_the_forcing_gradient(dtype):
     assert float(n_fused[:, 2].detach().min()) >= 0.0 and float(n_fused[:, 2].detach().max()) <= 1.0
     for a, b in zip(g_ref[:2], g_fused[:2]):
         assert float((a - b).abs().max()) <= tol * float(a.abs().max())
+
+
+def test_a_fit_can_choose_the_fused_kernel():
+    sim = FitConfig(kernel="fused").simulator(1.0, cropped=True)
+    assert (sim.model.kernel, sim.model.boundary) == ("fused", "no-flux")
+    assert Simulator.from_dict(sim.to_dict()) == sim
+    assert "kernel" not in Simulator().to_dict()  # the default leaves model files as they were
+    with pytest.raises(ValueError, match="kernel"):
+        FitConfig(kernel="gpu").validate()

@@ -62,6 +62,7 @@ class FitConfig:
     crop: int | None = None  # training window side (px); default: whole frames up to 256 px, else 256
     crop_margin: int = 8  # px along a window's edge left out of the physics losses
     boundary: str = "auto"  # of the learned simulator: "periodic", "no-flux", or "auto" (no-flux when cropping)
+    kernel: str = "torch"  # the simulator's Euler steps: "torch" (plain PyTorch) or "fused" (compiled CPU kernel)
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad setting."""
@@ -99,6 +100,7 @@ class FitConfig:
             dt=self.dt,
             time_per_frame=time_per_frame,
             boundary=boundary,
+            kernel=self.kernel,
         )
 
     def initial_parameters(self) -> VoidParameters:
