@@ -6,7 +6,10 @@ step) in two passes over the fields, and its adjoint (the gradients with respect
 learned parameters) in three, recomputing what it needs from the state instead of storing intermediates: the
 tape of a step is its input state. It is the same arithmetic as the plain PyTorch path of
 :class:`~neuradiff.physics.void_model.ConservativeVoidModel` (the readable reference, which the tests compare
-it with), on periodic grids or between no-flux walls, with upwind face mobilities, in float32 or float64.
+it with), on periodic grids or between no-flux walls, with upwind face mobilities, in float32 or float64. In
+float32 the logarithm is a branch-free polynomial (Cephes' minimax for the mantissa) instead of libm's, so the
+pixel loops vectorise: over every float in [1e-6, 4) it is within 0.83 ulp of the exact result where
+|ln x| > 1e-3 (8.1e-8 relative, 5.0e-7 absolute at most).
 
 It is compiled with the machine's C compiler (``cc``, or ``$CC``) on first use into a cache folder
 (``$NEURADIFF_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/neuradiff/kernels`` or ``~/.cache/neuradiff/kernels``);

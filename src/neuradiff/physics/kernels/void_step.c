@@ -28,7 +28,8 @@ enum { P_EV, P_EI, P_T, P_KV, P_KI, P_KE, P_DV, P_DI, P_L, P_RB, P_RS, P_EPS, P_
 
 #ifdef FAST_LOG
 /* Natural logarithm of a positive normal float: exponent by bit manipulation, Cephes' minimax polynomial for
- * the mantissa (branch-free, so loops vectorise; relative error within ~2 float32 ulp, see fused.py). */
+ * the mantissa (branch-free, so loops vectorise). Against double-precision log over every float in [1e-6, 4): at most
+ * 0.83 ulp of the result (where |ln x| > 1e-3), 8.1e-8 relative, 5.0e-7 absolute. */
 static inline __attribute__((always_inline)) float fast_log(float x) {
     union {
         float f;
