@@ -118,10 +118,11 @@ def test_where_the_kernel_does_not_apply_the_plain_path_is_used():
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_fused_substep_projects_counts_and_passes_the_forcing_gradient(dtype):
+@pytest.mark.parametrize("forcing_grad", [True, False])
+def test_fused_substep_projects_counts_and_passes_the_forcing_gradient(dtype, forcing_grad):
     state = _rough_state(dtype).requires_grad_(True)
     g = torch.Generator().manual_seed(1)
-    forcing = (0.05 * torch.randn(state.shape, generator=g, dtype=dtype)).requires_grad_(True)
+    forcing = (0.05 * torch.randn(state.shape, generator=g, dtype=dtype)).requires_grad_(forcing_grad)
     params, _ = tensor_params()
     params = params.replace(**{k: getattr(params, k).detach().to(dtype).requires_grad_(True) for k in LEARNED})
     leaves = [getattr(params, k) for k in LEARNED]
@@ -131,15 +132,18 @@ def test_fused_substep_projects_counts_and_passes_the_forcing_gradient(dtype):
         new, counts = VoidModel("conservative", kernel=kernel).euler_substep(
             state, params, 0.05, 1.0, implicit_local=True, forcing=forcing, forcing_divisor=3
         )
-        out[kernel] = (new, counts, torch.autograd.grad((new * weight).sum(), [state, forcing, *leaves]))
+        inputs = [state, forcing, *leaves] if forcing_grad else [state, *leaves]
+        out[kernel] = (new, counts, torch.autograd.grad((new * weight).sum(), inputs))
     (n_ref, c_ref, g_ref), (n_fused, c_fused, g_fused) = out["torch"], out["fused"]
     assert int(c_ref[:, 2].sum()) > 0  # the clamp of eta is active somewhere
     assert torch.equal(c_ref, c_fused)
     tol = 1e-12 if dtype == torch.float64 else 2e-6
     assert float((n_ref - n_fused).detach().abs().max()) <= tol
     assert float(n_fused[:, 2].detach().min()) >= 0.0 and float(n_fused[:, 2].detach().max()) <= 1.0
-    for a, b in zip(g_ref[:2], g_fused[:2]):
+    for a, b in zip(g_ref[:2], g_fused[:2]):  # the state's (and the forcing's) gradient
         assert float((a - b).abs().max()) <= tol * float(a.abs().max())
+    for name, a, b in zip(LEARNED, g_ref[-len(LEARNED) :], g_fused[-len(LEARNED) :]):
+        assert float((a - b).abs()) <= (1e-10 if dtype == torch.float64 else 5e-4) * max(float(a.abs()), 1e-3), name
 
 
 def test_a_fit_can_choose_the_fused_kernel():

@@ -110,7 +110,7 @@ def _build(suffix: str) -> Any:
     fwd.argtypes = [ptr, ptr, i, i, i, i, ptr, d, d, i, ptr, d, ptr, ptr]
     fwd.restype = i
     bwd = getattr(dll, f"void_backward_{suffix}")
-    bwd.argtypes = [ptr, ptr, ptr, ptr, i, i, i, i, ptr, d, d, i]
+    bwd.argtypes = [ptr, ptr, ptr, ptr, i, i, i, i, ptr, d, d, i, ptr]
     bwd.restype = i
     return dll
 
@@ -212,9 +212,12 @@ class _FusedStep(torch.autograd.Function):
     def backward(ctx, *grads):
         s, mask = ctx.saved_tensors
         ubar = grads[0].contiguous()
-        if mask is not None:  # the clamp of eta passes the gradient where eta was inside [0, 1]
+        need_fbar = ctx.has_forcing and ctx.needs_input_grad[1]
+        kernel_mask = mask
+        if mask is not None and need_fbar:  # the clamp of eta passes the gradient where eta was inside [0, 1]
             ubar = ubar.clone()
             ubar[:, 2] *= mask.to(ubar.dtype)
+            kernel_mask = None  # already applied
         sbar = torch.empty_like(s)
         pbar = torch.zeros(len(KERNEL_LEARNED), dtype=torch.float64)
         b, _, hh, ww = s.shape
@@ -233,11 +236,12 @@ class _FusedStep(torch.autograd.Function):
             ctx.h,
             ctx.dx,
             int(ctx.imex),
+            None if kernel_mask is None else kernel_mask.data_ptr(),
         )
         if rc != 0:
             raise MemoryError("the fused kernel could not allocate its work buffers")
         fbar = None
-        if ctx.has_forcing and ctx.needs_input_grad[1]:
+        if need_fbar:
             fbar = ubar if ctx.fdiv == 1 else ubar / ctx.fdiv
         leaf_grads = [
             None if meta is None else pbar[k].to(meta[0]).reshape(meta[1]) for k, meta in enumerate(ctx.leaf_meta)

@@ -241,7 +241,7 @@ int FN(void_forward)(const REAL *state, REAL *out, int B, int H, int W, int peri
     }
 
 int FN(void_backward)(const REAL *state, const REAL *ubar, REAL *sbar, double *pbar, int B, int H, int W,
-                      int periodic, const double *pd, double h_, double dx, int imex) {
+                      int periodic, const double *pd, double h_, double dx, int imex, const unsigned char *mask) {
     REAL p[P_COUNT];
     for (int i = 0; i < P_COUNT; ++i) p[i] = (REAL)pd[i];
     const REAL h = (REAL)h_, idx2 = (REAL)(1.0 / (dx * dx));
@@ -258,6 +258,8 @@ int FN(void_backward)(const REAL *state, const REAL *ubar, REAL *sbar, double *p
         const REAL *s = state + (size_t)b * 3 * n;
         const REAL *ub = ubar + (size_t)b * 3 * n;
         REAL *sb = sbar + (size_t)b * 3 * n;
+        /* the gradient of the projection's clamp of eta: passed where eta was inside [0, 1] */
+        const unsigned char *mk = mask ? mask + (size_t)b * n : NULL;
         const REAL *cv = s, *ci = s + n, *eta = s + 2 * n;
         potentials(s, mu, de, H, W, periodic, p, idx2);
         /* pass 1: rate adjoints rbar = h q ubar */
@@ -271,7 +273,7 @@ int FN(void_backward)(const REAL *state, const REAL *ubar, REAL *sbar, double *p
             }
             rb[k] = h * qv * ub[k];
             rb[n + k] = h * qi * ub[n + k];
-            rb[2 * n + k] = h * qe * ub[2 * n + k];
+            rb[2 * n + k] = h * qe * (mk ? ub[2 * n + k] * (REAL)mk[k] : ub[2 * n + k]);
         }
         /* pass 2: adjoints of the transport, recombination and implicit diagonal; mubar; local state parts */
         GRID_LOOP({
@@ -296,7 +298,7 @@ int FN(void_backward)(const REAL *state, const REAL *ubar, REAL *sbar, double *p
             aL[k] = -rb[2 * n + k] * mu[2 * n + k];
             sb[k] = ub[k] + gcv;
             sb[n + k] = ub[n + k] + gci;
-            sb[2 * n + k] = ub[2 * n + k] + geta;
+            sb[2 * n + k] = (mk ? ub[2 * n + k] * (REAL)mk[k] : ub[2 * n + k]) + geta;
         })
         if (imex) {
             /* adjoint of the implicit diagonal: d_bar = -rbar * h * rate * q (rbar = h q ubar already) */
