@@ -64,7 +64,9 @@ def child(cfg: dict) -> None:
     leaves = [torch.tensor(getattr(VoidParameters(), k), dtype=torch.float32, requires_grad=True) for k in learned]
     params = VoidParameters().replace(**dict(zip(learned, leaves)))
     state = single_void((GRID, GRID), dtype=torch.float32).requires_grad_(True)
-    model = VoidModel("conservative")
+    model = VoidModel("conservative", kernel=cfg.get("kernel", "torch"))
+    if model.kernel == "fused":  # build (or load) the kernel before timing
+        assert model._fused(state, params)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
 
     t0 = time.perf_counter()
@@ -106,11 +108,15 @@ def mem_available() -> float:
 def run(cfg: dict, tmp: str) -> dict:
     cfg = dict(cfg)
     cfg["grad_file"] = os.path.join(
-        tmp, f"g_{cfg['steps']}_{cfg['ckpt']}_{cfg['malloc']}_{cfg.get('flush_denormal', 0)}.pt"
+        tmp, f"g_{cfg['steps']}_{cfg['ckpt']}_{cfg['malloc']}_{cfg.get('flush_denormal', 0)}_{cfg.get('kernel')}.pt"
     )
     env = dict(os.environ)
     for k in MALLOC_ENV:
         env.pop(k, None)
+    # Every configuration but "package" measures glibc itself, without the package's allocator settings.
+    env.pop("NEURADIFF_MALLOC", None)
+    if cfg["malloc"] != "package":
+        env["NEURADIFF_MALLOC"] = "default"
     if cfg["malloc"] == "env":
         env.update(MALLOC_ENV)
     if cfg["malloc"] == "tcmalloc":
@@ -138,8 +144,47 @@ def run(cfg: dict, tmp: str) -> dict:
 def grad_diff(file_a: str, file_b: str) -> float:
     import torch
 
-    a, b = torch.load(file_a), torch.load(file_b)
+    a, b = torch.load(file_a, weights_only=True), torch.load(file_b, weights_only=True)
     return max(float((a[k] - b[k]).abs().max() / b[k].abs().max().clamp_min(1e-30)) for k in a)
+
+
+def package_only(n: int) -> None:
+    """The default install (no LD_PRELOAD, no environment variables): absolute peak RSS of the whole process."""
+    single_thread(1)
+    import torch
+
+    from _common import environment, print_environment
+
+    torch.set_num_threads(1)
+    env = environment()
+    print_environment(env)
+    tmp = tempfile.mkdtemp(prefix="bench_memory_")
+    print(f"backprop through {n} steps, checkpoint_every=10, conservative void model, {GRID}² float32 batch 1")
+    rows = [
+        run({"steps": n, "ckpt": 10, "malloc": "package", "kernel": "torch"}, tmp),
+        run({"steps": n, "ckpt": 10, "malloc": "package", "kernel": "fused"}, tmp),
+        run({"steps": min(n, 300), "ckpt": 10, "malloc": "default", "kernel": "torch"}, tmp),
+    ]
+    for r in rows:
+        r["peak_over_1GB"] = r.get("peak_MiB", float("nan")) * 2**20 / 1e9
+    grads = grad_diff(rows[1]["grad_file"], rows[0]["grad_file"])
+    print(
+        table(
+            rows,
+            [
+                ("steps", "steps", "d"),
+                ("malloc", "allocator", ""),
+                ("kernel", "kernel", ""),
+                ("peak_MiB", "peak RSS (MiB)", ".0f"),
+                ("delta_MiB", "peak − base (MiB)", ".0f"),
+                ("forward_s", "forward s", ".1f"),
+                ("backward_s", "backward s", ".1f"),
+            ],
+        )
+    )
+    print(f"gradients, fused vs plain kernel ({n} steps): max|Δg| / max|g| = {grads:.2e}")
+    payload = {"environment": env, "rows": rows, "grad_rel_diff_fused_vs_plain": grads}
+    print(f"wrote {write_json('bench_memory_package.json', payload)}")
 
 
 def main() -> None:
@@ -148,9 +193,18 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--plain-full", action="store_true", help="run the un-checkpointed rollout at full length")
     ap.add_argument("--no-denormal-check", action="store_true")
+    ap.add_argument(
+        "--package",
+        action="store_true",
+        help="only the default install: peak RSS of checkpoint_every=10 with the package's allocator settings, "
+        "plain and fused kernel, against glibc's defaults (300 steps) — writes bench_memory_package.json",
+    )
     args = ap.parse_args()
     if args.child:
         child(json.loads(args.child))
+        return
+    if args.package:
+        package_only(args.steps)
         return
 
     single_thread(1)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from neuradiff.core.errors import SimulationError
 from neuradiff.physics.model import PhaseFieldModel
@@ -61,13 +62,16 @@ def explicit_euler(
     guard: str = "substep",
     limit: float | None = None,
     max_substeps: int = 1000,
+    checkpoint_substeps: int | None = None,
 ) -> tuple[Tensor, StepInfo]:
     """One forward-Euler step; sources and noise enter once per step.
 
     ``guard``: ``"substep"`` splits a step longer than the stability limit into equal sub-steps,
     ``"raise"`` raises :class:`SimulationError`, ``"off"`` trusts ``dt`` (the reference code's behaviour).
     ``limit``: a stability limit computed by the caller (e.g. every few steps of a rollout); by default
-    it is estimated from ``state``.
+    it is estimated from ``state``. ``checkpoint_substeps``: under autograd, recompute the sub-steps of a
+    split step in groups of this many in the backward pass instead of storing them (identical gradients;
+    the memory of a step is then bounded whatever the number of sub-steps).
     """
     return _euler(
         model,
@@ -80,6 +84,7 @@ def explicit_euler(
         limit=limit,
         max_substeps=max_substeps,
         implicit_local=False,
+        checkpoint_substeps=checkpoint_substeps,
     )
 
 
@@ -94,6 +99,7 @@ def imex_euler(
     guard: str = "substep",
     limit: float | None = None,
     max_substeps: int = 1000,
+    checkpoint_substeps: int | None = None,
 ) -> tuple[Tensor, StepInfo]:
     """One linearly implicit Euler step φ' = φ + h·rate(φ) / (1 + h·d(φ)), with d the model's pointwise
     stiffness (:meth:`~neuradiff.physics.model.PhaseFieldModel.local_stiffness_diagonal`: for voids the
@@ -101,6 +107,7 @@ def imex_euler(
 
     First order, with the fixed points of explicit Euler; the guard only has to resolve transport, so the
     step is several times longer on stiff states (models without a diagonal fall back to explicit Euler).
+    ``guard``, ``limit`` and ``checkpoint_substeps`` as in :func:`explicit_euler`.
     """
     return _euler(
         model,
@@ -113,6 +120,7 @@ def imex_euler(
         limit=limit,
         max_substeps=max_substeps,
         implicit_local=True,
+        checkpoint_substeps=checkpoint_substeps,
     )
 
 
@@ -128,6 +136,7 @@ def _euler(
     limit: float | None,
     max_substeps: int,
     implicit_local: bool,
+    checkpoint_substeps: int | None = None,
 ) -> tuple[Tensor, StepInfo]:
     dt = _check_dt(dt)
     if guard not in GUARDS:
@@ -150,18 +159,25 @@ def _euler(
                 )
     forcing = model.forcing_increment(state, params, draws, dt, dx)
     h = dt / n
-    clamped = None
-    for _ in range(n):
-        if implicit_local:
-            rate, d = model.rate_and_diagonal(state, params, dx)
-        else:
-            rate, d = model.rate(state, params, dx), None
-        new = state + (h * rate if d is None else h * rate / (1.0 + h * d))
-        if forcing is not None:
-            new = new + (forcing if n == 1 else forcing / n)
-        state, c = model.project(new)
-        clamped = c if clamped is None else clamped + c
-    assert clamped is not None  # n >= 1
+
+    def substeps(s: Tensor, f: Tensor | None, count: int) -> tuple[Tensor, Tensor]:
+        clamped = None
+        for _ in range(count):
+            s, c = model.euler_substep(s, params, h, dx, implicit_local=implicit_local, forcing=f, forcing_divisor=n)
+            clamped = c if clamped is None else clamped + c
+        assert clamped is not None  # count >= 1
+        return s, clamped
+
+    group = checkpoint_substeps if checkpoint_substeps and torch.is_grad_enabled() else n
+    if group >= n:
+        state, clamped = substeps(state, forcing, n)
+        return state, StepInfo(clamped, n)
+    # A split step under autograd: each group of sub-steps is recomputed in the backward pass, so only the
+    # group boundaries are stored (the memory does not grow with the stiffness).
+    clamped = torch.zeros(state.shape[:2], dtype=torch.long, device=state.device)
+    for first in range(0, n, group):
+        state, c = checkpoint(substeps, state, forcing, min(group, n - first), use_reentrant=False)
+        clamped = clamped + c
     return state, StepInfo(clamped, n)
 
 
@@ -176,14 +192,16 @@ def semi_implicit_spectral(
     guard: str = "off",
     limit: float | None = None,
     max_substeps: int = 1000,
+    checkpoint_substeps: int | None = None,
 ) -> tuple[Tensor, StepInfo]:
     """One stabilised semi-implicit step on a periodic grid.
 
     The increment solves (1 + dt·a_f(k)) Δφ̂ = (dt·rate + forcing)^ with the model's linear stabiliser
     a_f(k) ~ M k²(κ k² + S) (Cahn-Hilliard) or L(κ k² + S) (Allen-Cahn): first order in time, consistent
-    with the explicit step, and stable for much larger dt. ``guard`` and ``limit`` are accepted for a
-    common signature. Models without a stabiliser (``model.supports_spectral`` false, e.g. the reference
-    discretisation, which is clamp-driven and non-conservative) are refused.
+    with the explicit step, and stable for much larger dt. ``guard``, ``limit`` and ``checkpoint_substeps``
+    are accepted for a common signature (the step is never split). Models without a stabiliser
+    (``model.supports_spectral`` false, e.g. the reference discretisation, which is clamp-driven and
+    non-conservative) are refused.
     """
     dt = _check_dt(dt)
     if model.boundary != "periodic":
@@ -212,7 +230,7 @@ class Integrator:
     ----------
     name : str
     step : callable
-        ``step(model, state, params, dt, *, dx, draws, guard, limit) -> (state, StepInfo)``.
+        ``step(model, state, params, dt, *, dx, draws, guard, limit, checkpoint_substeps) -> (state, StepInfo)``.
     guarded : bool
         The step is limited by an explicit stability bound (estimated by :func:`explicit_stability_limit`).
     implicit_local : bool

@@ -65,6 +65,36 @@ class PhaseFieldModel:
         """(:meth:`rate`, :meth:`local_stiffness_diagonal`); models override it to share work between the two."""
         return self.rate(state, params, dx), self.local_stiffness_diagonal(state, params)
 
+    def euler_update(
+        self, state: Tensor, params: ParameterSet, h: float, dx: float, *, implicit_local: bool = False
+    ) -> Tensor:
+        """``state + h·rate`` (explicit Euler) or, with ``implicit_local``, ``state + h·rate / (1 + h·d)`` with
+        ``d`` the :meth:`local_stiffness_diagonal` (linearly implicit); before sources and projection."""
+        if implicit_local:
+            rate, d = self.rate_and_diagonal(state, params, dx)
+        else:
+            rate, d = self.rate(state, params, dx), None
+        return state + (h * rate if d is None else h * rate / (1.0 + h * d))
+
+    def euler_substep(
+        self,
+        state: Tensor,
+        params: ParameterSet,
+        h: float,
+        dx: float,
+        *,
+        implicit_local: bool = False,
+        forcing: Tensor | None = None,
+        forcing_divisor: int = 1,
+    ) -> tuple[Tensor, Tensor]:
+        """One (sub-)step of the Euler integrators: :meth:`project` of :meth:`euler_update` plus
+        ``forcing / forcing_divisor`` (a step's source and noise increment shared by its sub-steps);
+        returns (state, the counts of :meth:`project`)."""
+        new = self.euler_update(state, params, h, dx, implicit_local=implicit_local)
+        if forcing is not None:
+            new = new + (forcing if forcing_divisor == 1 else forcing / forcing_divisor)
+        return self.project(new)
+
     def implicit_stability_rate(self, state: Tensor, params: ParameterSet, dx: float) -> Tensor:
         """λ of the fastest mode left explicit when :meth:`local_stiffness_diagonal` is implicit (default: all)."""
         return self.stability_rate(state, params, dx)

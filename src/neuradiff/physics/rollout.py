@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from neuradiff.core.allocator import configure_allocator, release_if_grown
 from neuradiff.core.errors import SimulationError
 from neuradiff.physics.forcing import Forcing, as_forcing
 from neuradiff.physics.integrators import get_integrator
@@ -46,6 +47,11 @@ def check_finite(state: Tensor, model: PhaseFieldModel, step: int) -> None:
         )
 
 
+def _release_after_backward(grad: Tensor) -> Tensor:
+    release_if_grown()
+    return grad
+
+
 def rollout(
     model: PhaseFieldModel,
     state: Tensor,
@@ -76,9 +82,11 @@ def rollout(
     checkpoint_every : int, optional
         Under autograd, recompute segments of this many steps in the backward pass instead of storing
         them: the live tensors are the segment boundaries plus one segment, and the gradients are
-        identical. The process's resident memory also depends on the allocator: glibc keeps freed blocks
-        (1000 steps at 256²: ~3.5 GB resident with glibc's defaults, < 1 GB with tcmalloc or
-        ``MALLOC_MMAP_THRESHOLD_=65536``; see ``benchmarks/README.md``).
+        identical. A step that the guard splits into more sub-steps than this is itself recomputed in
+        groups of this many sub-steps, so the memory is bounded however stiff the parameters make the
+        equations (the sub-steps of such a step are computed three times instead of twice). On Linux with
+        glibc, free heap pages are handed back to the kernel between segments once the resident memory has
+        grown by 256 MiB (:mod:`neuradiff.core.allocator`), so it stays close to the live memory.
     guard, guard_every : str, int
         Explicit stability guard (``"substep"``, ``"raise"`` or ``"off"``), re-estimated every
         ``guard_every`` steps (default: every step) with a safety factor of 0.9.
@@ -108,9 +116,19 @@ def rollout(
     scheme = get_integrator(integrator)
     source = as_forcing(forcing)
     check_finite(state, model, start_step)
+    configure_allocator()
 
     save_at = set(range(save_every, n_steps + 1, save_every)) if save_every else set()
     save_at.add(n_steps)
+
+    use_ckpt = (
+        bool(checkpoint_every)
+        and torch.is_grad_enabled()
+        and (state.requires_grad or any(isinstance(v, Tensor) and v.requires_grad for v in vars(params).values()))
+    )
+    seg = checkpoint_every if use_ckpt and checkpoint_every else max(n_steps, 1)
+    # Sub-steps of a split step are checkpointed in groups of the same size (nested in the segment).
+    sub_ckpt = checkpoint_every if use_ckpt else None
 
     def advance(s: Tensor, first: int, last: int) -> tuple[Tensor, Tensor, int, list[Tensor]]:
         clamped = torch.zeros(s.shape[:2], dtype=torch.long, device=s.device)
@@ -119,7 +137,9 @@ def rollout(
             draws = source.draws(model, start_step + n, s)
             if guard != "off" and scheme.guarded and (limit is None or (n - first) % guard_every == 0):
                 limit = 0.9 * scheme.stability_limit(model, s, params, dx)
-            s, info = scheme.step(model, s, params, dt, dx=dx, draws=draws, guard=guard, limit=limit)
+            s, info = scheme.step(
+                model, s, params, dt, dx=dx, draws=draws, guard=guard, limit=limit, checkpoint_substeps=sub_ckpt
+            )
             check_finite(s, model, start_step + n + 1)
             clamped = clamped + info.clamped
             subs += info.substeps
@@ -127,12 +147,6 @@ def rollout(
                 saved.append(s)
         return s, clamped, subs, saved
 
-    use_ckpt = (
-        bool(checkpoint_every)
-        and torch.is_grad_enabled()
-        and (state.requires_grad or any(isinstance(v, Tensor) and v.requires_grad for v in vars(params).values()))
-    )
-    seg = checkpoint_every if use_ckpt and checkpoint_every else max(n_steps, 1)
     states, steps = [state], [start_step]
     clamped_total = torch.zeros(state.shape[:2], dtype=torch.long, device=state.device)
     substeps = 0
@@ -147,8 +161,17 @@ def rollout(
                 box["c"], box["k"] = c, k
                 return (out, *saved)
 
+            if s.requires_grad:
+                # After this segment's backward (the gradient reaches its input), hand the freed pages of
+                # its recomputation back, so the resident memory follows the live memory. (The hook goes on
+                # an alias, never on the caller's tensor.)
+                s = s.view_as(s)
+                s.register_hook(_release_after_backward)
             out = checkpoint(segment, s, use_reentrant=False)
             s, saved, c, k = out[0], list(out[1:]), box["c"], box["k"]
+            # The segment's boundary state outlives its temporaries, so the heap grows around it; hand the
+            # free pages back now and then (the live memory is a few states per segment).
+            release_if_grown()
         else:
             s, c, k, saved = advance(s, first, last)
         clamped_total += c

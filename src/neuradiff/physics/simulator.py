@@ -38,6 +38,9 @@ class Simulator:
     boundary : {"periodic", "no-flux"}
         Boundary of the simulated field: periodic for simulated periodic boxes, no-flux for a window cut out of a
         larger field of view (a crop of a real recording).
+    kernel : {"torch", "fused"}
+        How the conservative model's Euler steps are computed (:class:`~neuradiff.physics.void_model.VoidModel`):
+        the plain PyTorch path (default) or the fused CPU kernel (faster; equal within round-off).
 
     Examples
     --------
@@ -54,6 +57,7 @@ class Simulator:
     time_per_frame: float = 1.0
     dx: float = 1.0
     boundary: str = "periodic"
+    kernel: str = "torch"
     model: VoidModel = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -61,7 +65,7 @@ class Simulator:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-        object.__setattr__(self, "model", VoidModel(self.discretisation, boundary=self.boundary))
+        object.__setattr__(self, "model", VoidModel(self.discretisation, boundary=self.boundary, kernel=self.kernel))
         get_integrator(self.integrator).check(self.model)
 
     def steps(self, n_frames: int) -> int:
@@ -139,7 +143,7 @@ class Simulator:
             "steps_per_frame": self.steps(1),
             "dx": self.dx,
             "boundary": self.boundary,
-        }
+        } | ({"kernel": self.kernel} if self.kernel != "torch" else {})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Simulator:
@@ -151,4 +155,5 @@ class Simulator:
             time_per_frame=float(d["sim_time_per_frame"]),
             dx=float(d.get("dx", 1.0)),
             boundary=d.get("boundary", "periodic"),
+            kernel=d.get("kernel", "torch"),
         )

@@ -85,6 +85,8 @@ class FitConfig:
     crop_margin: Count = 8
     #: of the learned simulator: "periodic", "no-flux", or "auto" (no-flux when cropping)
     boundary: Literal["auto", "periodic", "no-flux"] = "auto"
+    #: the simulator's Euler steps: "torch" (plain PyTorch) or "fused" (compiled CPU kernel)
+    kernel: Literal["torch", "fused"] = "torch"
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad setting that depends on others (types and ranges of single
@@ -110,6 +112,7 @@ class FitConfig:
             dt=self.dt,
             time_per_frame=time_per_frame,
             boundary=boundary,
+            kernel=self.kernel,
         )
 
     def initial_parameters(self) -> VoidParameters:

@@ -1,0 +1,192 @@
+"""The fused void-model kernel against the plain PyTorch step and the published code's step, in one run.
+
+Float32, CPU, one thread, deterministic explicit Euler (dt = 0.02, guard off), the paper's single void.
+For each configuration (grid, batch):
+
+- ``fb``: forward through N steps with autograd + backward of ``final.sum()`` to the initial state and
+  the nine learned parameters (float32 leaves), seconds per step;
+- ``fwd``: one step under ``no_grad`` (N_fwd steps timed), seconds per step;
+
+for ``published`` (the published code's step emulated operation by operation, ``_naive.py``; reference
+discretisation), ``torch`` (``explicit_euler`` of ``VoidModel("conservative")``, the plain PyTorch path) and
+``fused`` (the same with ``kernel="fused"``). The implementations are timed in turn within each repeat and
+the minimum over the repeats is kept, so the ratios come from the same run under the same machine load.
+Also: the raw kernel call (no projection or bookkeeping) at 256² against the bandwidth floor (read and
+write the three float32 fields once at the measured DRAM copy bandwidth).
+
+Run:  python benchmarks/bench_fused.py [--repeats 3] [--quick]
+Writes benchmarks/results/bench_fused.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import environment, print_environment, single_thread, table, write_json
+
+single_thread(1)
+
+import torch
+
+from _naive import copy_bandwidth, naive_step
+from neuradiff.physics import VoidModel, VoidParameters, single_void
+from neuradiff.physics.fused import fused_step, fused_unavailable
+from neuradiff.physics.integrators import explicit_euler
+
+torch.set_num_threads(1)
+DT = 0.02
+LEARNED = VoidParameters.default_learned()
+#: (grid, batch, fb steps): the issue's 8 × 128² and 30 steps, one 256² field, the paper's training batch.
+CONFIGS = [(128, 8, 30), (256, 1, 30), (128, 32, 10)]
+
+
+def leaves_and_params():
+    leaves = [torch.tensor(getattr(VoidParameters(), k), dtype=torch.float32, requires_grad=True) for k in LEARNED]
+    return leaves, VoidParameters().replace(**dict(zip(LEARNED, leaves)))
+
+
+def state(n: int, b: int) -> torch.Tensor:
+    return single_void((n, n), dtype=torch.float32).repeat(b, 1, 1, 1).contiguous()
+
+
+def engine(kernel: str):
+    model = VoidModel("conservative", kernel=kernel)
+
+    def fb(s0: torch.Tensor, n: int) -> None:
+        leaves, p = leaves_and_params()
+        s = s0.clone().requires_grad_(True)
+        x = s
+        for _ in range(n):
+            x = explicit_euler(model, x, p, DT, guard="off")[0]
+        torch.autograd.grad(x.sum(), [s, *leaves])
+
+    def fwd(s0: torch.Tensor, n: int) -> None:
+        p = VoidParameters()
+        with torch.no_grad():
+            x = s0
+            for _ in range(n):
+                x = explicit_euler(model, x, p, DT, guard="off")[0]
+
+    return fb, fwd
+
+
+def published():
+    def fb(s0: torch.Tensor, n: int) -> None:
+        leaves, p = leaves_and_params()
+        fields = [s0[:, k].clone().contiguous().requires_grad_(True) for k in range(3)]
+        c_v, c_i, eta = fields
+        for _ in range(n):
+            c_v, c_i, eta = naive_step(c_v, c_i, eta, p, DT)
+        torch.autograd.grad(c_v.sum() + c_i.sum() + eta.sum(), [*fields, *leaves])
+
+    def fwd(s0: torch.Tensor, n: int) -> None:
+        p = VoidParameters()
+        with torch.no_grad():
+            c_v, c_i, eta = (s0[:, k].contiguous() for k in range(3))
+            for _ in range(n):
+                c_v, c_i, eta = naive_step(c_v, c_i, eta, p, DT)
+
+    return fb, fwd
+
+
+def best_per_step(fn, s0, n: int, repeats: int) -> float:
+    return min(_timed(fn, s0, n) for _ in range(repeats)) / n
+
+
+def _timed(fn, s0, n) -> float:
+    gc.collect()
+    t = time.perf_counter()
+    fn(s0, n)
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="one configuration (8 × 128²), 2 repeats")
+    args = ap.parse_args()
+    reason = fused_unavailable(torch.zeros(1, 3, 8, 8), VoidParameters(), boundary="periodic", face="upwind")
+    if reason is not None:
+        raise SystemExit(f"the fused kernel is not available here: {reason}")
+    env = environment()
+    print_environment(env)
+    configs = CONFIGS[:1] if args.quick else CONFIGS
+    repeats = 2 if args.quick else args.repeats
+    impls = {"published": published(), "torch": engine("torch"), "fused": engine("fused")}
+    rows = []
+    for n, b, n_fb in configs:
+        s0 = state(n, b)
+        n_fwd = max(5, round(50 * 65536 / (n * n * b)))
+        for fb, fwd in impls.values():  # warm-up (kernel build, first-call costs)
+            fb(s0, 2)
+            fwd(s0, 2)
+        fb_t = dict.fromkeys(impls, math.inf)
+        fwd_t = dict.fromkeys(impls, math.inf)
+        for _ in range(repeats):
+            for name, (fb, fwd) in impls.items():
+                fb_t[name] = min(fb_t[name], _timed(fb, s0, n_fb) / n_fb)
+                fwd_t[name] = min(fwd_t[name], _timed(fwd, s0, n_fwd) / n_fwd)
+        row = {"grid": n, "batch": b, "fb_steps": n_fb, "fwd_steps": n_fwd}
+        for name in impls:
+            row[f"fb_{name}_ms"] = fb_t[name] * 1e3
+            row[f"fwd_{name}_ms"] = fwd_t[name] * 1e3
+        row["fb_speedup_vs_published"] = fb_t["published"] / fb_t["fused"]
+        row["fb_speedup_vs_torch"] = fb_t["torch"] / fb_t["fused"]
+        row["fwd_speedup_vs_published"] = fwd_t["published"] / fwd_t["fused"]
+        row["fwd_speedup_vs_torch"] = fwd_t["torch"] / fwd_t["fused"]
+        rows.append(row)
+        print(
+            f"{b} × {n}²: fb per step published {row['fb_published_ms']:.2f} ms, torch {row['fb_torch_ms']:.2f}, "
+            f"fused {row['fb_fused_ms']:.2f} → {row['fb_speedup_vs_published']:.1f}× / "
+            f"{row['fb_speedup_vs_torch']:.1f}×; fwd {row['fwd_published_ms']:.2f} / {row['fwd_torch_ms']:.2f} / "
+            f"{row['fwd_fused_ms']:.2f} ms → {row['fwd_speedup_vs_published']:.1f}× / "
+            f"{row['fwd_speedup_vs_torch']:.1f}×",
+            flush=True,
+        )
+
+    # The raw kernel at 256² against the bandwidth floor (3 fields read + 3 written once).
+    s = state(256, 1)
+    p = VoidParameters()
+    kw = {"imex": False, "log_floor": 1e-3, "saturation_floor": 1e-2}
+    kernel_s = best_per_step(lambda x, k: [fused_step(x, p, DT, 1.0, **kw) for _ in range(k)], s, 50, 5)
+    bw = copy_bandwidth(256 * 2**20, 5)
+    floor = 6 * 4 * 256 * 256 / bw
+    floor_row = {
+        "kernel_256_us": kernel_s * 1e6,
+        "dram_copy_GBps": bw / 1e9,
+        "floor_256_us": floor * 1e6,
+        "kernel_over_floor": kernel_s / floor,
+        "step_over_floor": next(r["fwd_fused_ms"] for r in rows if r["grid"] == 256) * 1e-3 / floor
+        if any(r["grid"] == 256 for r in rows)
+        else None,
+    }
+    print(
+        f"256² raw kernel {floor_row['kernel_256_us']:.0f} µs per step; floor {floor_row['floor_256_us']:.0f} µs "
+        f"(copy {floor_row['dram_copy_GBps']:.1f} GB/s) → {floor_row['kernel_over_floor']:.1f}× the floor"
+    )
+    cols = [
+        ("grid", "grid", "d"),
+        ("batch", "batch", "d"),
+        ("fb_published_ms", "fb published ms", ".2f"),
+        ("fb_torch_ms", "fb torch ms", ".2f"),
+        ("fb_fused_ms", "fb fused ms", ".2f"),
+        ("fb_speedup_vs_published", "fb × published", ".1f"),
+        ("fb_speedup_vs_torch", "fb × torch", ".1f"),
+        ("fwd_published_ms", "fwd published ms", ".2f"),
+        ("fwd_torch_ms", "fwd torch ms", ".2f"),
+        ("fwd_fused_ms", "fwd fused ms", ".2f"),
+        ("fwd_speedup_vs_published", "fwd × published", ".1f"),
+    ]
+    print(table(rows, cols))
+    path = write_json("bench_fused.json", {"environment": env, "rows": rows, "floor": floor_row, "dt": DT})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,400 @@
+/* Fused explicit / IMEX Euler increment of the conservative void model and its adjoint (upwind face
+ * mobilities). Compiled twice, with REAL = float and REAL = double (see fused.py).
+ *
+ * Forward: u = s + h * rate(s) / (1 + h * d(s))   (d = 0 for the explicit step), state [B, 3, H, W], on a
+ * periodic grid or between no-flux walls.
+ * Backward: given ub = dL/du, s_bar = dL/ds and the gradients of the nine learned parameters
+ * (E_v, E_i, kBT, kappa_v, kappa_i, kappa_eta, D_v, D_i, L), accumulated in double.
+ * With FAST_LOG (float32 builds) the logarithm is a branch-free polynomial instead of libm's.
+ * The formulas mirror ConservativeVoidModel in void_model.py term by term (the plain PyTorch path is the
+ * reference; the tests compare the two).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef REAL
+#define REAL float
+#endif
+#ifndef SUFFIX
+#define SUFFIX _f32
+#endif
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+#define FN(name) CAT(name, SUFFIX)
+
+/* parameter vector */
+enum { P_EV, P_EI, P_T, P_KV, P_KI, P_KE, P_DV, P_DI, P_L, P_RB, P_RS, P_EPS, P_SAT, P_COUNT };
+
+#ifdef FAST_LOG
+/* Natural logarithm of a positive normal float: exponent by bit manipulation, Cephes' minimax polynomial for
+ * the mantissa (branch-free, so loops vectorise). Against double-precision log over every float in [1e-6, 4): at most
+ * 0.83 ulp of the result (where |ln x| > 1e-3), 8.1e-8 relative, 5.0e-7 absolute. */
+static inline __attribute__((always_inline)) float fast_log(float x) {
+    union {
+        float f;
+        unsigned int i;
+    } u = {x};
+    float e = (float)((int)((u.i >> 23) & 0xffu) - 126);
+    u.i = (u.i & 0x007fffffu) | 0x3f000000u; /* mantissa in [0.5, 1) */
+    float m = u.f;
+    const int low = m < 0.707106781186547524f;
+    e = low ? e - 1.0f : e;
+    m = low ? m + m - 1.0f : m - 1.0f;
+    const float z = m * m;
+    float y = 7.0376836292e-2f;
+    y = y * m - 1.1514610310e-1f;
+    y = y * m + 1.1676998740e-1f;
+    y = y * m - 1.2420140846e-1f;
+    y = y * m + 1.4249322787e-1f;
+    y = y * m - 1.6668057665e-1f;
+    y = y * m + 2.0000714765e-1f;
+    y = y * m - 2.4999993993e-1f;
+    y = y * m + 3.3333331174e-1f;
+    y = y * m * z;
+    y += -2.12194440e-4f * e;
+    y += -0.5f * z;
+    return m + y + 0.693359375f * e;
+}
+#define LOG(x) fast_log(x)
+#else
+#define LOG(x) ((REAL)log(x))
+#endif
+
+/* x ln x continued below delta by its quadratic Taylor expansion: g, g' - 1 and g'' (= 1 / max(x, delta)). */
+static inline __attribute__((always_inline)) void entropy(REAL x, REAL delta, REAL *g, REAL *dg, REAL *ddg) {
+    REAL xc = x > delta ? x : delta;
+    REAL lg = LOG(xc);
+    REAL d = x - xc;
+    *g = xc * lg + (lg + (REAL)1) * d + d * d / ((REAL)2 * delta);
+    *dg = lg + d / delta;
+    *ddg = (REAL)1 / xc;
+}
+
+typedef struct {
+    REAL fs, av, ai, ent; /* f_s, dfs/dc_v, dfs/dc_i, gv + gi + gs */
+    REAL ivs, iis, is;    /* 1/xc_v + ..., derivatives: 1/xc_v, 1/xc_i, 1/xc_s */
+    REAL dvs, dis;        /* dv - ds, di - ds */
+} Local;
+
+static inline __attribute__((always_inline)) void local_terms(REAL cv, REAL ci, const REAL *p, Local *o) {
+    REAL gv, dv, hv, gi, di, hi, gs, ds, hs;
+    entropy(cv, p[P_EPS], &gv, &dv, &hv);
+    entropy(ci, p[P_EPS], &gi, &di, &hi);
+    entropy((REAL)1 - cv - ci, p[P_SAT], &gs, &ds, &hs);
+    o->ent = gv + gi + gs;
+    o->fs = p[P_EV] * cv + p[P_EI] * ci + p[P_T] * o->ent;
+    o->dvs = dv - ds;
+    o->dis = di - ds;
+    o->av = p[P_EV] + p[P_T] * o->dvs;
+    o->ai = p[P_EI] + p[P_T] * o->dis;
+    o->ivs = hv;
+    o->iis = hi;
+    o->is = hs;
+}
+
+#define IDX(y, x) ((size_t)(y) * (size_t)W + (size_t)(x))
+
+/* Run the statements given for every pixel k of an H x W grid with its neighbours ke, kw, ks, kn: wrapped around
+ * on a periodic grid (periodic != 0), else the cell itself beyond a wall (mirror ghost cells: zero normal gradient
+ * and zero flux through the wall). The interior columns form a loop without edge handling, which the compiler
+ * vectorises. */
+#define GRID_LOOP(...)                                                                                          \
+    for (int y = 0; y < H; ++y) {                                                                               \
+        const size_t r_ = (size_t)y * (size_t)W;                                                                \
+        const size_t rn_ = (size_t)(y == 0 ? (periodic ? H - 1 : 0) : y - 1) * (size_t)W;                       \
+        const size_t rs_ = (size_t)(y == H - 1 ? (periodic ? 0 : H - 1) : y + 1) * (size_t)W;                   \
+        {                                                                                                       \
+            const size_t k = r_, ke = r_ + (W > 1 ? 1 : 0), kw = periodic ? r_ + (size_t)W - 1 : r_;           \
+            const size_t ks = rs_, kn = rn_;                                                                    \
+            __VA_ARGS__                                                                                         \
+        }                                                                                                       \
+        _Pragma("omp simd") for (size_t x_ = 1; x_ < (size_t)W - 1; ++x_) {                                      \
+            const size_t k = r_ + x_, ke = k + 1, kw = k - 1, ks = rs_ + x_, kn = rn_ + x_;                     \
+            __VA_ARGS__                                                                                         \
+        }                                                                                                       \
+        if (W > 1) {                                                                                            \
+            const size_t x_ = (size_t)W - 1, k = r_ + x_, ke = periodic ? r_ : k, kw = k - 1;                   \
+            const size_t ks = rs_ + x_, kn = rn_ + x_;                                                          \
+            __VA_ARGS__                                                                                         \
+        }                                                                                                       \
+    }
+
+static void potentials(const REAL *s, REAL *mu, REAL *de, int H, int W, int periodic, const REAL *p, REAL idx2) {
+    const size_t n = (size_t)H * (size_t)W;
+    const REAL *cvp = s, *cip = s + n, *etp = s + 2 * n;
+    GRID_LOOP({
+        const REAL cv = cvp[k], ci = cip[k], eta = etp[k];
+        Local l;
+        local_terms(cv, ci, p, &l);
+        const REAL lv = (cvp[ke] + cvp[kw] + cvp[ks] + cvp[kn] - (REAL)4 * cv) * idx2;
+        const REAL li = (cip[ke] + cip[kw] + cip[ks] + cip[kn] - (REAL)4 * ci) * idx2;
+        const REAL le = (etp[ke] + etp[kw] + etp[ks] + etp[kn] - (REAL)4 * eta) * idx2;
+        const REAL hh = (eta - (REAL)1) * (eta - (REAL)1), j = eta * eta;
+        const REAL fv = (cv - (REAL)1) * (cv - (REAL)1) + ci * ci;
+        mu[k] = hh * l.av + (REAL)2 * j * (cv - (REAL)1) - p[P_KV] * lv;
+        mu[n + k] = hh * l.ai + (REAL)2 * j * ci - p[P_KI] * li;
+        mu[2 * n + k] = (REAL)2 * (eta - (REAL)1) * l.fs + (REAL)2 * eta * fv - p[P_KE] * le;
+        const REAL x2 = (REAL)2 * (l.fs + fv);
+        de[k] = p[P_L] * (x2 > 0 ? x2 : (REAL)0);
+    })
+}
+
+/* Upwind flux divergence of species c at k (without 1/dx^2). */
+static inline __attribute__((always_inline)) REAL transport(const REAL *c, const REAL *mu, size_t k, size_t ke, size_t kw, size_t ks, size_t kn,
+                             REAL mob) {
+#define MOB(q) (mob * (c[q] > 0 ? c[q] : (REAL)0))
+    const REAL m = MOB(k);
+    const REAL fe = (mu[ke] > mu[k] ? MOB(ke) : m) * (mu[ke] - mu[k]);
+    const REAL fw = (mu[k] > mu[kw] ? m : MOB(kw)) * (mu[k] - mu[kw]);
+    const REAL fs = (mu[ks] > mu[k] ? MOB(ks) : m) * (mu[ks] - mu[k]);
+    const REAL fn = (mu[k] > mu[kn] ? m : MOB(kn)) * (mu[k] - mu[kn]);
+#undef MOB
+    return fe - fw + fs - fn;
+}
+
+/* The conservative projection of one batch element in place: add the forcing increment f / fdiv (if any), count
+ * the values outside [0, 1] per field, clamp eta to [0, 1] and record where it was inside (the clamp's gradient
+ * mask). */
+static void project(REAL *u, const REAL *f, REAL fdiv, long long *counts, unsigned char *mask, size_t n) {
+    for (int c = 0; c < 3; ++c) {
+        REAL *v = u + (size_t)c * n;
+        if (f) {
+            const REAL *g = f + (size_t)c * n;
+            for (size_t k = 0; k < n; ++k) v[k] = v[k] + (fdiv == (REAL)1 ? g[k] : g[k] / fdiv);
+        }
+        long long out = 0;
+        for (size_t k = 0; k < n; ++k) out += (v[k] < 0) | (v[k] > 1);
+        counts[c] = out;
+    }
+    REAL *e = u + 2 * n;
+    for (size_t k = 0; k < n; ++k) {
+        const REAL x = e[k];
+        mask[k] = (unsigned char)((x >= 0) & (x <= 1));
+        e[k] = x < 0 ? (REAL)0 : (x > 1 ? (REAL)1 : x);
+    }
+}
+
+/* With counts != NULL the conservative projection follows the update (see project): out = P(u + f / fdiv). */
+int FN(void_forward)(const REAL *state, REAL *out, int B, int H, int W, int periodic, const double *pd, double h_,
+                     double dx,
+                     int imex, const REAL *forcing, double fdiv, long long *counts, unsigned char *mask) {
+    REAL p[P_COUNT];
+    for (int i = 0; i < P_COUNT; ++i) p[i] = (REAL)pd[i];
+    const REAL h = (REAL)h_, idx2 = (REAL)(1.0 / (dx * dx));
+    const size_t n = (size_t)H * (size_t)W;
+    REAL *mu = (REAL *)malloc(sizeof(REAL) * 4 * n);
+    if (!mu) return 1;
+    REAL *de = mu + 3 * n;
+    const REAL mobv = p[P_DV] / p[P_T], mobi = p[P_DI] / p[P_T];
+    for (int b = 0; b < B; ++b) {
+        const REAL *s = state + (size_t)b * 3 * n;
+        REAL *u = out + (size_t)b * 3 * n;
+        potentials(s, mu, de, H, W, periodic, p, idx2);
+        const REAL *cv = s, *ci = s + n, *eta = s + 2 * n;
+        if (imex) {
+            GRID_LOOP({
+                const REAL tv = transport(cv, mu, k, ke, kw, ks, kn, mobv) * idx2;
+                const REAL ti = transport(ci, mu + n, k, ke, kw, ks, kn, mobi) * idx2;
+                const REAL kr = p[P_RB] + p[P_RS] * eta[k] * eta[k];
+                const REAL r = kr * cv[k] * ci[k];
+                const REAL dv = kr * (ci[k] > 0 ? ci[k] : (REAL)0), di = kr * (cv[k] > 0 ? cv[k] : (REAL)0);
+                u[k] = cv[k] + h * (tv - r) / ((REAL)1 + h * dv);
+                u[n + k] = ci[k] + h * (ti - r) / ((REAL)1 + h * di);
+                u[2 * n + k] = eta[k] + h * (-p[P_L] * mu[2 * n + k]) / ((REAL)1 + h * de[k]);
+            })
+        } else {
+            GRID_LOOP({
+                const REAL tv = transport(cv, mu, k, ke, kw, ks, kn, mobv) * idx2;
+                const REAL ti = transport(ci, mu + n, k, ke, kw, ks, kn, mobi) * idx2;
+                const REAL r = (p[P_RB] + p[P_RS] * eta[k] * eta[k]) * cv[k] * ci[k];
+                u[k] = cv[k] + h * (tv - r);
+                u[n + k] = ci[k] + h * (ti - r);
+                u[2 * n + k] = eta[k] + h * (-p[P_L] * mu[2 * n + k]);
+            })
+        }
+        if (counts)
+            project(u, forcing ? forcing + (size_t)b * 3 * n : NULL, (REAL)fdiv, counts + 3 * b, mask + (size_t)b * n, n);
+    }
+    free(mu);
+    return 0;
+}
+
+/* Adjoint of the upwind flux divergence of one species at pixel k (used in pass 2 of the backward). */
+#define SPECIES(c, m_, r_, mob, gc_out, gD)                                                                   \
+    {                                                                                                          \
+        const REAL fbe = (r_[k] - r_[ke]) * idx2, fbw = (r_[kw] - r_[k]) * idx2;                               \
+        const REAL fbs = (r_[k] - r_[ks]) * idx2, fbn = (r_[kn] - r_[k]) * idx2;                               \
+        const REAL cp = c[k] > 0 ? c[k] : (REAL)0;                                                             \
+        const REAL m = mob * cp;                                                                               \
+        const REAL me = mob * (c[ke] > 0 ? c[ke] : (REAL)0), mw = mob * (c[kw] > 0 ? c[kw] : (REAL)0);         \
+        const REAL ms = mob * (c[ks] > 0 ? c[ks] : (REAL)0), mn = mob * (c[kn] > 0 ? c[kn] : (REAL)0);         \
+        const REAL de_ = m_[ke] - m_[k], dw_ = m_[k] - m_[kw], ds_ = m_[ks] - m_[k], dn_ = m_[k] - m_[kn];     \
+        const int ue = m_[ke] > m_[k], uw = m_[k] > m_[kw], us = m_[ks] > m_[k], un = m_[k] > m_[kn];          \
+        const REAL mfe = ue ? me : m, mfw = uw ? m : mw, mfs = us ? ms : m, mfn = un ? m : mn;                  \
+        mb_[k] = -fbe * mfe + fbw * mfw - fbs * mfs + fbn * mfn;                                               \
+        /* mobility adjoint of this cell: the faces whose upwind cell it is */                                 \
+        const REAL mbar = (ue ? (REAL)0 : fbe * de_) + (uw ? fbw * dw_ : (REAL)0) + (us ? (REAL)0 : fbs * ds_) + \
+                          (un ? fbn * dn_ : (REAL)0);                                                          \
+        gc_out += c[k] >= 0 ? mbar * mob : (REAL)0;                                                            \
+        gD = mbar * cp;                                                                                       \
+    }
+
+int FN(void_backward)(const REAL *state, const REAL *ubar, REAL *sbar, double *pbar, int B, int H, int W,
+                      int periodic, const double *pd, double h_, double dx, int imex, const unsigned char *mask) {
+    REAL p[P_COUNT];
+    for (int i = 0; i < P_COUNT; ++i) p[i] = (REAL)pd[i];
+    const REAL h = (REAL)h_, idx2 = (REAL)(1.0 / (dx * dx));
+    const size_t n = (size_t)H * (size_t)W;
+    /* mu (3), d_eta (1), rbar = h q ubar (3), mubar (3), per-pixel parameter terms (9) */
+    REAL *buf = (REAL *)malloc(sizeof(REAL) * 19 * n);
+    if (!buf) return 1;
+    REAL *mu = buf, *de = buf + 3 * n, *rb = buf + 4 * n, *mb = buf + 7 * n;
+    REAL *aE = buf + 10 * n, *aEi = buf + 11 * n, *aT = buf + 12 * n, *aKv = buf + 13 * n, *aKi = buf + 14 * n;
+    REAL *aKe = buf + 15 * n, *aDv = buf + 16 * n, *aDi = buf + 17 * n, *aL = buf + 18 * n;
+    const REAL mobv = p[P_DV] / p[P_T], mobi = p[P_DI] / p[P_T];
+    double gEv = 0, gEi = 0, gT = 0, gkv = 0, gki = 0, gke = 0, gDv = 0, gDi = 0, gL = 0;
+    for (int b = 0; b < B; ++b) {
+        const REAL *s = state + (size_t)b * 3 * n;
+        const REAL *ub = ubar + (size_t)b * 3 * n;
+        REAL *sb = sbar + (size_t)b * 3 * n;
+        /* the gradient of the projection's clamp of eta: passed where eta was inside [0, 1] */
+        const unsigned char *mk = mask ? mask + (size_t)b * n : NULL;
+        const REAL *cv = s, *ci = s + n, *eta = s + 2 * n;
+        potentials(s, mu, de, H, W, periodic, p, idx2);
+        /* pass 1: rate adjoints rbar = h q ubar */
+        for (size_t k = 0; k < n; ++k) {
+            REAL qv = 1, qi = 1, qe = 1;
+            if (imex) {
+                const REAL kr = p[P_RB] + p[P_RS] * eta[k] * eta[k];
+                qv = (REAL)1 / ((REAL)1 + h * kr * (ci[k] > 0 ? ci[k] : (REAL)0));
+                qi = (REAL)1 / ((REAL)1 + h * kr * (cv[k] > 0 ? cv[k] : (REAL)0));
+                qe = (REAL)1 / ((REAL)1 + h * de[k]);
+            }
+            rb[k] = h * qv * ub[k];
+            rb[n + k] = h * qi * ub[n + k];
+            rb[2 * n + k] = h * qe * (mk ? ub[2 * n + k] * (REAL)mk[k] : ub[2 * n + k]);
+        }
+        /* pass 2: adjoints of the transport, recombination and implicit diagonal; mubar; local state parts */
+        GRID_LOOP({
+            REAL gcv = 0, gci = 0, geta = 0;
+            /* both species: flux adjoints from the neighbouring rate adjoints */
+            {
+                REAL *mb_ = mb;
+                SPECIES(cv, mu, rb, mobv, gcv, aDv[k])
+            }
+            {
+                REAL *mb_ = mb + n;
+                SPECIES(ci, (mu + n), (rb + n), mobi, gci, aDi[k])
+            }
+            /* recombination R = kr cv ci enters both rates with a minus sign */
+            const REAL kr = p[P_RB] + p[P_RS] * eta[k] * eta[k];
+            const REAL rbar = -(rb[k] + rb[n + k]);
+            gcv += rbar * kr * ci[k];
+            gci += rbar * kr * cv[k];
+            geta += rbar * (REAL)2 * p[P_RS] * eta[k] * cv[k] * ci[k];
+            /* eta rate = -L mu_eta */
+            mb[2 * n + k] = -p[P_L] * rb[2 * n + k];
+            aL[k] = -rb[2 * n + k] * mu[2 * n + k];
+            sb[k] = ub[k] + gcv;
+            sb[n + k] = ub[n + k] + gci;
+            sb[2 * n + k] = (mk ? ub[2 * n + k] * (REAL)mk[k] : ub[2 * n + k]) + geta;
+        })
+        if (imex) {
+            /* adjoint of the implicit diagonal: d_bar = -rbar * h * rate * q (rbar = h q ubar already) */
+            GRID_LOOP({
+                const REAL tv = transport(cv, mu, k, ke, kw, ks, kn, mobv) * idx2;
+                const REAL ti = transport(ci, mu + n, k, ke, kw, ks, kn, mobi) * idx2;
+                const REAL kr = p[P_RB] + p[P_RS] * eta[k] * eta[k];
+                const REAL r = kr * cv[k] * ci[k];
+                const REAL civ = ci[k] > 0 ? ci[k] : (REAL)0, cvv = cv[k] > 0 ? cv[k] : (REAL)0;
+                const REAL qv = (REAL)1 / ((REAL)1 + h * kr * civ), qi = (REAL)1 / ((REAL)1 + h * kr * cvv);
+                const REAL qe = (REAL)1 / ((REAL)1 + h * de[k]);
+                const REAL dbv = -rb[k] * h * (tv - r) * qv;
+                const REAL dbi = -rb[n + k] * h * (ti - r) * qi;
+                const REAL dbe = -rb[2 * n + k] * h * (-p[P_L] * mu[2 * n + k]) * qe;
+                /* d_v = kr max(ci, 0), d_i = kr max(cv, 0) */
+                REAL gcv = cv[k] >= 0 ? dbi * kr : (REAL)0;
+                REAL gci = ci[k] >= 0 ? dbv * kr : (REAL)0;
+                const REAL geta = (dbv * civ + dbi * cvv) * (REAL)2 * p[P_RS] * eta[k];
+                /* d_eta = L max(2 (f_s + f_v), 0) */
+                Local l;
+                local_terms(cv[k], ci[k], p, &l);
+                const REAL fv = (cv[k] - (REAL)1) * (cv[k] - (REAL)1) + ci[k] * ci[k];
+                const REAL x2 = (REAL)2 * (l.fs + fv);
+                aL[k] += dbe * (x2 > 0 ? x2 : (REAL)0);
+                const REAL xb = x2 >= 0 ? (REAL)2 * dbe * p[P_L] : (REAL)0; /* adjoint of f_s and of f_v */
+                gcv += xb * (l.av + (REAL)2 * (cv[k] - (REAL)1));
+                gci += xb * (l.ai + (REAL)2 * ci[k]);
+                aE[k] = xb * cv[k];
+                aEi[k] = xb * ci[k];
+                aT[k] = xb * l.ent;
+                sb[k] += gcv;
+                sb[n + k] += gci;
+                sb[2 * n + k] += geta;
+            })
+        } else {
+            for (size_t k = 0; k < n; ++k) aE[k] = aEi[k] = aT[k] = 0;
+        }
+        /* pass 3: adjoint of the chemical potentials (local part and -kappa Laplacian) */
+        GRID_LOOP({
+            const REAL c_v = cv[k], c_i = ci[k], e = eta[k];
+            const REAL bv = mb[k], bi = mb[n + k], be = mb[2 * n + k];
+            Local l;
+            local_terms(c_v, c_i, p, &l);
+            const REAL hh = (e - (REAL)1) * (e - (REAL)1), j = e * e;
+            const REAL ts = p[P_T] * l.is;
+            const REAL avv = p[P_T] * l.ivs + ts, avi = ts, aiv = ts, aii = p[P_T] * l.iis + ts;
+            const REAL fv = (c_v - (REAL)1) * (c_v - (REAL)1) + c_i * c_i;
+            REAL gcv = bv * (hh * avv + (REAL)2 * j) + bi * hh * aiv +
+                       be * ((REAL)2 * (e - (REAL)1) * l.av + (REAL)4 * e * (c_v - (REAL)1));
+            REAL gci = bv * hh * avi + bi * (hh * aii + (REAL)2 * j) +
+                       be * ((REAL)2 * (e - (REAL)1) * l.ai + (REAL)4 * e * c_i);
+            REAL geta = bv * ((REAL)2 * (e - (REAL)1) * l.av + (REAL)4 * e * (c_v - (REAL)1)) +
+                        bi * ((REAL)2 * (e - (REAL)1) * l.ai + (REAL)4 * e * c_i) + be * (REAL)2 * (l.fs + fv);
+            /* -kappa * Laplacian: self-adjoint on the periodic grid */
+            const REAL lbv = (mb[ke] + mb[kw] + mb[ks] + mb[kn] - (REAL)4 * bv) * idx2;
+            const REAL lbi = (mb[n + ke] + mb[n + kw] + mb[n + ks] + mb[n + kn] - (REAL)4 * bi) * idx2;
+            const REAL lbe = (mb[2 * n + ke] + mb[2 * n + kw] + mb[2 * n + ks] + mb[2 * n + kn] - (REAL)4 * be) * idx2;
+            gcv -= p[P_KV] * lbv;
+            gci -= p[P_KI] * lbi;
+            geta -= p[P_KE] * lbe;
+            sb[k] += gcv;
+            sb[n + k] += gci;
+            sb[2 * n + k] += geta;
+            /* parameters: kappa (sum mubar * -lap), E and kBT through A and f_s */
+            const REAL lv = (cv[ke] + cv[kw] + cv[ks] + cv[kn] - (REAL)4 * c_v) * idx2;
+            const REAL li = (ci[ke] + ci[kw] + ci[ks] + ci[kn] - (REAL)4 * c_i) * idx2;
+            const REAL le = (eta[ke] + eta[kw] + eta[ks] + eta[kn] - (REAL)4 * e) * idx2;
+            aKv[k] = -bv * lv;
+            aKi[k] = -bi * li;
+            aKe[k] = -be * le;
+            aE[k] += bv * hh + be * (REAL)2 * (e - (REAL)1) * c_v;
+            aEi[k] += bi * hh + be * (REAL)2 * (e - (REAL)1) * c_i;
+            aT[k] += bv * hh * l.dvs + bi * hh * l.dis + be * (REAL)2 * (e - (REAL)1) * l.ent;
+        })
+        /* the parameter gradients: per-pixel terms summed in double */
+        for (size_t k = 0; k < n; ++k) {
+            gEv += aE[k];
+            gEi += aEi[k];
+            gT += (double)aT[k] - (double)(aDv[k] * mobv + aDi[k] * mobi) / p[P_T];
+            gkv += aKv[k];
+            gki += aKi[k];
+            gke += aKe[k];
+            gDv += (double)aDv[k] / p[P_T];
+            gDi += (double)aDi[k] / p[P_T];
+            gL += aL[k];
+        }
+    }
+    pbar[0] = gEv;
+    pbar[1] = gEi;
+    pbar[2] = gT;
+    pbar[3] = gkv;
+    pbar[4] = gki;
+    pbar[5] = gke;
+    pbar[6] = gDv;
+    pbar[7] = gDi;
+    pbar[8] = gL;
+    free(buf);
+    return 0;
+}

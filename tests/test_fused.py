@@ -1,0 +1,155 @@
+"""The fused void-model kernel against the plain PyTorch path (the reference), and its float64 gradients."""
+
+import pytest
+import torch
+from torch.autograd import gradcheck
+
+from neuradiff.physics import RandomForcing, Simulator, VoidModel, VoidParameters, rollout, single_void
+from neuradiff.physics.fused import KERNEL_LEARNED, fused_unavailable
+from neuradiff.training.config import FitConfig
+from physics_helpers import smooth_void_state, tensor_params
+
+LEARNED = VoidParameters.default_learned()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _kernel_built():
+    for dtype in (torch.float32, torch.float64):  # builds both libraries (once per cache folder)
+        reason = fused_unavailable(
+            torch.zeros(1, 3, 4, 4, dtype=dtype), VoidParameters(), boundary="periodic", face="upwind"
+        )
+        if reason is not None:
+            pytest.skip(reason)
+
+
+def _rough_state(dtype, batch=2):
+    g = torch.Generator().manual_seed(0)
+    s = single_void((24, 20), 5.0, dtype=dtype)
+    s = s + 0.01 * torch.randn(s.shape, generator=g, dtype=dtype)
+    s[:, 1] -= 0.004  # c_i below zero in places: zero mobilities, the continued entropy
+    s[:, 2].clamp_(0.0, 1.0)
+    return s.repeat(batch, 1, 1, 1)
+
+
+def test_the_kernel_covers_the_learned_parameters():
+    assert set(KERNEL_LEARNED) == set(LEARNED)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("imex", [False, True])
+@pytest.mark.parametrize("boundary", ["periodic", "no-flux"])
+def test_fused_update_and_gradients_equal_the_plain_path(dtype, imex, boundary):
+    state = _rough_state(dtype).requires_grad_(True)
+    params, _ = tensor_params()
+    params = params.replace(**{k: getattr(params, k).detach().to(dtype).requires_grad_(True) for k in LEARNED})
+    leaves = [getattr(params, k) for k in LEARNED]
+    weight = torch.sin(torch.arange(state.numel(), dtype=dtype)).reshape(state.shape)
+    out = {}
+    for kernel in ("torch", "fused"):
+        model = VoidModel("conservative", kernel=kernel, boundary=boundary)
+        u = model.euler_update(state, params, 0.05, 1.0, implicit_local=imex)
+        out[kernel] = (u, torch.autograd.grad((u * weight).sum(), [state, *leaves]))
+    (u_ref, g_ref), (u_fused, g_fused) = out["torch"], out["fused"]
+    # float64: equal to round-off; float32: within float32 round-off of the sums over the grid
+    tol = 1e-12 if dtype == torch.float64 else 2e-6
+    ptol = 1e-12 if dtype == torch.float64 else 5e-4
+    assert float((u_ref - u_fused).detach().abs().max()) <= tol
+    assert float((g_ref[0] - g_fused[0]).abs().max()) <= tol * float(g_ref[0].abs().max())
+    for name, a, b in zip(LEARNED, g_ref[1:], g_fused[1:]):
+        assert float((a - b).abs()) <= ptol * max(float(a.abs()), 1e-3), name
+
+
+@pytest.mark.parametrize("integrator", ["euler", "imex"])
+def test_fused_rollout_with_noise_and_split_steps_matches_the_plain_one(integrator):
+    state, leaves = smooth_void_state(n=8, radius=2.0), tensor_params()[1]
+    state = state.clone()
+    state[0, 1, 1, 1:4] = -2e-3
+    state.requires_grad_(True)
+    finals = []
+    for kernel in ("torch", "fused"):
+        p = VoidParameters().replace(**dict(zip(LEARNED, leaves)))
+        tr = rollout(
+            VoidModel("conservative", kernel=kernel),
+            state,
+            p,
+            dt=0.3,
+            n_steps=2,
+            integrator=integrator,
+            forcing=RandomForcing(3),
+            checkpoint_every=2,
+            diagnostics=False,
+        )
+        assert tr.substeps > 2
+        finals.append((tr.final, torch.autograd.grad(tr.final.pow(2).sum(), [state, *leaves])))
+    assert torch.allclose(finals[0][0], finals[1][0], rtol=0, atol=1e-12)
+    for a, b in zip(finals[0][1], finals[1][1]):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
+        assert bool(torch.isfinite(a).all())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("integrator", "boundary"), [("euler", "periodic"), ("imex", "no-flux")])
+def test_gradcheck_fused_step_with_seeded_noise(integrator, boundary):
+    model = VoidModel("conservative", kernel="fused", boundary=boundary)
+    state = smooth_void_state(n=8, radius=2.0).clone()
+    state[0, 1, 1, 1:3] = -2e-3
+    _, leaves = tensor_params()
+
+    def f(s, *values):
+        p = VoidParameters().replace(**dict(zip(LEARNED, values)))
+        return rollout(
+            model, s, p, dt=0.02, n_steps=1, integrator=integrator, forcing=RandomForcing(3), diagnostics=False
+        ).final
+
+    assert gradcheck(f, (state.requires_grad_(True), *leaves), eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+def test_where_the_kernel_does_not_apply_the_plain_path_is_used():
+    state = _rough_state(torch.float64, batch=1)
+    p = VoidParameters()
+    assert fused_unavailable(state, p, boundary="periodic", face="mean") is not None
+    fused = VoidModel("conservative", kernel="fused", face_mobility="mean").euler_update(state, p, 0.05, 1.0)
+    plain = VoidModel("conservative", face_mobility="mean").euler_update(state, p, 0.05, 1.0)
+    assert torch.equal(fused, plain)
+    with pytest.raises(ValueError, match="conservative"):
+        VoidModel("reference", kernel="fused")
+    with pytest.raises(ValueError, match="kernel"):
+        VoidModel("conservative", kernel="cuda")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("forcing_grad", [True, False])
+def test_fused_substep_projects_counts_and_passes_the_forcing_gradient(dtype, forcing_grad):
+    state = _rough_state(dtype).requires_grad_(True)
+    g = torch.Generator().manual_seed(1)
+    forcing = (0.05 * torch.randn(state.shape, generator=g, dtype=dtype)).requires_grad_(forcing_grad)
+    params, _ = tensor_params()
+    params = params.replace(**{k: getattr(params, k).detach().to(dtype).requires_grad_(True) for k in LEARNED})
+    leaves = [getattr(params, k) for k in LEARNED]
+    weight = torch.cos(torch.arange(state.numel(), dtype=dtype)).reshape(state.shape)
+    out = {}
+    for kernel in ("torch", "fused"):
+        new, counts = VoidModel("conservative", kernel=kernel).euler_substep(
+            state, params, 0.05, 1.0, implicit_local=True, forcing=forcing, forcing_divisor=3
+        )
+        inputs = [state, forcing, *leaves] if forcing_grad else [state, *leaves]
+        out[kernel] = (new, counts, torch.autograd.grad((new * weight).sum(), inputs))
+    (n_ref, c_ref, g_ref), (n_fused, c_fused, g_fused) = out["torch"], out["fused"]
+    assert int(c_ref[:, 2].sum()) > 0  # the clamp of eta is active somewhere
+    assert torch.equal(c_ref, c_fused)
+    tol = 1e-12 if dtype == torch.float64 else 2e-6
+    assert float((n_ref - n_fused).detach().abs().max()) <= tol
+    assert float(n_fused[:, 2].detach().min()) >= 0.0 and float(n_fused[:, 2].detach().max()) <= 1.0
+    for a, b in zip(g_ref[:2], g_fused[:2]):  # the state's (and the forcing's) gradient
+        assert float((a - b).abs().max()) <= tol * float(a.abs().max())
+    for name, a, b in zip(LEARNED, g_ref[-len(LEARNED) :], g_fused[-len(LEARNED) :]):
+        assert float((a - b).abs()) <= (1e-10 if dtype == torch.float64 else 5e-4) * max(float(a.abs()), 1e-3), name
+
+
+def test_a_fit_can_choose_the_fused_kernel():
+    sim = FitConfig(kernel="fused").simulator(1.0, cropped=True)
+    assert (sim.model.kernel, sim.model.boundary) == ("fused", "no-flux")
+    assert Simulator.from_dict(sim.to_dict()) == sim
+    assert "kernel" not in Simulator().to_dict()  # the default leaves model files as they were
+    with pytest.raises(ValueError, match="kernel"):
+        FitConfig(kernel="gpu").validate()
