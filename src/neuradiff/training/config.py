@@ -62,16 +62,19 @@ class FitConfig:
     crop: int | None = None  # training window side (px); default: whole frames up to 256 px, else 256
     crop_margin: int = 8  # px along a window's edge left out of the physics losses
     boundary: str = "auto"  # of the learned simulator: "periodic", "no-flux", or "auto" (no-flux when cropping)
+    refine_iters: int = 6  # Levenberg-Marquardt steps on the whole video's void-area curve after joint training
+    uncertainty: bool = True  # identifiability and Laplace posterior at the optimum (methods.posterior)
+    fd_step: float = 0.05  # finite-difference step in ln(parameter) of the Jacobian
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad setting."""
         for name in ("gap", "batch", "eval_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("pretrain_iters", "joint_iters"):
+        for name in ("pretrain_iters", "joint_iters", "refine_iters"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
-        for name in ("dt", "lr_net", "lr_net_joint", "lr_phys", "c_i_scale", "void_weight"):
+        for name in ("dt", "lr_net", "lr_net_joint", "lr_phys", "c_i_scale", "void_weight", "fd_step"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.crop is not None and self.crop < 16:
