@@ -60,7 +60,7 @@ def true_parameters(scenario: str, seed: int) -> dict[str, float]:
 
 def one_video(k: int, args: argparse.Namespace) -> dict:
     scenario = ("single-void", "multi-void", "nucleation")[k % 3]
-    size = int(round(args.size * SIZES[scenario]))
+    size = max(int(round(args.size * SIZES[scenario])), int(SCENARIOS[scenario]["min_size"]))
     true = true_parameters(scenario, k)
     cfg = dataset_config(
         scenario, seed=k, overrides={"frames": args.frames, "simulation": {"size": size}, "parameters": true}
@@ -136,7 +136,17 @@ def main() -> None:
     env = environment()
     print_environment(env)
     torch.manual_seed(0)
-    rows = [one_video(k, args) for k in range(args.videos)]
+    config = {
+        "videos": args.videos,
+        "size": args.size,
+        "frames": args.frames,
+        "refine_iters": args.refine,
+        "reduced": "recognition replaced by the truth (observed area and start state from truth.npz)",
+    }
+    rows = []
+    for k in range(args.videos):
+        rows.append(one_video(k, args))
+        write_json(args.out, {"environment": env, "config": config, "finished": False, "videos": rows})
     combos = [c for r in rows for c in r["combinations"]]
     best = [r["combinations"][0] for r in rows if r["combinations"]]
     by_label: dict[str, list[dict]] = {}
@@ -183,14 +193,9 @@ def main() -> None:
     print()
     for k, v in summary.items():
         print(f"{k}: {v}")
-    config = {
-        "videos": args.videos,
-        "size": args.size,
-        "frames": args.frames,
-        "refine_iters": args.refine,
-        "reduced": "recognition replaced by the truth (observed area and start state from truth.npz)",
-    }
-    path = write_json(args.out, {"environment": env, "config": config, "summary": summary, "videos": rows})
+    path = write_json(
+        args.out, {"environment": env, "config": config, "finished": True, "summary": summary, "videos": rows}
+    )
     print(f"wrote {path}")
 
 

@@ -74,6 +74,7 @@ from neuradiff.training import (
     batch_rng,
     crop_interior,
     cut_batch,
+    resolve_crop,
 )
 
 
@@ -511,11 +512,14 @@ def calibrate(
     values = model.params.as_floats()
     if not names:
         return model
+    undetermined = dict.fromkeys(names, "not determined")
     if data.frames.shape[0] - int(data.annotated_frames()[0]) < 3:
-        ident = Identifiability(
-            names, [], dict.fromkeys(names, "not determined"), {"*": "fewer than two frames after the first annotation"}
+        return replace(
+            model, identifiable=Identifiability(names, [], undetermined, {"*": "fewer than two frames to calibrate on"})
         )
-        return replace(model, identifiable=ident)
+    if resolve_crop(config.crop, *data.frames.shape[1:]) is not None:
+        why = "the fit trained on windows of large frames; the calibration runs on whole frames up to 256 px only"
+        return replace(model, identifiable=Identifiability(names, [], undetermined, {"*": why}))
     curve = AreaCurve.of(model, data)
     residuals = curve.residuals(model)
     specs = VoidParameters.specs()

@@ -321,7 +321,7 @@ class Identifiability:
             parts.insert(0, "No combination of the parameters is determined by this video")
         text = "; ".join(parts) + "."
         for name, why in self.reasons.items():
-            text += f" {pretty(name)}: {why}."
+            text += f" {why[:1].upper()}{why[1:]}." if name == "*" else f" {pretty(name)}: {why}."
         return text
 
     def to_dict(self) -> dict[str, Any]:
