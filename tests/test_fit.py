@@ -84,6 +84,15 @@ def test_fit_writes_every_output_and_metrics(tiny_dataset, tmp_path):
     assert len(history) == 1 + 6 + 4 and "loss_sim_rec" in history[0]
     meta = json.loads((out / "model.json").read_text())
     assert meta["video"]["nm_per_px"] == pytest.approx(1.0) and meta["physics"]["sim_time_per_frame"] > 0
+    # what the video determines: printed, in params.json, per parameter, and scored against the truth
+    ident = params["identifiability"]
+    assert "What this video determines:" in r.output and ident["statement"] in r.output.replace("\n", " ")
+    assert set(ident["status"]) == set(meta["learned"])
+    assert all(params[n]["identifiability"] == ident["status"][n] for n in meta["learned"])
+    assert "refinement" in meta and meta["refinement"]["rss_px2"][-1] <= meta["refinement"]["rss_px2"][0]
+    assert len(metrics["identifiable_combinations"]) == len(ident["determined"])
+    if ident["posterior"] is not None:
+        assert 0 <= metrics["forecast_band"]["fraction_of_frames_in_band"] <= 1
 
     # track and forecast on the saved model
     tr = runner.invoke(
@@ -113,6 +122,11 @@ def test_fit_writes_every_output_and_metrics(tiny_dataset, tmp_path):
     z = np.load(tmp_path / "fc" / "forecast.npz")
     assert z["eta"].shape == (4, 32, 32) and list(z["frame"]) == [2, 3, 4, 5]
     assert tifffile.imread(tmp_path / "fc" / "forecast.tif").shape == (4, 32, 32)
+    band = (tmp_path / "fc" / "forecast_band.csv").read_text().splitlines()
+    assert band[0] == "frame,time_s,area_nm2,area_lo_nm2,area_hi_nm2,radius_nm,radius_lo_nm,radius_hi_nm"
+    rows = np.array([[float(v) for v in line.split(",")] for line in band[1:]])
+    assert rows.shape == (4, 8) and (rows[:, 3] <= rows[:, 2]).all() and (rows[:, 2] <= rows[:, 4]).all()
+    assert (tmp_path / "fc" / "forecast_band.png").stat().st_size > 1000
     bad = runner.invoke(
         app,
         [

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from neuradiff.cli._app import app, friendly_errors, set_threads
 from neuradiff.cli.progress import progress_bars
+from neuradiff.methods import NeuraDiffModel
 from neuradiff.workflows import read_fit_config, run_demo, run_fit, run_forecast, run_track
 
 
@@ -46,8 +47,15 @@ def fit(
             sim_time_per_frame=sim_time_per_frame,
         )
     typer.echo(f"wrote {out}: {', '.join(summary.files)}")
+    print_identifiability(summary.model)
     if summary.metrics is not None:
         print_summary(summary.metrics)
+
+
+def print_identifiability(model: NeuraDiffModel) -> None:
+    """What the video determines about the parameters, in plain words."""
+    if model.identifiable is not None:
+        typer.echo("What this video determines: " + model.identifiable.statement())
 
 
 def print_summary(metrics: dict[str, Any]) -> None:
@@ -73,6 +81,16 @@ def print_summary(metrics: dict[str, Any]) -> None:
             "same forecast with the initial guess: max |area error|", f"{100 * g['max_relative_area_error']:.1f} %"
         )
         table.add_row("same forecast with the initial guess: last-frame IoU", f"{g['last_frame_iou']:.3f}")
+    band = metrics.get("forecast_band")
+    if band:
+        share = band["fraction_of_frames_in_band"]
+        table.add_row("forecast: frames whose true area is in the 90 % band", f"{100 * share:.0f} %")
+    for c in metrics.get("identifiable_combinations", []):
+        lo, hi = c["interval_90"]
+        table.add_row(
+            f"{c['combination']}: fitted (90 % interval) vs true",
+            f"{c['fitted']:.3g} ({lo:.3g}–{hi:.3g}) vs {c['true']:.3g}",
+        )
     console.print(table)
     if metrics.get("parameters"):
         pt = Table(title="learned vs true parameters (dimensionless)")
@@ -150,5 +168,6 @@ def demo(
         f"(void area {area[0]} → {area[-1]} px)"
     )
     assert summary.fit.metrics is not None
+    print_identifiability(summary.fit.model)
     print_summary(summary.fit.metrics)
     typer.echo(f"demo finished in {time.perf_counter() - t0:.0f} s; outputs in {summary.out}")

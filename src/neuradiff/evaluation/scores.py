@@ -245,6 +245,10 @@ def parameter_block(fits: Fits, ds: Dataset, fit_cfg: FitConfig, seeds: list[int
         "sensitivity": sens,
         "identifiable_combinations": n_combos,
         "combinations": combos,
+        "calibration": [
+            None if getattr(f.model, "identifiable", None) is None else f.model.identifiable.to_dict()
+            for f in fits["neuradiff"]
+        ],
         "loading": loading,
         "verdict": verdict,
         "statement": statement,

@@ -30,6 +30,8 @@ MODEL_FORMAT = "neuradiff-model"
 MODEL_FORMAT_VERSION = 1
 #: Weights file of each named net of a model folder.
 NET_FILES = {"net": "model.pt", "surrogate": "surrogate.pt"}
+#: Keys of ``params.json`` that are sections, not parameters (``identifiability``: what the video determines).
+TABLE_SECTIONS = ("identifiability",)
 
 
 @dataclass
@@ -174,7 +176,7 @@ def read_model_folder(folder: str | Path) -> SavedModel:
     if (folder / "params.json").exists() or info.get("physics") is not None:
         try:
             table = json.loads((folder / "params.json").read_text())
-            params = VoidParameters.from_mapping({k: v["value"] for k, v in table.items()})
+            params = VoidParameters.from_mapping({k: v["value"] for k, v in table.items() if k not in TABLE_SECTIONS})
         except FileNotFoundError:
             raise NeuradiffError(f"{folder / 'params.json'} is missing") from None
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError, UnicodeDecodeError):

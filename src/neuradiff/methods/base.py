@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import numpy as np
 
+from neuradiff.methods.posterior import Identifiability, Posterior
 from neuradiff.physics import VoidParameters
 from neuradiff.training import FitConfig, Objective, Progress, TrainingLoop
 
@@ -74,14 +75,18 @@ M = TypeVar("M", covariant=True)
 
 @dataclass
 class FitResult(Generic[M]):
-    """What a fit returns: the fitted method, the loss history, which iteration the validation kept, and the
-    annotated frames used for training and held out for validation."""
+    """What a fit returns: the fitted method, the loss history, which iteration the validation kept, the
+    annotated frames used for training and held out for validation and, for fits that analyse their physics,
+    what the video determines about the parameters (``identifiable``) and their posterior (``posterior``; see
+    :mod:`neuradiff.methods.posterior`)."""
 
     model: M
     history: list[dict]
     kept: dict
     train_frames: np.ndarray
     val_frames: np.ndarray
+    identifiable: Identifiability | None = None
+    posterior: Posterior | None = None
 
 
 class FitObjective(Objective, Protocol[M]):

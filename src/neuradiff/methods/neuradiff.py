@@ -23,6 +23,14 @@
 
 One annotated frame is held out for validation; the validation loss (recognition BCE on it plus L_sim of the
 rollout into it) picks the kept model.
+
+3. Calibration on the whole video (:func:`calibrate`): the kept net recognises every frame (annotations overlaid
+   where they exist) and gives the observed void area of each; the physics is simulated from the first annotated
+   frame to the last frame in one rollout and its void area (Σ eta) compared with the observed one at every
+   frame. ``refine_iters`` Levenberg-Marquardt steps in log-parameter space
+   (:func:`~neuradiff.methods.posterior.refine`) move the learned parameters along the directions this curve is
+   sensitive to, and the Jacobian at the optimum gives the identifiability of the parameters and their Laplace
+   posterior (:mod:`neuradiff.methods.posterior`), kept with the model and written to ``params.json``.
 """
 
 from __future__ import annotations
@@ -41,6 +49,16 @@ from neuradiff.core.labels import known, overlay_annotation
 from neuradiff.io.saved import SavedModel, parameter_table, write_model_folder
 from neuradiff.methods.base import FitResult, Forecast, run_objective
 from neuradiff.methods.forecast import simulate_forward
+from neuradiff.methods.posterior import (
+    ForecastBand,
+    Identifiability,
+    Posterior,
+    Refinement,
+    analyse,
+    forecast_band,
+    log_jacobian,
+    refine,
+)
 from neuradiff.nets import RecognitionNet, annotation_loss, recognise
 from neuradiff.physics import LearnableParameters, Simulator, VoidParameters
 from neuradiff.training import (
@@ -56,6 +74,7 @@ from neuradiff.training import (
     batch_rng,
     crop_interior,
     cut_batch,
+    resolve_crop,
 )
 
 
@@ -90,6 +109,8 @@ class NeuraDiffModel:
     params: VoidParameters
     simulator: Simulator
     info: dict[str, Any] = field(default_factory=dict)
+    identifiable: Identifiability | None = None
+    posterior: Posterior | None = None
 
     def recognise(
         self, frames: np.ndarray, *, first_index: int = 0, eta_only: bool = False, batch: int = 8
@@ -123,6 +144,28 @@ class NeuraDiffModel:
         state = self.start_state(frames, start, annotation)
         return simulate_forward(self.simulator.for_frames(time_per_frame), state, self.params, n_frames, start=start)
 
+    def forecast_band(
+        self,
+        frames: np.ndarray,
+        start: int,
+        n_frames: int,
+        *,
+        annotation: np.ndarray | None = None,
+        time_per_frame: float | None = None,
+        nm_per_px: float | None = None,
+    ) -> ForecastBand:
+        """The forecast's void area and mean radius per frame with their 90 % band from the posterior
+        (:func:`~neuradiff.methods.posterior.forecast_band`); px² and px, or nm² and nm with ``nm_per_px``."""
+        if self.posterior is None:
+            raise NeuradiffError("this model has no posterior (it was fitted with uncertainty off): no band")
+        state = self.start_state(frames, start, annotation)
+        sim = self.simulator.for_frames(time_per_frame)
+
+        def run(values: Any) -> np.ndarray:
+            return simulate_forward(sim, state, VoidParameters.from_mapping(values), n_frames).eta
+
+        return forecast_band(run, self.posterior, np.arange(start, start + n_frames + 1), nm_per_px=nm_per_px)
+
     def parameters(self) -> VoidParameters:
         return self.params
 
@@ -138,7 +181,20 @@ class NeuraDiffModel:
             "parameter_names": list(VoidParameters.names()),
             "learned": list(self.info.get("learned", [])),
         }
-        table = self.info.get("param_table") or parameter_table(self.params, learned=info["learned"])
+        table = dict(self.info.get("param_table") or parameter_table(self.params, learned=info["learned"]))
+        if self.identifiable is not None:
+            table = {
+                name: (
+                    {**entry, "identifiability": self.identifiable.status[name]}
+                    if isinstance(entry, dict) and name in self.identifiable.status
+                    else entry
+                )
+                for name, entry in table.items()
+            }
+            table["identifiability"] = {
+                **self.identifiable.to_dict(),
+                "posterior": None if self.posterior is None else self.posterior.to_dict(),
+            }
         write_model_folder(
             folder,
             info={k: v for k, v in info.items() if k != "param_table"},
@@ -157,7 +213,16 @@ class NeuraDiffModel:
             simulator = Simulator.from_dict(saved.info["physics"])
         except (KeyError, TypeError, ValueError) as exc:
             raise NeuradiffError(f"model.json has a bad physics section ({exc})") from None
-        return cls(saved.nets["net"], saved.params, simulator, {**saved.info, "param_table": saved.param_table})
+        ident, post = None, None
+        section = saved.param_table.get("identifiability")
+        if isinstance(section, dict):
+            try:
+                ident = Identifiability.from_dict(section)
+                post = None if section.get("posterior") is None else Posterior.from_dict(section["posterior"])
+            except (KeyError, TypeError, ValueError, AttributeError):
+                raise NeuradiffError("params.json has a bad identifiability section") from None
+        info = {**saved.info, "param_table": {k: v for k, v in saved.param_table.items() if k != "identifiability"}}
+        return cls(saved.nets["net"], saved.params, simulator, info, ident, post)
 
 
 class NeuraDiffObjective:
@@ -332,7 +397,10 @@ class NeuraDiffObjective:
             bounds=self.params.bounds,
         )
         return NeuraDiffModel(
-            self.net, values, self.simulator, {"learned": list(self.params.learned), "param_table": table}
+            self.net,
+            values,
+            self.simulator,
+            {"learned": list(self.params.learned), "param_table": table, "bounds": dict(self.params.bounds)},
         )
 
 
@@ -368,7 +436,115 @@ def fit_neuradiff(
     (3, 24, 24)
     >>> sorted(fit.model.info["learned"])[:3]
     ['D_i', 'D_v', 'E_i']
+    >>> fit.identifiable is fit.model.identifiable, isinstance(fit.identifiable.statement(), str)
+    (True, True)
     """
-    return run_objective(
+    fit = run_objective(
         NeuraDiffObjective(data, config), config, checkpoint_path=checkpoint_path, resume=resume, progress=progress
     )
+    if config.uncertainty or config.refine_iters:
+        if progress is not None:
+            progress("calibrate", 0, 1, {})
+        model = calibrate(fit.model, data, config, bounds=fit.model.info.get("bounds"))
+        fit = replace(fit, model=model, identifiable=model.identifiable, posterior=model.posterior)
+        if progress is not None:
+            progress("calibrate", 1, 1, {})
+    return fit
+
+
+def soft_area(eta: np.ndarray) -> np.ndarray:
+    """Void area (px) of each frame of ``eta`` ``[T, H, W]``: pixels of eta ≥ 0.6 count 1, ≤ 0.4 count 0, a
+    linear ramp between (the count of eta ≥ 0.5, made continuous).
+
+    Examples
+    --------
+    >>> soft_area(np.array([[[0.0, 0.45, 0.5, 0.9]]])).tolist()
+    [2.25]
+    """
+    return np.clip((eta - 0.5) / 0.2 + 0.5, 0.0, 1.0).sum(axis=(1, 2), dtype=np.float64)
+
+
+@dataclass
+class AreaCurve:
+    """The observed void area (px) of frames ``start + 1, ...`` and the state the simulation starts from.
+
+    ``observed[k]`` counts ``eta ≥ 0.5`` of frame ``start + 1 + k`` as recognised, with the annotation overlaid
+    where there is one; the simulated area counts ``eta ≥ 0.5`` too, with pixels of eta in [0.4, 0.6] counted
+    in proportion (a ramp instead of a step), so that residuals are continuous in the parameters."""
+
+    start: int
+    state: Tensor
+    observed: np.ndarray
+
+    @classmethod
+    def of(cls, model: NeuraDiffModel, data: TrainingData) -> AreaCurve:
+        start = int(data.annotated_frames()[0])
+        eta = model.recognise(data.frames[start + 1 :], first_index=start + 1, eta_only=True)
+        eta = overlay_annotation(eta, data.annotations[start + 1 :])
+        return cls(start, model.start_state(data.frames, start, data.annotations[start]), (eta >= 0.5).sum(axis=(1, 2)))
+
+    def residuals(self, model: NeuraDiffModel) -> Any:
+        """``{name: value}`` → simulated minus observed area of every frame after ``start`` (px)."""
+        n = self.observed.size
+        base = model.params
+
+        def residuals(values: Any) -> np.ndarray:
+            params = VoidParameters.from_mapping(values, base=base)
+            eta = simulate_forward(model.simulator, self.state, params, n).eta[1:]
+            return soft_area(eta) - self.observed
+
+        return residuals
+
+
+def calibrate(
+    model: NeuraDiffModel,
+    data: TrainingData,
+    config: FitConfig,
+    *,
+    bounds: dict[str, tuple[float, float]] | None = None,
+) -> NeuraDiffModel:
+    """Refine the learned parameters on the whole video's void-area curve and analyse what it determines (module
+    docstring, step 3); returns the model with the refined parameters, ``identifiable`` and ``posterior``.
+
+    Never raises on a fit it cannot analyse: the reasons go into ``identifiable.reasons``.
+    """
+    names = list(model.info.get("learned", []))
+    values = model.params.as_floats()
+    if not names:
+        return model
+    undetermined = dict.fromkeys(names, "not determined")
+    if data.frames.shape[0] - int(data.annotated_frames()[0]) < 3:
+        return replace(
+            model, identifiable=Identifiability(names, [], undetermined, {"*": "fewer than two frames to calibrate on"})
+        )
+    if resolve_crop(config.crop, *data.frames.shape[1:]) is not None:
+        why = "the fit trained on windows of large frames; the calibration runs on whole frames up to 256 px only"
+        return replace(model, identifiable=Identifiability(names, [], undetermined, {"*": why}))
+    curve = AreaCurve.of(model, data)
+    residuals = curve.residuals(model)
+    specs = VoidParameters.specs()
+    limits = {n: (bounds or {}).get(n, specs[n].bounds) for n in names}
+    info = dict(model.info)
+    try:
+        if config.refine_iters:
+            out: Refinement = refine(
+                residuals, values, names, iterations=config.refine_iters, step=config.fd_step, bounds=limits
+            )
+            values, r, jac = out.values, out.residuals, out.jacobian
+            info["refinement"] = {"rss_px2": out.rss, "evaluations": out.evaluations, "start_frame": curve.start}
+        else:
+            r = residuals(values)
+            jac = log_jacobian(residuals, values, names, step=config.fd_step, base=r)
+    except NeuradiffError as exc:
+        ident = Identifiability(names, [], dict.fromkeys(names, "not determined"), {"*": str(exc)})
+        return replace(model, identifiable=ident)
+    params = VoidParameters.from_mapping(values)
+    if "param_table" in info:
+        info["param_table"] = {
+            k: ({**v, "value": values[k]} if isinstance(v, dict) and k in values else v)
+            for k, v in info["param_table"].items()
+        }
+    ident, post = analyse(r, jac, names, values, unit="px²")
+    if not config.uncertainty:
+        ident, post = None, None
+    return replace(model, params=params, info=info, identifiable=ident, posterior=post)

@@ -354,6 +354,12 @@ def _html(result: dict[str, Any], figs: dict[str, bytes], tables: dict[str, list
         _table(tables["fig6_forecast"]),
         "<h2>Learned parameters and identifiability</h2>",
         f"<p>{html.escape(p['statement'])}</p>",
+        *[
+            f"<p>What the calibration of NeuraDiff fit {k + 1} determines, with 90 % intervals (its Fisher matrix "
+            f"of the whole video's void-area curve): {html.escape(c['statement'])}</p>"
+            for k, c in enumerate(p.get("calibration") or [])
+            if c
+        ],
         _img(figs["parameters"], "learned vs true parameters"),
         _table(tables["parameters"], "compact"),
         "<p class='note'>Parameters are dimensionless (energies per site in the simulation's units, lengths in grid "

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from neuradiff.measure.voids import Measurements
+from neuradiff.methods.posterior import ForecastBand
 
 # --------------------------------------------------------------------------- PNG plots
 
@@ -122,3 +123,27 @@ def render_plots(meas: Measurements, background=None) -> dict[str, bytes]:
 
 
 __all__ = ["figure", "png_bytes", "render_plots"]
+
+
+def band_plot(band: ForecastBand, *, time_s: np.ndarray | None = None, truth_area: np.ndarray | None = None) -> bytes:
+    """PNG of a forecast's void area and mean radius with their 90 % band (vs time in s when given, else frames),
+    with the true area when known."""
+    fig, ax = figure(1, 2, size=(9.0, 3.6))
+    x = band.frames if time_s is None else time_s
+    xlabel = "frame" if time_s is None else "time (s)"
+    u = band.unit_length
+    for a, (mid, lo, hi, label) in zip(
+        ax[0],
+        (
+            (band.area, band.area_lo, band.area_hi, f"void area ({u}²)"),
+            (band.radius, band.radius_lo, band.radius_hi, f"mean void radius ({u})"),
+        ),
+    ):
+        a.fill_between(x, lo, hi, color="tab:blue", alpha=0.25, linewidth=0, label="90 % band")
+        a.plot(x, mid, color="tab:blue", label="forecast")
+        a.set_xlabel(xlabel)
+        a.set_ylabel(label)
+    if truth_area is not None:
+        ax[0, 0].plot(x, truth_area, color="black", linestyle="--", label="truth")
+    ax[0, 0].legend(loc="best", fontsize="small")
+    return png_bytes(fig)

@@ -87,6 +87,12 @@ class FitConfig:
     boundary: Literal["auto", "periodic", "no-flux"] = "auto"
     #: the simulator's Euler steps: "torch" (plain PyTorch) or "fused" (compiled CPU kernel)
     kernel: Literal["torch", "fused"] = "torch"
+    #: Levenberg-Marquardt steps on the whole video's void-area curve after joint training
+    refine_iters: Count = 6
+    #: identifiability and Laplace posterior at the optimum (methods.posterior)
+    uncertainty: bool = True
+    #: finite-difference step in ln(parameter) of the Jacobian
+    fd_step: PositiveFloat = 0.05
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad setting that depends on others (types and ranges of single

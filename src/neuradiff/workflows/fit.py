@@ -13,6 +13,7 @@ import numpy as np
 from neuradiff.core.config import read_config_file, settings_from
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.core.files import prepare_output_dir, write_json
+from neuradiff.core.labels import has_annotation
 from neuradiff.core.provenance import provenance, write_provenance
 from neuradiff.evaluation.truth import evaluate_model, load_truth
 from neuradiff.io.annotations import read_annotations
@@ -93,6 +94,42 @@ class FitSummary:
     files: list[str] = field(default_factory=list)
 
 
+def uncertainty_scores(model: NeuraDiffModel, data: TrainingData, truth: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Against a synthetic truth: each determined combination's true value and whether its 90 % interval holds it,
+    and the fraction of frames whose true void area lies in the forecast's 90 % band (from frame 0)."""
+    out: dict[str, Any] = {}
+    ident = model.identifiable
+    if ident is None or "param_names" not in truth:
+        return out
+    true = dict(zip([str(n) for n in truth["param_names"]], truth["param_values"].tolist()))
+    rows = []
+    for c in ident.determined:
+        value = float(np.exp(sum(e * np.log(true[n]) for n, e in c.exponents.items())))
+        rows.append(
+            {
+                "combination": c.label,
+                "fitted": c.value,
+                "true": value,
+                "relative_error": abs(c.value - value) / value,
+                "interval_90": list(c.interval90),
+                "covered": bool(c.interval90[0] <= value <= c.interval90[1]),
+            }
+        )
+    out["identifiable_combinations"] = rows
+    if model.posterior is not None:
+        ann = data.annotations[0] if has_annotation(data.annotations[0]) else None
+        band = model.forecast_band(data.frames, 0, data.frames.shape[0] - 1, annotation=ann)
+        true_area = (truth["eta"] >= 0.5).sum(axis=(1, 2)).astype(float)
+        out["forecast_band"] = {
+            "fraction_of_frames_in_band": float(band.contains(true_area).mean()),
+            "area_px2": band.area.tolist(),
+            "area_lo_px2": band.area_lo.tolist(),
+            "area_hi_px2": band.area_hi.tolist(),
+            "true_area_px2": true_area.tolist(),
+        }
+    return out
+
+
 def run_fit(
     video_path: str | Path,
     annotations_path: str | Path,
@@ -141,6 +178,7 @@ def run_fit(
             baseline=model.with_parameters(config.initial_parameters()),
         )
         metrics["validation"] = fit.kept
+        metrics.update(uncertainty_scores(model, data, truth))
         write_json(out / "metrics.json", metrics)
         summary.metrics = metrics
         summary.files.append("metrics.json")

@@ -8,22 +8,38 @@ from pathlib import Path
 import numpy as np
 
 from neuradiff.core.errors import NeuradiffError
-from neuradiff.core.files import staged_output, write_npz, write_text
+from neuradiff.core.files import staged_output, write_bytes, write_npz, write_text
 from neuradiff.core.provenance import provenance, write_provenance
 from neuradiff.io.stacks import write_stack
 from neuradiff.io.video import Calibration, read_video
-from neuradiff.methods import Forecast, load_model
+from neuradiff.methods import Forecast, NeuraDiffModel, load_model
+from neuradiff.methods.posterior import ForecastBand
+from neuradiff.report.plots import band_plot
 from neuradiff.synth.render import RenderSettings, render_video
 from neuradiff.workflows.track import model_record
 
 
 @dataclass
 class ForecastSummary:
-    """The forecast and the void area (px) of each of its frames."""
+    """The forecast, the void area (px) of each of its frames and, for a model with a posterior, the 90 % band of
+    its void area and mean radius (``band``)."""
 
     forecast: Forecast
     area_px: np.ndarray
     out: Path
+    band: ForecastBand | None = None
+
+
+def band_csv(band: ForecastBand, interval_s: float | None) -> str:
+    """``forecast_band.csv``: frame, time (s), void area and mean radius with their 90 % band (nm², nm or px², px)."""
+    u = band.unit_length
+    head = f"frame,time_s,area_{u}2,area_lo_{u}2,area_hi_{u}2,radius_{u},radius_lo_{u},radius_hi_{u}"
+    rows = [head]
+    for k, f in enumerate(band.frames):
+        t = "" if interval_s is None else f"{f * interval_s:g}"
+        vals = (band.area, band.area_lo, band.area_hi, band.radius, band.radius_lo, band.radius_hi)
+        rows.append(f"{f},{t}," + ",".join(f"{float(v[k]):.6g}" for v in vals))
+    return "\n".join(rows) + "\n"
 
 
 def run_forecast(
@@ -31,7 +47,9 @@ def run_forecast(
 ) -> ForecastSummary:
     """Write ``forecast.npz`` (fields of every forecast frame), ``forecast.tif`` (rendered as a TEM video; a
     calibrated ImageJ hyperstack), ``forecast_area.csv`` (void area per frame, in px and, when the video is
-    calibrated, in nm² with the time in s) and ``provenance.json`` into ``out``.
+    calibrated, in nm² with the time in s) and ``provenance.json`` into ``out``; for a model with a posterior also
+    ``forecast_band.csv`` (void area and mean radius with their 90 % band, nm and s when the video is calibrated)
+    and ``forecast_band.png``.
 
     Parameters
     ----------
@@ -54,6 +72,9 @@ def run_forecast(
     if steps < 1:
         raise ValueError("--steps must be >= 1")
     fc = fitted.forecast(frames, frame, steps)
+    band = None
+    if isinstance(fitted, NeuraDiffModel) and fitted.posterior is not None:
+        band = fitted.forecast_band(frames, frame, steps, nm_per_px=vid.calibration.nm_per_px)
     c_v = None if fc.fields is None else fc.fields[:, 0]
     c_i = None if fc.fields is None else fc.fields[:, 1]
     rendered, _ = render_video(
@@ -94,4 +115,8 @@ def run_forecast(
         write_stack(stage / "forecast.tif", rendered, stack_cal)
         write_text(stage / "forecast_area.csv", "\n".join(lines) + "\n")
         write_provenance(stage, record)
-    return ForecastSummary(fc, area, Path(out))
+        if band is not None:
+            write_text(stage / "forecast_band.csv", band_csv(band, interval))
+            time_s = None if interval is None else band.frames * interval
+            write_bytes(stage / "forecast_band.png", band_plot(band, time_s=time_s))
+    return ForecastSummary(fc, area, Path(out), band)

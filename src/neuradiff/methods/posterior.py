@@ -1,0 +1,667 @@
+"""What a fit's data determine about its physical parameters, and how well: identifiability, a Laplace posterior
+and forecast bands, all from the residuals of a curve the model must reproduce (e.g. the void area of every
+frame) and their Jacobian in log-parameter space.
+
+With residuals ``r(θ)`` (``n`` observations) and ``J = ∂r/∂ ln θ`` at the optimum, the Gauss-Newton (Fisher)
+matrix is
+
+    F = Jᵀ J / (σ² φ),      σ² = |r|² / (n − rank J),      φ = (1 + ρ) / (1 − ρ)
+
+where ``ρ ∈ [0, 0.9]`` is the lag-1 autocorrelation of the residuals: consecutive frames of a video do not make
+independent observations, and ``φ`` is the variance inflation of an AR(1) series (a model error that drifts
+slowly shows as large ``ρ`` and widens the intervals accordingly). The eigen-directions of ``F`` are
+combinations ``Π θ_j^{e_j}`` of the parameters; one whose 90 % interval is narrower than a factor of 2 either way
+is *determined*, the others are not. The posterior is the Laplace approximation restricted to the determined
+subspace: ``ln θ ~ N(ln θ̂, Σ_k v_k v_kᵀ / λ_k)`` over the determined eigenpairs ``(λ_k, v_k)``; parameters along
+undetermined directions stay at their fitted values (they do not change the curve, so they do not change its
+forecast either). Forecast bands propagate the posterior through the simulator by sigma points (the forecasts at
+``±1`` standard deviation along each determined direction, combined linearly) and add the observation noise ``σ``.
+
+Everything here is pure numerics on callables; a failed or NaN evaluation marks the parameter it perturbed as
+undetermined instead of raising.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from skimage.measure import label
+
+from neuradiff.core.errors import NeuradiffError
+
+#: Standard-normal quantile of a two-sided 90 % interval.
+Z90 = 1.6448536269514722
+#: A direction is determined when its 90 % interval lies within this factor either way of the fitted value.
+DETERMINED_FACTOR = 2.0
+#: Residuals of a parameter set ``{name: value}`` (raises or returns non-finite values when it cannot evaluate).
+Residuals = Callable[[Mapping[str, float]], np.ndarray]
+
+_PRETTY = {"kBT": "kBT", "kappa_v": "κ_v", "kappa_i": "κ_i", "kappa_eta": "κ_η"}
+
+
+def pretty(name: str) -> str:
+    """A parameter name as people write it (``kappa_eta`` → ``κ_η``)."""
+    return _PRETTY.get(name, name)
+
+
+def _evaluate(residuals: Residuals, values: Mapping[str, float]) -> np.ndarray | None:
+    try:
+        r = np.asarray(residuals(values), dtype=np.float64)
+    except (ArithmeticError, ValueError, RuntimeError, NeuradiffError):
+        return None
+    return r if bool(np.isfinite(r).all()) else None
+
+
+def log_jacobian(
+    residuals: Residuals,
+    values: Mapping[str, float],
+    names: Sequence[str],
+    *,
+    step: float = 0.05,
+    base: np.ndarray | None = None,
+    central: bool = False,
+) -> np.ndarray:
+    """``J[:, j] = ∂r/∂ ln θ_j`` by finite differences (each parameter multiplied by ``exp(±step)``).
+
+    Parameters
+    ----------
+    residuals : callable
+        ``{name: value}`` → residual vector ``[n]``.
+    values : mapping
+        The point (every parameter ``residuals`` needs; only ``names`` are perturbed).
+    base : ndarray, optional
+        ``residuals(values)`` when already known (forward differences reuse it).
+    central : bool
+        Central differences (two evaluations per parameter) instead of forward ones.
+
+    Returns
+    -------
+    ndarray, shape (n, len(names))
+        A column is NaN where an evaluation failed or was not finite.
+
+    Examples
+    --------
+    >>> f = lambda v: np.array([np.log(v["a"]) - np.log(v["b"]), 2 * np.log(v["a"])])
+    >>> np.round(log_jacobian(f, {"a": 1.0, "b": 2.0}, ["a", "b"], central=True), 6).tolist()
+    [[1.0, -1.0], [2.0, 0.0]]
+    """
+    r0 = base if base is not None or central else _evaluate(residuals, values)
+    if r0 is None and not central:
+        raise NeuradiffError("the residuals cannot be evaluated at the fitted parameters")
+    cols = []
+    for name in names:
+        up = _evaluate(residuals, {**values, name: values[name] * math.exp(step)})
+        if central:
+            down = _evaluate(residuals, {**values, name: values[name] * math.exp(-step)})
+            col = None if up is None or down is None else (up - down) / (2 * step)
+        else:
+            col = None if up is None or r0 is None else (up - r0) / step
+        cols.append(col)
+    n = next((c.size for c in cols if c is not None), 0 if r0 is None else r0.size)
+    return np.stack([np.full(n, np.nan) if c is None else c for c in cols], axis=1) if cols else np.zeros((n, 0))
+
+
+@dataclass
+class Combination:
+    """One determined combination ``Π θ_j^{e_j}`` of the parameters.
+
+    Attributes
+    ----------
+    exponents : dict
+        Name → exponent (the largest is 1; components below 0.15 are left out).
+    label : str
+        The combination in plain words, e.g. ``"E_v/kBT"``.
+    value : float
+        Its fitted value.
+    log_std : float
+        Posterior standard deviation of its logarithm.
+    interval90 : (float, float)
+        Its 90 % interval.
+    eigenvalue : float
+        The eigenvalue of the Fisher matrix along it.
+    """
+
+    exponents: dict[str, float]
+    label: str
+    value: float
+    log_std: float
+    interval90: tuple[float, float]
+    eigenvalue: float
+
+    @property
+    def relative_halfwidth(self) -> float:
+        """Half-width of the 90 % interval relative to the value (±)."""
+        return float(math.expm1(Z90 * self.log_std))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "combination": self.label,
+            "exponents": self.exponents,
+            "value": self.value,
+            "interval_90": list(self.interval90),
+            "relative_halfwidth_90": self.relative_halfwidth,
+            "log_std": self.log_std,
+            "fisher_eigenvalue": self.eigenvalue,
+        }
+
+
+def label_of(exponents: Mapping[str, float]) -> str:
+    """``{"E_v": 1, "kBT": -1}`` → ``"E_v/kBT"``; other exponents written as powers.
+
+    Examples
+    --------
+    >>> label_of({"E_v": 1.0, "kBT": -1.0}), label_of({"D_v": 1.0, "kappa_eta": 0.5, "L": -0.31})
+    ('E_v/kBT', 'D_v·κ_η^0.5/L^0.31')
+    """
+
+    def term(name: str, e: float) -> str:
+        e = abs(e)
+        return pretty(name) if abs(e - 1) < 0.05 else f"{pretty(name)}^{e:.2g}"
+
+    num = [term(n, e) for n, e in exponents.items() if e > 0]
+    den = [term(n, e) for n, e in exponents.items() if e < 0]
+    text = "·".join(num) if num else "1"
+    if den:
+        text += "/" + (den[0] if len(den) == 1 else "(" + "·".join(den) + ")")
+    return text
+
+
+@dataclass
+class Posterior:
+    """Laplace posterior of ``ln θ`` in the determined subspace (module docstring).
+
+    Attributes
+    ----------
+    names : list of str
+        The analysed parameters.
+    values : dict
+        Fitted values of every parameter (also those not analysed).
+    basis : ndarray, shape (len(names), k)
+        Orthonormal determined directions in ``ln θ``.
+    log_std : ndarray, shape (k,)
+        Posterior standard deviation along each direction.
+    sigma : float
+        Observation noise of the residuals (their unit, e.g. px²), inflation included.
+
+    Examples
+    --------
+    >>> post = Posterior(["a", "b"], {"a": 1.0, "b": 2.0}, np.array([[1.0], [0.0]]), np.array([0.1]), 0.5)
+    >>> [round(p["a"], 4) for p in post.sigma_points()], post.sigma_points()[0]["b"]
+    ([1.1052, 0.9048], 2.0)
+    >>> lo, hi = post.interval("a"); round(lo, 3), round(hi, 3)
+    (0.848, 1.179)
+    >>> post.interval("b") is None
+    True
+    """
+
+    names: list[str]
+    values: dict[str, float]
+    basis: np.ndarray
+    log_std: np.ndarray
+    sigma: float
+
+    @property
+    def rank(self) -> int:
+        return int(self.log_std.size)
+
+    def covariance(self) -> np.ndarray:
+        """Posterior covariance of ``ln θ`` over ``names`` (zero along undetermined directions)."""
+        return (self.basis * self.log_std**2) @ self.basis.T
+
+    def _at(self, delta: np.ndarray) -> dict[str, float]:
+        out = dict(self.values)
+        for name, d in zip(self.names, delta):
+            out[name] = float(self.values[name] * math.exp(float(d)))
+        return out
+
+    def sigma_points(self) -> list[dict[str, float]]:
+        """Parameter sets at ``+1`` and ``−1`` standard deviation along each determined direction, in that order."""
+        points = []
+        for k in range(self.rank):
+            step = self.basis[:, k] * self.log_std[k]
+            points += [self._at(step), self._at(-step)]
+        return points
+
+    def sample(self, n: int, seed: int = 0) -> list[dict[str, float]]:
+        """``n`` parameter sets drawn from the posterior (seeded)."""
+        rng = np.random.default_rng(seed)
+        z = rng.standard_normal((n, self.rank))
+        return [self._at(self.basis @ (self.log_std * zk)) for zk in z]
+
+    def interval(self, name: str, level_z: float = Z90) -> tuple[float, float] | None:
+        """The 90 % interval of one parameter when it is determined on its own (``None`` otherwise)."""
+        if name not in self.names or self.rank == 0:
+            return None
+        j = self.names.index(name)
+        if float(np.sum(self.basis[j] ** 2)) < 0.9:  # mostly along undetermined directions
+            return None
+        s = math.sqrt(max(float(self.covariance()[j, j]), 0.0))
+        v = self.values[name]
+        return v * math.exp(-level_z * s), v * math.exp(level_z * s)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "names": list(self.names),
+            "values": dict(self.values),
+            "basis": self.basis.tolist(),
+            "log_std": self.log_std.tolist(),
+            "sigma": self.sigma,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Posterior:
+        names = [str(n) for n in d["names"]]
+        basis = np.asarray(d["basis"], dtype=np.float64).reshape(len(names), -1)
+        log_std = np.asarray(d["log_std"], dtype=np.float64).reshape(-1)
+        if basis.shape[1] != log_std.size:
+            raise ValueError("posterior basis and log_std disagree in rank")
+        return cls(names, {str(k): float(v) for k, v in d["values"].items()}, basis, log_std, float(d["sigma"]))
+
+
+@dataclass
+class Identifiability:
+    """What the data determine about the parameters (module docstring).
+
+    Attributes
+    ----------
+    names : list of str
+        The analysed parameters.
+    determined : list of Combination
+        The determined combinations, best determined first.
+    status : dict
+        Name → ``"determined"`` (on its own), ``"in combination"`` (only through a combination) or
+        ``"not determined"``.
+    reasons : dict
+        Name → why a parameter is not determined (e.g. the simulation failed when it was changed).
+    eigenvalues : ndarray
+        Eigenvalues of the Fisher matrix, descending (empty when it could not be formed).
+    n_observations : int
+    sigma, inflation : float
+        Residual noise (before inflation) and the autocorrelation inflation ``φ``.
+    """
+
+    names: list[str]
+    determined: list[Combination]
+    status: dict[str, str]
+    reasons: dict[str, str] = field(default_factory=dict)
+    eigenvalues: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    n_observations: int = 0
+    sigma: float = float("nan")
+    inflation: float = 1.0
+    unit: str = ""
+
+    @property
+    def undetermined(self) -> list[str]:
+        return [n for n in self.names if self.status[n] == "not determined"]
+
+    def statement(self) -> str:
+        """The result in plain words, e.g. "E_v/kBT is determined to ±3 % (90 %); ... not determined"."""
+        parts = []
+        for c in self.determined:
+            parts.append(
+                f"{c.label} is determined to ±{100 * c.relative_halfwidth:.2g} % "
+                f"(90 % interval {c.interval90[0]:.4g} to {c.interval90[1]:.4g})"
+            )
+        alone = [pretty(n) for n in self.names if self.status[n] == "determined"]
+        combo = [pretty(n) for n in self.names if self.status[n] == "in combination"]
+        free = [pretty(n) for n in self.undetermined]
+        if alone:
+            verb = "is determined on its own" if len(alone) == 1 else "are determined on their own"
+            parts.append(f"{', '.join(alone)} {verb}")
+        if combo:
+            which = "this combination" if len(self.determined) == 1 else "these combinations"
+            parts.append(f"{', '.join(combo)} only in {which}")
+        if free:
+            parts.append(f"{', '.join(free)} {'is' if len(free) == 1 else 'are'} not determined by this video")
+        if not self.determined:
+            parts.insert(0, "No combination of the parameters is determined by this video")
+        text = "; ".join(parts) + "."
+        for name, why in self.reasons.items():
+            text += f" {why[:1].upper()}{why[1:]}." if name == "*" else f" {pretty(name)}: {why}."
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "statement": self.statement(),
+            "determined": [c.to_dict() for c in self.determined],
+            "status": dict(self.status),
+            "reasons": dict(self.reasons),
+            "fisher_eigenvalues": self.eigenvalues.tolist(),
+            "n_observations": self.n_observations,
+            "noise_sigma": self.sigma,
+            "noise_unit": self.unit,
+            "autocorrelation_inflation": self.inflation,
+            "criterion": f"a combination is determined when its 90 % interval lies within a factor "
+            f"{DETERMINED_FACTOR:g} of its value",
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Identifiability:
+        combos = [
+            Combination(
+                {str(k): float(v) for k, v in c["exponents"].items()},
+                str(c["combination"]),
+                float(c["value"]),
+                float(c["log_std"]),
+                (float(c["interval_90"][0]), float(c["interval_90"][1])),
+                float(c["fisher_eigenvalue"]),
+            )
+            for c in d.get("determined", [])
+        ]
+        status = {str(k): str(v) for k, v in d["status"].items()}
+        return cls(
+            list(status),
+            combos,
+            status,
+            {str(k): str(v) for k, v in d.get("reasons", {}).items()},
+            np.asarray(d.get("fisher_eigenvalues", []), dtype=np.float64),
+            int(d.get("n_observations", 0)),
+            float(d.get("noise_sigma", float("nan"))),
+            float(d.get("autocorrelation_inflation", 1.0)),
+            str(d.get("noise_unit", "")),
+        )
+
+
+def analyse(
+    residuals: np.ndarray,
+    jacobian: np.ndarray,
+    names: Sequence[str],
+    values: Mapping[str, float],
+    *,
+    unit: str = "",
+) -> tuple[Identifiability, Posterior]:
+    """Identifiability and the Laplace posterior from the residuals ``[n]`` and ``J = ∂r/∂ ln θ`` ``[n, p]`` at
+    the optimum (module docstring). Never raises on a singular or non-finite ``J``: parameters whose column is
+    not finite are reported as not determined, with the reason.
+
+    Examples
+    --------
+    A curve that depends on ``a/b`` only, with noise of 0.1:
+
+    >>> rng = np.random.default_rng(0)
+    >>> J = np.stack([np.linspace(1, 2, 50), -np.linspace(1, 2, 50), np.zeros(50)], axis=1)
+    >>> ident, post = analyse(0.1 * rng.standard_normal(50), J, ["a", "b", "c"], {"a": 2.0, "b": 1.0, "c": 3.0})
+    >>> [c.label for c in ident.determined], ident.status["c"], post.rank
+    (['a/b'], 'not determined', 1)
+    """
+    names = list(names)
+    r = np.asarray(residuals, dtype=np.float64).reshape(-1)
+    J = np.asarray(jacobian, dtype=np.float64).reshape(r.size, len(names))
+    reasons: dict[str, str] = {}
+    ok = np.isfinite(J).all(axis=0)
+    for j in np.flatnonzero(~ok):
+        reasons[names[j]] = "the simulation failed or gave NaN when it was changed, so the fit says nothing about it"
+    n = r.size
+    status = dict.fromkeys(names, "not determined")
+    empty = Posterior(names, dict(values), np.zeros((len(names), 0)), np.zeros(0), float("nan"))
+    if n == 0 or not bool(np.isfinite(r).all()) or not ok.any():
+        if n == 0:
+            reasons.setdefault("*", "there were no observations")
+        elif not bool(np.isfinite(r).all()):
+            reasons.setdefault("*", "the residuals at the fitted parameters are not finite")
+        return Identifiability(names, [], status, reasons, np.zeros(0), n, float("nan"), 1.0, unit), empty
+    Jk = J[:, ok]
+    s = np.linalg.svd(Jk, compute_uv=False)
+    rank = int((s > 1e-9 * max(float(s.max()) if s.size else 0.0, 1e-300)).sum()) if s.size else 0
+    sigma = math.sqrt(float(r @ r) / max(n - rank, 1))
+    if sigma == 0.0:
+        sigma = 1e-12 * max(float(np.abs(Jk).max()), 1.0)
+    rho = float(r[:-1] @ r[1:] / (r @ r)) if n > 2 and float(r @ r) > 0 else 0.0
+    rho = min(max(rho, 0.0), 0.9)
+    inflation = (1 + rho) / (1 - rho)
+    fisher = Jk.T @ Jk / (sigma**2 * inflation)
+    lam, vec = np.linalg.eigh(fisher)
+    order = np.argsort(lam)[::-1]
+    lam, vec = lam[order], vec[:, order]
+    full_vec = np.zeros((len(names), vec.shape[1]))
+    full_vec[ok] = vec
+    limit = math.log(DETERMINED_FACTOR) / Z90
+    keep = [k for k in range(lam.size) if lam[k] > 0 and 1 / math.sqrt(lam[k]) <= limit]
+    basis = full_vec[:, keep]
+    log_std = np.array([1 / math.sqrt(lam[k]) for k in keep])
+    post = Posterior(names, dict(values), basis, log_std, sigma * math.sqrt(inflation))
+    cov = post.covariance()
+    logs = np.array([math.log(values[nm]) for nm in names])
+    combos = []
+    for k in range(len(keep)):
+        v = basis[:, k]
+        big = float(np.abs(v).max())
+        lead = int(np.flatnonzero(np.abs(v) >= 0.95 * big)[0])  # the first of the largest components is positive
+        e = v / big * math.copysign(1.0, float(v[lead]))
+        e = np.where(np.abs(e) >= 0.15, e, 0.0)
+        exps = {names[j]: float(round(e[j], 2)) for j in range(len(names)) if e[j] != 0}
+        ev = np.array([exps.get(nm, 0.0) for nm in names])
+        value = math.exp(float(ev @ logs))
+        std = math.sqrt(max(float(ev @ cov @ ev), 0.0))
+        combos.append(
+            Combination(
+                exps,
+                label_of(exps),
+                value,
+                std,
+                (value * math.exp(-Z90 * std), value * math.exp(Z90 * std)),
+                float(lam[keep[k]]),
+            )
+        )
+    for j, name in enumerate(names):
+        load = float(np.sum(basis[j] ** 2)) if basis.size else 0.0
+        if load >= 0.9:
+            status[name] = "determined"
+        elif load >= 0.09:
+            status[name] = "in combination"
+    return Identifiability(names, combos, status, reasons, lam, n, sigma, inflation, unit), post
+
+
+@dataclass
+class Refinement:
+    """The result of :func:`refine`: the values, the residuals and Jacobian there, and the RSS per iteration."""
+
+    values: dict[str, float]
+    residuals: np.ndarray
+    jacobian: np.ndarray
+    rss: list[float]
+    evaluations: int
+
+
+def refine(
+    residuals: Residuals,
+    values: Mapping[str, float],
+    names: Sequence[str],
+    *,
+    iterations: int = 5,
+    step: float = 0.05,
+    bounds: Mapping[str, tuple[float, float]] | None = None,
+    max_move: float = 0.5,
+) -> Refinement:
+    """Levenberg-Marquardt in ``ln θ`` (Broyden updates of the Jacobian between full finite-difference ones),
+    moving only along directions the residuals are sensitive to; each accepted step lowers ``|r|²``.
+
+    Parameters
+    ----------
+    residuals : callable
+        ``{name: value}`` → residual vector.
+    values : mapping
+        Start (every parameter ``residuals`` needs).
+    names : sequence of str
+        The parameters to refine.
+    iterations : int
+        Accepted or rejected steps to try.
+    bounds : mapping, optional
+        Name → (lo, hi): each parameter is kept inside.
+    max_move : float
+        Largest change of any ``ln θ`` in one step.
+
+    Returns
+    -------
+    Refinement
+        With the Jacobian recomputed by finite differences at the returned values (NaN columns for parameters
+        whose perturbation failed).
+
+    Examples
+    --------
+    >>> f = lambda v: np.log(v["a"] / v["b"]) * np.linspace(1, 2, 10) - np.log(3.0) * np.linspace(1, 2, 10)
+    >>> out = refine(f, {"a": 1.0, "b": 1.0}, ["a", "b"], iterations=4)
+    >>> round(out.values["a"] / out.values["b"], 3)
+    3.0
+    """
+    names = list(names)
+    cur = dict(values)
+    r = _evaluate(residuals, cur)
+    if r is None:
+        raise NeuradiffError("the residuals cannot be evaluated at the starting parameters")
+    evals = 1
+    J = log_jacobian(residuals, cur, names, step=step, base=r)
+    evals += len(names)
+    active = np.isfinite(J).all(axis=0)
+    norms = np.where(active, np.linalg.norm(np.nan_to_num(J), axis=0), 0.0)
+    active &= norms > 1e-6 * max(float(norms.max()) if norms.size else 0.0, 1e-300)
+    rss = [float(r @ r)]
+    damping = 1e-3
+    lo = np.array([math.log((bounds or {}).get(n, (0.0, math.inf))[0] or 1e-300) for n in names])
+    hi = np.array([math.log((bounds or {}).get(n, (0.0, math.inf))[1]) for n in names])
+    for _ in range(iterations):
+        if not active.any():
+            break
+        Ja = J[:, active]
+        u, s, vt = np.linalg.svd(Ja, full_matrices=False)
+        keep = s > 1e-3 * s[0]
+        mu = damping * s[0] ** 2
+        coef = s[keep] / (s[keep] ** 2 + mu)
+        delta_a = -(vt[keep].T * coef) @ (u[:, keep].T @ r)
+        delta = np.zeros(len(names))
+        delta[active] = delta_a
+        biggest = float(np.abs(delta).max())
+        if biggest > max_move:
+            delta *= max_move / biggest
+        x = np.array([math.log(cur[n]) for n in names])
+        x_new = np.clip(x + delta, lo, hi)
+        delta = x_new - x
+        trial = {**cur, **{n: float(math.exp(v)) for n, v in zip(names, x_new)}}
+        r_new = _evaluate(residuals, trial)
+        evals += 1
+        if r_new is not None and float(r_new @ r_new) < rss[-1]:
+            # Broyden rank-one update of the Jacobian on the active columns.
+            da = delta[active]
+            if float(da @ da) > 0:
+                J[:, active] = Ja + np.outer(r_new - r - Ja @ da, da) / float(da @ da)
+            cur, r = trial, r_new
+            rss.append(float(r @ r))
+            damping = max(damping / 3, 1e-6)
+        else:
+            damping *= 8
+    J_final = J.copy()
+    fresh = log_jacobian(residuals, cur, [n for n, a in zip(names, active) if a], step=step, base=r)
+    evals += int(active.sum())
+    J_final[:, active] = fresh
+    return Refinement(cur, r, J_final, rss, evals)
+
+
+@dataclass
+class ForecastBand:
+    """A forecast's void area and mean void radius per frame with their 90 % band.
+
+    Attributes
+    ----------
+    frames : ndarray, int
+    area, area_lo, area_hi : ndarray
+        Total void area (px², or nm² when ``nm_per_px`` was given) and its 90 % band.
+    radius, radius_lo, radius_hi : ndarray
+        Mean equivalent radius of the voids (px or nm) and its 90 % band.
+    unit_length : str
+        ``"px"`` or ``"nm"``.
+    """
+
+    frames: np.ndarray
+    area: np.ndarray
+    area_lo: np.ndarray
+    area_hi: np.ndarray
+    radius: np.ndarray
+    radius_lo: np.ndarray
+    radius_hi: np.ndarray
+    unit_length: str = "px"
+
+    def contains(self, area: np.ndarray) -> np.ndarray:
+        """Per frame: is ``area`` inside the band?"""
+        return (area >= self.area_lo) & (area <= self.area_hi)
+
+
+def void_sizes(eta: np.ndarray, min_px: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Total void area (px) and mean equivalent radius (px) of ``eta ≥ 0.5`` in each frame of ``[T, H, W]``
+    (regions smaller than ``min_px`` px are ignored for the radius).
+
+    Examples
+    --------
+    >>> eta = np.zeros((1, 20, 20)); eta[0, 2:6, 2:6] = 1; eta[0, 10:14, 10:14] = 1
+    >>> a, r = void_sizes(eta); a.tolist(), round(float(r[0]), 3)
+    ([32.0], 2.257)
+    """
+    areas, radii = [], []
+    for frame in eta >= 0.5:
+        lab = np.asarray(label(frame, connectivity=1))
+        sizes = np.bincount(lab.ravel())[1:]
+        sizes = sizes[sizes >= min_px]
+        areas.append(float(frame.sum()))
+        radii.append(float(np.sqrt(sizes / math.pi).mean()) if sizes.size else 0.0)
+    return np.array(areas), np.array(radii)
+
+
+def forecast_band(
+    run: Callable[[Mapping[str, float]], np.ndarray],
+    posterior: Posterior,
+    frames: np.ndarray,
+    *,
+    nm_per_px: float | None = None,
+) -> ForecastBand:
+    """The 90 % band of a forecast's void area and mean radius (module docstring).
+
+    Parameters
+    ----------
+    run : callable
+        ``{name: value}`` → forecast eta ``[n + 1, H, W]``.
+    posterior : Posterior
+    frames : ndarray
+        The frame index of each forecast frame.
+    nm_per_px : float, optional
+        Report in nm² and nm instead of px² and px.
+
+    Examples
+    --------
+    >>> def run(v):  # a disk whose radius is the parameter, at two frames
+    ...     yy, xx = np.mgrid[:32, :32]
+    ...     disk = ((yy - 16) ** 2 + (xx - 16) ** 2 <= v["r"] ** 2).astype(float)
+    ...     return np.stack([disk, disk])
+    >>> post = Posterior(["r"], {"r": 8.0}, np.ones((1, 1)), np.array([0.1]), 0.0)
+    >>> band = forecast_band(run, post, np.arange(2))
+    >>> bool(band.area_lo[0] < band.area[0] < band.area_hi[0])
+    True
+    """
+    centre_eta = run(posterior.values)
+    area, radius = void_sizes(centre_eta)
+    var_a = np.zeros_like(area)
+    var_r = np.zeros_like(radius)
+    points = posterior.sigma_points()
+    for k in range(0, len(points), 2):
+        a_up, r_up = void_sizes(run(points[k]))
+        a_dn, r_dn = void_sizes(run(points[k + 1]))
+        var_a += ((a_up - a_dn) / 2) ** 2
+        var_r += ((r_up - r_dn) / 2) ** 2
+    sigma = posterior.sigma if math.isfinite(posterior.sigma) else 0.0
+    n_voids = np.maximum(np.where(radius > 0, area / np.maximum(math.pi * radius**2, 1e-12), 1.0), 1.0)
+    sigma_r = sigma / np.maximum(2 * math.pi * np.maximum(radius, 0.5) * n_voids, 1e-12)
+    half_a = Z90 * np.sqrt(var_a + sigma**2)
+    half_r = Z90 * np.sqrt(var_r + sigma_r**2)
+    scale = 1.0 if nm_per_px is None else float(nm_per_px)
+    return ForecastBand(
+        np.asarray(frames),
+        area * scale**2,
+        np.maximum(area - half_a, 0.0) * scale**2,
+        (area + half_a) * scale**2,
+        radius * scale,
+        np.maximum(radius - half_r, 0.0) * scale,
+        (radius + half_r) * scale,
+        "px" if nm_per_px is None else "nm",
+    )
