@@ -47,6 +47,7 @@ def test_voids_are_visible_with_their_sign():
     assert checked >= 8
 
 
+@pytest.mark.slow
 def test_touching_voids_stay_separate_objects():
     seen = 0
     for s in range(24):

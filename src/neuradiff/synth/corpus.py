@@ -422,7 +422,7 @@ def corpus_contact_sheet(path, seeds, settings: CorpusSettings = CorpusSettings(
         )
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
+        fig.savefig(tmp, format="png", dpi=80, metadata={"Software": None})
 
 
 __all__ = ["SHAPES", "CorpusSample", "CorpusSettings", "corpus_batch", "corpus_contact_sheet", "corpus_sample"]

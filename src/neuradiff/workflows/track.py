@@ -16,6 +16,7 @@ from neuradiff.core.progress import ProgressSink, no_progress
 from neuradiff.io.video import read_video
 from neuradiff.measure.voids import measure_masks
 from neuradiff.methods import load_model
+from neuradiff.nets.generalist import load_generalist, void_masks
 from neuradiff.report.measurements import write_measurements
 
 
@@ -34,10 +35,12 @@ class TrackSummary:
 
 def run_track(
     video: str | Path,
-    model: str | Path,
+    model: str | Path | None,
     out: str | Path,
     *,
     batch: int = 1,
+    void_size: float | None = None,
+    void_size_unit: str = "px",
     nm_per_px: float | None = None,
     frame_interval_s: float | None = None,
     measure: bool = True,
@@ -49,31 +52,49 @@ def run_track(
     ----------
     video : path
         Any readable recording.
-    model : path
-        A model folder written by ``neuradiff fit`` (any method that tracks).
+    model : path or None
+        A model folder written by ``neuradiff fit`` (any method that tracks); None: the generalist recogniser
+        shipped with the package (frames of any size, each normalised to its own grey-level percentiles).
     out : path
         Output folder (files appear only when everything has been computed).
     batch : int
         Frames per inference batch (1 is fastest on a few CPU cores).
+    void_size, void_size_unit : float, str
+        Expected void diameter, in ``"px"`` or ``"nm"`` (nm needs a calibration): with the generalist, frames
+        are resampled so that such voids reach the net at a size it was trained on. Sizes below 2 px or larger
+        than a tile are refused.
     nm_per_px, frame_interval_s : float, optional
         Override the recording's calibration.
     """
     if batch < 1:
         raise ValueError("--batch must be >= 1")
-    fitted = load_model(model)
-    if not fitted.can_track:
+    if void_size_unit not in ("px", "nm"):
+        raise NeuradiffError(f"void size unit must be px or nm, got {void_size_unit!r}")
+    if model is not None and void_size is not None:
+        raise NeuradiffError("--void-size applies to the generalist recogniser (no --model)")
+    fitted = load_model(model) if model is not None else None
+    if fitted is not None and not fitted.can_track:
         raise NeuradiffError(f"{model} holds a {fitted.method} model, which does not track")
     vid = read_video(video, nm_per_px=nm_per_px, frame_interval_s=frame_interval_s)
-    frames = vid.frames.astype(np.float32)
-    n = frames.shape[0]
-    chunks = []
+    n = vid.frames.shape[0]
     t0 = time.perf_counter()
-    for i in range(0, n, batch):
-        chunks.append(fitted.recognise(frames[i : i + batch], first_index=i, eta_only=True, batch=batch))
-        progress("tracking", min(i + batch, n), n)
-    eta = np.concatenate(chunks).astype(np.float32)
+    if fitted is None:
+        generalist = load_generalist()
+        void_px = void_size
+        if void_size is not None and void_size_unit == "nm":
+            if vid.calibration.nm_per_px is None:
+                raise NeuradiffError("--void-size in nm needs the pixel size (from the file or --nm-per-px)")
+            void_px = void_size / vid.calibration.nm_per_px
+        eta = generalist.eta(vid.frames, void_px=void_px, progress=lambda k, total: progress("tracking", k, total))
+    else:
+        frames = vid.frames.astype(np.float32)
+        chunks = []
+        for i in range(0, n, batch):
+            chunks.append(fitted.recognise(frames[i : i + batch], first_index=i, eta_only=True, batch=batch))
+            progress("tracking", min(i + batch, n), n)
+        eta = np.concatenate(chunks).astype(np.float32)
     seconds = time.perf_counter() - t0
-    masks = (eta >= 0.5).astype(np.uint8)
+    masks = (void_masks(eta) if fitted is None else eta >= 0.5).astype(np.uint8)
     with staged_output(out) as stage:
         with atomic_path(stage / "eta.tif") as tmp:
             tifffile.imwrite(tmp, eta)
