@@ -132,6 +132,17 @@ def test_batch_reports_bad_recordings_and_goes_on(experiment, model, tmp_path):
     assert third.skipped == 2
 
 
+def test_batch_without_a_model_uses_the_shipped_recogniser(tmp_path):
+    top = tmp_path / "in"
+    _stack(top / "a.tif", n=2, size=64)
+    s = run_batch(top, tmp_path / "out", overlay=False)
+    assert [r.status for r in s.results] == ["done"]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["settings"]["model"] == "" and len(manifest["settings"]["model_sha256"]) == 64
+    provenance = json.loads((tmp_path / "out" / "recordings" / "a.tif" / "provenance.json").read_text())
+    assert "generalist" in json.dumps(provenance)
+
+
 def test_require_nm_fails_uncalibrated_recordings_only(tmp_path, model):
     top = tmp_path / "in"
     _stack(top / "calibrated.tif")

@@ -17,7 +17,9 @@ from neuradiff.workflows.batch import RecordingResult, default_workers, run_batc
 def batch(
     folder: Path = typer.Argument(..., help="Folder tree of recordings (TIFF stacks, image folders, movies, ...)."),
     out: Path = typer.Option(..., "--out", help="Batch folder: one sub-folder per recording, manifest, tables."),
-    model: Path = typer.Option(..., "--model", help="Model folder written by neuradiff fit."),
+    model: Optional[Path] = typer.Option(
+        None, "--model", help="Model folder written by neuradiff fit (default: the shipped generalist recogniser)."
+    ),
     workers: Optional[int] = typer.Option(
         None, help="Recordings processed side by side on a local Dask cluster (default: one per CPU core)."
     ),

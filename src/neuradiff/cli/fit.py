@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -12,6 +13,7 @@ from rich.table import Table
 
 from neuradiff.cli._app import app, friendly_errors, set_threads
 from neuradiff.cli.progress import progress_bars
+from neuradiff.core.errors import NeuradiffError
 from neuradiff.methods import NeuraDiffModel
 from neuradiff.workflows import read_fit_config, run_demo, run_fit, run_forecast, run_track
 
@@ -101,12 +103,35 @@ def print_summary(metrics: dict[str, Any]) -> None:
         console.print(pt)
 
 
+def parse_size(text: str | None) -> tuple[float | None, str]:
+    """``"12px"``, ``"4nm"`` or ``"12"`` (px) → (value, unit); one-line error otherwise."""
+    if text is None:
+        return None, "px"
+    t = text.strip().lower()
+    unit = "nm" if t.endswith("nm") else "px"
+    number = t[:-2] if t.endswith(("nm", "px")) else t
+    try:
+        value = float(number)
+    except ValueError:
+        raise NeuradiffError(f"--void-size must be a number with px or nm, e.g. 12px or 4nm, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise NeuradiffError(f"--void-size must be a positive size, got {text!r}")
+    return value, unit
+
+
 @app.command("track")
 @friendly_errors
 def track(
     video: Path = typer.Argument(..., help="The video to track."),
-    model: Path = typer.Option(..., "--model", help="Model folder written by neuradiff fit."),
+    model: Optional[Path] = typer.Option(
+        None, "--model", help="Model folder written by neuradiff fit (default: the shipped generalist recogniser)."
+    ),
     out: Path = typer.Option(..., "--out", help="Output folder."),
+    void_size: Optional[str] = typer.Option(
+        None,
+        "--void-size",
+        help="Expected void diameter, e.g. 12px or 4nm (generalist only): frames are resampled to the net's scale.",
+    ),
     batch: int = typer.Option(1, help="Frames per inference batch (1 is fastest on a few CPU cores)."),
     nm_per_px: Optional[float] = typer.Option(None, "--nm-per-px", help="Override the pixel size (nm)."),
     frame_interval: Optional[float] = typer.Option(None, "--frame-interval", help="Override the frame interval (s)."),
@@ -115,12 +140,15 @@ def track(
 ) -> None:
     """Recognise eta in every frame: eta.tif (float), masks.tif (eta ≥ 0.5) and void measurements."""
     set_threads(threads)
+    size, unit = parse_size(void_size)
     with progress_bars() as progress:
         summary = run_track(
             video,
             model,
             out,
             batch=batch,
+            void_size=size,
+            void_size_unit=unit,
             nm_per_px=nm_per_px,
             frame_interval_s=frame_interval,
             measure=measure,

@@ -34,6 +34,7 @@ from neuradiff.core.files import write_json
 from neuradiff.core.progress import ProgressSink, no_progress
 from neuradiff.io.video import IMAGE_SUFFIXES, MOVIE_SUFFIXES, RSCIIO_SUFFIXES, TIFF_SUFFIXES, natural_key
 from neuradiff.methods import load_model
+from neuradiff.nets.generalist import weights_folder
 from neuradiff.report.batch import write_batch_tables
 from neuradiff.workflows.track import run_track
 
@@ -154,9 +155,9 @@ class BatchSettings:
     Attributes
     ----------
     model : str
-        Model folder (``neuradiff fit``) used to recognise voids.
+        Model folder (``neuradiff fit``) used to recognise voids, or ``""`` for the shipped generalist recogniser.
     model_sha256 : str
-        Hash of the model's weights (``model.pt``) and ``model.json``.
+        Hash of the model's weights and description.
     nm_per_px, frame_interval_s : float or None
         Calibration overrides for every recording (nm, s).
     require_nm : bool
@@ -209,9 +210,9 @@ class BatchSummary:
         return [r for r in self.results if r.status != "done"]
 
 
-def _model_hash(model: Path) -> str:
+def _model_hash(model: Path, names: tuple[str, ...] = ("model.json", "model.pt")) -> str:
     h = hashlib.sha256()
-    for name in ("model.json", "model.pt"):
+    for name in names:
         p = model / name
         if p.is_file():
             h.update(name.encode() + b"\0" + p.read_bytes())
@@ -231,7 +232,7 @@ def track_recording(
     try:
         summary = run_track(
             path,
-            settings.model,
+            settings.model or None,
             out,
             nm_per_px=settings.nm_per_px,
             frame_interval_s=settings.frame_interval_s,
@@ -352,7 +353,7 @@ def run_batch(
     folder: str | Path,
     out: str | Path,
     *,
-    model: str | Path,
+    model: str | Path | None = None,
     workers: int = 1,
     scheduler: str | None = None,
     threads: int = 1,
@@ -373,8 +374,9 @@ def run_batch(
     out : path
         The batch folder (see the module docstring). A second call with the same settings skips every
         recording already done with the same input hash; changed settings or inputs redo a recording.
-    model : path
-        A model folder that tracks (``neuradiff fit``).
+    model : path, optional
+        A model folder that tracks (``neuradiff fit``); default: the generalist void recogniser shipped in the
+        package.
     workers : int
         Recordings processed side by side on a local Dask cluster (1: in this process, no cluster).
     scheduler : str, optional
@@ -418,16 +420,18 @@ def run_batch(
     >>> [(r.name, r.status) for r in s.results]
     [('a.tif', 'done'), ('broken.tif', 'failed')]
     """
-    folder, out, model = Path(folder), Path(out), Path(model)
+    folder, out = Path(folder), Path(out)
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
     if threads < 1:
         raise ValueError(f"--threads must be >= 1, got {threads}")
     nm_per_px = positive("--nm-per-px", nm_per_px)
     frame_interval_s = positive("--frame-interval", frame_interval_s)
-    fitted = load_model(model)
-    if not fitted.can_track:
-        raise NeuradiffError(f"{model} holds a {fitted.method} model, which does not track")
+    if model is not None:
+        model = Path(model)
+        fitted = load_model(model)
+        if not fitted.can_track:
+            raise NeuradiffError(f"{model} holds a {fitted.method} model, which does not track")
     recordings = find_recordings(folder, exclude=out)
     if not recordings:
         raise NeuradiffError(f"{folder}: no recordings found (TIFF stacks, image folders, movies, dm3/dm4/...)")
@@ -436,8 +440,10 @@ def run_batch(
     if len(set(slugs)) != len(slugs):
         raise NeuradiffError(f"{folder}: two recordings map to the same output name; rename one")
     settings = BatchSettings(
-        model=str(model.resolve()),
-        model_sha256=_model_hash(model),
+        model="" if model is None else str(model.resolve()),
+        model_sha256=(
+            _model_hash(weights_folder(), ("generalist.json", "generalist.pt")) if model is None else _model_hash(model)
+        ),
         nm_per_px=nm_per_px,
         frame_interval_s=frame_interval_s,
         require_nm=require_nm,

@@ -55,6 +55,12 @@ def load_training_data(
     """
     video = read_video(video_path, nm_per_px=nm_per_px, frame_interval_s=frame_interval_s)
     ann = read_annotations(annotations_path, video=video, full_stack=True)
+    everything_void = np.flatnonzero((np.asarray(ann) == 1).all(axis=(-2, -1)))
+    if everything_void.size:
+        raise NeuradiffError(
+            f"{annotations_path}: the annotation of frame {int(everything_void[0])} marks every pixel as void; "
+            "mark the solid (0) or leave it unknown (255)"
+        )
     meta = _dataset_json(Path(video_path))
     source = "argument"
     if sim_time_per_frame is None and meta is not None:

@@ -18,6 +18,7 @@ from neuradiff.io.stacks import write_stack
 from neuradiff.io.video import read_video
 from neuradiff.measure.voids import measure_masks
 from neuradiff.methods import FittedMethod, load_model
+from neuradiff.nets.generalist import Generalist, load_generalist, void_masks
 from neuradiff.report.measurements import write_measurements
 
 
@@ -36,10 +37,12 @@ class TrackSummary:
 
 def run_track(
     video: str | Path,
-    model: str | Path,
+    model: str | Path | None,
     out: str | Path,
     *,
     batch: int = 1,
+    void_size: float | None = None,
+    void_size_unit: str = "px",
     nm_per_px: float | None = None,
     frame_interval_s: float | None = None,
     measure: bool = True,
@@ -55,12 +58,17 @@ def run_track(
     ----------
     video : path
         Any readable recording.
-    model : path
-        A model folder written by ``neuradiff fit`` (any method that tracks).
+    model : path or None
+        A model folder written by ``neuradiff fit`` (any method that tracks); None: the generalist recogniser
+        shipped with the package (frames of any size, each normalised to its own grey-level percentiles).
     out : path
         Output folder (files appear only when everything has been computed).
     batch : int
         Frames per inference batch (1 is fastest on a few CPU cores).
+    void_size, void_size_unit : float, str
+        Expected void diameter, in ``"px"`` or ``"nm"`` (nm needs a calibration): with the generalist, frames
+        are resampled so that such voids reach the net at a size it was trained on. Sizes below 2 px or larger
+        than a tile are refused.
     nm_per_px, frame_interval_s : float, optional
         Override the recording's calibration.
     measure, overlay : bool
@@ -70,31 +78,46 @@ def run_track(
     """
     if batch < 1:
         raise ValueError("--batch must be >= 1")
-    fitted = load_model(model)
-    if not fitted.can_track:
+    if void_size_unit not in ("px", "nm"):
+        raise NeuradiffError(f"void size unit must be px or nm, got {void_size_unit!r}")
+    if model is not None and void_size is not None:
+        raise NeuradiffError("--void-size applies to the generalist recogniser (no --model)")
+    fitted = load_model(model) if model is not None else None
+    if fitted is not None and not fitted.can_track:
         raise NeuradiffError(f"{model} holds a {fitted.method} model, which does not track")
     vid = read_video(video, nm_per_px=nm_per_px, frame_interval_s=frame_interval_s)
     if require_nm and vid.calibration.nm_per_px is None:
         raise NeuradiffError(f"{video}: no pixel size in the file's metadata; give --nm-per-px")
-    frames = vid.frames.astype(np.float32)
-    n = frames.shape[0]
-    chunks = []
+    n = vid.frames.shape[0]
     t0 = time.perf_counter()
-    for i in range(0, n, batch):
-        chunks.append(fitted.recognise(frames[i : i + batch], first_index=i, eta_only=True, batch=batch))
-        progress("tracking", min(i + batch, n), n)
-    eta = np.concatenate(chunks).astype(np.float32)
+    recogniser: FittedMethod | Generalist = fitted if fitted is not None else load_generalist()
+    if isinstance(recogniser, Generalist):
+        void_px = void_size
+        if void_size is not None and void_size_unit == "nm":
+            if vid.calibration.nm_per_px is None:
+                raise NeuradiffError("--void-size in nm needs the pixel size (from the file or --nm-per-px)")
+            void_px = void_size / vid.calibration.nm_per_px
+        eta = recogniser.eta(vid.frames, void_px=void_px, progress=lambda k, total: progress("tracking", k, total))
+    else:
+        frames = vid.frames.astype(np.float32)
+        chunks = []
+        for i in range(0, n, batch):
+            chunks.append(recogniser.recognise(frames[i : i + batch], first_index=i, eta_only=True, batch=batch))
+            progress("tracking", min(i + batch, n), n)
+        eta = np.concatenate(chunks).astype(np.float32)
     seconds = time.perf_counter() - t0
-    masks = (eta >= 0.5).astype(np.uint8)
+    masks = (void_masks(eta) if isinstance(recogniser, Generalist) else eta >= 0.5).astype(np.uint8)
     cal = vid.calibration
     record = provenance(
         "track",
         inputs={"video": video, "model": model},
-        model=model_record(fitted),
+        model=model_record(recogniser),
         settings={
             "batch": batch,
             "nm_per_px": nm_per_px,
             "frame_interval_s": frame_interval_s,
+            "void_size": void_size,
+            "void_size_unit": void_size_unit,
             "measure": measure,
             "overlay": overlay,
         },
@@ -110,7 +133,10 @@ def run_track(
     return TrackSummary(n, seconds, Path(out))
 
 
-def model_record(fitted: FittedMethod) -> dict[str, Any]:
-    """What ``provenance.json`` says about a fitted model: its method and, with physics, its parameters."""
+def model_record(fitted: FittedMethod | Generalist) -> dict[str, Any]:
+    """What ``provenance.json`` says about a model: its method and, with physics, its parameters; for the shipped
+    generalist recogniser its version."""
+    if isinstance(fitted, Generalist):
+        return {"method": "generalist", "version": fitted.version}
     params = fitted.parameters()
     return {"method": fitted.method, "parameters": None if params is None else params.as_floats()}

@@ -1,0 +1,235 @@
+"""Scorecard of the generalist void recogniser, zero-shot, next to a Laplacian-of-Gaussian blob baseline.
+
+Sets (none of them seen in training):
+
+- ``synthetic stills``: ``--stills`` frames of 256² from the full corpus randomisation (both contrasts, every
+  distractor), corpus seeds from ``HELD_OUT_SEED`` on (training used seeds 0 … pool − 1);
+- ``synthetic clips``: ``--clips`` clips of ``--clip-frames`` frames of 128² whose voids evolve under the void
+  model (corpus seeds from ``HELD_OUT_SEED + 100000``);
+- ``CREME loops``: the 16 real 512² in-situ frames of dislocation loops in 316L (``benchmarks/data/creme-316L``,
+  MIT): there are no voids in them, so every object found is a false void.
+
+Scores: object precision/recall/F1 (one-to-one matching per frame at IoU ≥ 0.5), pixel IoU (pooled), count
+error (mean over frames of |found − true| / true), median size error (median over matched voids of
+|d_found − d_true| / d_true, d the equivalent diameter), false voids per CREME frame.
+
+Baseline, in the same run: ``skimage.feature.blob_log`` on the per-frame normalised frame, bright blobs, dark
+blobs or both, each blob drawn as a disk of radius √2σ; polarity and threshold are chosen for the best object
+F1 on ``--tune`` training-corpus stills (seeds 0 …), sigma covering the corpus's 3–60 px voids.
+
+Speed: the generalist on one 1024² frame (minimum of ``--repeats``), with 1 and 2 torch threads.
+
+Run:  python benchmarks/bench_voids.py [--weights FOLDER] [--stills 40] [--clips 6] [--tune 40]
+Writes benchmarks/results/bench_voids.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import environment, print_environment, single_thread, table, write_json
+
+single_thread(1)
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from skimage.draw import disk
+from skimage.feature import blob_log
+from skimage.measure import label
+
+from neuradiff.nets.generalist import load_generalist
+from neuradiff.nets.tiles import normalise_frame
+from neuradiff.synth.corpus import CorpusSettings, corpus_sample
+from neuradiff.training.generalist import HELD_OUT_SEED
+
+HERE = Path(__file__).resolve().parent
+CREME = HERE / "data" / "creme-316L" / "fov200nm" / "imgs"
+THRESHOLDS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
+POLARITIES = ("bright", "dark", "both")
+
+
+def match(pred: np.ndarray, truth: np.ndarray, thr: float = 0.5) -> tuple[int, int, list[tuple[float, float]]]:
+    """(objects found, true objects, [(true area, found area) of matched pairs]) of one frame."""
+    lp, lt = label(pred, connectivity=2), label(truth, connectivity=2)
+    n_p, n_t = int(lp.max()), int(lt.max())
+    if n_p == 0 or n_t == 0:
+        return n_p, n_t, []
+    inter = np.zeros((n_t + 1, n_p + 1), np.int64)
+    np.add.at(inter, (lt.ravel(), lp.ravel()), 1)
+    inter = inter[1:, 1:]
+    at = np.bincount(lt.ravel(), minlength=n_t + 1)[1:]
+    ap = np.bincount(lp.ravel(), minlength=n_p + 1)[1:]
+    ious = inter / (at[:, None] + ap[None, :] - inter)
+    rows, cols = linear_sum_assignment(-ious)
+    pairs = [(float(at[r]), float(ap[c])) for r, c in zip(rows, cols) if ious[r, c] >= thr]
+    return n_p, n_t, pairs
+
+
+def score(preds: list[np.ndarray], truths: list[np.ndarray]) -> dict:
+    n_p = n_t = 0
+    pairs: list[tuple[float, float]] = []
+    count_err = []
+    inter = union = 0
+    for p, t in zip(preds, truths):
+        a, b, pr = match(p, t)
+        n_p, n_t = n_p + a, n_t + b
+        pairs += pr
+        if b:
+            count_err.append(abs(a - b) / b)
+        inter += int(np.logical_and(p, t).sum())
+        union += int(np.logical_or(p, t).sum())
+    tp = len(pairs)
+    precision = tp / n_p if n_p else 1.0
+    recall = tp / n_t if n_t else 1.0
+    f1 = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+    size_err = [abs(math.sqrt(ap) - math.sqrt(at)) / math.sqrt(at) for at, ap in pairs]
+    return {
+        "f1": f1,
+        "precision": precision,
+        "recall": recall,
+        "pixel_iou": inter / union if union else 1.0,
+        "count_error": float(np.mean(count_err)) if count_err else 0.0,
+        "median_size_error": float(np.median(size_err)) if size_err else float("nan"),
+        "n_true": n_t,
+        "n_found": n_p,
+        "frames": len(preds),
+    }
+
+
+def log_mask(frame: np.ndarray, threshold: float, polarity: str) -> np.ndarray:
+    x = normalise_frame(frame)
+    mask = np.zeros(x.shape, bool)
+    signs = {"bright": (1,), "dark": (-1,), "both": (1, -1)}[polarity]
+    for s in signs:
+        blobs = blob_log(s * x, min_sigma=1.0, max_sigma=22.0, num_sigma=12, threshold=threshold, overlap=0.5)
+        for y, xx, sigma in blobs:
+            rr, cc = disk((y, xx), math.sqrt(2) * sigma, shape=x.shape)
+            mask[rr, cc] = True
+    return mask
+
+
+def tune_log(n: int) -> tuple[float, str, dict]:
+    samples = [corpus_sample(k, CorpusSettings(size=128)) for k in range(n)]
+    frames, truths = [s.frames[0] for s in samples], [s.masks[0] for s in samples]
+    best = (-1.0, 0.0, "")
+    grid = {}
+    for pol in ("bright", "dark"):
+        for thr in THRESHOLDS:
+            grid[(pol, thr)] = [log_mask(f, thr, pol) for f in frames]
+    for thr in THRESHOLDS:
+        grid[("both", thr)] = [a | b for a, b in zip(grid[("bright", thr)], grid[("dark", thr)])]
+    scores = {}
+    for (pol, thr), preds in grid.items():
+        f1 = score(preds, truths)["f1"]
+        scores[f"{pol}@{thr}"] = f1
+        if f1 > best[0]:
+            best = (f1, thr, pol)
+    return best[1], best[2], scores
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--weights", type=Path, default=None, help="generalist folder (default: the shipped one)")
+    ap.add_argument("--stills", type=int, default=40)
+    ap.add_argument("--clips", type=int, default=6)
+    ap.add_argument("--clip-frames", type=int, default=4)
+    ap.add_argument("--tune", type=int, default=40)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tag", default="")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    env = environment()
+    print_environment(env)
+    gen = load_generalist(args.weights)
+    t_all = time.perf_counter()
+
+    thr, pol, tuning = tune_log(args.tune)
+    print(f"LoG baseline tuned on {args.tune} training stills: {pol} blobs, threshold {thr}")
+
+    sets: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+    stills = [corpus_sample(HELD_OUT_SEED + k, CorpusSettings(size=256)) for k in range(args.stills)]
+    sets["synthetic stills"] = ([s.frames[0] for s in stills], [s.masks[0] for s in stills])
+    clip_settings = CorpusSettings(size=128, frames=args.clip_frames)
+    clips = [corpus_sample(HELD_OUT_SEED + 100_000 + k, clip_settings) for k in range(args.clips)]
+    sets["synthetic clips"] = ([f for c in clips for f in c.frames], [m for c in clips for m in c.masks])
+    creme = [iio.imread(p) for p in sorted(CREME.glob("*.png"), key=lambda p: int(p.stem))]
+    creme = [c if c.ndim == 2 else c[..., 0] for c in creme]
+
+    rows, results = [], {}
+    for name, (frames, truths) in sets.items():
+        g_pred = [gen.masks(f)[0] for f in frames]
+        b_pred = [log_mask(f, thr, pol) for f in frames]
+        for method, preds in (("generalist", g_pred), ("LoG blobs", b_pred)):
+            s = score(preds, truths)
+            results[f"{name} / {method}"] = s
+            rows.append({"set": name, "method": method, **s})
+    fv = {}
+    for method in ("generalist", "LoG blobs"):
+        counts = []
+        for f in creme:
+            pred = gen.masks(f)[0] if method == "generalist" else log_mask(f, thr, pol)
+            counts.append(int(label(pred, connectivity=2).max()))
+        fv[method] = {"per_frame": counts, "mean": float(np.mean(counts)), "max": int(max(counts))}
+        rows.append({"set": "CREME loops (16 × 512²)", "method": method, "false_voids": fv[method]["mean"]})
+    print(
+        table(
+            rows,
+            [
+                ("set", "set", ""),
+                ("method", "method", ""),
+                ("f1", "object F1", ".3f"),
+                ("precision", "precision", ".3f"),
+                ("recall", "recall", ".3f"),
+                ("pixel_iou", "pixel IoU", ".3f"),
+                ("count_error", "count err", ".3f"),
+                ("median_size_error", "median size err", ".3f"),
+                ("n_true", "voids", "d"),
+                ("false_voids", "false voids / frame", ".2f"),
+            ],
+        )
+    )
+    for name in sets:
+        g, b = results[f"{name} / generalist"], results[f"{name} / LoG blobs"]
+        print(f"{name}: F1 generalist / LoG = {g['f1']:.3f} / {b['f1']:.3f} (ratio {g['f1'] / max(b['f1'], 1e-9):.2f})")
+
+    rng = np.random.default_rng(0)
+    big = rng.normal(100, 10, (1024, 1024)).astype(np.float32)
+    speed = {}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        gen.eta(big)
+        times = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            gen.eta(big)
+            times.append(time.perf_counter() - t0)
+        speed[threads] = {"min_s": min(times), "median_s": float(np.median(times))}
+        print(
+            f"1024² frame, {threads} thread(s): {min(times):.3f} s (min of {args.repeats}), "
+            f"median {np.median(times):.3f} s"
+        )
+    torch.set_num_threads(1)
+    out = {
+        "environment": env,
+        "weights": str(args.weights or "shipped"),
+        "weights_version": gen.version,
+        "log_baseline": {"threshold": thr, "polarity": pol, "tuning_f1": tuning, "tuning_stills": args.tune},
+        "scores": results,
+        "creme_false_voids": fv,
+        "speed_1024": speed,
+        "settings": vars(args) | {"weights": str(args.weights)},
+        "seconds": time.perf_counter() - t_all,
+    }
+    path = write_json(f"bench_voids{args.tag}.json", out)
+    print(f"wrote {path} ({out['seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

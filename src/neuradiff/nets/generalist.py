@@ -1,0 +1,145 @@
+"""The generalist void recogniser shipped with the package: a small UNet trained on the domain-randomised
+corpus (``python -m neuradiff.training.generalist``), applied to any frame with per-frame normalisation,
+optional resampling to its training void size, and tiles with overlap.
+
+The weights live in ``neuradiff/nets/weights/`` (``generalist.pt``, read with ``torch.load(weights_only=True)``;
+``generalist.json``, how it was made; ``MODEL_CARD.md``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from skimage.measure import label
+
+from neuradiff.core.errors import NeuradiffError
+from neuradiff.nets.tiles import Tiling, back_to, eta_tiled, normalise_frame, resample, resample_factor
+from neuradiff.nets.unet import RecognitionNet, load_net
+
+GENERALIST_FORMAT = "neuradiff-generalist"
+#: Smallest void region kept in the masks, pixels.
+MIN_AREA_PX = 4
+
+
+def weights_folder() -> Path:
+    """The folder of the shipped weights (inside the installed package)."""
+    return Path(str(resources.files("neuradiff.nets") / "weights"))
+
+
+@dataclass
+class Generalist:
+    """A recogniser for frames of any size and brightness.
+
+    Parameters
+    ----------
+    net : RecognitionNet (no time code, batch-norm statistics: tiles blend without seams).
+    version : version string of the weights.
+    train_diameter_px : (lo, hi) void diameters, px, that the net recognises without resampling.
+    tiling : tiles and overlap used on large frames.
+    meta : how the weights were made (seed, command, corpus, iterations).
+    """
+
+    net: RecognitionNet
+    version: str
+    train_diameter_px: tuple[float, float]
+    tiling: Tiling
+    meta: dict
+
+    def eta(self, frames: np.ndarray, *, void_px: float | None = None, progress=None) -> np.ndarray:
+        """Void probability eta ``[T, H, W]`` float32 of frames ``[T, H, W]`` (or one ``[H, W]`` frame).
+
+        Parameters
+        ----------
+        frames : raw intensities (any dtype, any size, 8- or 16-bit).
+        void_px : expected void diameter in the frames, pixels; frames are resampled so that such voids reach
+            the net inside ``train_diameter_px`` (None: as they are).
+        progress : optional ``progress(done, total)`` called after each frame.
+        """
+        a = np.asarray(frames)
+        if a.ndim == 2:
+            a = a[None]
+        if a.ndim != 3 or min(a.shape) < 1:
+            raise NeuradiffError(f"frames must be [T, H, W] or [H, W], got shape {a.shape}")
+        flat = a.reshape(a.shape[0], -1)
+        if a.dtype.kind == "f" and not np.isfinite(flat).all():
+            raise NeuradiffError(f"frame {int(np.flatnonzero(~np.isfinite(flat).all(1))[0])} contains NaN or Inf")
+        blank = np.flatnonzero(flat.min(axis=1) == flat.max(axis=1))
+        if blank.size:  # refused before any frame is recognised
+            k = int(blank[0])
+            raise NeuradiffError(f"frame {k} holds a single grey level ({flat[k, 0]:g}): there is nothing to recognise")
+        factor = resample_factor(void_px, target=self.train_diameter_px, tile=self.tiling.tile)
+        h, w = a.shape[1:]
+        if min(h, w) * factor < 8:
+            raise NeuradiffError(f"frames of {h}×{w} px resampled by {factor:.3g} would be smaller than 8 px")
+        out = np.empty(a.shape, np.float32)
+        for k in range(a.shape[0]):
+            x = resample(normalise_frame(a[k], index=k), factor)
+            out[k] = back_to(eta_tiled(self.net, x, self.tiling), (h, w))
+            if progress is not None:
+                progress(k + 1, a.shape[0])
+        return out
+
+    def masks(self, frames: np.ndarray, *, void_px: float | None = None) -> np.ndarray:
+        """Void masks ``[T, H, W]`` bool: :meth:`eta` ≥ 0.5 without regions under 4 px (see :func:`void_masks`)."""
+        return void_masks(self.eta(frames, void_px=void_px))
+
+
+def void_masks(eta: np.ndarray, *, min_area_px: int = MIN_AREA_PX) -> np.ndarray:
+    """Void masks ``[T, H, W]`` bool from eta ``[T, H, W]``: eta ≥ 0.5, without regions (8-connected) smaller
+    than ``min_area_px`` pixels (a region under 4 px is below the 2 px a void needs to be resolved; the same
+    rule as :func:`neuradiff.measure.voids.label_voids`).
+
+    Examples
+    --------
+    >>> eta = np.zeros((1, 8, 8)); eta[0, 1, 1] = 1; eta[0, 4:7, 4:7] = 1
+    >>> int(void_masks(eta).sum())
+    9
+    """
+    out = np.asarray(eta) >= 0.5
+    for k in range(out.shape[0]):
+        lab = np.asarray(label(out[k], connectivity=2))
+        if lab.max():
+            small = np.bincount(lab.ravel()) < min_area_px
+            small[0] = False
+            out[k] &= ~small[lab]
+    return out
+
+
+def load_generalist(folder: str | Path | None = None) -> Generalist:
+    """Read the shipped generalist recogniser (or one written by the training command into ``folder``).
+
+    Examples
+    --------
+    >>> g = load_generalist()
+    >>> g.eta(np.random.default_rng(0).integers(0, 255, (1, 48, 40), dtype=np.uint8)).shape
+    (1, 48, 40)
+    """
+    folder = weights_folder() if folder is None else Path(folder)
+    meta_path, net_path = folder / "generalist.json", folder / "generalist.pt"
+    if not meta_path.is_file() or not net_path.is_file():
+        raise NeuradiffError(f"{folder}: no generalist recogniser (generalist.json and generalist.pt)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise NeuradiffError(f"{meta_path}: not readable JSON ({type(exc).__name__})") from None
+    if not isinstance(meta, dict) or meta.get("format") != GENERALIST_FORMAT:
+        raise NeuradiffError(f"{meta_path}: not a {GENERALIST_FORMAT} description")
+    net = load_net(net_path)
+    if net.config.embedding != "none" or net.config.norm != "batch":
+        raise NeuradiffError(f"{net_path}: a generalist needs a net without time code and with batch norm")
+    lo, hi = meta["train_diameter_px"]
+    tiling = Tiling(**meta["tiling"])
+    return Generalist(
+        net=net.eval(),
+        version=str(meta["version"]),
+        train_diameter_px=(float(lo), float(hi)),
+        tiling=tiling,
+        meta=meta,
+    )
+
+
+__all__ = ["GENERALIST_FORMAT", "MIN_AREA_PX", "Generalist", "load_generalist", "void_masks", "weights_folder"]

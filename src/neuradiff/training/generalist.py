@@ -1,0 +1,190 @@
+"""Training the generalist void recogniser on the domain-randomised corpus (reproducible from one seed).
+
+``python -m neuradiff.training.generalist --out FOLDER [--seed 0] [--iters N] [--pool N]`` draws a pool of still
+corpus samples (seeds ``0 … pool−1``; held-out scoring uses seeds from :data:`HELD_OUT_SEED`), trains a small
+stride-2 UNet (batch norm, no time code) with binary cross-entropy plus Dice on per-frame normalised frames
+(random quarter turns and flips), and writes ``generalist.pt`` and ``generalist.json`` into ``FOLDER``. The
+package ships the result in ``neuradiff/nets/weights/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from neuradiff._version import __version__
+from neuradiff.core.errors import NeuradiffError
+from neuradiff.core.files import write_json
+from neuradiff.nets import NetConfig, RecognitionNet, save_net
+from neuradiff.nets.generalist import GENERALIST_FORMAT, load_generalist
+from neuradiff.nets.tiles import normalise_frame
+from neuradiff.synth.corpus import CorpusSettings, corpus_contact_sheet, corpus_sample
+
+#: First corpus seed of the held-out samples (never drawn for training).
+HELD_OUT_SEED = 1_000_000
+#: Weight of the one-pixel separation lines between touching voids in the loss.
+GAP_WEIGHT = 5.0
+
+
+@dataclass(frozen=True)
+class GeneralistConfig:
+    """Settings of the generalist training (the defaults made the shipped weights)."""
+
+    seed: int = 0
+    pool: int = 3000
+    size: int = 128
+    iters: int = 5000
+    batch: int = 12
+    lr: float = 2e-3
+    width: int = 8
+    depth: int = 3
+    stride: int = 2
+    first_seed: int = 0
+    version: str = "1"
+    train_diameter_px: tuple[float, float] = (4.0, 48.0)
+    tile: int = 1024
+    overlap: int = 128
+
+    def __post_init__(self) -> None:
+        for name in ("pool", "size", "iters", "batch", "width", "depth"):
+            if getattr(self, name) < 1:
+                raise NeuradiffError(f"generalist {name} must be >= 1, got {getattr(self, name)}")
+
+
+def make_pool(config: GeneralistConfig, first_seed: int = 0, log=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Normalised frames ``[N, S, S]`` float32, masks ``[N, S, S]`` bool and loss weights ``[N, S, S]`` float32
+    of corpus seeds ``first_seed … first_seed + pool − 1``."""
+    settings = CorpusSettings(size=config.size)
+    n = config.pool
+    x = np.empty((n, config.size, config.size), np.float32)
+    y = np.empty((n, config.size, config.size), bool)
+    wgt = np.empty((n, config.size, config.size), np.float32)
+    t0 = time.perf_counter()
+    for k in range(n):
+        s = corpus_sample(first_seed + k, settings)
+        x[k] = normalise_frame(s.frames[0], index=k)
+        y[k] = s.masks[0]
+        gap = (s.eta[0] >= 0.5) & ~s.masks[0]
+        wgt[k] = np.where(gap, GAP_WEIGHT, 1.0)
+        if log is not None and (k + 1) % 200 == 0:
+            log(f"pool {k + 1}/{n} ({time.perf_counter() - t0:.0f} s)")
+    return x, y, wgt
+
+
+def train_generalist(
+    config: GeneralistConfig = GeneralistConfig(), log=print, init: RecognitionNet | None = None
+) -> tuple[RecognitionNet, dict]:
+    """Train the generalist net (from scratch, or further from ``init``); returns it (eval mode) and a record."""
+    torch.manual_seed(config.seed)
+    x, y, wgt = make_pool(config, first_seed=config.first_seed, log=log)
+    net = RecognitionNet(
+        NetConfig(width=config.width, depth=config.depth, embedding="none", norm="batch", stride=config.stride)
+    )
+    if init is not None:
+        net.load_state_dict(init.state_dict())
+    opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.iters, pct_start=0.1)
+    t0 = time.perf_counter()
+    history = []
+    net.train()
+    for it in range(config.iters):
+        rng = np.random.default_rng([config.seed, 1, it])
+        idx = rng.integers(0, config.pool, config.batch)
+        k, flip = int(rng.integers(4)), bool(rng.integers(2))
+        xb, yb, wb = (torch.from_numpy(a[idx]) for a in (x, y, wgt))
+        xb, yb, wb = (torch.rot90(a, k, dims=(-2, -1)) for a in (xb, yb, wb))
+        if flip:
+            xb, yb, wb = (torch.flip(a, dims=(-1,)) for a in (xb, yb, wb))
+        z = net.eta_logits(xb.contiguous(), torch.zeros(config.batch))
+        target = yb.float()
+        bce = F.binary_cross_entropy_with_logits(z, target, weight=wb)
+        p = torch.sigmoid(z)
+        dice = 1 - (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1)
+        loss = bce + dice
+        if not torch.isfinite(loss):
+            raise NeuradiffError(f"generalist training: loss is not finite at iteration {it}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if (it + 1) % 100 == 0 or it == 0:
+            history.append({"iter": it + 1, "bce": bce.item(), "dice": dice.item()})
+            log(
+                f"iter {it + 1}/{config.iters}  bce {bce.item():.4f}  dice {dice.item():.4f}  "
+                f"{time.perf_counter() - t0:.0f} s"
+            )
+    net.eval()
+    record = {"seconds": time.perf_counter() - t0, "history": history}
+    return net, record
+
+
+def write_generalist(
+    net: RecognitionNet, config: GeneralistConfig, record: dict, out: Path, stages: list[str] | None = None
+) -> None:
+    """``generalist.pt`` (the net) and ``generalist.json`` (version, settings, commands, training record)."""
+    out.mkdir(parents=True, exist_ok=True)
+    save_net(net, out / "generalist.pt")
+    command = (
+        f"python -m neuradiff.training.generalist --out OUT --seed {config.seed} --iters {config.iters} "
+        f"--pool {config.pool} --first-seed {config.first_seed} --lr {config.lr:g}"
+    )
+    stages = list(stages or [])
+    if stages:
+        command += " --init OUT_OF_PREVIOUS_STAGE"
+    meta = {
+        "format": GENERALIST_FORMAT,
+        "version": config.version,
+        "neuradiff_version": __version__,
+        "train_diameter_px": list(config.train_diameter_px),
+        "tiling": {"tile": config.tile, "overlap": config.overlap},
+        "input": "each frame mapped so that its 1st and 99th grey-level percentiles are -1 and +1",
+        "command": command,
+        "stages": [*stages, command],
+        "config": asdict(config),
+        "corpus": {
+            "settings": CorpusSettings(size=config.size).to_dict(),
+            "seeds": [config.first_seed, config.first_seed + config.pool - 1],
+        },
+        "held_out_first_seed": HELD_OUT_SEED,
+        "training_seconds": round(record["seconds"], 1),
+        "final_loss": record["history"][-1] if record["history"] else None,
+    }
+    write_json(out / "generalist.json", meta)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m neuradiff.training.generalist", description=__doc__)
+    parser.add_argument("--out", type=Path, help="folder for generalist.pt and generalist.json")
+    parser.add_argument("--contact-sheet", type=Path, help="write a PNG of the first 12 training samples and stop")
+    parser.add_argument("--seed", type=int, default=GeneralistConfig.seed)
+    parser.add_argument("--iters", type=int, default=GeneralistConfig.iters)
+    parser.add_argument("--pool", type=int, default=GeneralistConfig.pool)
+    parser.add_argument("--first-seed", type=int, default=0, help="first corpus seed of the pool")
+    parser.add_argument("--lr", type=float, default=GeneralistConfig.lr)
+    parser.add_argument("--init", type=Path, help="continue from the generalist in this folder (a second stage)")
+    args = parser.parse_args(argv)
+    if args.contact_sheet is not None:
+        corpus_contact_sheet(args.contact_sheet, range(12), CorpusSettings(size=GeneralistConfig.size))
+        print(f"wrote {args.contact_sheet}")
+        return
+    if args.out is None:
+        parser.error("--out is required")
+    config = GeneralistConfig(seed=args.seed, iters=args.iters, pool=args.pool, first_seed=args.first_seed, lr=args.lr)
+    if args.first_seed + args.pool > HELD_OUT_SEED:
+        parser.error(f"training seeds must stay below the held-out seeds ({HELD_OUT_SEED})")
+    init = load_generalist(args.init) if args.init is not None else None
+    net, record = train_generalist(config, init=None if init is None else init.net)
+    stages = list(init.meta.get("stages", [init.meta["command"]])) if init is not None else []
+    write_generalist(net, config, record, args.out, stages=stages)
+    print(f"wrote {args.out} ({math.ceil(record['seconds'])} s of training)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""The generalist void recogniser shipped in the package: its files, what it finds zero-shot, tiles without
+seams on it, and ``neuradiff track`` without ``--model`` (bad scales and blank frames refused in one line)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from typer.testing import CliRunner
+
+from neuradiff.cli import app
+from neuradiff.core.errors import NeuradiffError
+from neuradiff.nets.generalist import load_generalist, weights_folder
+from neuradiff.nets.tiles import Tiling, eta_tiled, normalise_frame
+from neuradiff.synth.corpus import CorpusSettings, corpus_sample
+from neuradiff.training.generalist import HELD_OUT_SEED
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_files_are_small_versioned_and_load_without_pickle():
+    folder = weights_folder()
+    pt = folder / "generalist.pt"
+    assert pt.stat().st_size < 2_000_000
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        payload = torch.load(pt, map_location="cpu", weights_only=True)
+    assert payload["format"] == "neuradiff-recognition-net"
+    meta = json.loads((folder / "generalist.json").read_text())
+    assert meta["version"] and "python -m neuradiff.training.generalist" in meta["command"]
+    assert meta["config"]["seed"] == 0
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert meta["command"].split(" --out")[0] in card
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '"neuradiff.nets" = ["weights/*.pt", "weights/*.json", "weights/*.md"]' in pyproject
+
+
+def test_finds_held_out_voids_of_both_contrasts():
+    g = load_generalist()
+    signs = set()
+    found = true = 0
+    for k in range(6):
+        s = corpus_sample(HELD_OUT_SEED + k, CorpusSettings(size=128))
+        eta = g.eta(s.frames)[0]
+        truth = s.masks[0]
+        inter, union = np.logical_and(eta >= 0.5, truth).sum(), np.logical_or(eta >= 0.5, truth).sum()
+        found += inter
+        true += union
+        signs.add(s.info["render"]["contrast"])
+    assert len(signs) == 2
+    assert found / true > 0.5  # pooled pixel IoU over six held-out frames
+
+
+@pytest.mark.slow
+def test_tiles_of_the_generalist_have_no_seams():
+    g = load_generalist()
+    s = corpus_sample(HELD_OUT_SEED + 7, CorpusSettings(size=320))
+    x = normalise_frame(s.frames[0])
+    tiled = eta_tiled(g.net, x, Tiling(256, 112))  # 4 tiles
+    whole = eta_tiled(g.net, x, g.tiling)  # one tile: the frame at once
+    assert np.abs(tiled - whole)[16:-16, 16:-16].max() < 0.2
+    assert ((tiled >= 0.5) != (whole >= 0.5))[16:-16, 16:-16].mean() < 1e-3
+
+
+def _video(tmp_path: Path, frames: np.ndarray) -> Path:
+    path = tmp_path / "video.tif"
+    tifffile.imwrite(path, frames, photometric="minisblack")
+    return path
+
+
+@pytest.mark.slow
+def test_track_without_model_uses_the_generalist(tmp_path):
+    s = corpus_sample(HELD_OUT_SEED + 3, CorpusSettings(size=96, frames=2))
+    video = _video(tmp_path, s.frames)
+    res = runner.invoke(app, ["track", str(video), "--out", str(tmp_path / "out"), "--no-measure"])
+    assert res.exit_code == 0, res.output
+    masks = tifffile.imread(tmp_path / "out" / "masks.tif")
+    assert masks.shape == (2, 96, 96) and masks.any()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--void-size", "1.5px"], "below 2 px"),
+        (["--void-size", "2000"], "larger than a tile"),
+        (["--void-size", "3nm"], "needs the pixel size"),
+        (["--void-size", "big"], "must be a number"),
+    ],
+)
+def test_bad_scales_are_refused_in_one_line(tmp_path, args, message):
+    video = _video(tmp_path, np.random.default_rng(0).integers(0, 255, (1, 64, 64), dtype=np.uint8))
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["track", str(video), "--out", str(out), *args])
+    assert res.exit_code == 2
+    assert message in res.output and len(res.output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_blank_16_bit_frame_is_refused_in_one_line(tmp_path):
+    frames = np.full((2, 64, 64), 1000, np.uint16)
+    frames[0] = np.random.default_rng(0).integers(0, 4000, (64, 64))
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["track", str(_video(tmp_path, frames)), "--out", str(out)])
+    assert res.exit_code == 2 and "single grey level" in res.output
+    assert len(res.output.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_resampled_frames_too_small_are_refused():
+    g = load_generalist()
+    with pytest.raises(NeuradiffError, match="smaller than 8 px"):
+        g.eta(np.random.default_rng(0).integers(0, 255, (1, 12, 12)), void_px=200.0)
+
+
+def test_fit_refuses_an_annotation_that_marks_everything_void(tmp_path):
+    frames = np.random.default_rng(0).integers(0, 255, (3, 32, 32), dtype=np.uint8)
+    video = _video(tmp_path, frames)
+    ann = np.full((3, 32, 32), 255, np.uint8)
+    ann[1] = 1
+    tifffile.imwrite(tmp_path / "ann.tif", ann, photometric="minisblack")
+    out = tmp_path / "model"
+    res = runner.invoke(app, ["fit", str(video), "--annotations", str(tmp_path / "ann.tif"), "--out", str(out)])
+    assert res.exit_code == 2 and "marks every pixel as void" in res.output
+    assert len(res.output.strip().splitlines()) == 1
