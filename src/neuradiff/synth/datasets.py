@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from skimage.measure import find_contours
 
 from neuradiff._version import __version__
+from neuradiff.core.checks import check_frame_interval, check_pixel_size
 from neuradiff.core.config import merge_config
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.core.files import atomic_path, write_json, write_npz
@@ -61,6 +62,11 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "min_size": 32,
     },
 }
+
+
+#: Bytes per pixel and frame a dataset holds while it is made and written, besides the simulation's saved states
+#: (aligned truth, rendered video and its float intermediates, the compressed truth file): an upper estimate.
+DATASET_BYTES_PER_PX = 64
 
 
 @dataclass
@@ -153,8 +159,8 @@ def dataset_config(
         render=_build(RenderSettings, values.get("render", {}), "render"),
         annotations=_build(AnnotationSettings, values.get("annotations", {}), "annotations"),
     )
-    if cfg.nm_per_px <= 0 or cfg.frame_interval_s <= 0:
-        raise ValueError("nm_per_px and frame_interval_s must be positive")
+    check_pixel_size("nm_per_px", cfg.nm_per_px)
+    check_frame_interval("frame_interval_s", cfg.frame_interval_s)
     if cfg.simulation.size < spec["min_size"]:
         raise ValueError(
             f"size {cfg.simulation.size} px is too small for scenario {scenario!r}; use at least {spec['min_size']}"
@@ -162,6 +168,8 @@ def dataset_config(
     cfg.simulation.steps = cfg.steps_per_frame * (cfg.simulated_frames - 1)
     cfg.simulation.save_every = cfg.steps_per_frame
     cfg.simulation.validate()
+    # the aligned truth, the rendered video and its float intermediates and the compressed truth file per frame
+    cfg.simulation.check_resources("simulate", extra_bytes_per_state=DATASET_BYTES_PER_PX * cfg.simulation.size**2)
     return cfg
 
 

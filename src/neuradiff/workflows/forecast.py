@@ -8,11 +8,13 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from neuradiff.core.checks import check_memory, check_work
 from neuradiff.core.errors import NeuradiffError
-from neuradiff.core.files import atomic_path, staged_output, write_npz, write_text
+from neuradiff.core.files import atomic_path, check_output_dir, staged_output, write_npz, write_text
 from neuradiff.io.video import read_video
 from neuradiff.methods import Forecast, load_model
 from neuradiff.synth.render import RenderSettings, render_video
+from neuradiff.training.config import NET_CELL_UPDATES
 
 
 @dataclass
@@ -22,6 +24,23 @@ class ForecastSummary:
     forecast: Forecast
     area_px: np.ndarray
     out: Path
+
+
+#: Bytes per pixel and forecast frame held at once: four float32 fields, the rendered video and its intermediates.
+FORECAST_BYTES_PER_PX = 48
+
+
+def check_forecast_resources(fitted, steps: int, height: int, width: int) -> None:
+    """Refuse a forecast whose memory or number of simulated cell updates is over the limits, with the estimate."""
+    pixels = float(height) * float(width)
+    check_memory(
+        "this forecast", (steps + 1) * pixels * FORECAST_BYTES_PER_PX, f"{steps + 1} frames of {width}×{height} px"
+    )
+    simulator = getattr(fitted, "simulator", None)
+    per_frame = simulator.steps(1) if simulator is not None else NET_CELL_UPDATES
+    check_work(
+        "this forecast", float(steps) * per_frame * pixels, f"{steps} frames × {per_frame} steps of {width}×{height} px"
+    )
 
 
 def run_forecast(
@@ -41,16 +60,18 @@ def run_forecast(
     steps : int
         Frame intervals to forecast.
     """
+    if steps < 1:
+        raise ValueError("--steps must be >= 1")
+    check_output_dir(out)
     fitted = load_model(model)
     if not fitted.can_forecast:
         raise NeuradiffError(f"{model} holds a {fitted.method} model, which does not forecast")
     vid = read_video(video)
-    frames = vid.frames.astype(np.float32)
-    if not 0 <= frame < frames.shape[0]:
-        raise ValueError(f"--frame {frame} is out of range: the video has {frames.shape[0]} frames")
-    if steps < 1:
-        raise ValueError("--steps must be >= 1")
-    fc = fitted.forecast(frames, frame, steps)
+    n, height, width = vid.frames.shape
+    if not 0 <= frame < n:
+        raise ValueError(f"--frame {frame} is out of range: the video has {n} frames")
+    check_forecast_resources(fitted, steps, height, width)
+    fc = fitted.forecast(vid.frames, frame, steps)
     c_v = None if fc.fields is None else fc.fields[:, 0]
     c_i = None if fc.fields is None else fc.fields[:, 1]
     rendered, _ = render_video(

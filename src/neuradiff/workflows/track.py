@@ -10,13 +10,17 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from neuradiff.core.checks import check_memory
 from neuradiff.core.errors import NeuradiffError
-from neuradiff.core.files import atomic_path, staged_output
+from neuradiff.core.files import atomic_path, check_output_dir, staged_output
 from neuradiff.core.progress import ProgressSink, no_progress
 from neuradiff.io.video import read_video
 from neuradiff.measure.voids import measure_masks
 from neuradiff.methods import load_model
 from neuradiff.report.measurements import write_measurements
+
+#: Bytes per pixel and frame tracking holds besides the video: eta (float32), its float copy and the masks.
+TRACK_BYTES_PER_PX = 10
 
 
 @dataclass
@@ -60,16 +64,19 @@ def run_track(
     """
     if batch < 1:
         raise ValueError("--batch must be >= 1")
+    check_output_dir(out)
     fitted = load_model(model)
     if not fitted.can_track:
         raise NeuradiffError(f"{model} holds a {fitted.method} model, which does not track")
     vid = read_video(video, nm_per_px=nm_per_px, frame_interval_s=frame_interval_s)
-    frames = vid.frames.astype(np.float32)
+    frames = vid.frames
     n = frames.shape[0]
+    check_memory("tracking", n * float(frames[0].size) * TRACK_BYTES_PER_PX, f"{n} frames of {frames[0].size} px")
     chunks = []
     t0 = time.perf_counter()
-    for i in range(0, n, batch):
-        chunks.append(fitted.recognise(frames[i : i + batch], first_index=i, eta_only=True, batch=batch))
+    for i in range(0, n, batch):  # a float32 copy of one batch at a time, not of the whole recording
+        chunk = frames[i : i + batch].astype(np.float32)
+        chunks.append(fitted.recognise(chunk, first_index=i, eta_only=True, batch=batch))
         progress("tracking", min(i + batch, n), n)
     eta = np.concatenate(chunks).astype(np.float32)
     seconds = time.perf_counter() - t0
