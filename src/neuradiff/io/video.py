@@ -48,7 +48,7 @@ RSCIIO_SUFFIXES = {
 }
 
 #: Smallest frame side neuradiff reads (px): a (T, 1, 1) stack is otherwise read by tifffile as one T×1 image.
-MIN_FRAME_PX = 8
+MIN_FRAME_PX = 4
 
 _LENGTH_NM = {
     "nm": 1.0,
