@@ -59,16 +59,16 @@ def in_range(name: str, value: Any, lo: float, hi: float, unit: str = "") -> flo
     --------
     >>> in_range("--nm-per-px", 0.5, *NM_PER_PX_RANGE, "nm")
     0.5
-    >>> in_range("--nm-per-px", 1e-320, *NM_PER_PX_RANGE, "nm")
+    >>> in_range("--nm-per-px", 1e-20, *NM_PER_PX_RANGE, "nm")
     Traceback (most recent call last):
     ...
-    neuradiff.core.errors.NeuradiffError: --nm-per-px must be between 0.0001 and 1e+06 nm, got 1e-320
+    neuradiff.core.errors.NeuradiffError: --nm-per-px must be between 0.0001 and 1e+06 nm, got 1e-20
     """
     number = positive(name, value) if lo > 0 else _number(name, value)
     if number is None:
         return None
     if not lo <= number <= hi:
-        raise NeuradiffError(f"{name} must be between {lo:g} and {hi:g}{' ' + unit if unit else ''}, got {number:g}")
+        raise NeuradiffError(f"{name} must be between {lo:g} and {hi:g}{' ' + unit if unit else ''}, got {number:.6g}")
     return number
 
 
@@ -165,7 +165,7 @@ def human_bytes(n: float) -> str:
     Examples
     --------
     >>> human_bytes(3 * 2**30)
-    '3.2 GB'
+    '3.22 GB'
     """
     for unit, size in (("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= size:
