@@ -1,6 +1,6 @@
 """A standing fuzz campaign: generated malformed videos, annotations, calibrations, settings and command lines
 must each give the contract for bad input — exit code 2, one line on stderr, no traceback, no hang, nothing
-written or left behind. The fast test tries a few cases of every kind; the slow campaign tries 250."""
+written or left behind. The fast test tries 20 cases; the slow campaign tries 250."""
 
 from __future__ import annotations
 
@@ -435,8 +435,8 @@ def _campaign(valid, base: Path, n: int) -> Counter:
 
 
 def test_fuzz_every_kind_of_bad_input_keeps_the_contract(valid, tmp_path, fuzz_env):
-    counts = _campaign(valid, tmp_path, n=30)
-    assert counts["ok"] == counts["cases"] >= 25
+    counts = _campaign(valid, tmp_path, n=20)
+    assert counts["ok"] == counts["cases"] >= 15
 
 
 @pytest.mark.slow

@@ -50,6 +50,12 @@ def assert_one_line_error(result, *words: str, within_s: float | None = None) ->
     return lines[0]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _warm_cli():
+    """Load the CLI's lazy imports once, so that the timings below measure the checks, not the start-up."""
+    run_cli("simulate", "--help")
+
+
 @pytest.fixture(scope="module")
 def tiny_video(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("robust")
@@ -203,6 +209,7 @@ def test_staged_output_leaves_nothing_on_failure_and_sweeps_stages_of_dead_proce
     assert live.exists() and not stale.exists()
 
 
+@pytest.mark.slow
 def test_sigterm_cleans_the_staging_folder(tmp_path):
     code = (
         "import sys, time\n"
@@ -405,3 +412,17 @@ def test_model_json_without_net_or_contradicting_the_weights_is_refused(tmp_path
     (folder / "model.json").write_text(json.dumps(meta))
     with pytest.raises(NeuradiffError, match="net depth"):
         read_model_folder(folder)
+
+
+@pytest.mark.slow
+def test_forecast_of_a_billion_frames_is_refused_within_a_second(tiny_video, tmp_path):
+    config = tmp_path / "fit.json"
+    config.write_text(json.dumps({"pretrain_iters": 2, "joint_iters": 1, "net": {"width": 4, "depth": 1}}))
+    model = tmp_path / "model"
+    args = ["fit", tiny_video / "video.tif", "--annotations", tiny_video / "annotations.tif", "--out", model]
+    assert run_cli(*args, "--config", config)[0] == 0
+    out = tmp_path / "fc"
+    args = ["forecast", "--model", model, "--video", tiny_video / "video.tif", "--out", out]
+    assert_one_line_error(run_cli(*args, "--steps", "1000000000"), "memory", within_s=1.0)
+    assert not out.exists()
+    assert run_cli(*args, "--steps", "2")[0] == 0 and (out / "forecast.npz").is_file()
