@@ -120,7 +120,7 @@ def test_validation_errors(tmp_path):
     # polygon outside the image
     cases.append((_coco(tmp_path, [1, 1, 30, 1, 30, 5]), {}, "outside"))
     # three-state stack with other values
-    tifffile.imwrite(tmp_path / "bad.tif", np.arange(16, dtype=np.uint8).reshape(1, 4, 4))
+    tifffile.imwrite(tmp_path / "bad.tif", np.arange(64, dtype=np.uint8).reshape(1, 8, 8))
     cases.append((tmp_path / "bad.tif", {}, "values other than"))
     # mask size differs from the frames
     iio.imwrite(tmp_path / "m.png", np.zeros((4, 4), np.uint8))

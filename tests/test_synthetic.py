@@ -128,8 +128,11 @@ def test_non_writable_output_folder(tmp_path, monkeypatch):
     # Root may write anywhere, so the permission check itself is made to say no.
     real_access = os.access
     monkeypatch.setattr(
-        os, "access", lambda path, mode, **kw: False if str(path).endswith("ds") else real_access(path, mode)
+        os,
+        "access",
+        lambda path, mode, **kw: False if str(path).endswith("ds") and mode & os.W_OK else real_access(path, mode),
     )
+    (tmp_path / "ds").mkdir()  # an existing folder; a new one is checked through its parent
     r, out = _simulate(tmp_path, "ds")
     assert r.exit_code == 2 and "not writable" in r.output
     assert not any(out.iterdir())

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from skimage.draw import polygon
 
+from neuradiff.core.checks import check_memory
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.core.labels import SOLID, UNKNOWN, VOID
 from neuradiff.io.video import IMAGE_SUFFIXES, TIFF_SUFFIXES, Video, bad, natural_key, read_video
@@ -92,6 +93,7 @@ def _assemble(items: list[tuple[str, np.ndarray]], path, shape, n_frames, names)
         _check_size(m.shape, shape, f"{path} ({stem})")
     idx = _frame_indices([s for s, _ in items], path, names, n_frames)
     total = n_frames if n_frames is not None else max(idx) + 1
+    check_memory(f"reading {path}", float(total) * np.prod(shape), f"{total} masks of {shape[1]}×{shape[0]} px")
     out = np.full((total,) + tuple(shape), UNKNOWN, np.uint8)
     for k, (_, m) in zip(idx, items):
         out[k] = m
@@ -244,6 +246,14 @@ def _read_coco(path: Path, shape, n_frames, names) -> np.ndarray:
         if len(sizes) != 1 or None in next(iter(sizes)):
             raise bad(path, "images have no single height/width; give the video or the shape")
         shape = tuple(int(v) for v in next(iter(sizes)))
+        if min(shape) < 1:
+            raise bad(path, f"images of {shape[1]}×{shape[0]} px")
+    # every image's mask and the rasteriser's temporary: refuse a file claiming huge images before allocating
+    check_memory(
+        f"reading {path}",
+        2.0 * len(images) * float(np.prod(shape)),
+        f"{len(images)} images of {shape[1]}×{shape[0]} px",
+    )
     polys: dict = {i: [] for i in images}
     rles: dict = {i: [] for i in images}
     for ann in data["annotations"]:

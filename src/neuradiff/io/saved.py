@@ -151,6 +151,28 @@ def write_model_folder(
     return out
 
 
+def _check_net_description(meta_path: Path, info: dict[str, Any], net: RecognitionNet) -> None:
+    """``model.json``'s ``net`` and ``input_normalisation`` must describe the weights file they sit beside."""
+    described = info.get("net")
+    if not isinstance(described, dict):
+        raise NeuradiffError(
+            f"{meta_path} has no 'net' section describing {NET_FILES['net']}: the folder is incomplete"
+        )
+    actual = net.config.to_dict()
+    differ = sorted(k for k in set(described) | set(actual) if described.get(k) != actual.get(k))
+    if differ:
+        k = differ[0]
+        raise NeuradiffError(
+            f"{meta_path} contradicts {NET_FILES['net']}: net {k} is {described.get(k)!r} in model.json but "
+            f"{actual.get(k)!r} in the weights; the folder was mixed up or edited"
+        )
+    norm = info.get("input_normalisation")
+    if isinstance(norm, dict) and (
+        norm.get("mean") != float(net.input_mean) or norm.get("std") != float(net.input_std)
+    ):
+        raise NeuradiffError(f"{meta_path} contradicts {NET_FILES['net']}: input normalisation differs")
+
+
 def read_model_folder(folder: str | Path) -> SavedModel:
     """Read a model folder; one clear :class:`NeuradiffError` if it cannot be used."""
     folder = Path(folder)
@@ -171,7 +193,11 @@ def read_model_folder(folder: str | Path) -> SavedModel:
             f"({info.get('format')} {info.get('format_version')}); refit it with this neuradiff"
         )
     roles = info.get("nets", ["net"] if (folder / NET_FILES["net"]).exists() else [])
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        raise NeuradiffError(f"{meta_path} is corrupt ('nets' must be a list of names)")
     nets = {role: load_net(folder / NET_FILES[role]) for role in roles if role in NET_FILES}
+    if "net" in nets:
+        _check_net_description(meta_path, info, nets["net"])
     params, table = None, {}
     if (folder / "params.json").exists() or info.get("physics") is not None:
         try:

@@ -13,6 +13,7 @@ import contextlib
 import importlib
 import logging
 import re
+import struct
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,7 +24,15 @@ import imageio.v3 as iio
 import numpy as np
 import tifffile
 
-from neuradiff.core.checks import positive
+from neuradiff.core.checks import (
+    FRAME_INTERVAL_S_RANGE,
+    NM_PER_PX_RANGE,
+    check_frame_interval,
+    check_memory,
+    check_pixel_size,
+    finite_array,
+    human_bytes,
+)
 from neuradiff.core.errors import NeuradiffError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -37,6 +46,9 @@ RSCIIO_SUFFIXES = {
     ".ser": "tia",
     ".mrc": "mrc",
 }
+
+#: Smallest frame side neuradiff reads (px): a (T, 1, 1) stack is otherwise read by tifffile as one T×1 image.
+MIN_FRAME_PX = 4
 
 _LENGTH_NM = {
     "nm": 1.0,
@@ -228,6 +240,48 @@ def _tifffile_errors() -> Iterator[list[str]]:
         logger.propagate = old
 
 
+def _check_claim(path, shape, dtype, *, file_bytes: int | None = None) -> None:
+    """Refuse a header whose pixels would not fit the memory limit, or (uncompressed data, ``file_bytes`` given)
+    could not be held by the file: both before a single pixel is read."""
+    n_bytes = float(np.prod([float(n) for n in shape])) * np.dtype(dtype).itemsize
+    if file_bytes is not None and n_bytes > file_bytes:
+        raise bad(
+            path,
+            f"is truncated or corrupt: its header claims {human_bytes(n_bytes)} of pixels "
+            f"({'×'.join(str(int(n)) for n in shape)}) but the file holds {human_bytes(file_bytes)}",
+        )
+    check_memory(f"reading {path}", n_bytes, f"{'×'.join(str(int(n)) for n in shape)} {np.dtype(dtype).name} pixels")
+
+
+#: Bytes per voxel of the MRC modes (0 int8, 1 int16, 2 float32, 3 complex int16, 4 complex64, 6 uint16,
+#: 12 float16, 101 4-bit).
+_MRC_MODE_BYTES = {0: 1.0, 1: 2.0, 2: 4.0, 3: 4.0, 4: 8.0, 6: 2.0, 12: 2.0, 101: 0.5}
+
+
+def _check_mrc_header(path: Path) -> None:
+    """Compare the volume an MRC header claims with the file's size, before the reader maps it."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(1024)
+    if len(head) < 1024:
+        raise bad(path, f"is truncated: {size} bytes, shorter than the 1024-byte MRC header")
+    for order in ("<", ">"):
+        nx, ny, nz, mode = struct.unpack_from(f"{order}4i", head, 0)
+        if mode in _MRC_MODE_BYTES and min(nx, ny, nz) >= 0:
+            break
+    else:
+        raise bad(path, "is not an MRC file (header with an unknown data mode)")
+    extended = max(struct.unpack_from(f"{order}i", head, 92)[0], 0)
+    claimed = float(nx) * ny * nz * _MRC_MODE_BYTES[mode]
+    _check_claim(path, (nz, ny, nx), np.uint8, file_bytes=None)  # memory, in bytes of the smallest mode
+    if claimed > size - 1024 - extended:
+        raise bad(
+            path,
+            f"is truncated or corrupt: its header claims {nz}×{ny}×{nx} voxels ({human_bytes(claimed)}) but the "
+            f"file holds {human_bytes(max(size - 1024 - extended, 0))} of data",
+        )
+
+
 # --------------------------------------------------------------------------- TIFF
 
 
@@ -313,6 +367,13 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, float | None, float | None, np.n
         if len(sizes) > 1:
             raise bad(path, f"pages have different sizes {sorted(shapes)}")
         rgb = int(getattr(tif.pages[0], "photometric", 0)) == 2  # PHOTOMETRIC.RGB
+        uncompressed = all(int(getattr(p, "compression", 1)) == 1 for p in tif.pages[:8])
+        _check_claim(
+            path,
+            tuple(series[0].shape) if len(series) == 1 else (sum(int(np.prod(s.shape)) for s in series),),
+            series[0].dtype,
+            file_bytes=path.stat().st_size if uncompressed else None,
+        )
         data = np.concatenate([_stack_from_axes(s.asarray(), s.axes, path, rgb) for s in series])
         nm = dt = times = None
         source = "none"
@@ -338,21 +399,30 @@ def _rsciio_module(path: Path):
     name = RSCIIO_SUFFIXES[path.suffix.lower()]
     try:
         return importlib.import_module(f"rsciio.{name}")
-    except ImportError:
-        raise bad(path, f"reading {path.suffix} files needs RosettaSciIO: pip install neuradiff[io]") from None
+    except ImportError as exc:
+        missing = exc.name or "rsciio"
+        if missing.split(".")[0] == "rsciio":
+            raise bad(path, f"reading {path.suffix} files needs RosettaSciIO: pip install neuradiff[io]") from None
+        raise bad(
+            path, f"reading {path.suffix} files needs the package {missing.split('.')[0]}: pip install neuradiff[io]"
+        ) from None
 
 
 def _read_rsciio(path: Path) -> tuple[np.ndarray, float | None, float | None]:
     """Frames, nm/px and frame interval from a microscope file (first image dataset in it)."""
     module = _rsciio_module(path)
+    if path.suffix.lower() == ".mrc":
+        _check_mrc_header(path)
     try:
-        signals = module.file_reader(str(path))
+        signals = module.file_reader(str(path), lazy=True)  # shapes first: refuse an over-claiming header
     except NeuradiffError:
         raise
     except Exception as exc:
         raise bad(path, f"cannot read this {path.suffix} file ({_short(exc)})") from None
     for sig in signals or []:
-        data = np.asarray(sig.get("data"))
+        data = sig.get("data")
+        if data is None or not hasattr(data, "shape") or not hasattr(data, "dtype"):
+            continue
         axes = list(sig.get("axes") or [])
         if data.dtype.names:  # DM RGB images come as a structured dtype
             names = [n for n in ("R", "G", "B") if n in data.dtype.names]
@@ -370,7 +440,8 @@ def _read_rsciio(path: Path) -> tuple[np.ndarray, float | None, float | None]:
         nav = [a for a in axes if a.get("navigate", False)]
         if len(nav) == 1:
             dt = time_to_s(nav[0].get("scale"), nav[0].get("units")) if nav[0].get("units") else None
-        frames = data.reshape((-1,) + data.shape[-2:])
+        _check_claim(path, data.shape, data.dtype)
+        frames = np.asarray(data).reshape((-1,) + data.shape[-2:])
         return frames, nm, dt
     raise bad(path, "contains no image data")
 
@@ -456,6 +527,8 @@ def _read_folder(path: Path):
         if p.stat().st_size == 0:
             raise bad(p, "is empty (0 bytes)")
         f, nm = _guarded(p, _read_image_file, p)
+        if not frames:
+            _check_claim(path, (len(files),) + f.shape, f.dtype)
         frames.append(f)
         nms.append(nm)
     nm = next((n for n in nms if n is not None), None)
@@ -511,7 +584,11 @@ def _read_movie(path: Path):
             raise bad(path, "reading movies needs ffmpeg: pip install imageio-ffmpeg") from None
         raise
     try:
-        fps = reader.get_meta_data().get("fps")
+        meta = reader.get_meta_data()
+        fps = meta.get("fps")
+        n_claimed, size = meta.get("nframes"), meta.get("size")
+        if isinstance(n_claimed, (int, float)) and np.isfinite(n_claimed) and size and len(size) == 2:
+            _check_claim(path, (int(n_claimed), int(size[1]), int(size[0])), np.uint8)
         frames = []
         for img in reader.iter_data():
             img = np.asarray(img)
@@ -589,8 +666,8 @@ def read_video(path, *, nm_per_px: float | None = None, frame_interval_s: float 
     >>> video.frames.shape, video.calibration.nm_per_px, video.calibration.frame_interval_s
     ((3, 32, 32), 0.5, 0.5)
     """
-    nm_override = positive("nm_per_px", nm_per_px)
-    dt_override = positive("frame_interval_s", frame_interval_s)
+    nm_override = check_pixel_size("nm_per_px", nm_per_px)
+    dt_override = check_frame_interval("frame_interval_s", frame_interval_s)
     path = Path(path)
     if not path.exists():
         raise bad(path, "no such file or folder")
@@ -607,14 +684,33 @@ def read_video(path, *, nm_per_px: float | None = None, frame_interval_s: float 
         frames = frames.astype(np.uint8)
     if frames.dtype.kind not in "uif":
         raise bad(path, f"has unsupported pixel type {frames.dtype}")
+    if min(frames.shape[1:]) < MIN_FRAME_PX:
+        raise bad(
+            path,
+            f"frames of {frames.shape[2]}×{frames.shape[1]} px are too small (at least {MIN_FRAME_PX} px a side); "
+            f"a stack of tiny frames may have been read as one image",
+        )
+    finite_array(str(path), frames)
     if times is not None:
         dt = float(np.median(np.diff(times))) if len(times) > 1 else dt
         dt = dt if dt and dt > 0 else None
     sources = [src] if (nm is not None or dt is not None or times is not None) else []
     if nm_override is not None:
         nm = nm_override
+    elif nm is not None and not NM_PER_PX_RANGE[0] <= nm <= NM_PER_PX_RANGE[1]:
+        raise bad(
+            path,
+            f"metadata give {nm:g} nm per pixel, outside {NM_PER_PX_RANGE[0]:g}–{NM_PER_PX_RANGE[1]:g} "
+            "nm; give the pixel size (--nm-per-px)",
+        )
     if dt_override is not None:
         dt, times = dt_override, None
+    elif dt is not None and not FRAME_INTERVAL_S_RANGE[0] <= dt <= FRAME_INTERVAL_S_RANGE[1]:
+        raise bad(
+            path,
+            f"metadata give {dt:g} s between frames, outside {FRAME_INTERVAL_S_RANGE[0]:g}–"
+            f"{FRAME_INTERVAL_S_RANGE[1]:g} s; give the frame interval (--frame-interval)",
+        )
     if nm_override is not None or dt_override is not None:
         sources = (
             ["override"]

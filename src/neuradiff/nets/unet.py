@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from neuradiff.core.checks import check_memory
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.core.files import atomic_path
 
@@ -96,6 +97,29 @@ class NetConfig:
             if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
                 raise NeuradiffError(f"NetConfig.{name} needs finite lo < hi, got {value!r}")
             object.__setattr__(self, name, (lo, hi))
+        check_memory(
+            "this recognition net",
+            16.0 * self.approx_parameters(),
+            f"width {self.width}, depth {self.depth}: about {self.approx_parameters():.3g} weights",
+        )
+
+    def approx_parameters(self) -> float:
+        """An upper estimate of the number of weights (two 3×3 convolutions per level down and up), computed
+        without building the net: ``45 · width² · (4^(depth+1) − 1) / 3``.
+
+        Examples
+        --------
+        >>> NetConfig().approx_parameters() < 2e6
+        True
+        """
+        return 45.0 * float(self.width) ** 2 * (4.0 ** (self.depth + 1) - 1.0) / 3.0
+
+    def training_bytes(self, batch: int, height: int, width: int) -> float:
+        """An upper estimate of the memory (bytes) training on ``batch`` frames of ``height × width`` px takes:
+        weights, gradients and two Adam moments, plus the activations kept for the backward pass."""
+        side = 2**self.depth
+        padded = float(-(-height // side) * side) * float(-(-width // side) * side)
+        return 16.0 * self.approx_parameters() + 80.0 * batch * padded * self.width
 
     def to_dict(self) -> dict:
         """Plain dict (numbers, strings, lists) for saving."""

@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from skimage.measure import find_contours
 
 from neuradiff._version import __version__
+from neuradiff.core.checks import check_frame_interval, check_pixel_size
 from neuradiff.core.config import (
     SettingsError,
     describe_validation_error,
@@ -70,6 +71,11 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "min_size": 32,
     },
 }
+
+
+#: Bytes per pixel and frame a dataset holds while it is made and written, besides the simulation's saved states
+#: (aligned truth, rendered video and its float intermediates, the compressed truth file): an upper estimate.
+DATASET_BYTES_PER_PX = 64
 
 
 @settings_class("dataset")
@@ -186,6 +192,8 @@ def dataset_config(
         if exc.validation is None:
             raise
         raise NeuradiffError(describe_validation_error(exc.validation, "dataset", None, list(DATASET_KEYS))) from None
+    check_pixel_size("nm_per_px", cfg.nm_per_px)
+    check_frame_interval("frame_interval_s", cfg.frame_interval_s)
     if cfg.simulation.size < spec["min_size"]:
         raise NeuradiffError(
             f"size {cfg.simulation.size} px is too small for scenario {scenario!r}; use at least {spec['min_size']}"
@@ -196,6 +204,8 @@ def dataset_config(
         cfg.simulation.validate()
     except ValueError as exc:
         raise NeuradiffError(f"bad dataset settings: simulation: {str(exc).splitlines()[0]}") from None
+    # the aligned truth, the rendered video and its float intermediates and the compressed truth file per frame
+    cfg.simulation.check_resources("simulate", extra_bytes_per_state=DATASET_BYTES_PER_PX * cfg.simulation.size**2)
     return cfg
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from neuradiff._version import __version__
+from neuradiff.core.checks import check_memory, check_work, torch_device
 from neuradiff.core.config import settings_class
 from neuradiff.core.files import write_json, write_npz, write_text
 from neuradiff.physics import VoidModel, VoidParameters, initial_condition, rollout
@@ -21,6 +22,8 @@ from neuradiff.physics.initial import INITIAL_CONDITIONS
 from neuradiff.physics.integrators import get_integrator
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+#: Fields of the grid's size the model and integrators hold at once while stepping (an upper estimate).
+WORKING_FIELDS = 48
 
 
 @settings_class("simulation")
@@ -68,6 +71,25 @@ class SimulationConfig:
             )
         get_integrator(self.integrator).check(VoidModel(self.discretisation))
         self.parameters()  # raises on bad values
+        torch_device(self.device)
+        self.check_resources()
+
+    def check_resources(self, what: str = "the simulation", extra_bytes_per_state: float = 0.0) -> None:
+        """Refuse a run whose memory (saved states and working fields) or number of cell updates is over the
+        limits of :func:`~neuradiff.core.checks.check_memory` and :func:`~neuradiff.core.checks.check_work`.
+
+        ``extra_bytes_per_state`` adds what a caller keeps per saved state (e.g. the rendered video).
+        """
+        cells = float(self.size) ** 2
+        n_saved = self.steps // self.save_every + 2
+        item = DTYPES[self.dtype].itemsize
+        per_state = 3 * cells * item + extra_bytes_per_state
+        check_memory(
+            what,
+            n_saved * per_state + WORKING_FIELDS * cells * item,
+            f"{n_saved} saved states of {self.size}×{self.size} px",
+        )
+        check_work(what, cells * self.steps, f"{self.size}×{self.size} px × {self.steps} steps")
 
     def parameters(self) -> VoidParameters:
         return VoidParameters.from_mapping(self.params)

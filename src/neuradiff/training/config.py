@@ -3,14 +3,19 @@ from annotations (NeuraDiff, the supervised net, the physics-only and the residu
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, field
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from neuradiff.core.checks import check_memory, check_work
 from neuradiff.core.config import settings_class
 from neuradiff.nets import NetConfig
 from neuradiff.physics import Simulator, VoidParameters
+
+#: Cost of one net pass (forward and backward) per pixel, in phase-field cell updates: a rough upper estimate.
+NET_CELL_UPDATES = 50
 
 #: Generic starting guess of the learned parameters (deliberately not the synthetic ground truth).
 INITIAL_GUESS = {
@@ -107,6 +112,35 @@ class FitConfig:
             NetConfig.from_dict(self.net)
         self.simulator(1.0)  # raises on an unknown discretisation or integrator, or a bad dt
         self.initial_parameters()
+
+    def check_resources(self, n_frames: int, height: int, width: int, time_per_frame: float) -> None:
+        """Refuse a fit whose memory or computation, estimated from the settings and the video's size, is over
+        the limits of :mod:`neuradiff.core.checks` (before anything is written).
+
+        The computation is counted in cell updates: :data:`NET_CELL_UPDATES` per pixel of a training window and
+        net pass, plus the simulated steps of the joint phase (``max_gap`` frames of ``time_per_frame / dt``
+        steps per batch item).
+        """
+        net = NetConfig.from_dict(self.net)
+        side = self.crop if self.crop is not None else (256 if max(height, width) > 256 else max(height, width))
+        window = float(min(height, side)) * float(min(width, side))
+        check_memory(
+            "this fit",
+            net.training_bytes(self.batch, min(height, side), min(width, side)),
+            f"batch {self.batch} of {min(width, side)}×{min(height, side)} px windows",
+        )
+        steps = math.ceil(time_per_frame / self.dt) * min(self.max_gap, max(n_frames - 1, 1))
+        work = (
+            float(self.batch)
+            * window
+            * ((self.pretrain_iters + self.joint_iters) * NET_CELL_UPDATES + self.joint_iters * steps)
+        )
+        check_work(
+            "this fit",
+            work,
+            f"{self.pretrain_iters} + {self.joint_iters} iterations of batch {self.batch} on "
+            f"{min(width, side)}×{min(height, side)} px",
+        )
 
     def simulator(self, time_per_frame: float, *, cropped: bool = False) -> Simulator:
         """The learner's :class:`~neuradiff.physics.Simulator` for frames ``time_per_frame`` apart (no-flux walls

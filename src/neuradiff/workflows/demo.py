@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from neuradiff.core.files import prepare_output_dir
+from neuradiff.core.files import output_dir
 from neuradiff.core.progress import ProgressSink, no_progress
+from neuradiff.synth.datasets import dataset_config
+from neuradiff.training import FitConfig
 from neuradiff.workflows.fit import FitSummary, read_fit_config, run_fit
 from neuradiff.workflows.forecast import ForecastSummary, run_forecast
 from neuradiff.workflows.simulate import run_simulate
@@ -38,7 +40,14 @@ def run_demo(
     """
     fit_cfg = read_fit_config(config)
     fit_cfg.seed = seed
-    root = prepare_output_dir(out)
+    video_cfg = dataset_config("single-void", seed=seed)
+    size = video_cfg.simulation.size
+    fit_cfg.check_resources(video_cfg.frames, size, size, video_cfg.steps_per_frame * video_cfg.simulation.dt)
+    with output_dir(out) as root:
+        return _demo(root, seed, fit_cfg, progress)
+
+
+def _demo(root: Path, seed: int, fit_cfg: FitConfig, progress: ProgressSink) -> DemoSummary:
     video = root / "video"
     ds, _ = run_simulate(
         video,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from neuradiff.core.files import prepare_output_dir
+from neuradiff.core.files import output_dir
 from neuradiff.core.progress import ProgressSink, no_progress
 from neuradiff.evaluation.config import suite_config
 from neuradiff.evaluation.suite import run_suite
@@ -27,13 +27,13 @@ def run_evaluate(
     report's path and the suite's results. Every finished job is saved in ``out/checkpoints`` (``resume``
     reuses them)."""
     cfg = suite_config(suite, quick=quick, path=config, overrides=overrides)
-    prepare_output_dir(out)
-    result = run_suite(
-        cfg,
-        report=lambda key, done, total: progress(key, done, total),
-        stage=stage,
-        checkpoints=Path(out) / "checkpoints",
-        resume=resume,
-    )
-    stage("writing the report")
-    return write_report(result, out), result
+    with output_dir(out):
+        result = run_suite(
+            cfg,
+            report=lambda key, done, total: progress(key, done, total),
+            stage=stage,
+            checkpoints=Path(out) / "checkpoints",
+            resume=resume,
+        )
+        stage("writing the report")
+        return write_report(result, out), result

@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from neuradiff.core.checks import positive
 from neuradiff.core.config import read_config_file, settings_from
 from neuradiff.core.errors import NeuradiffError
-from neuradiff.core.files import prepare_output_dir, write_json
+from neuradiff.core.files import check_output_dir, output_dir, write_json
 from neuradiff.core.labels import has_annotation
 from neuradiff.core.provenance import provenance, write_provenance
 from neuradiff.evaluation.truth import evaluate_model, load_truth
@@ -150,27 +151,33 @@ def run_fit(
     """Fit NeuraDiff and write the model folder ``out`` (``model.pt``, ``model.json``, ``params.json``,
     ``history.csv``, ``config.json`` and, with ``truth_path``, ``metrics.json``)."""
     config.validate()
+    positive("--sim-time-per-frame", sim_time_per_frame)
     if sim_time_per_frame is None:
         sim_time_per_frame = config.sim_time_per_frame
+    check_output_dir(out)
     data, video_info = load_training_data(video_path, annotations_path, sim_time_per_frame=sim_time_per_frame)
+    n_frames, height, width = data.frames.shape
+    config.check_resources(n_frames, height, width, data.sim_time_per_frame)
     truth = load_truth(truth_path) if truth_path is not None else None
     if truth is not None and truth["eta"].shape != data.frames.shape:
         raise NeuradiffError(f"truth {truth['eta'].shape} and video {data.frames.shape} differ in size or length")
-    out = prepare_output_dir(out)
-    fit = fit_neuradiff(data, config, checkpoint_path=out / "checkpoint.pt", resume=resume, progress=progress)
-    model = fit.model
-    model.info["video"] = video_info
-    model.save(out, history=fit.history, config=config.to_dict())
-    params = model.parameters()
-    record = provenance(
-        "fit",
-        inputs={"video": video_path, "annotations": annotations_path, "truth": truth_path},
-        model={"method": model.method, "parameters": None if params is None else params.as_floats()},
-        settings={"config": config.to_dict(), "resume": resume, "sim_time_per_frame": data.sim_time_per_frame},
-        calibration={k: video_info[k] for k in ("nm_per_px", "frame_interval_s")}
-        | {"source": video_info["calibration_source"]},
-    )
-    write_provenance(out, record)
+    # a run killed before its first checkpoint resumes from the start: the same result as an uninterrupted run
+    resume = resume and (Path(out) / "checkpoint.pt").is_file()
+    with output_dir(out) as out:
+        fit = fit_neuradiff(data, config, checkpoint_path=out / "checkpoint.pt", resume=resume, progress=progress)
+        model = fit.model
+        model.info["video"] = video_info
+        model.save(out, history=fit.history, config=config.to_dict())
+        params = model.parameters()
+        record = provenance(
+            "fit",
+            inputs={"video": video_path, "annotations": annotations_path, "truth": truth_path},
+            model={"method": model.method, "parameters": None if params is None else params.as_floats()},
+            settings={"config": config.to_dict(), "resume": resume, "sim_time_per_frame": data.sim_time_per_frame},
+            calibration={k: video_info[k] for k in ("nm_per_px", "frame_interval_s")}
+            | {"source": video_info["calibration_source"]},
+        )
+        write_provenance(out, record)
     files = ["model.pt", "model.json", "params.json", "history.csv", "config.json", "provenance.json"]
     summary = FitSummary(model, fit.train_frames.tolist(), fit.val_frames.tolist(), fit.kept, files=files)
     if truth is not None:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from neuradiff.core.checks import check_memory, check_work
 from neuradiff.core.errors import NeuradiffError
-from neuradiff.core.files import staged_output, write_bytes, write_npz, write_text
+from neuradiff.core.files import check_output_dir, staged_output, write_bytes, write_npz, write_text
 from neuradiff.core.provenance import provenance, write_provenance
 from neuradiff.io.stacks import write_stack
 from neuradiff.io.video import Calibration, read_video
@@ -16,6 +17,7 @@ from neuradiff.methods import Forecast, NeuraDiffModel, load_model
 from neuradiff.methods.posterior import ForecastBand
 from neuradiff.report.plots import band_plot
 from neuradiff.synth.render import RenderSettings, render_video
+from neuradiff.training.config import NET_CELL_UPDATES
 from neuradiff.workflows.track import model_record
 
 
@@ -42,6 +44,23 @@ def band_csv(band: ForecastBand, interval_s: float | None) -> str:
     return "\n".join(rows) + "\n"
 
 
+#: Bytes per pixel and forecast frame held at once: four float32 fields, the rendered video and its intermediates.
+FORECAST_BYTES_PER_PX = 48
+
+
+def check_forecast_resources(fitted, steps: int, height: int, width: int) -> None:
+    """Refuse a forecast whose memory or number of simulated cell updates is over the limits, with the estimate."""
+    pixels = float(height) * float(width)
+    check_memory(
+        "this forecast", (steps + 1) * pixels * FORECAST_BYTES_PER_PX, f"{steps + 1} frames of {width}×{height} px"
+    )
+    simulator = getattr(fitted, "simulator", None)
+    per_frame = simulator.steps(1) if simulator is not None else NET_CELL_UPDATES
+    check_work(
+        "this forecast", float(steps) * per_frame * pixels, f"{steps} frames × {per_frame} steps of {width}×{height} px"
+    )
+
+
 def run_forecast(
     model: str | Path, video: str | Path, out: str | Path, *, frame: int = 0, steps: int
 ) -> ForecastSummary:
@@ -62,15 +81,20 @@ def run_forecast(
     steps : int
         Frame intervals to forecast.
     """
+    if steps < 1:
+        raise ValueError("--steps must be >= 1")
+    check_output_dir(out)
     fitted = load_model(model)
     if not fitted.can_forecast:
         raise NeuradiffError(f"{model} holds a {fitted.method} model, which does not forecast")
     vid = read_video(video)
-    frames = vid.frames.astype(np.float32)
-    if not 0 <= frame < frames.shape[0]:
-        raise ValueError(f"--frame {frame} is out of range: the video has {frames.shape[0]} frames")
+    n, height, width = vid.frames.shape
+    if not 0 <= frame < n:
+        raise ValueError(f"--frame {frame} is out of range: the video has {n} frames")
     if steps < 1:
         raise ValueError("--steps must be >= 1")
+    check_forecast_resources(fitted, steps, height, width)
+    frames = vid.frames
     fc = fitted.forecast(frames, frame, steps)
     band = None
     if isinstance(fitted, NeuraDiffModel) and fitted.posterior is not None:

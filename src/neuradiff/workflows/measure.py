@@ -5,12 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from neuradiff.core.checks import positive
+from neuradiff.core.checks import check_frame_interval, check_pixel_size, in_range
+from neuradiff.core.files import check_output_dir, staged_output
 from neuradiff.core.provenance import provenance, write_provenance
 from neuradiff.io.annotations import read_annotations
 from neuradiff.io.video import Calibration, read_calibration, read_video
 from neuradiff.measure.voids import Measurements, measure_masks
 from neuradiff.report.measurements import write_measurements
+
+#: Physical ranges of the optional inputs: dose rate 1e-12 – 1 dpa/s, foil thickness 0.1 nm – 1 mm.
+DOSE_RATE_RANGE = (1e-12, 1.0)
+FOIL_THICKNESS_RANGE = (0.1, 1e6)
 
 
 @dataclass
@@ -38,16 +43,14 @@ def run_measure(
     """Measure every void of ``masks`` (any annotation format) and write the tables, plots, overlay and
     ``provenance.json``. Without ``video``, the calibration comes from the mask stack's metadata (a calibrated
     ``masks.tif`` from ``neuradiff track``); ``nm_per_px`` and ``frame_interval_s`` win over it."""
-    for option, value in (
-        ("--nm-per-px", nm_per_px),
-        ("--frame-interval", frame_interval_s),
-        ("--dose-rate", dose_rate),
-        ("--foil-thickness", foil_thickness),
-        ("--search-range", search_range),
-    ):
-        positive(option, value)
+    check_pixel_size("--nm-per-px", nm_per_px)
+    check_frame_interval("--frame-interval", frame_interval_s)
+    in_range("--dose-rate", dose_rate, *DOSE_RATE_RANGE, "dpa/s")
+    in_range("--foil-thickness", foil_thickness, *FOIL_THICKNESS_RANGE, "nm")
+    in_range("--search-range", search_range, 1e-3, 1e6, "px")
     if min_area < 1:
         raise ValueError(f"--min-area must be >= 1, got {min_area}")
+    check_output_dir(out)
     vid = None
     if video is not None:
         vid = read_video(video, nm_per_px=nm_per_px, frame_interval_s=frame_interval_s)
@@ -62,7 +65,8 @@ def run_measure(
             frame_times_s=stored.frame_times_s if frame_interval_s is None else None,
             source=" + ".join(sources + ["override"] * given) or "none",
         )
-    three_state = read_annotations(masks, video=vid)
+    # a mask stack measured against a video must cover every frame (frames without masks would count no voids)
+    three_state = read_annotations(masks, video=vid, full_stack=vid is not None)
     meas = measure_masks(
         three_state,
         calibration=calibration,
@@ -70,9 +74,6 @@ def run_measure(
         foil_thickness_nm=foil_thickness,
         min_area_px=min_area,
         search_range_px=search_range,
-    )
-    written = write_measurements(
-        meas, out, video_frames=None if vid is None else vid.frames, masks=three_state, overlay=overlay
     )
     record = provenance(
         "measure",
@@ -88,5 +89,10 @@ def run_measure(
         },
         calibration=calibration.describe(len(three_state)),
     )
-    written.append(write_provenance(out, record))
+    with staged_output(out) as stage:
+        staged = write_measurements(
+            meas, stage, video_frames=None if vid is None else vid.frames, masks=three_state, overlay=overlay
+        )
+        staged.append(write_provenance(stage, record))
+    written = [Path(out) / p.relative_to(stage) for p in staged]
     return MeasureSummary(meas, written, len(three_state))

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from neuradiff.core.config import read_config_file, read_parameter_file, settings_from
-from neuradiff.core.files import prepare_output_dir, staged_output
+from neuradiff.core.files import check_output_dir, staged_output
 from neuradiff.core.progress import ProgressSink, no_progress
 from neuradiff.core.provenance import provenance, write_provenance
 from neuradiff.synth.datasets import Dataset, DatasetConfig, dataset_config, make_dataset, write_dataset
@@ -28,6 +28,7 @@ def run_simulate(
         raise ValueError(f"seed must be >= 0, got {seed}")
     overrides = read_config_file(config) if config is not None else None
     cfg = dataset_config(scenario, overrides=overrides, seed=seed, size=size, frames=frames)
+    check_output_dir(out)
     with staged_output(out) as stage:
         ds = make_dataset(cfg, progress=lambda done: progress(f"simulating {scenario}", done, cfg.simulation.steps))
         write_dataset(ds, stage)
@@ -52,7 +53,8 @@ def run_simulate_fields(
 ) -> SimulationResult:
     """Run the void model from ``config`` and write ``fields.npz``, ``simulation.json``, ``diagnostics.csv``."""
     config.validate()
-    target = prepare_output_dir(out)
+    check_output_dir(out)
     result = run_simulation(config, progress=lambda done: progress("simulating", done, config.steps))
-    write_simulation(result, target)
+    with staged_output(out) as stage:
+        write_simulation(result, stage)
     return result

@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from neuradiff.core.checks import check_memory
 from neuradiff.core.errors import NeuradiffError
-from neuradiff.core.files import staged_output
+from neuradiff.core.files import check_output_dir, staged_output
 from neuradiff.core.progress import ProgressSink, no_progress
 from neuradiff.core.provenance import provenance, write_provenance
 from neuradiff.io.stacks import write_stack
@@ -20,6 +21,9 @@ from neuradiff.measure.voids import measure_masks
 from neuradiff.methods import FittedMethod, load_model
 from neuradiff.nets.generalist import Generalist, load_generalist, void_masks
 from neuradiff.report.measurements import write_measurements
+
+#: Bytes per pixel and frame tracking holds besides the video: eta (float32), its float copy and the masks.
+TRACK_BYTES_PER_PX = 10
 
 
 @dataclass
@@ -82,6 +86,7 @@ def run_track(
         raise NeuradiffError(f"void size unit must be px or nm, got {void_size_unit!r}")
     if model is not None and void_size is not None:
         raise NeuradiffError("--void-size applies to the generalist recogniser (no --model)")
+    check_output_dir(out)
     fitted = load_model(model) if model is not None else None
     if fitted is not None and not fitted.can_track:
         raise NeuradiffError(f"{model} holds a {fitted.method} model, which does not track")
@@ -89,6 +94,9 @@ def run_track(
     if require_nm and vid.calibration.nm_per_px is None:
         raise NeuradiffError(f"{video}: no pixel size in the file's metadata; give --nm-per-px")
     n = vid.frames.shape[0]
+    check_memory(
+        "tracking", n * float(vid.frames[0].size) * TRACK_BYTES_PER_PX, f"{n} frames of {vid.frames[0].size} px"
+    )
     t0 = time.perf_counter()
     recogniser: FittedMethod | Generalist = fitted if fitted is not None else load_generalist()
     if isinstance(recogniser, Generalist):
@@ -99,10 +107,10 @@ def run_track(
             void_px = void_size / vid.calibration.nm_per_px
         eta = recogniser.eta(vid.frames, void_px=void_px, progress=lambda k, total: progress("tracking", k, total))
     else:
-        frames = vid.frames.astype(np.float32)
         chunks = []
-        for i in range(0, n, batch):
-            chunks.append(recogniser.recognise(frames[i : i + batch], first_index=i, eta_only=True, batch=batch))
+        for i in range(0, n, batch):  # a float32 copy of one batch at a time, not of the whole recording
+            chunk = vid.frames[i : i + batch].astype(np.float32)
+            chunks.append(recogniser.recognise(chunk, first_index=i, eta_only=True, batch=batch))
             progress("tracking", min(i + batch, n), n)
         eta = np.concatenate(chunks).astype(np.float32)
     seconds = time.perf_counter() - t0

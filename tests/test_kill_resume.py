@@ -1,0 +1,97 @@
+"""``kill -9`` at random points of ``neuradiff fit`` followed by ``--resume`` gives the uninterrupted result bit for
+bit."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from neuradiff.synth.datasets import dataset_config, make_dataset, write_dataset
+
+FIT = {
+    "pretrain_iters": 6,
+    "joint_iters": 4,
+    "eval_every": 2,
+    "checkpoint_every": 1,
+    "batch": 2,
+    "gap": 2,
+    "dt": 0.2,
+    "net": {"width": 4, "depth": 2},
+}
+
+
+def _fit_command(folder: Path, out: Path, *extra: str) -> list[str]:
+    code = "import sys; from neuradiff.cli import main; sys.argv[0] = 'neuradiff'; main()"
+    return [
+        sys.executable,
+        "-c",
+        code,
+        "fit",
+        str(folder / "video.tif"),
+        "--annotations",
+        str(folder / "annotations.tif"),
+        "--out",
+        str(out),
+        "--config",
+        str(folder / "fit.json"),
+        "--threads",
+        "1",
+        *extra,
+    ]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _result(out: Path) -> tuple[dict, dict]:
+    weights = torch.load(out / "model.pt", map_location="cpu", weights_only=True)["state_dict"]
+    return weights, json.loads((out / "params.json").read_text())
+
+
+@pytest.mark.slow
+def test_fit_killed_at_random_points_resumes_bit_for_bit(tmp_path):
+    cfg = dataset_config(
+        "single-void",
+        overrides={"frames": 8, "steps_per_frame": 5, "simulation": {"size": 24}, "annotations": {"fraction": 0.3}},
+    )
+    write_dataset(make_dataset(cfg), tmp_path)
+    (tmp_path / "fit.json").write_text(json.dumps(FIT))
+
+    t0 = time.perf_counter()
+    subprocess.run(_fit_command(tmp_path, tmp_path / "a"), check=True, env=_env(), capture_output=True)
+    duration = time.perf_counter() - t0
+    print(f"uninterrupted fit: {duration:.1f} s")
+
+    rng = random.Random(16)
+    out = tmp_path / "b"
+    kills = 0
+    for attempt in range(2):  # killed twice in a row, at random points of the run (import, pretraining, joint)
+        proc = subprocess.Popen(
+            _fit_command(tmp_path, out, *(["--resume"] if attempt else [])),
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(rng.uniform(0.4, 0.9) * duration)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    r = subprocess.run(_fit_command(tmp_path, out, "--resume"), env=_env(), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert kills >= 1
+    (wa, pa), (wb, pb) = _result(tmp_path / "a"), _result(out)
+    assert pa == pb
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
