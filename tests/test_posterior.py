@@ -107,3 +107,28 @@ def test_the_void_area_curve_pins_down_what_it_should_and_refinement_recovers_it
     truth = math.exp(sum(e * math.log(true.as_floats()[n]) for n, e in best.exponents.items()))
     assert best.value == pytest.approx(truth, rel=0.02)
     assert best.interval90[0] <= truth <= best.interval90[1]
+
+
+def test_calibration_that_cannot_simulate_still_returns_a_model_that_says_why(monkeypatch):
+    from neuradiff.methods import neuradiff as nd
+    from neuradiff.training import FitConfig, TrainingData
+
+    def broken(self, model):
+        def residuals(values):
+            raise nd.NeuradiffError("NaN/Inf in field eta at step 3")
+
+        return residuals
+
+    monkeypatch.setattr(nd.AreaCurve, "residuals", broken)
+    torch.manual_seed(0)
+    frames = np.random.default_rng(0).random((5, 16, 16)).astype(np.float32)
+    ann = np.full((5, 16, 16), 255, np.uint8)
+    ann[0, :8] = 0
+    data = TrainingData(frames, ann, 1.0, 1.0, 0.3)
+    model = NeuraDiffModel(
+        RecognitionNet(NetConfig(width=4, depth=1)), VoidParameters(), Simulator(dt=0.3), {"learned": ["E_v", "L"]}
+    )
+    out = nd.calibrate(model, data, FitConfig())
+    assert out.posterior is None and out.identifiable is not None
+    assert out.identifiable.undetermined == ["E_v", "L"] and "NaN" in out.identifiable.statement()
+    assert out.params == model.params

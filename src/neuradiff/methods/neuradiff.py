@@ -459,7 +459,7 @@ def soft_area(eta: np.ndarray) -> np.ndarray:
     Examples
     --------
     >>> soft_area(np.array([[[0.0, 0.45, 0.5, 0.9]]])).tolist()
-    [2.25]
+    [1.75]
     """
     return np.clip((eta - 0.5) / 0.2 + 0.5, 0.0, 1.0).sum(axis=(1, 2), dtype=np.float64)
 

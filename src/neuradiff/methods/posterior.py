@@ -510,9 +510,12 @@ def refine(
     """
     names = list(names)
     cur = dict(values)
-    r = _evaluate(residuals, cur)
-    if r is None:
-        raise NeuradiffError("the residuals cannot be evaluated at the starting parameters")
+    try:
+        r = np.asarray(residuals(cur), dtype=np.float64)
+    except (ArithmeticError, ValueError, RuntimeError) as exc:
+        raise NeuradiffError(f"the simulation at the fitted parameters failed ({exc})") from None
+    if not bool(np.isfinite(r).all()):
+        raise NeuradiffError("the residuals at the fitted parameters are not finite")
     evals = 1
     J = log_jacobian(residuals, cur, names, step=step, base=r)
     evals += len(names)
