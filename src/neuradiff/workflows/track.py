@@ -11,11 +11,12 @@ from typing import Any
 import numpy as np
 
 from neuradiff.core.errors import NeuradiffError
-from neuradiff.core.files import staged_output
+from neuradiff.core.files import staged_output, write_text
 from neuradiff.core.progress import ProgressSink, no_progress
 from neuradiff.core.provenance import provenance, write_provenance
 from neuradiff.io.stacks import write_stack
-from neuradiff.io.video import read_video
+from neuradiff.io.video import Calibration, read_video
+from neuradiff.measure.drift import estimate_drift, shift_frames
 from neuradiff.measure.voids import measure_masks
 from neuradiff.methods import FittedMethod, load_model
 from neuradiff.report.measurements import write_measurements
@@ -43,6 +44,7 @@ def run_track(
     nm_per_px: float | None = None,
     frame_interval_s: float | None = None,
     measure: bool = True,
+    register: bool = False,
     progress: ProgressSink = no_progress,
 ) -> TrackSummary:
     """Write ``eta.tif`` (float), ``masks.tif`` (eta ≥ 0.5), ``provenance.json`` and, with ``measure``, the void
@@ -61,6 +63,10 @@ def run_track(
         Frames per inference batch (1 is fastest on a few CPU cores).
     nm_per_px, frame_interval_s : float, optional
         Override the recording's calibration.
+    register : bool
+        Correct rigid stage drift first: sub-pixel shifts by phase correlation
+        (:func:`~neuradiff.measure.drift.estimate_drift`), written to ``shifts.csv`` (px and, when calibrated, nm);
+        every output is then in the coordinates of the first frame.
     """
     if batch < 1:
         raise ValueError("--batch must be >= 1")
@@ -70,6 +76,12 @@ def run_track(
     vid = read_video(video, nm_per_px=nm_per_px, frame_interval_s=frame_interval_s)
     frames = vid.frames.astype(np.float32)
     n = frames.shape[0]
+    drift = None
+    if register:
+        progress("registering", 0, 1)
+        drift = estimate_drift(frames)
+        frames = shift_frames(frames, -drift, order=3)
+        progress("registering", 1, 1)
     chunks = []
     t0 = time.perf_counter()
     for i in range(0, n, batch):
@@ -83,17 +95,43 @@ def run_track(
         "track",
         inputs={"video": video, "model": model},
         model=model_record(fitted),
-        settings={"batch": batch, "nm_per_px": nm_per_px, "frame_interval_s": frame_interval_s, "measure": measure},
+        settings={
+            "batch": batch,
+            "nm_per_px": nm_per_px,
+            "frame_interval_s": frame_interval_s,
+            "measure": measure,
+            "register": register,
+        },
         calibration=cal.describe(n),
     )
     with staged_output(out) as stage:
         write_stack(stage / "eta.tif", eta, cal)
         write_stack(stage / "masks.tif", masks, cal)
+        if drift is not None:
+            write_text(stage / "shifts.csv", shifts_table(drift, cal))
         if measure:
             meas = measure_masks(masks, calibration=cal)
-            write_measurements(meas, stage, video_frames=vid.frames, masks=masks)
+            shown = vid.frames if drift is None else shift_frames(vid.frames, -drift, order=3)
+            write_measurements(meas, stage, video_frames=shown, masks=masks)
         write_provenance(stage, record)
     return TrackSummary(n, seconds, Path(out))
+
+
+def shifts_table(drift: np.ndarray, calibration: Calibration) -> str:
+    """``shifts.csv``: per frame the drift ``(dy, dx)`` relative to the first frame in px and, when calibrated, nm
+    (and the time in s when known); the outputs were moved by minus these shifts."""
+    n = drift.shape[0]
+    nm = calibration.nm_per_px
+    times = calibration.times_s(n)
+    header = ["frame"] + ["time_s"] * (times is not None) + ["dy_px", "dx_px"] + ["dy_nm", "dx_nm"] * (nm is not None)
+    rows = [",".join(header)]
+    for k in range(n):
+        row = [str(k)] + ([f"{times[k]:g}"] if times is not None else [])
+        row += [f"{drift[k, 0]:.4f}", f"{drift[k, 1]:.4f}"]
+        if nm is not None:
+            row += [f"{drift[k, 0] * nm:.6g}", f"{drift[k, 1] * nm:.6g}"]
+        rows.append(",".join(row))
+    return "\n".join(rows) + "\n"
 
 
 def model_record(fitted: FittedMethod) -> dict[str, Any]:
