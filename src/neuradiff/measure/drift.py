@@ -30,9 +30,8 @@ def _prepare(frame: np.ndarray) -> np.ndarray:
 
 def _shift(reference: np.ndarray, moving: np.ndarray) -> np.ndarray:
     """``(dy, dx)`` that moves ``moving`` onto ``reference`` (px)."""
-    shift, _, _ = phase_cross_correlation(
-        _prepare(reference), _prepare(moving), upsample_factor=UPSAMPLE, normalization=None
-    )
+    options: dict = {"upsample_factor": UPSAMPLE, "normalization": None}  # plain cross-power spectrum
+    shift, _, _ = phase_cross_correlation(_prepare(reference), _prepare(moving), **options)
     return np.asarray(shift, dtype=np.float64)
 
 
