@@ -120,6 +120,14 @@ def test_every_image_output_of_simulate_track_and_forecast_is_calibrated(tmp_pat
     assert prov["inputs"]["model"]["kind"] == "folder" and set(prov["model"]["parameters"]) >= {"E_v", "kBT"}
     assert prov["calibration"]["nm_per_px"] == NM and prov["neuradiff_version"]
 
+    run_track(data / "video.tif", tmp_path / "model", tmp_path / "reg", register=True, measure=False)
+    shifts = pd.read_csv(tmp_path / "reg" / "shifts.csv")
+    truth = np.load(data / "truth.npz")["drift_px"]
+    assert list(shifts.columns) == ["frame", "time_s", "dy_px", "dx_px", "dy_nm", "dx_nm"]
+    assert shifts[["dy_px", "dx_px"]].to_numpy() == pytest.approx(truth - truth[0], abs=0.3)
+    assert shifts["dy_nm"].to_numpy() == pytest.approx(shifts["dy_px"].to_numpy() * NM, abs=1e-3)
+    check_calibrated_stack(tmp_path / "reg" / "masks.tif", (8, 32, 32))
+
     res = runner.invoke(app, ["measure", str(tmp_path / "track" / "masks.tif"), "--out", str(tmp_path / "m")])
     assert res.exit_code == 0, res.output
     assert "lengths in nm, times in s" in res.stdout

@@ -136,6 +136,9 @@ def track(
     nm_per_px: Optional[float] = typer.Option(None, "--nm-per-px", help="Override the pixel size (nm)."),
     frame_interval: Optional[float] = typer.Option(None, "--frame-interval", help="Override the frame interval (s)."),
     measure: bool = typer.Option(True, "--measure/--no-measure", help="Also write void measurements."),
+    register: bool = typer.Option(
+        False, "--register", help="Correct rigid stage drift first (phase correlation); shifts go to shifts.csv."
+    ),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
 ) -> None:
     """Recognise eta in every frame: eta.tif (float), masks.tif (eta ≥ 0.5) and void measurements."""
@@ -152,6 +155,7 @@ def track(
             nm_per_px=nm_per_px,
             frame_interval_s=frame_interval,
             measure=measure,
+            register=register,
             progress=progress,
         )
     typer.echo(

@@ -1,5 +1,6 @@
 """The overlay video of void measurements (ffmpeg): void outlines in red, track ids in yellow, the frame time and,
-when the pixel size is known, a scale bar in nm, with a small built-in pixel font (no per-frame matplotlib: fast).
+when the pixel size is known, a scale bar (Å, nm or µm); text drawn with Pillow's scalable font, outlines from
+scikit-image (no per-frame matplotlib: fast).
 """
 
 from __future__ import annotations
@@ -12,70 +13,55 @@ from pathlib import Path
 
 import imageio.v2 as iio2
 import imageio_ffmpeg
+import matplotlib
 import numpy as np
-from scipy.ndimage import binary_dilation
+from PIL import Image, ImageDraw, ImageFont
 from skimage.draw import circle_perimeter
+from skimage.segmentation import find_boundaries
 
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.core.files import atomic_path
 from neuradiff.core.labels import UNKNOWN, VOID
 from neuradiff.measure.voids import Measurements, label_voids
 
-# --------------------------------------------------------------------------- pixel font
-
-_GLYPHS = {
-    "0": "111101101101111",
-    "1": "010110010010111",
-    "2": "111001111100111",
-    "3": "111001111001111",
-    "4": "101101111001001",
-    "5": "111100111001111",
-    "6": "111100111101111",
-    "7": "111001001001001",
-    "8": "111101111101111",
-    "9": "111101111001111",
-    ".": "000000000000010",
-    " ": "000000000000000",
-    "n": "000000110101101",
-    "m": "000000111111101",
-    "s": "000011110011110",
-    "p": "000110101110100",
-    "x": "000000101010101",
-    "#": "101111101111101",
-    "-": "000000111000000",
-    "=": "000111000111000",
-    "t": "010111010010011",
-}
+# --------------------------------------------------------------------------- text (Pillow)
 
 
-@functools.lru_cache(maxsize=4096)
-def _text_masks(text: str, scale: int) -> tuple[np.ndarray, np.ndarray]:
-    """The bitmap of ``text`` and its 1-px halo (cached: track ids and times repeat from frame to frame)."""
-    mask = _text_mask(text, scale)
-    return mask, binary_dilation(np.pad(mask, 1), iterations=1)
+#: DejaVu Sans, shipped with matplotlib: a scalable font with the unit symbols (µ, Å, ...).
+FONT = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
 
 
-def _text_mask(text: str, scale: int) -> np.ndarray:
-    """Boolean bitmap of ``text`` in the 3x5 font, each font pixel ``scale`` px wide."""
-    cols = []
-    for ch in text:
-        g = np.array([int(b) for b in _GLYPHS.get(ch, _GLYPHS[" "])], bool).reshape(5, 3)
-        cols += [g, np.zeros((5, 1), bool)]
-    bitmap = np.hstack(cols[:-1]) if cols else np.zeros((5, 0), bool)
-    return np.kron(bitmap, np.ones((scale, scale), bool))
+@functools.lru_cache(maxsize=8)
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """DejaVu Sans at ``size`` px (Pillow's own font when it is missing)."""
+    try:
+        return ImageFont.truetype(str(FONT), size)
+    except OSError:
+        return ImageFont.load_default(size=size)
 
 
-def _draw_text(rgb: np.ndarray, text: str, x: int, y: int, colour, scale: int) -> None:
-    """Write ``text`` with its top-left at (x, y), with a dark 1-px halo, clipped to the image."""
-    mask, halo = _text_masks(text, scale)
-    for m, c, ox, oy in ((halo, (0, 0, 0), x - 1, y - 1), (mask, colour, x, y)):
-        h, w = m.shape
-        y0, x0 = max(oy, 0), max(ox, 0)
-        y1, x1 = min(oy + h, rgb.shape[0]), min(ox + w, rgb.shape[1])
-        if y1 <= y0 or x1 <= x0:
-            continue
-        sub = m[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
-        rgb[y0:y1, x0:x1][sub] = c
+def _draw_text(rgb: np.ndarray, text: str, x: int, y: int, colour, size: int) -> None:
+    """Write ``text`` with its top-left at (x, y) and a dark outline, clipped to the image (in place)."""
+    image = Image.fromarray(rgb)
+    ImageDraw.Draw(image).text(
+        (x, y), text, fill=tuple(colour), font=_font(size), stroke_width=max(1, size // 12), stroke_fill=(0, 0, 0)
+    )
+    rgb[...] = np.asarray(image)
+
+
+def scale_bar_label(length_nm: float) -> str:
+    """The scale bar's text in the unit that keeps the number readable: Å below 1 nm, µm from 1000 nm.
+
+    Examples
+    --------
+    >>> scale_bar_label(0.5), scale_bar_label(20.0), scale_bar_label(2000.0)
+    ('5 Å', '20 nm', '2 µm')
+    """
+    if length_nm < 1:
+        return f"{length_nm * 10:g} Å"
+    if length_nm >= 1000:
+        return f"{length_nm / 1000:g} µm"
+    return f"{length_nm:g} nm"
 
 
 def _scale_bar_nm(width_px: int, nm_per_px: float) -> float:
@@ -99,11 +85,9 @@ def _display_range(frames: np.ndarray) -> tuple[float, float]:
 
 
 def inner_edges(labels: np.ndarray) -> np.ndarray:
-    """Boolean ``[H, W]``: the pixels of each labelled region (label > 0) with a 4-neighbour of another label
-    (the image edge continues the border pixels); as ``skimage.segmentation.find_boundaries(mode="inner")``."""
-    p = np.pad(labels, 1, mode="edge")
-    c = p[1:-1, 1:-1]
-    return (c > 0) & ((c != p[:-2, 1:-1]) | (c != p[2:, 1:-1]) | (c != p[1:-1, :-2]) | (c != p[1:-1, 2:]))
+    """Boolean ``[H, W]``: the outline pixels inside each labelled region (label > 0),
+    ``skimage.segmentation.find_boundaries(mode="inner")``."""
+    return find_boundaries(labels, mode="inner")
 
 
 def _overlay_frames(meas: Measurements, video_frames, masks):
@@ -116,6 +100,7 @@ def _overlay_frames(meas: Measurements, video_frames, masks):
         )
     lo, hi = _display_range(video_frames) if video_frames is not None else (0.0, 1.0)
     scale = max(1, int(round(max(h, w) / 256)))
+    size = max(10, int(round(max(h, w) / 24)))  # text height: readable at 96 px and at 4k
     cal = meas.calibration
     times = cal.times_s(n)
     by_frame = dict(iter(meas.voids.groupby("frame")))
@@ -141,14 +126,14 @@ def _overlay_frames(meas: Measurements, video_frames, masks):
                 rgb[rr, cc] = (255, 0, 0)
         if voids is not None:
             for x, y, d, tid in voids:
-                _draw_text(rgb, str(int(tid)), int(x + 0.35 * d), int(y - 0.35 * d - 5 * scale), (255, 255, 0), scale)
+                _draw_text(rgb, str(int(tid)), int(x + 0.35 * d), int(y - 0.35 * d - size), (255, 255, 0), size)
         stamp = f"{times[k]:.2f} s" if times is not None else f"#{k}"
-        _draw_text(rgb, stamp, 3 * scale, 3 * scale, (255, 255, 255), scale)
+        _draw_text(rgb, stamp, 3 * scale, 2 * scale, (255, 255, 255), size)
         if bar_nm and cal.nm_per_px:
             length = int(round(bar_nm / cal.nm_per_px))
             y1, x0 = h - 4 * scale, 4 * scale
             rgb[y1 - 2 * scale : y1, x0 : x0 + length] = 255
-            _draw_text(rgb, f"{bar_nm:g} nm", x0, y1 - 9 * scale, (255, 255, 255), scale)
+            _draw_text(rgb, scale_bar_label(bar_nm), x0, y1 - 2 * scale - size - 2, (255, 255, 255), size)
         yield np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
 
 
@@ -199,4 +184,4 @@ def write_overlay(path, meas: Measurements, video_frames=None, masks=None) -> Pa
     return path
 
 
-__all__ = ["inner_edges", "write_overlay"]
+__all__ = ["inner_edges", "scale_bar_label", "write_overlay"]

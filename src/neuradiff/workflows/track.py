@@ -12,11 +12,12 @@ import numpy as np
 
 from neuradiff.core.checks import check_memory
 from neuradiff.core.errors import NeuradiffError
-from neuradiff.core.files import check_output_dir, staged_output
+from neuradiff.core.files import check_output_dir, staged_output, write_text
 from neuradiff.core.progress import ProgressSink, no_progress
 from neuradiff.core.provenance import provenance, write_provenance
 from neuradiff.io.stacks import write_stack
-from neuradiff.io.video import read_video
+from neuradiff.io.video import Calibration, read_video
+from neuradiff.measure.drift import estimate_drift, shift_frames
 from neuradiff.measure.voids import measure_masks
 from neuradiff.methods import FittedMethod, load_model
 from neuradiff.nets.generalist import Generalist, load_generalist, void_masks
@@ -52,6 +53,7 @@ def run_track(
     measure: bool = True,
     overlay: bool = True,
     require_nm: bool = False,
+    register: bool = False,
     progress: ProgressSink = no_progress,
 ) -> TrackSummary:
     """Write ``eta.tif`` (float), ``masks.tif`` (eta ≥ 0.5), ``provenance.json`` and, with ``measure``, the void
@@ -79,6 +81,10 @@ def run_track(
         Write the void measurements (tables and plots), and with them ``overlay.mp4``.
     require_nm : bool
         Refuse a recording whose pixel size is neither in its metadata nor given.
+    register : bool
+        Correct rigid stage drift first: sub-pixel shifts by phase correlation
+        (:func:`~neuradiff.measure.drift.estimate_drift`), written to ``shifts.csv`` (px and, when calibrated, nm);
+        every output is then in the coordinates of the first frame.
     """
     if batch < 1:
         raise ValueError("--batch must be >= 1")
@@ -97,6 +103,14 @@ def run_track(
     check_memory(
         "tracking", n * float(vid.frames[0].size) * TRACK_BYTES_PER_PX, f"{n} frames of {vid.frames[0].size} px"
     )
+    source = vid.frames
+    drift = None
+    if register:
+        progress("registering", 0, 1)
+        as_float = vid.frames.astype(np.float32)
+        drift = estimate_drift(as_float)
+        source = shift_frames(as_float, -drift, order=3)
+        progress("registering", 1, 1)
     t0 = time.perf_counter()
     recogniser: FittedMethod | Generalist = fitted if fitted is not None else load_generalist()
     if isinstance(recogniser, Generalist):
@@ -105,11 +119,11 @@ def run_track(
             if vid.calibration.nm_per_px is None:
                 raise NeuradiffError("--void-size in nm needs the pixel size (from the file or --nm-per-px)")
             void_px = void_size / vid.calibration.nm_per_px
-        eta = recogniser.eta(vid.frames, void_px=void_px, progress=lambda k, total: progress("tracking", k, total))
+        eta = recogniser.eta(source, void_px=void_px, progress=lambda k, total: progress("tracking", k, total))
     else:
         chunks = []
         for i in range(0, n, batch):  # a float32 copy of one batch at a time, not of the whole recording
-            chunk = vid.frames[i : i + batch].astype(np.float32)
+            chunk = source[i : i + batch].astype(np.float32)
             chunks.append(recogniser.recognise(chunk, first_index=i, eta_only=True, batch=batch))
             progress("tracking", min(i + batch, n), n)
         eta = np.concatenate(chunks).astype(np.float32)
@@ -128,17 +142,38 @@ def run_track(
             "void_size_unit": void_size_unit,
             "measure": measure,
             "overlay": overlay,
+            "register": register,
         },
         calibration=cal.describe(n),
     )
     with staged_output(out) as stage:
         write_stack(stage / "eta.tif", eta, cal)
         write_stack(stage / "masks.tif", masks, cal)
+        if drift is not None:
+            write_text(stage / "shifts.csv", shifts_table(drift, cal))
         if measure:
             meas = measure_masks(masks, calibration=cal)
-            write_measurements(meas, stage, video_frames=vid.frames, masks=masks, overlay=overlay)
+            shown = vid.frames if drift is None else shift_frames(vid.frames, -drift, order=3)
+            write_measurements(meas, stage, video_frames=shown, masks=masks, overlay=overlay)
         write_provenance(stage, record)
     return TrackSummary(n, seconds, Path(out))
+
+
+def shifts_table(drift: np.ndarray, calibration: Calibration) -> str:
+    """``shifts.csv``: per frame the drift ``(dy, dx)`` relative to the first frame in px and, when calibrated, nm
+    (and the time in s when known); the outputs were moved by minus these shifts."""
+    n = drift.shape[0]
+    nm = calibration.nm_per_px
+    times = calibration.times_s(n)
+    header = ["frame"] + ["time_s"] * (times is not None) + ["dy_px", "dx_px"] + ["dy_nm", "dx_nm"] * (nm is not None)
+    rows = [",".join(header)]
+    for k in range(n):
+        row = [str(k)] + ([f"{times[k]:g}"] if times is not None else [])
+        row += [f"{drift[k, 0]:.4f}", f"{drift[k, 1]:.4f}"]
+        if nm is not None:
+            row += [f"{drift[k, 0] * nm:.6g}", f"{drift[k, 1] * nm:.6g}"]
+        rows.append(",".join(row))
+    return "\n".join(rows) + "\n"
 
 
 def model_record(fitted: FittedMethod | Generalist) -> dict[str, Any]:
