@@ -2,10 +2,12 @@
 
 Rooms, lowest first (a room may import from its own and from lower rooms only):
 
-    core → physics → nets → io → synth → training → methods → measure → evaluation → report → workflows → cli
+    core → physics → nets → io → synth → training → methods → measure → evaluation → report → workflows → api
+    → napari → cli
 
-``neuradiff/__init__.py`` and ``_version.py`` stand outside. The only deferred import is RosettaSciIO, an
-optional extra, loaded by name (``importlib``) when a microscope file is read.
+``api`` is one module (``neuradiff/api.py``), the Python API over the workflows; ``napari`` is the napari plugin.
+``neuradiff/__init__.py`` (which re-exports the API), ``__main__.py`` and ``_version.py`` stand outside. The only
+deferred import is RosettaSciIO, an optional extra, loaded by name (``importlib``) when a microscope file is read.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ ROOMS = [
     "evaluation",
     "report",
     "workflows",
+    "api",
+    "napari",
     "cli",
 ]
 RANK = {room: k for k, room in enumerate(ROOMS)}
@@ -118,4 +122,5 @@ def test_no_import_circle_between_modules():
 
 def test_the_room_table_names_every_room():
     rooms = {p.name for p in ROOT.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    rooms |= {p.stem for p in ROOT.glob("*.py") if not p.name.startswith("_")}
     assert rooms == set(ROOMS)

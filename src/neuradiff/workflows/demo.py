@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
+from neuradiff.core.devices import resolve_device
 from neuradiff.core.files import prepare_output_dir
 from neuradiff.core.progress import ProgressSink, no_progress
 from neuradiff.workflows.fit import FitSummary, read_fit_config, run_fit
@@ -24,7 +27,12 @@ class DemoSummary:
 
 
 def run_demo(
-    out: str | Path, *, seed: int = 0, config: str | Path | None = None, progress: ProgressSink = no_progress
+    out: str | Path,
+    *,
+    seed: int = 0,
+    config: str | Path | None = None,
+    device: str | torch.device | None = "cpu",
+    progress: ProgressSink = no_progress,
 ) -> DemoSummary:
     """Write ``video/`` (the synthetic dataset), ``model/`` (the fit, with ``metrics.json``), ``track/`` and
     ``forecast/`` into ``out``.
@@ -35,7 +43,11 @@ def run_demo(
         Seed of the synthetic video and of the fit.
     config : path, optional
         Fit settings (JSON/TOML); the seed is set by ``seed``.
+    device : str or torch.device
+        Where the simulation, the fit, the tracking and the forecast run (``"auto"``, ``"cpu"``, ``"cuda"``,
+        ``"mps"``).
     """
+    resolve_device(device)
     fit_cfg = read_fit_config(config)
     fit_cfg.seed = seed
     root = prepare_output_dir(out)
@@ -44,6 +56,7 @@ def run_demo(
         video,
         scenario="single-void",
         seed=seed,
+        device=device,
         progress=lambda _task, done, total, info=None: progress("simulating the video", done, total),
     )
     fit = run_fit(
@@ -53,9 +66,10 @@ def run_demo(
         config=fit_cfg,
         truth_path=video / "truth.npz",
         progress=progress,
+        device=device,
     )
-    track = run_track(video / "video.tif", root / "model", root / "track", batch=1, progress=progress)
+    track = run_track(video / "video.tif", root / "model", root / "track", batch=1, device=device, progress=progress)
     forecast = run_forecast(
-        root / "model", video / "video.tif", root / "forecast", frame=0, steps=ds.video.shape[0] - 1
+        root / "model", video / "video.tif", root / "forecast", frame=0, steps=ds.video.shape[0] - 1, device=device
     )
     return DemoSummary(fit, track, forecast, root)
