@@ -16,6 +16,7 @@ import trackpy
 from typer.testing import CliRunner
 
 import neuradiff as nd
+import neuradiff.measure.voids as voids_module
 from neuradiff.cli import app
 from neuradiff.core.errors import NeuradiffError
 
@@ -85,6 +86,12 @@ def test_measure_on_arrays_matches_the_measure_command(tmp_path):
     back = nd.load(api)
     assert isinstance(back, nd.MeasuredVoids)
     pd.testing.assert_frame_equal(back.voids, nd.measure(masks, nm_per_px=0.5).voids, check_dtype=False)
+
+
+def test_measure_is_the_room_and_the_function():
+    assert nd.measure.voids is voids_module
+    assert callable(nd.measure)
+    assert isinstance(nd.measure(moving_voids(2)), nd.MeasuredVoids)
 
 
 def test_bad_arrays_are_one_clear_error():

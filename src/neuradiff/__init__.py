@@ -9,10 +9,14 @@ The Python API (:mod:`neuradiff.api`) is available at the top level::
     tracked = nd.track(sim, fitted)  # eta, masks and void tables of every frame
     fc = nd.forecast(fitted, sim, frame=0, steps=59)
 
-Note that ``neuradiff.measure`` is the function :func:`neuradiff.api.measure`; the measurement room stays importable
-as ``from neuradiff.measure.voids import ...``.
+``neuradiff.measure`` is both the measurement room (``neuradiff.measure.voids``, ...) and, called, the API's
+:func:`neuradiff.api.measure`.
 """
 
+import sys
+import types
+
+from neuradiff import measure
 from neuradiff._version import __version__
 from neuradiff.api import (
     FittedModel,
@@ -23,11 +27,21 @@ from neuradiff.api import (
     fit,
     forecast,
     load,
-    measure,
     read_video,
     simulate,
     track,
 )
+from neuradiff.api import measure as _measure
+
+
+class _CallableRoom(types.ModuleType):
+    """The ``neuradiff.measure`` package, callable as :func:`neuradiff.api.measure` (its submodules stay
+    importable: ``import neuradiff.measure.voids``)."""
+
+    __call__ = staticmethod(_measure)
+
+
+sys.modules["neuradiff.measure"].__class__ = _CallableRoom
 
 __all__ = [
     "FittedModel",
