@@ -59,6 +59,7 @@ def test_trackpy_runs_on_the_returned_table_without_renaming():
     assert msd.iloc[0] == pytest.approx(2.5 * 0.25e-6)
 
 
+@pytest.mark.slow
 def test_measure_on_arrays_matches_the_measure_command(tmp_path):
     masks = moving_voids()
     tifffile.imwrite(tmp_path / "masks.tif", masks, imagej=True)

@@ -753,11 +753,12 @@ def load(path: PathLike) -> FittedMethod | SimulatedVideo | TrackedVideo | Measu
     Examples
     --------
     >>> import tempfile, numpy as np, neuradiff as nd
-    >>> masks = np.zeros((2, 32, 32), np.uint8)
-    >>> masks[:, 8:16, 8:16] = 1
-    >>> folder = nd.measure(masks, nm_per_px=2.0, overlay=False).save(tempfile.mkdtemp())
-    >>> nd.load(folder).voids["area_nm2"].tolist()
-    [256.0, 256.0]
+    >>> eta = np.zeros((2, 32, 32), np.float32)
+    >>> eta[:, 8:16, 8:16] = 1.0
+    >>> folder = nd.TrackedVideo(eta, (eta >= 0.5).astype(np.uint8), None).save(tempfile.mkdtemp())
+    >>> tracked = nd.load(folder)
+    >>> type(tracked).__name__, tracked.masks.shape, int(tracked.masks.sum())
+    ('TrackedVideo', (2, 32, 32), 128)
     """
     folder = Path(path)
     if not folder.is_dir():

@@ -124,12 +124,12 @@ def layers_of(path: str | Path) -> list[LayerData]:
 
     Examples
     --------
-    >>> import tempfile, numpy as np, neuradiff as nd
-    >>> masks = np.zeros((3, 32, 32), np.uint8)
-    >>> masks[:, 8:16, 8:16] = 1
-    >>> folder = nd.measure(masks, nm_per_px=2.0, frame_interval_s=0.5, overlay=False).save(tempfile.mkdtemp())
-    >>> [(kwargs["name"], kwargs["scale"], kind) for _, kwargs, kind in layers_of(folder)]
-    [('void tracks', (0.5, 2.0, 2.0), 'tracks')]
+    >>> import pathlib, tempfile, numpy as np, tifffile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "session.tif"
+    >>> tifffile.imwrite(path, np.zeros((3, 32, 32), np.uint16), imagej=True, resolution=(0.5, 0.5),
+    ...                  metadata={"axes": "TYX", "unit": "nm", "finterval": 0.5})
+    >>> [(kwargs["name"], kwargs["scale"], kwargs["metadata"]["units"], kind) for _, kwargs, kind in layers_of(path)]
+    [('session', (0.5, 2.0, 2.0), ('s', 'nm', 'nm'), 'image')]
     """
     path = Path(path)
     if path.is_file():
