@@ -2,11 +2,13 @@
 
 Rooms, lowest first (a room may import from its own and from lower rooms only):
 
-    core → physics → nets → io → synth → training → methods → measure → evaluation → report → workflows → cli
+    core → physics → nets → io → synth → training → methods → measure → evaluation → report → workflows → api
+    → napari → cli
 
-``neuradiff/__init__.py`` and ``_version.py`` stand outside. The only deferred imports are RosettaSciIO, an
-optional extra, loaded by name (``importlib``) when a microscope file is read, and Dask distributed (seconds to
-import), loaded by name when a batch runs on a cluster.
+``api`` is one module (``neuradiff/api.py``), the Python API over the workflows; ``napari`` is the napari plugin.
+``neuradiff/__init__.py`` (which re-exports the API), ``__main__.py`` and ``_version.py`` stand outside. The only
+deferred imports are RosettaSciIO, an optional extra, loaded by name (``importlib``) when a microscope file is read,
+and Dask distributed (seconds to import), loaded by name when a batch runs on a cluster.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ ROOMS = [
     "evaluation",
     "report",
     "workflows",
+    "api",
+    "napari",
     "cli",
 ]
 RANK = {room: k for k, room in enumerate(ROOMS)}
@@ -119,4 +123,5 @@ def test_no_import_circle_between_modules():
 
 def test_the_room_table_names_every_room():
     rooms = {p.name for p in ROOT.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    rooms |= {p.stem for p in ROOT.glob("*.py") if not p.name.startswith("_")}
     assert rooms == set(ROOMS)

@@ -12,7 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 from neuradiff.cli._app import app, friendly_errors, set_threads
+from neuradiff.cli.options import device_option
 from neuradiff.cli.progress import progress_bars
+from neuradiff.core.devices import resolve_device
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.methods import NeuraDiffModel
 from neuradiff.workflows import read_fit_config, run_demo, run_fit, run_forecast, run_track
@@ -33,9 +35,11 @@ def fit(
         None, help="Simulation time between frames (default: dataset.json beside the video, else 1)."
     ),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
+    device: str = device_option(),
 ) -> None:
     """Learn the void physics and a recognition net jointly from a partially annotated video."""
     set_threads(threads)
+    dev = resolve_device(device)
     cfg = read_fit_config(config)
     with progress_bars() as progress:
         summary = run_fit(
@@ -47,6 +51,7 @@ def fit(
             resume=resume,
             progress=progress,
             sim_time_per_frame=sim_time_per_frame,
+            device=dev,
         )
     typer.echo(f"wrote {out}: {', '.join(summary.files)}")
     print_identifiability(summary.model)
@@ -140,10 +145,12 @@ def track(
         False, "--register", help="Correct rigid stage drift first (phase correlation); shifts go to shifts.csv."
     ),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
+    device: str = device_option(),
 ) -> None:
     """Recognise eta in every frame: eta.tif (float), masks.tif (eta ≥ 0.5) and void measurements."""
     set_threads(threads)
     size, unit = parse_size(void_size)
+    dev = resolve_device(device)
     with progress_bars() as progress:
         summary = run_track(
             video,
@@ -156,6 +163,7 @@ def track(
             frame_interval_s=frame_interval,
             measure=measure,
             register=register,
+            device=dev,
             progress=progress,
         )
     typer.echo(
@@ -173,10 +181,12 @@ def forecast(
     steps: int = typer.Option(..., "--steps", help="Number of frame intervals to forecast."),
     out: Path = typer.Option(..., "--out", help="Output folder."),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
+    device: str = device_option(),
 ) -> None:
     """Recognise frame K and simulate forward with the learned physics: forecast.npz, forecast.tif, areas."""
     set_threads(threads)
-    summary = run_forecast(model, video, out, frame=frame, steps=steps)
+    dev = resolve_device(device)
+    summary = run_forecast(model, video, out, frame=frame, steps=steps, device=dev)
     area = summary.area_px
     typer.echo(f"wrote {out}: forecast of {steps} frames from frame {frame}; void area {area[0]} → {area[-1]} px")
 
@@ -188,12 +198,14 @@ def demo(
     seed: int = typer.Option(0, help="Seed of the synthetic video and of the fit."),
     config: Optional[Path] = typer.Option(None, "--config", help="JSON/TOML fit settings."),
     threads: Optional[int] = typer.Option(1, help="torch CPU threads (1: the setting the demo was timed with)."),
+    device: str = device_option(),
 ) -> None:
     """The main job: make the default synthetic video, fit, track, forecast and print a summary."""
     set_threads(threads)
+    dev = resolve_device(device)
     t0 = time.perf_counter()
     with progress_bars() as progress:
-        summary = run_demo(out, seed=seed, config=config, progress=progress)
+        summary = run_demo(out, seed=seed, config=config, device=dev, progress=progress)
     area = summary.forecast.area_px
     typer.echo(
         f"wrote {summary.out}: video/, model/, track/ ({summary.track.n_frames} frames), forecast/ "

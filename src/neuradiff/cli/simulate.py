@@ -9,7 +9,9 @@ from typing import Optional
 import typer
 
 from neuradiff.cli._app import app, friendly_errors, set_threads
+from neuradiff.cli.options import device_option
 from neuradiff.cli.progress import progress_bars
+from neuradiff.core.devices import resolve_device
 from neuradiff.workflows import run_simulate, run_simulate_fields, simulation_config
 
 
@@ -23,6 +25,7 @@ def simulate(
     frames: Optional[int] = typer.Option(None, help="Number of video frames (default 60)."),
     config: Optional[Path] = typer.Option(None, "--config", help="JSON or TOML file overriding any setting."),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
+    device: str = device_option(),
 ) -> None:
     """Simulate void kinetics, render a realistic TEM video and annotate part of it.
 
@@ -30,9 +33,17 @@ def simulate(
     (0 solid, 1 void, 255 unknown), truth.npz, dataset.json and contact_sheet.png.
     """
     set_threads(threads)
+    dev = resolve_device(device)
     with progress_bars() as progress:
         ds, cfg = run_simulate(
-            out, scenario=scenario, seed=seed, size=size, frames=frames, config=config, progress=progress
+            out,
+            scenario=scenario,
+            seed=seed,
+            size=size,
+            frames=frames,
+            config=config,
+            device=dev,
+            progress=progress,
         )
     area = ds.truth["void_area_px"]
     typer.echo(
@@ -66,11 +77,12 @@ def simulate_fields(
     seed: int = typer.Option(0, help="Seed of the initial condition and of the cascades and noise."),
     params: Optional[Path] = typer.Option(None, "--params", help='JSON file of parameter overrides, e.g. {"L": 2}.'),
     dtype: str = typer.Option("float32", help="float32 or float64."),
-    device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
+    device: str = device_option(),
 ) -> None:
     """Run the void-kinetics phase-field model and write fields.npz, simulation.json and diagnostics.csv."""
     set_threads(threads)
+    dev = resolve_device(device)
     config = simulation_config(
         params=params,
         initial=initial,
@@ -87,7 +99,7 @@ def simulate_fields(
         stochastic=stochastic,
         seed=seed,
         dtype=dtype,
-        device=device,
+        device=str(dev),
     )
     with progress_bars() as progress:
         result = run_simulate_fields(out, config, progress=progress)

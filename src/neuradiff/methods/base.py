@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import numpy as np
+import torch
 
 from neuradiff.methods.posterior import Identifiability, Posterior
 from neuradiff.physics import VoidParameters
@@ -99,6 +100,10 @@ class FitObjective(Objective, Protocol[M]):
         """The trained modules as a fitted method (in eval mode)."""
         ...
 
+    def to(self, device: torch.device) -> object:
+        """Move every tensor and module the objective trains with to ``device``."""
+        ...
+
 
 def run_objective(
     objective: FitObjective[M],
@@ -107,8 +112,12 @@ def run_objective(
     checkpoint_path: Path | None = None,
     resume: bool = False,
     progress: Progress | None = None,
+    device: torch.device | None = None,
 ) -> FitResult[M]:
-    """Train ``objective`` with the shared :class:`~neuradiff.training.TrainingLoop` and return the kept model."""
+    """Train ``objective`` with the shared :class:`~neuradiff.training.TrainingLoop` (on ``device``, default the
+    CPU) and return the kept model."""
+    if device is not None:
+        objective.to(device)
     loop = TrainingLoop(
         objective,
         settings=config.to_dict(),

@@ -129,7 +129,8 @@ class NeuraDiffModel:
         x = torch.from_numpy(np.ascontiguousarray(frames[start : start + 1], dtype=np.float32)).to(device)
         state = self.net(x, torch.tensor([float(start)], device=device))
         if annotation is not None:
-            state[:, 2] = overlay_annotation(state[:, 2], torch.from_numpy(np.asarray(annotation))[None])
+            ann = torch.from_numpy(np.asarray(annotation))[None].to(device)
+            state[:, 2] = overlay_annotation(state[:, 2], ann)
         return state
 
     def forecast(
@@ -245,6 +246,14 @@ class NeuraDiffObjective:
     # ---- Objective -------------------------------------------------------------------------------------
     def modules(self) -> dict[str, nn.Module]:
         return {"net": self.net, "params": self.params}
+
+    def to(self, device: torch.device) -> NeuraDiffObjective:
+        """Move the net, the parameters, the video and the annotations to ``device``."""
+        self.net.to(device)
+        self.params.to(device)
+        self.rec.to(device)
+        self.interior = None if self.interior is None else self.interior.to(device)
+        return self
 
     def phases(self) -> list[Phase]:
         cfg = self.config
@@ -411,6 +420,7 @@ def fit_neuradiff(
     checkpoint_path: Path | None = None,
     resume: bool = False,
     progress: Progress | None = None,
+    device: torch.device | None = None,
 ) -> FitResult[NeuraDiffModel]:
     """Fit NeuraDiff to ``data`` (module docstring); ``result.model`` is a :class:`NeuraDiffModel`.
 
@@ -422,6 +432,8 @@ def fit_neuradiff(
         Checkpoints are written there as the fit goes; with ``resume`` the fit continues from it.
     progress : callable, optional
         ``progress(phase, done, total, row)`` after every iteration.
+    device : torch.device, optional
+        Where to train (default: the CPU); the returned model stays there.
 
     Examples
     --------
@@ -440,7 +452,12 @@ def fit_neuradiff(
     (True, True)
     """
     fit = run_objective(
-        NeuraDiffObjective(data, config), config, checkpoint_path=checkpoint_path, resume=resume, progress=progress
+        NeuraDiffObjective(data, config),
+        config,
+        checkpoint_path=checkpoint_path,
+        resume=resume,
+        progress=progress,
+        device=device,
     )
     if config.uncertainty or config.refine_iters:
         if progress is not None:

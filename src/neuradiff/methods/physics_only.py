@@ -119,6 +119,12 @@ class PhysicsOnlyObjective:
     def modules(self) -> dict[str, nn.Module]:
         return {"params": self.params}
 
+    def to(self, device: torch.device) -> PhysicsOnlyObjective:
+        """Move the parameters and the annotations to ``device``."""
+        self.params.to(device)
+        self.annotations = self.annotations.to(device)
+        return self
+
     def phases(self) -> list[Phase]:
         return [
             Phase(
@@ -180,9 +186,15 @@ def fit_physics_only(
     checkpoint_path: Path | None = None,
     resume: bool = False,
     progress: Progress | None = None,
+    device: torch.device | None = None,
 ) -> FitResult[PhysicsOnlyModel]:
     """Fit the learned parameters of ``config`` for ``config.joint_iters`` iterations without a net;
     ``result.model`` is a :class:`PhysicsOnlyModel`."""
     return run_objective(
-        PhysicsOnlyObjective(data, config), config, checkpoint_path=checkpoint_path, resume=resume, progress=progress
+        PhysicsOnlyObjective(data, config),
+        config,
+        checkpoint_path=checkpoint_path,
+        resume=resume,
+        progress=progress,
+        device=device,
     )

@@ -121,8 +121,14 @@ def fit_residual(
     checkpoint_path: Path | None = None,
     resume: bool = False,
     progress: Progress | None = None,
+    device: torch.device | None = None,
 ) -> FitResult[ResidualModel]:
     """The residual fit of ``data``; ``result.model`` is a :class:`ResidualModel`."""
     return run_objective(
-        ResidualObjective(data, config), config, checkpoint_path=checkpoint_path, resume=resume, progress=progress
+        ResidualObjective(data, config),
+        config,
+        checkpoint_path=checkpoint_path,
+        resume=resume,
+        progress=progress,
+        device=device,
     )

@@ -77,6 +77,12 @@ class SupervisedObjective:
     def modules(self) -> dict[str, nn.Module]:
         return {"net": self.net}
 
+    def to(self, device: torch.device) -> SupervisedObjective:
+        """Move the net, the video and the annotations to ``device``."""
+        self.net.to(device)
+        self.rec.to(device)
+        return self
+
     def phases(self) -> list[Phase]:
         return [
             Phase(
@@ -115,8 +121,14 @@ def fit_supervised(
     checkpoint_path: Path | None = None,
     resume: bool = False,
     progress: Progress | None = None,
+    device: torch.device | None = None,
 ) -> FitResult[SupervisedModel]:
     """Train a recognition net on the annotations of ``data``; ``result.model`` is a :class:`SupervisedModel`."""
     return run_objective(
-        SupervisedObjective(data, config), config, checkpoint_path=checkpoint_path, resume=resume, progress=progress
+        SupervisedObjective(data, config),
+        config,
+        checkpoint_path=checkpoint_path,
+        resume=resume,
+        progress=progress,
+        device=device,
     )

@@ -73,6 +73,14 @@ class RecognitionTraining:
         )
         self.crop = resolve_crop(config.crop, *data.frames.shape[-2:])
 
+    def to(self, device: torch.device) -> RecognitionTraining:
+        """Move the frames and annotations to ``device`` (batch indices stay on the CPU: torch indexes any device
+        with them)."""
+        self.frames = self.frames.to(device)
+        self.annotations = self.annotations.to(device)
+        self.train_annotations = self.train_annotations.to(device)
+        return self
+
     def windows(self, rng: np.random.Generator, idx: Tensor, annotations: Tensor) -> list[Window] | None:
         """One training window per frame of ``idx``, anchored on ``annotations[idx]`` (``None`` without crops)."""
         if self.crop is None:

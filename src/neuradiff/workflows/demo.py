@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
+from neuradiff.core.devices import resolve_device
 from neuradiff.core.files import output_dir
 from neuradiff.core.progress import ProgressSink, no_progress
 from neuradiff.synth.datasets import dataset_config
@@ -26,7 +29,12 @@ class DemoSummary:
 
 
 def run_demo(
-    out: str | Path, *, seed: int = 0, config: str | Path | None = None, progress: ProgressSink = no_progress
+    out: str | Path,
+    *,
+    seed: int = 0,
+    config: str | Path | None = None,
+    device: str | torch.device | None = "cpu",
+    progress: ProgressSink = no_progress,
 ) -> DemoSummary:
     """Write ``video/`` (the synthetic dataset), ``model/`` (the fit, with ``metrics.json``), ``track/`` and
     ``forecast/`` into ``out``.
@@ -37,22 +45,29 @@ def run_demo(
         Seed of the synthetic video and of the fit.
     config : path, optional
         Fit settings (JSON/TOML); the seed is set by ``seed``.
+    device : str or torch.device
+        Where the simulation, the fit, the tracking and the forecast run (``"auto"``, ``"cpu"``, ``"cuda"``,
+        ``"mps"``).
     """
+    resolve_device(device)
     fit_cfg = read_fit_config(config)
     fit_cfg.seed = seed
     video_cfg = dataset_config("single-void", seed=seed)
     size = video_cfg.simulation.size
     fit_cfg.check_resources(video_cfg.frames, size, size, video_cfg.steps_per_frame * video_cfg.simulation.dt)
     with output_dir(out) as root:
-        return _demo(root, seed, fit_cfg, progress)
+        return _demo(root, seed, fit_cfg, device, progress)
 
 
-def _demo(root: Path, seed: int, fit_cfg: FitConfig, progress: ProgressSink) -> DemoSummary:
+def _demo(
+    root: Path, seed: int, fit_cfg: FitConfig, device: str | torch.device | None, progress: ProgressSink
+) -> DemoSummary:
     video = root / "video"
     ds, _ = run_simulate(
         video,
         scenario="single-void",
         seed=seed,
+        device=device,
         progress=lambda _task, done, total, info=None: progress("simulating the video", done, total),
     )
     fit = run_fit(
@@ -62,9 +77,10 @@ def _demo(root: Path, seed: int, fit_cfg: FitConfig, progress: ProgressSink) -> 
         config=fit_cfg,
         truth_path=video / "truth.npz",
         progress=progress,
+        device=device,
     )
-    track = run_track(video / "video.tif", root / "model", root / "track", batch=1, progress=progress)
+    track = run_track(video / "video.tif", root / "model", root / "track", batch=1, device=device, progress=progress)
     forecast = run_forecast(
-        root / "model", video / "video.tif", root / "forecast", frame=0, steps=ds.video.shape[0] - 1
+        root / "model", video / "video.tif", root / "forecast", frame=0, steps=ds.video.shape[0] - 1, device=device
     )
     return DemoSummary(fit, track, forecast, root)

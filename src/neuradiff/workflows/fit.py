@@ -9,16 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from neuradiff.core.checks import positive
 from neuradiff.core.config import read_config_file, settings_from
+from neuradiff.core.devices import resolve_device
 from neuradiff.core.errors import NeuradiffError
-from neuradiff.core.files import check_output_dir, output_dir, write_json
+from neuradiff.core.files import check_output_dir, output_dir, prepare_output_dir, write_json
 from neuradiff.core.labels import has_annotation
 from neuradiff.core.provenance import provenance, write_provenance
 from neuradiff.evaluation.truth import evaluate_model, load_truth
 from neuradiff.io.annotations import read_annotations
-from neuradiff.io.video import read_video
+from neuradiff.io.video import Video, read_video
 from neuradiff.methods import NeuraDiffModel, fit_neuradiff
 from neuradiff.synth.datasets import time_per_frame
 from neuradiff.training import FitConfig, Progress, TrainingData
@@ -31,6 +33,12 @@ def read_fit_config(path: str | Path | None) -> FitConfig:
     return settings_from(FitConfig, read_config_file(path, section="fit"), "fit", path)
 
 
+def sim_time_beside(video_path: str | Path) -> float | None:
+    """The simulation time per frame of a synthetic video, from the ``dataset.json`` beside it (else ``None``)."""
+    meta = _dataset_json(Path(video_path))
+    return None if meta is None else time_per_frame(meta)
+
+
 def _dataset_json(video_path: Path) -> dict[str, Any] | None:
     candidate = video_path.parent / "dataset.json"
     if candidate.is_file():
@@ -39,6 +47,37 @@ def _dataset_json(video_path: Path) -> dict[str, Any] | None:
         except (json.JSONDecodeError, UnicodeDecodeError):
             return None
     return None
+
+
+def prepare_training_data(
+    video: Video,
+    annotations: np.ndarray,
+    *,
+    sim_time_per_frame: float | None = None,
+    sim_time_source: str = "argument",
+) -> tuple[TrainingData, dict[str, Any]]:
+    """A video in memory and its three-state annotations ``[T, H, W]`` as :class:`TrainingData` (simulation
+    time per frame: the argument, else 1.0), and the description of the video written to ``model.json``."""
+    source = sim_time_source
+    if sim_time_per_frame is None:
+        sim_time_per_frame, source = 1.0, "default"
+    frames = video.frames.astype(np.float32)
+    cal = video.calibration
+    data = TrainingData(
+        frames, np.asarray(annotations, dtype=np.uint8), cal.nm_per_px, cal.frame_interval_s, sim_time_per_frame
+    )
+    info = {
+        "path": video.path,
+        "shape": list(frames.shape),
+        "dtype": str(video.frames.dtype),
+        "nm_per_px": cal.nm_per_px,
+        "frame_interval_s": cal.frame_interval_s,
+        "calibration_source": cal.source,
+        "sim_time_per_frame": sim_time_per_frame,
+        "sim_time_per_frame_source": source,
+        "annotated_frames": data.annotated_frames().tolist(),
+    }
+    return data, info
 
 
 def load_training_data(
@@ -67,31 +106,13 @@ def load_training_data(
     if sim_time_per_frame is None and meta is not None:
         sim_time_per_frame = time_per_frame(meta)
         source = "dataset.json"
-    if sim_time_per_frame is None:
-        sim_time_per_frame, source = 1.0, "default"
-    frames = video.frames.astype(np.float32)
-    cal = video.calibration
-    data = TrainingData(
-        frames, np.asarray(ann, dtype=np.uint8), cal.nm_per_px, cal.frame_interval_s, sim_time_per_frame
-    )
-    info = {
-        "path": str(video_path),
-        "shape": list(frames.shape),
-        "dtype": str(video.frames.dtype),
-        "nm_per_px": cal.nm_per_px,
-        "frame_interval_s": cal.frame_interval_s,
-        "calibration_source": cal.source,
-        "sim_time_per_frame": sim_time_per_frame,
-        "sim_time_per_frame_source": source,
-        "annotated_frames": data.annotated_frames().tolist(),
-    }
-    return data, info
+    return prepare_training_data(video, ann, sim_time_per_frame=sim_time_per_frame, sim_time_source=source)
 
 
 @dataclass
 class FitSummary:
-    """What ``run_fit`` did: the model, the frames it trained and validated on, the kept iteration and, with
-    a truth, the metrics written to ``metrics.json``."""
+    """What a fit did: the model, the frames it trained and validated on, the kept iteration, the history, the
+    settings and, with a truth, the metrics written to ``metrics.json``."""
 
     model: NeuraDiffModel
     train_frames: list[int]
@@ -99,6 +120,72 @@ class FitSummary:
     kept: dict[str, Any]
     metrics: dict[str, Any] | None = None
     files: list[str] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    #: what ``provenance.json`` records (inputs with their hashes, settings, calibration); set by :func:`run_fit`
+    provenance: dict[str, Any] | None = None
+
+
+def fit_training_data(
+    data: TrainingData,
+    config: FitConfig,
+    *,
+    video_info: dict[str, Any] | None = None,
+    truth: dict[str, np.ndarray] | None = None,
+    checkpoint_path: Path | None = None,
+    resume: bool = False,
+    progress: Progress | None = None,
+    device: str | torch.device | None = "cpu",
+) -> FitSummary:
+    """Fit NeuraDiff to a video in memory and, with a synthetic ``truth``, score it (nothing is written but the
+    checkpoint). The model comes back on the CPU."""
+    config.validate()
+    dev = resolve_device(device)
+    if truth is not None and truth["eta"].shape != data.frames.shape:
+        raise NeuradiffError(f"truth {truth['eta'].shape} and video {data.frames.shape} differ in size or length")
+    fit = fit_neuradiff(data, config, checkpoint_path=checkpoint_path, resume=resume, progress=progress, device=dev)
+    model = fit.model
+    model.net.to("cpu")
+    model.info["video"] = dict(video_info or {})
+    files = ["model.pt", "model.json", "params.json", "history.csv", "config.json"]
+    summary = FitSummary(
+        model,
+        fit.train_frames.tolist(),
+        fit.val_frames.tolist(),
+        fit.kept,
+        files=files,
+        history=fit.history,
+        config=config.to_dict(),
+    )
+    if truth is not None:
+        metrics = evaluate_model(
+            model,
+            data.frames,
+            data.annotations,
+            truth,
+            fit.train_frames,
+            learned=model.info["learned"],
+            baseline=model.with_parameters(config.initial_parameters()),
+        )
+        metrics["validation"] = fit.kept
+        metrics.update(uncertainty_scores(model, data, truth))
+        summary.metrics = metrics
+        summary.files.append("metrics.json")
+    return summary
+
+
+def write_fit(out: str | Path, summary: FitSummary) -> Path:
+    """Write the model folder of a fit: ``model.pt``, ``model.json``, ``params.json``, ``history.csv``,
+    ``config.json``, when the fit was scored ``metrics.json``, and with a provenance record ``provenance.json``."""
+    out = prepare_output_dir(out)
+    summary.model.save(out, history=summary.history, config=summary.config)
+    if summary.metrics is not None:
+        write_json(out / "metrics.json", summary.metrics)
+    if summary.provenance is not None:
+        write_provenance(out, summary.provenance)
+        if "provenance.json" not in summary.files:
+            summary.files.append("provenance.json")
+    return out
 
 
 def uncertainty_scores(model: NeuraDiffModel, data: TrainingData, truth: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -147,11 +234,14 @@ def run_fit(
     resume: bool = False,
     progress: Progress | None = None,
     sim_time_per_frame: float | None = None,
+    device: str | torch.device | None = "cpu",
 ) -> FitSummary:
     """Fit NeuraDiff and write the model folder ``out`` (``model.pt``, ``model.json``, ``params.json``,
-    ``history.csv``, ``config.json`` and, with ``truth_path``, ``metrics.json``)."""
+    ``history.csv``, ``config.json`` and, with ``truth_path``, ``metrics.json``); ``checkpoint.pt`` is written
+    there as the fit goes (``resume`` continues from it). ``device``: where to train."""
     config.validate()
     positive("--sim-time-per-frame", sim_time_per_frame)
+    resolve_device(device)
     if sim_time_per_frame is None:
         sim_time_per_frame = config.sim_time_per_frame
     check_output_dir(out)
@@ -164,35 +254,24 @@ def run_fit(
     # a run killed before its first checkpoint resumes from the start: the same result as an uninterrupted run
     resume = resume and (Path(out) / "checkpoint.pt").is_file()
     with output_dir(out) as out:
-        fit = fit_neuradiff(data, config, checkpoint_path=out / "checkpoint.pt", resume=resume, progress=progress)
-        model = fit.model
-        model.info["video"] = video_info
-        model.save(out, history=fit.history, config=config.to_dict())
-        params = model.parameters()
-        record = provenance(
+        summary = fit_training_data(
+            data,
+            config,
+            video_info=video_info,
+            truth=truth,
+            checkpoint_path=out / "checkpoint.pt",
+            resume=resume,
+            progress=progress,
+            device=device,
+        )
+        params = summary.model.parameters()
+        summary.provenance = provenance(
             "fit",
             inputs={"video": video_path, "annotations": annotations_path, "truth": truth_path},
-            model={"method": model.method, "parameters": None if params is None else params.as_floats()},
+            model={"method": summary.model.method, "parameters": None if params is None else params.as_floats()},
             settings={"config": config.to_dict(), "resume": resume, "sim_time_per_frame": data.sim_time_per_frame},
             calibration={k: video_info[k] for k in ("nm_per_px", "frame_interval_s")}
             | {"source": video_info["calibration_source"]},
         )
-        write_provenance(out, record)
-    files = ["model.pt", "model.json", "params.json", "history.csv", "config.json", "provenance.json"]
-    summary = FitSummary(model, fit.train_frames.tolist(), fit.val_frames.tolist(), fit.kept, files=files)
-    if truth is not None:
-        metrics = evaluate_model(
-            model,
-            data.frames,
-            data.annotations,
-            truth,
-            fit.train_frames,
-            learned=model.info["learned"],
-            baseline=model.with_parameters(config.initial_parameters()),
-        )
-        metrics["validation"] = fit.kept
-        metrics.update(uncertainty_scores(model, data, truth))
-        write_json(out / "metrics.json", metrics)
-        summary.metrics = metrics
-        summary.files.append("metrics.json")
+        write_fit(out, summary)
     return summary

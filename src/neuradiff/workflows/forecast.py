@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
+import torch
 
 from neuradiff.core.checks import check_memory, check_work
 from neuradiff.core.errors import NeuradiffError
@@ -13,11 +17,12 @@ from neuradiff.core.files import check_output_dir, staged_output, write_bytes, w
 from neuradiff.core.provenance import provenance, write_provenance
 from neuradiff.io.stacks import write_stack
 from neuradiff.io.video import Calibration, read_video
-from neuradiff.methods import Forecast, NeuraDiffModel, load_model
+from neuradiff.methods import FittedMethod, Forecast, NeuraDiffModel, load_model
 from neuradiff.methods.posterior import ForecastBand
 from neuradiff.report.plots import band_plot
 from neuradiff.synth.render import RenderSettings, render_video
 from neuradiff.training.config import NET_CELL_UPDATES
+from neuradiff.workflows.placement import place_model
 from neuradiff.workflows.track import model_record
 
 
@@ -61,8 +66,112 @@ def check_forecast_resources(fitted, steps: int, height: int, width: int) -> Non
     )
 
 
+def forecast_frames(
+    fitted: FittedMethod,
+    frames: np.ndarray,
+    *,
+    frame: int = 0,
+    steps: int,
+    device: str | torch.device | None = "cpu",
+) -> Forecast:
+    """Recognise ``frames[frame]`` and simulate ``steps`` frame intervals forward with ``fitted``'s physics.
+
+    Parameters
+    ----------
+    fitted : FittedMethod
+        A model that forecasts (``can_forecast``); its nets are moved to ``device``.
+    frames : ndarray
+        ``[T, H, W]`` raw intensities.
+    frame : int
+        Start frame K (0-based).
+    steps : int
+        Frame intervals to forecast.
+    device : str or torch.device
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
+    """
+    if not fitted.can_forecast:
+        raise NeuradiffError(f"a {fitted.method} model does not forecast")
+    frames = np.asarray(frames)
+    if not 0 <= frame < frames.shape[0]:
+        raise ValueError(f"--frame {frame} is out of range: the video has {frames.shape[0]} frames")
+    if steps < 1:
+        raise ValueError("--steps must be >= 1")
+    place_model(fitted, device)
+    return fitted.forecast(frames, frame, steps)
+
+
+def forecast_table(fc: Forecast, calibration: Calibration, *, n_video: int | None = None) -> pd.DataFrame:
+    """Void area of every forecast frame: ``frame``, ``time_s`` (empty when the timing is unknown),
+    ``void_area_px`` and, with a pixel size, ``void_area_nm2`` (pixels where eta ≥ 0.5).
+
+    Times come from the recording's frame times for its ``n_video`` frames; frames beyond the recording are one
+    (median) frame interval apart."""
+    area = (np.asarray(fc.eta) >= 0.5).sum(axis=(1, 2)).astype(np.int64)
+    interval = calibration.frame_interval_s
+    times = calibration.times_s(n_video) if n_video else None
+
+    def time_of(k: int) -> float:
+        if times is not None and k < len(times):
+            return float(times[k])
+        if times is not None and interval is not None:
+            return float(times[-1] + (k - len(times) + 1) * interval)
+        return np.nan if interval is None else k * interval
+
+    frames = np.asarray(fc.frames, dtype=np.int64)
+    table = pd.DataFrame({"frame": frames, "time_s": [time_of(int(k)) for k in frames], "void_area_px": area})
+    if calibration.nm_per_px is not None:
+        table["void_area_nm2"] = area * float(calibration.nm_per_px) ** 2
+    return table
+
+
+def write_forecast(
+    out: str | Path,
+    fc: Forecast,
+    calibration: Calibration,
+    *,
+    n_video: int | None = None,
+    band: ForecastBand | None = None,
+    record: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``forecast.npz`` (fields of every forecast frame), ``forecast.tif`` (rendered as a TEM video; a
+    calibrated ImageJ hyperstack), ``forecast_area.csv`` (:func:`forecast_table`), with ``band`` the 90 % band
+    (``forecast_band.csv``, ``forecast_band.png``) and with ``record`` ``provenance.json`` into ``out``, all or
+    nothing."""
+    c_v = None if fc.fields is None else fc.fields[:, 0]
+    c_i = None if fc.fields is None else fc.fields[:, 1]
+    rendered, _ = render_video(
+        np.clip(fc.eta, 0, 1), c_v=c_v, c_i=c_i, settings=RenderSettings(drift=0.0, flicker=0.0), seed=0
+    )
+    arrays = (
+        {"eta": fc.eta, "frame": fc.frames}
+        if fc.fields is None
+        else {"c_v": fc.fields[:, 0], "c_i": fc.fields[:, 1], "eta": fc.eta, "frame": fc.frames}
+    )
+    buf = io.StringIO()
+    forecast_table(fc, calibration, n_video=n_video).to_csv(buf, index=False, lineterminator="\n", float_format="%.10g")
+    interval = calibration.frame_interval_s
+    stack_cal = Calibration(nm_per_px=calibration.nm_per_px, frame_interval_s=interval, source=calibration.source)
+    with staged_output(out) as stage:
+        write_npz(stage / "forecast.npz", **arrays)
+        write_stack(stage / "forecast.tif", rendered, stack_cal)
+        write_text(stage / "forecast_area.csv", buf.getvalue())
+        if band is not None:
+            write_text(stage / "forecast_band.csv", band_csv(band, interval))
+            time_s = None if interval is None else band.frames * interval
+            write_bytes(stage / "forecast_band.png", band_plot(band, time_s=time_s))
+        if record is not None:
+            write_provenance(stage, record)
+    return Path(out)
+
+
 def run_forecast(
-    model: str | Path, video: str | Path, out: str | Path, *, frame: int = 0, steps: int
+    model: str | Path,
+    video: str | Path,
+    out: str | Path,
+    *,
+    frame: int = 0,
+    steps: int,
+    device: str | torch.device | None = "cpu",
 ) -> ForecastSummary:
     """Write ``forecast.npz`` (fields of every forecast frame), ``forecast.tif`` (rendered as a TEM video; a
     calibrated ImageJ hyperstack), ``forecast_area.csv`` (void area per frame, in px and, when the video is
@@ -80,6 +189,8 @@ def run_forecast(
         Start frame K (0-based).
     steps : int
         Frame intervals to forecast.
+    device : str or torch.device
+        Where the net and the simulation run (``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``).
     """
     if steps < 1:
         raise ValueError("--steps must be >= 1")
@@ -94,53 +205,16 @@ def run_forecast(
     if steps < 1:
         raise ValueError("--steps must be >= 1")
     check_forecast_resources(fitted, steps, height, width)
-    frames = vid.frames
-    fc = fitted.forecast(frames, frame, steps)
+    fc = forecast_frames(fitted, vid.frames, frame=frame, steps=steps, device=device)
     band = None
     if isinstance(fitted, NeuraDiffModel) and fitted.posterior is not None:
-        band = fitted.forecast_band(frames, frame, steps, nm_per_px=vid.calibration.nm_per_px)
-    c_v = None if fc.fields is None else fc.fields[:, 0]
-    c_i = None if fc.fields is None else fc.fields[:, 1]
-    rendered, _ = render_video(
-        np.clip(fc.eta, 0, 1), c_v=c_v, c_i=c_i, settings=RenderSettings(drift=0.0, flicker=0.0), seed=0
-    )
-    cal = vid.calibration
-    nm = cal.nm_per_px
-    times = cal.times_s(frames.shape[0])
-    interval = cal.frame_interval_s
-    area = (fc.eta >= 0.5).sum(axis=(1, 2))
-    arrays = (
-        {"eta": fc.eta, "frame": fc.frames}
-        if fc.fields is None
-        else {"c_v": fc.fields[:, 0], "c_i": fc.fields[:, 1], "eta": fc.eta, "frame": fc.frames}
-    )
-
-    def time_of(k: int) -> str:  # frames beyond the video are one (median) interval apart
-        if times is not None and k < len(times):
-            return f"{times[k]:g}"
-        if times is not None and interval is not None:
-            return f"{times[-1] + (k - len(times) + 1) * interval:g}"
-        return "" if interval is None else f"{k * interval:g}"
-
-    header = "frame,time_s,void_area_px" + (",void_area_nm2" if nm is not None else "")
-    lines = [header] + [
-        f"{k},{time_of(int(k))},{a}" + (f",{a * nm * nm:g}" if nm is not None else "") for k, a in zip(fc.frames, area)
-    ]
-    stack_cal = Calibration(nm_per_px=nm, frame_interval_s=interval, source=cal.source)
+        band = fitted.forecast_band(vid.frames, frame, steps, nm_per_px=vid.calibration.nm_per_px)
     record = provenance(
         "forecast",
         inputs={"video": video, "model": model},
         model=model_record(fitted),
         settings={"frame": frame, "steps": steps},
-        calibration=cal.describe(frames.shape[0]),
+        calibration=vid.calibration.describe(n),
     )
-    with staged_output(out) as stage:
-        write_npz(stage / "forecast.npz", **arrays)
-        write_stack(stage / "forecast.tif", rendered, stack_cal)
-        write_text(stage / "forecast_area.csv", "\n".join(lines) + "\n")
-        write_provenance(stage, record)
-        if band is not None:
-            write_text(stage / "forecast_band.csv", band_csv(band, interval))
-            time_s = None if interval is None else band.frames * interval
-            write_bytes(stage / "forecast_band.png", band_plot(band, time_s=time_s))
-    return ForecastSummary(fc, area, Path(out), band)
+    write_forecast(out, fc, vid.calibration, n_video=n, band=band, record=record)
+    return ForecastSummary(fc, (fc.eta >= 0.5).sum(axis=(1, 2)), Path(out), band)

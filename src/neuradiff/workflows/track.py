@@ -1,5 +1,6 @@
-"""``neuradiff track``: recognise eta in every frame of a video with a fitted model, threshold it into void
-masks, measure the voids and write everything (atomically, into a staged folder)."""
+"""``neuradiff track``: recognise eta in every frame of a video with a fitted model (or the shipped generalist
+recogniser), threshold it into void masks, measure the voids and write everything (atomically, into a staged
+folder)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from neuradiff.core.checks import check_memory
 from neuradiff.core.errors import NeuradiffError
@@ -18,10 +20,11 @@ from neuradiff.core.provenance import provenance, write_provenance
 from neuradiff.io.stacks import write_stack
 from neuradiff.io.video import Calibration, read_video
 from neuradiff.measure.drift import estimate_drift, shift_frames
-from neuradiff.measure.voids import measure_masks
+from neuradiff.measure.voids import Measurements, measure_masks
 from neuradiff.methods import FittedMethod, load_model
 from neuradiff.nets.generalist import Generalist, load_generalist, void_masks
 from neuradiff.report.measurements import write_measurements
+from neuradiff.workflows.placement import place_model
 
 #: Bytes per pixel and frame tracking holds besides the video: eta (float32), its float copy and the masks.
 TRACK_BYTES_PER_PX = 10
@@ -40,6 +43,75 @@ class TrackSummary:
         return self.n_frames / max(self.seconds, 1e-9)
 
 
+def recognise_video(
+    fitted: FittedMethod,
+    frames: np.ndarray,
+    *,
+    batch: int = 1,
+    device: str | torch.device | None = "cpu",
+    progress: ProgressSink = no_progress,
+) -> tuple[np.ndarray, float]:
+    """Eta ``[T, H, W]`` (float32) of every frame and the seconds recognition took.
+
+    Parameters
+    ----------
+    fitted : FittedMethod
+        A model that tracks (``can_track``); its nets are moved to ``device``.
+    frames : ndarray
+        ``[T, H, W]`` raw intensities (any numeric type: one batch at a time is converted to float32).
+    batch : int
+        Frames per inference batch (1 is fastest on a few CPU cores).
+    device : str or torch.device
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"`` (see :func:`~neuradiff.core.devices.resolve_device`).
+    """
+    if batch < 1:
+        raise ValueError("--batch must be >= 1")
+    if not fitted.can_track:
+        raise NeuradiffError(f"a {fitted.method} model does not track")
+    place_model(fitted, device)
+    n = frames.shape[0]
+    chunks = []
+    t0 = time.perf_counter()
+    for i in range(0, n, batch):  # a float32 copy of one batch at a time, not of the whole recording
+        chunk = np.asarray(frames[i : i + batch], dtype=np.float32)
+        chunks.append(fitted.recognise(chunk, first_index=i, eta_only=True, batch=batch))
+        progress("tracking", min(i + batch, n), n)
+    eta = np.concatenate(chunks).astype(np.float32)
+    return eta, time.perf_counter() - t0
+
+
+def masks_of(eta: np.ndarray) -> np.ndarray:
+    """Void masks (uint8, 1 where eta ≥ 0.5) of recognised eta maps."""
+    return (np.asarray(eta) >= 0.5).astype(np.uint8)
+
+
+def write_track(
+    out: str | Path,
+    eta: np.ndarray,
+    masks: np.ndarray,
+    measurements: Measurements | None,
+    video_frames: np.ndarray | None,
+    *,
+    calibration: Calibration | None = None,
+    drift: np.ndarray | None = None,
+    record: dict[str, Any] | None = None,
+    overlay: bool = True,
+) -> Path:
+    """Write ``eta.tif`` and ``masks.tif`` (calibrated ImageJ stacks), ``shifts.csv`` when the frames were
+    registered, with ``measurements`` the void tables, plots and overlay, and with ``record`` ``provenance.json``
+    into ``out`` (files appear only when everything has been written)."""
+    with staged_output(out) as stage:
+        write_stack(stage / "eta.tif", eta, calibration)
+        write_stack(stage / "masks.tif", masks, calibration)
+        if drift is not None and calibration is not None:
+            write_text(stage / "shifts.csv", shifts_table(drift, calibration))
+        if measurements is not None:
+            write_measurements(measurements, stage, video_frames=video_frames, masks=masks, overlay=overlay)
+        if record is not None:
+            write_provenance(stage, record)
+    return Path(out)
+
+
 def run_track(
     video: str | Path,
     model: str | Path | None,
@@ -54,6 +126,7 @@ def run_track(
     overlay: bool = True,
     require_nm: bool = False,
     register: bool = False,
+    device: str | torch.device | None = "cpu",
     progress: ProgressSink = no_progress,
 ) -> TrackSummary:
     """Write ``eta.tif`` (float), ``masks.tif`` (eta ≥ 0.5), ``provenance.json`` and, with ``measure``, the void
@@ -85,6 +158,8 @@ def run_track(
         Correct rigid stage drift first: sub-pixel shifts by phase correlation
         (:func:`~neuradiff.measure.drift.estimate_drift`), written to ``shifts.csv`` (px and, when calibrated, nm);
         every output is then in the coordinates of the first frame.
+    device : str or torch.device
+        Where the net runs (``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``).
     """
     if batch < 1:
         raise ValueError("--batch must be >= 1")
@@ -96,6 +171,8 @@ def run_track(
     fitted = load_model(model) if model is not None else None
     if fitted is not None and not fitted.can_track:
         raise NeuradiffError(f"{model} holds a {fitted.method} model, which does not track")
+    if fitted is not None:
+        place_model(fitted, device)
     vid = read_video(video, nm_per_px=nm_per_px, frame_interval_s=frame_interval_s)
     if require_nm and vid.calibration.nm_per_px is None:
         raise NeuradiffError(f"{video}: no pixel size in the file's metadata; give --nm-per-px")
@@ -111,24 +188,20 @@ def run_track(
         drift = estimate_drift(as_float)
         source = shift_frames(as_float, -drift, order=3)
         progress("registering", 1, 1)
-    t0 = time.perf_counter()
     recogniser: FittedMethod | Generalist = fitted if fitted is not None else load_generalist()
     if isinstance(recogniser, Generalist):
+        t0 = time.perf_counter()
         void_px = void_size
         if void_size is not None and void_size_unit == "nm":
             if vid.calibration.nm_per_px is None:
                 raise NeuradiffError("--void-size in nm needs the pixel size (from the file or --nm-per-px)")
             void_px = void_size / vid.calibration.nm_per_px
         eta = recogniser.eta(source, void_px=void_px, progress=lambda k, total: progress("tracking", k, total))
+        seconds = time.perf_counter() - t0
+        masks = void_masks(eta).astype(np.uint8)
     else:
-        chunks = []
-        for i in range(0, n, batch):  # a float32 copy of one batch at a time, not of the whole recording
-            chunk = source[i : i + batch].astype(np.float32)
-            chunks.append(recogniser.recognise(chunk, first_index=i, eta_only=True, batch=batch))
-            progress("tracking", min(i + batch, n), n)
-        eta = np.concatenate(chunks).astype(np.float32)
-    seconds = time.perf_counter() - t0
-    masks = (void_masks(eta) if isinstance(recogniser, Generalist) else eta >= 0.5).astype(np.uint8)
+        eta, seconds = recognise_video(recogniser, source, batch=batch, device=device, progress=progress)
+        masks = masks_of(eta)
     cal = vid.calibration
     record = provenance(
         "track",
@@ -146,16 +219,9 @@ def run_track(
         },
         calibration=cal.describe(n),
     )
-    with staged_output(out) as stage:
-        write_stack(stage / "eta.tif", eta, cal)
-        write_stack(stage / "masks.tif", masks, cal)
-        if drift is not None:
-            write_text(stage / "shifts.csv", shifts_table(drift, cal))
-        if measure:
-            meas = measure_masks(masks, calibration=cal)
-            shown = vid.frames if drift is None else shift_frames(vid.frames, -drift, order=3)
-            write_measurements(meas, stage, video_frames=shown, masks=masks, overlay=overlay)
-        write_provenance(stage, record)
+    meas = measure_masks(masks, calibration=cal) if measure else None
+    shown = vid.frames if drift is None else shift_frames(vid.frames, -drift, order=3)
+    write_track(out, eta, masks, meas, shown, calibration=cal, drift=drift, record=record, overlay=overlay)
     return TrackSummary(n, seconds, Path(out))
 
 
