@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from neuradiff.core.checks import positive
+from neuradiff.core.progress import ProgressSink, no_progress
 from neuradiff.core.provenance import provenance, write_provenance
 from neuradiff.io.annotations import read_annotations
 from neuradiff.io.video import Calibration, read_calibration, read_video
@@ -34,6 +35,7 @@ def run_measure(
     min_area: int = 4,
     search_range: float | None = None,
     overlay: bool = True,
+    progress: ProgressSink = no_progress,
 ) -> MeasureSummary:
     """Measure every void of ``masks`` (any annotation format) and write the tables, plots, overlay and
     ``provenance.json``. Without ``video``, the calibration comes from the mask stack's metadata (a calibrated
@@ -70,9 +72,15 @@ def run_measure(
         foil_thickness_nm=foil_thickness,
         min_area_px=min_area,
         search_range_px=search_range,
+        progress=progress,
     )
     written = write_measurements(
-        meas, out, video_frames=None if vid is None else vid.frames, masks=three_state, overlay=overlay
+        meas,
+        out,
+        video_frames=None if vid is None else vid.frames,
+        masks=three_state,
+        overlay=overlay,
+        progress=progress,
     )
     record = provenance(
         "measure",

@@ -110,9 +110,9 @@ def run_track(
         if drift is not None:
             write_text(stage / "shifts.csv", shifts_table(drift, cal))
         if measure:
-            meas = measure_masks(masks, calibration=cal)
+            meas = measure_masks(masks, calibration=cal, progress=progress)
             shown = vid.frames if drift is None else shift_frames(vid.frames, -drift, order=3)
-            write_measurements(meas, stage, video_frames=shown, masks=masks)
+            write_measurements(meas, stage, video_frames=shown, masks=masks, progress=progress)
         write_provenance(stage, record)
     return TrackSummary(n, seconds, Path(out))
 
