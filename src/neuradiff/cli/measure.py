@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from neuradiff.cli._app import app, friendly_errors
+from neuradiff.cli.progress import progress_bars
 from neuradiff.workflows import run_measure
 
 
@@ -49,18 +50,20 @@ def measure(
     Writes voids.csv, frames.csv, tracks.csv, units.json, PNG plots and overlay.mp4 into --out, only after
     everything has been computed.
     """
-    summary = run_measure(
-        masks,
-        out,
-        video=video,
-        nm_per_px=nm_per_px,
-        frame_interval_s=frame_interval,
-        dose_rate=dose_rate,
-        foil_thickness=foil_thickness,
-        min_area=min_area,
-        search_range=search_range,
-        overlay=overlay,
-    )
+    with progress_bars() as progress:
+        summary = run_measure(
+            masks,
+            out,
+            video=video,
+            nm_per_px=nm_per_px,
+            frame_interval_s=frame_interval,
+            dose_rate=dose_rate,
+            foil_thickness=foil_thickness,
+            min_area=min_area,
+            search_range=search_range,
+            overlay=overlay,
+            progress=progress,
+        )
     meas = summary.measurements
     calibration = meas.calibration
     length = "nm" if calibration.nm_per_px is not None else "px"

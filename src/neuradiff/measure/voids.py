@@ -16,6 +16,7 @@ from skimage.measure import label, regionprops
 from neuradiff.core.checks import positive
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.core.labels import UNKNOWN, VOID
+from neuradiff.core.progress import ProgressSink, no_progress
 from neuradiff.io.video import Calibration
 from neuradiff.measure.tracking import default_search_range_px, link_voids, track_table
 
@@ -201,6 +202,7 @@ def measure_masks(
     min_area_px: int = 4,
     search_range_px: float | None = None,
     memory: int = 2,
+    progress: ProgressSink = no_progress,
 ) -> Measurements:
     """Measure and track the voids of three-state masks.
 
@@ -255,6 +257,7 @@ def measure_masks(
 
     rows, frame_rows = [], []
     for k in range(n):
+        progress("measuring", k + 1, n)
         known_px = int(known[k].sum())
         if known_px == 0:
             continue

@@ -11,6 +11,7 @@ import pandas as pd
 
 from neuradiff.core.files import prepare_output_dir, write_bytes, write_json, write_text
 from neuradiff.core.labels import UNKNOWN, VOID
+from neuradiff.core.progress import ProgressSink, no_progress
 from neuradiff.measure.voids import Measurements
 from neuradiff.report.overlay import write_overlay
 from neuradiff.report.plots import render_plots
@@ -23,7 +24,14 @@ def _csv(df: pd.DataFrame) -> str:
 
 
 def write_measurements(
-    meas: Measurements, out_dir, *, video_frames=None, masks=None, plots: bool = True, overlay: bool = True
+    meas: Measurements,
+    out_dir,
+    *,
+    video_frames=None,
+    masks=None,
+    plots: bool = True,
+    overlay: bool = True,
+    progress: ProgressSink = no_progress,
 ) -> list[Path]:
     """Write ``voids.csv``, ``frames.csv``, ``tracks.csv``, ``units.json``, plots and the overlay.
 
@@ -66,7 +74,7 @@ def write_measurements(
     written = []
     if overlay and background is not None:
         try:
-            written.append(write_overlay(out / "overlay.mp4", meas, video_frames, masks))
+            written.append(write_overlay(out / "overlay.mp4", meas, video_frames, masks, progress))
         except BaseException:
             if created and not any(out.iterdir()):
                 out.rmdir()

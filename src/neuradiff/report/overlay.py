@@ -22,6 +22,7 @@ from skimage.segmentation import find_boundaries
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.core.files import atomic_path
 from neuradiff.core.labels import UNKNOWN, VOID
+from neuradiff.core.progress import ProgressSink, no_progress
 from neuradiff.measure.voids import Measurements, label_voids
 
 # --------------------------------------------------------------------------- text (Pillow)
@@ -90,7 +91,7 @@ def inner_edges(labels: np.ndarray) -> np.ndarray:
     return find_boundaries(labels, mode="inner")
 
 
-def _overlay_frames(meas: Measurements, video_frames, masks):
+def _overlay_frames(meas: Measurements, video_frames, masks, progress: ProgressSink = no_progress):
     """Yield ``[H', W', 3]`` uint8 overlay frames (padded to even size)."""
     base = video_frames if video_frames is not None else masks
     n, h, w = base.shape
@@ -107,6 +108,7 @@ def _overlay_frames(meas: Measurements, video_frames, masks):
     min_area = int(meas.params.get("min_area_px", 4))
     bar_nm = _scale_bar_nm(w, cal.nm_per_px) if cal.nm_per_px else None
     for k in range(n):
+        progress("overlay", k + 1, n)
         if video_frames is not None:
             g8 = np.clip((video_frames[k].astype(np.float32) - lo) / (hi - lo), 0, 1) * 255
             g8 = np.nan_to_num(g8).astype(np.uint8)
@@ -137,7 +139,9 @@ def _overlay_frames(meas: Measurements, video_frames, masks):
         yield np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
 
 
-def write_overlay(path, meas: Measurements, video_frames=None, masks=None) -> Path:
+def write_overlay(
+    path, meas: Measurements, video_frames=None, masks=None, progress: ProgressSink = no_progress
+) -> Path:
     """Write the overlay video to ``path`` (mp4 via imageio's ffmpeg writer) and return the path.
 
     Without ffmpeg an animated GIF is written beside it instead, with a warning.
@@ -154,7 +158,11 @@ def write_overlay(path, meas: Measurements, video_frames=None, masks=None) -> Pa
         warnings.warn("ffmpeg is not available; writing the overlay as an animated GIF", stacklevel=2)
         with atomic_path(gif) as tmp:
             iio2.mimwrite(
-                tmp, list(_overlay_frames(meas, video_frames, masks)), format="GIF", duration=1.0 / fps, loop=0
+                tmp,
+                list(_overlay_frames(meas, video_frames, masks, progress)),
+                format="GIF",
+                duration=1.0 / fps,
+                loop=0,
             )
         return gif
     # ffmpeg picks the container from the file name, so encode to a named *.mp4 scratch file
@@ -174,7 +182,7 @@ def write_overlay(path, meas: Measurements, video_frames=None, masks=None) -> Pa
                 pixelformat="yuv420p",
             )
             try:
-                for frame in _overlay_frames(meas, video_frames, masks):
+                for frame in _overlay_frames(meas, video_frames, masks, progress):
                     writer.append_data(frame)
             finally:
                 writer.close()

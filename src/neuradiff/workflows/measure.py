@@ -7,6 +7,7 @@ from pathlib import Path
 
 from neuradiff.core.checks import check_frame_interval, check_pixel_size, in_range
 from neuradiff.core.files import check_output_dir, staged_output
+from neuradiff.core.progress import ProgressSink, no_progress
 from neuradiff.core.provenance import provenance, write_provenance
 from neuradiff.io.annotations import read_annotations
 from neuradiff.io.video import Calibration, read_calibration, read_video
@@ -39,6 +40,7 @@ def run_measure(
     min_area: int = 4,
     search_range: float | None = None,
     overlay: bool = True,
+    progress: ProgressSink = no_progress,
 ) -> MeasureSummary:
     """Measure every void of ``masks`` (any annotation format) and write the tables, plots, overlay and
     ``provenance.json``. Without ``video``, the calibration comes from the mask stack's metadata (a calibrated
@@ -74,6 +76,7 @@ def run_measure(
         foil_thickness_nm=foil_thickness,
         min_area_px=min_area,
         search_range_px=search_range,
+        progress=progress,
     )
     record = provenance(
         "measure",
@@ -91,7 +94,12 @@ def run_measure(
     )
     with staged_output(out) as stage:
         staged = write_measurements(
-            meas, stage, video_frames=None if vid is None else vid.frames, masks=three_state, overlay=overlay
+            meas,
+            stage,
+            video_frames=None if vid is None else vid.frames,
+            masks=three_state,
+            overlay=overlay,
+            progress=progress,
         )
         staged.append(write_provenance(stage, record))
     written = [Path(out) / p.relative_to(stage) for p in staged]

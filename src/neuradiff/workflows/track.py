@@ -96,6 +96,7 @@ def write_track(
     drift: np.ndarray | None = None,
     record: dict[str, Any] | None = None,
     overlay: bool = True,
+    progress: ProgressSink = no_progress,
 ) -> Path:
     """Write ``eta.tif`` and ``masks.tif`` (calibrated ImageJ stacks), ``shifts.csv`` when the frames were
     registered, with ``measurements`` the void tables, plots and overlay, and with ``record`` ``provenance.json``
@@ -106,7 +107,9 @@ def write_track(
         if drift is not None and calibration is not None:
             write_text(stage / "shifts.csv", shifts_table(drift, calibration))
         if measurements is not None:
-            write_measurements(measurements, stage, video_frames=video_frames, masks=masks, overlay=overlay)
+            write_measurements(
+                measurements, stage, video_frames=video_frames, masks=masks, overlay=overlay, progress=progress
+            )
         if record is not None:
             write_provenance(stage, record)
     return Path(out)
@@ -219,9 +222,11 @@ def run_track(
         },
         calibration=cal.describe(n),
     )
-    meas = measure_masks(masks, calibration=cal) if measure else None
+    meas = measure_masks(masks, calibration=cal, progress=progress) if measure else None
     shown = vid.frames if drift is None else shift_frames(vid.frames, -drift, order=3)
-    write_track(out, eta, masks, meas, shown, calibration=cal, drift=drift, record=record, overlay=overlay)
+    write_track(
+        out, eta, masks, meas, shown, calibration=cal, drift=drift, record=record, overlay=overlay, progress=progress
+    )
     return TrackSummary(n, seconds, Path(out))
 
 
