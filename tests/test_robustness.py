@@ -217,8 +217,8 @@ def test_sigterm_cleans_the_staging_folder(tmp_path):
         "import neuradiff.workflows.simulate as ws\n"
         "def slow(*a, **k):\n"
         "    print('running', flush=True); time.sleep(30)\n"
-        "ws.make_dataset = slow\n"
-        f"sys.argv = ['neuradiff', 'simulate', '--out', {str(tmp_path / 'out')!r}]\n"
+        "ws.write_dataset = slow\n"  # the files are being written into the staging folder
+        f"sys.argv = ['neuradiff', 'simulate', '--size', '32', '--frames', '2', '--out', {str(tmp_path / 'out')!r}]\n"
         "app()\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -26,13 +26,15 @@ import torch
 from neuradiff.core.config import settings_from
 from neuradiff.core.devices import resolve_device
 from neuradiff.core.errors import NeuradiffError
-from neuradiff.core.files import prepare_output_dir
+from neuradiff.core.files import prepare_output_dir, staged_output
 from neuradiff.core.progress import ProgressSink, no_progress
+from neuradiff.core.provenance import provenance, write_provenance
 from neuradiff.evaluation.truth import load_truth
 from neuradiff.io.annotations import read_annotations
 from neuradiff.io.video import Calibration, Video, read_video
 from neuradiff.measure.voids import Measurements, measure_masks
-from neuradiff.methods import FittedMethod, Forecast, load_model
+from neuradiff.methods import FittedMethod, Forecast, NeuraDiffModel, load_model
+from neuradiff.methods.posterior import ForecastBand
 from neuradiff.report.measurements import write_measurements
 from neuradiff.synth.datasets import Dataset, DatasetConfig, read_dataset, time_per_frame
 from neuradiff.training import FitConfig
@@ -247,7 +249,7 @@ class SimulatedVideo:
     def save(self, folder: PathLike) -> Path:
         """Write what ``neuradiff simulate`` writes: ``video.tif``, ``annotations.tif``, ``truth.npz``,
         ``dataset.json``, ``contact_sheet.png``. Returns the folder."""
-        return write_dataset_folder(folder, self.dataset)
+        return write_dataset_folder(folder, self.dataset, record=_api_provenance("simulate"))
 
 
 @dataclass
@@ -288,6 +290,8 @@ class FittedModel:
     def save(self, folder: PathLike) -> Path:
         """Write the model folder ``neuradiff fit`` writes: ``model.pt``, ``model.json``, ``params.json``,
         ``history.csv``, ``config.json`` and, when scored, ``metrics.json``. Returns the folder."""
+        if self.summary.provenance is None:
+            self.summary.provenance = _api_provenance("fit", settings={"config": self.summary.config})
         return write_fit(folder, self.summary)
 
 
@@ -319,7 +323,10 @@ class TrackedVideo(_VoidTables):
         """Write what ``neuradiff track`` writes: ``eta.tif``, ``masks.tif`` and the void tables, plots and overlay
         (``voids.csv``, ``frames.csv``, ``tracks.csv``, ``units.json``, ``*.png``, ``overlay.mp4``)."""
         frames = None if self.video is None else self.video.frames
-        return write_track(folder, self.eta, self.masks, self.measurements, frames)
+        cal = None if self.video is None else self.video.calibration
+        return write_track(
+            folder, self.eta, self.masks, self.measurements, frames, calibration=cal, record=_api_provenance("track")
+        )
 
 
 @dataclass
@@ -343,9 +350,11 @@ class MeasuredVoids(_VoidTables):
     def save(self, folder: PathLike) -> Path:
         """Write what ``neuradiff measure`` writes: ``voids.csv``, ``frames.csv``, ``tracks.csv``, ``units.json``,
         the plots and (unless ``overlay=False`` was given) ``overlay.mp4``. Returns the folder."""
-        write_measurements(
-            self.measurements, folder, video_frames=self.video_frames, masks=self.masks, overlay=self.overlay
-        )
+        with staged_output(folder) as stage:
+            write_measurements(
+                self.measurements, stage, video_frames=self.video_frames, masks=self.masks, overlay=self.overlay
+            )
+            write_provenance(stage, _api_provenance("measure"))
         return Path(folder)
 
 
@@ -363,6 +372,7 @@ class VoidForecast:
 
     forecast: Forecast
     calibration: Calibration
+    band: ForecastBand | None = None
 
     @property
     def eta(self) -> np.ndarray:
@@ -380,7 +390,14 @@ class VoidForecast:
 
     def save(self, folder: PathLike) -> Path:
         """Write what ``neuradiff forecast`` writes: ``forecast.npz``, ``forecast.tif``, ``forecast_area.csv``."""
-        return write_forecast(folder, self.forecast, self.calibration)
+        return write_forecast(
+            folder, self.forecast, self.calibration, band=self.band, record=_api_provenance("forecast")
+        )
+
+
+def _api_provenance(command: str, *, settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``provenance.json`` of an output written from the Python API (its inputs were arrays in memory)."""
+    return provenance(command, settings={"written_by": "neuradiff Python API", **(settings or {})})
 
 
 # --------------------------------------------------------------------------- functions
@@ -711,8 +728,12 @@ def forecast(
     ((4, 24, 24), [0, 1, 2, 3])
     """
     vid = _video(video, nm_per_px, frame_interval_s)
-    fc = forecast_frames(_model(model), vid.frames, frame=frame, steps=steps, device=device)
-    return VoidForecast(fc, vid.calibration)
+    fitted = _model(model)
+    fc = forecast_frames(fitted, vid.frames, frame=frame, steps=steps, device=device)
+    band = None
+    if isinstance(fitted, NeuraDiffModel) and fitted.posterior is not None:
+        band = fitted.forecast_band(vid.frames, frame, steps, nm_per_px=vid.calibration.nm_per_px)
+    return VoidForecast(fc, vid.calibration, band)
 
 
 def _read_measurements(folder: Path) -> Measurements:
