@@ -47,6 +47,7 @@ from neuradiff.workflows.fit import (
     write_fit,
 )
 from neuradiff.workflows.forecast import forecast_frames, forecast_table, write_forecast
+from neuradiff.workflows.measure import check_measure_options
 from neuradiff.workflows.simulate import simulate_dataset, write_dataset_folder
 from neuradiff.workflows.track import masks_of, recognise_video, write_track
 
@@ -661,6 +662,7 @@ def measure(
     >>> voids.trajectories[["frame", "particle", "x", "x_nm", "area_nm2", "time_s"]].values.tolist()
     [[0.0, 0.0, 14.5, 7.25, 25.0, 0.0], [1.0, 0.0, 15.5, 7.75, 25.0, 2.0], [2.0, 0.0, 16.5, 8.25, 25.0, 4.0]]
     """
+    check_measure_options(nm_per_px, frame_interval_s, dose_rate, foil_thickness, search_range, min_area)
     if isinstance(masks, TrackedVideo) and video is None:
         video = masks.video
     vid = None if video is None else _video(video, nm_per_px, frame_interval_s)
@@ -668,10 +670,6 @@ def measure(
     if vid is not None and three_state.shape[1:] != vid.frames.shape[1:]:
         raise NeuradiffError(f"masks {three_state.shape} and video {vid.frames.shape} differ in frame size")
     calibration = vid.calibration if vid is not None else _calibration(nm_per_px, frame_interval_s)
-    if search_range is not None and not search_range > 0:
-        raise NeuradiffError(f"search_range must be positive, got {search_range}")
-    if min_area < 1:
-        raise NeuradiffError(f"min_area must be >= 1, got {min_area}")
     meas = measure_masks(
         three_state,
         calibration=calibration,

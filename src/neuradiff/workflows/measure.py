@@ -19,6 +19,24 @@ DOSE_RATE_RANGE = (1e-12, 1.0)
 FOIL_THICKNESS_RANGE = (0.1, 1e6)
 
 
+def check_measure_options(
+    nm_per_px: float | None,
+    frame_interval_s: float | None,
+    dose_rate: float | None,
+    foil_thickness: float | None,
+    search_range: float | None,
+    min_area: int,
+) -> None:
+    """Refuse a calibration or measurement option outside its physical range (one line naming it and the range)."""
+    check_pixel_size("--nm-per-px", nm_per_px)
+    check_frame_interval("--frame-interval", frame_interval_s)
+    in_range("--dose-rate", dose_rate, *DOSE_RATE_RANGE, "dpa/s")
+    in_range("--foil-thickness", foil_thickness, *FOIL_THICKNESS_RANGE, "nm")
+    in_range("--search-range", search_range, 1e-3, 1e6, "px")
+    if min_area < 1:
+        raise ValueError(f"--min-area must be >= 1, got {min_area}")
+
+
 @dataclass
 class MeasureSummary:
     """The measurements and the files written."""
@@ -45,13 +63,7 @@ def run_measure(
     """Measure every void of ``masks`` (any annotation format) and write the tables, plots, overlay and
     ``provenance.json``. Without ``video``, the calibration comes from the mask stack's metadata (a calibrated
     ``masks.tif`` from ``neuradiff track``); ``nm_per_px`` and ``frame_interval_s`` win over it."""
-    check_pixel_size("--nm-per-px", nm_per_px)
-    check_frame_interval("--frame-interval", frame_interval_s)
-    in_range("--dose-rate", dose_rate, *DOSE_RATE_RANGE, "dpa/s")
-    in_range("--foil-thickness", foil_thickness, *FOIL_THICKNESS_RANGE, "nm")
-    in_range("--search-range", search_range, 1e-3, 1e6, "px")
-    if min_area < 1:
-        raise ValueError(f"--min-area must be >= 1, got {min_area}")
+    check_measure_options(nm_per_px, frame_interval_s, dose_rate, foil_thickness, search_range, min_area)
     check_output_dir(out)
     vid = None
     if video is not None:
