@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from neuradiff.cli._app import app, echo_err, friendly_errors
+from neuradiff.cli.fit import GENERALIST_NOTE
 from neuradiff.cli.progress import progress_bars
 from neuradiff.workflows.batch import RecordingResult, default_workers, run_batch
 
@@ -65,6 +66,8 @@ def batch(
             progress=progress,
             on_result=report,
         )
+    if model is None:
+        echo_err(GENERALIST_NOTE)
     n, failed = len(summary.results), len(summary.failed)
     typer.echo(
         f"wrote {out}: {n - failed} of {n} recordings done ({summary.skipped} already done before), "

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from neuradiff.cli._app import app, friendly_errors, set_threads
+from neuradiff.cli._app import app, echo_err, friendly_errors, set_threads
 from neuradiff.cli.options import device_option
 from neuradiff.cli.progress import progress_bars
 from neuradiff.core.devices import resolve_device
@@ -124,6 +124,14 @@ def parse_size(text: str | None) -> tuple[float | None, str]:
     return value, unit
 
 
+#: Said on stderr after every run with the shipped recogniser, while its false-void rate on real frames is high.
+GENERALIST_NOTE = (
+    "neuradiff: note: no --model, so the shipped generalist recogniser (version 1) is used; it was trained on "
+    "synthetic frames only and marks many false voids on real frames with dislocation loops (see "
+    "benchmarks/README.md): fit a model on a few annotated frames of your recording for trustworthy counts"
+)
+
+
 @app.command("track")
 @friendly_errors
 def track(
@@ -166,6 +174,8 @@ def track(
             device=dev,
             progress=progress,
         )
+    if model is None:
+        echo_err(GENERALIST_NOTE)
     typer.echo(
         f"wrote {out}: {summary.n_frames} frames tracked in {summary.seconds:.1f} s "
         f"({summary.frames_per_second:.1f} frames/s)"
