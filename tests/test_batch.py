@@ -93,6 +93,7 @@ def test_find_recordings_kinds(tmp_path):
     assert names == ["a/stack.tif", "pngs", "session", "singles"]
 
 
+@pytest.mark.slow
 def test_batch_reports_bad_recordings_and_goes_on(experiment, model, tmp_path):
     out = tmp_path / "out"
     seen = []

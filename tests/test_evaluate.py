@@ -82,6 +82,7 @@ def test_quick_suite_writes_every_table_with_every_method(quick_report):
     assert len(curves) == 12 and float(curves[0]["truth_area_nm2"]) > 0
 
 
+@pytest.mark.slow  # it shares the quick suite run of the tests above (about 30 s)
 def test_report_is_self_contained(quick_report):
     html = (quick_report / "report.html").read_text()
     for method in ALL_METHODS:
