@@ -16,14 +16,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import pickle
 import re
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from neuradiff._version import __version__
 from neuradiff.core.errors import NeuradiffError
@@ -82,6 +85,26 @@ class JobCache:
         except (NeuradiffError, OSError, ValueError, KeyError, TypeError):
             return None
 
+    def check_saved(self) -> None:
+        """Refuse to resume from saved jobs holding a file that is not plain data (a pickle that would run code
+        when read): one :class:`NeuradiffError` naming the file. Damaged but harmless jobs are recomputed by
+        :meth:`load`; only the jobs of this config and version are looked at."""
+        if self.folder is None or not self.reuse or not self.folder.is_dir():
+            return
+        for job in sorted(self.folder.glob(f"*-{self.tag}")):
+            for path in sorted(job.rglob("*.pt")):
+                try:
+                    with warnings.catch_warnings():  # the weights-only unpickler warns about foreign pickles
+                        warnings.simplefilter("ignore")
+                        torch.load(path, map_location="cpu", weights_only=True)
+                except pickle.UnpicklingError:
+                    raise NeuradiffError(
+                        f"saved checkpoint {path} is not plain data (reading it could run code); "
+                        f"delete {job} or run without --resume"
+                    ) from None
+                except Exception:  # truncated or corrupt: load() recomputes the job
+                    continue
+
     def save(self, key: str, result: JobResult) -> None:
         path = self.path(key)
         if path is None:
@@ -128,6 +151,7 @@ def run_suite(
     results: dict[str, JobResult] = {}
     seconds: dict[str, float] = {}
     cache = JobCache(checkpoints, config, reuse=resume)
+    cache.check_saved()
     with JobRunner(config.workers, config.threads, report) as pool:
         runner = _CachedRunner(pool, cache)
         stage("making the training video (single void)")

@@ -28,7 +28,7 @@ import tifffile
 import torch
 
 from neuradiff._version import __version__
-from neuradiff.core.checks import positive
+from neuradiff.core.checks import check_frame_interval, check_pixel_size
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.core.files import write_json
 from neuradiff.core.progress import ProgressSink, no_progress
@@ -425,8 +425,8 @@ def run_batch(
         raise ValueError(f"--workers must be >= 1, got {workers}")
     if threads < 1:
         raise ValueError(f"--threads must be >= 1, got {threads}")
-    nm_per_px = positive("--nm-per-px", nm_per_px)
-    frame_interval_s = positive("--frame-interval", frame_interval_s)
+    nm_per_px = check_pixel_size("--nm-per-px", nm_per_px)
+    frame_interval_s = check_frame_interval("--frame-interval", frame_interval_s)
     if model is not None:
         model = Path(model)
         fitted = load_model(model)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from neuradiff.core.checks import check_memory
+from neuradiff.core.checks import check_frame_interval, check_memory, check_pixel_size
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.core.files import check_output_dir, staged_output, write_text
 from neuradiff.core.progress import ProgressSink, no_progress
@@ -170,6 +170,8 @@ def run_track(
         raise NeuradiffError(f"void size unit must be px or nm, got {void_size_unit!r}")
     if model is not None and void_size is not None:
         raise NeuradiffError("--void-size applies to the generalist recogniser (no --model)")
+    nm_per_px = check_pixel_size("--nm-per-px", nm_per_px)
+    frame_interval_s = check_frame_interval("--frame-interval", frame_interval_s)
     check_output_dir(out)
     fitted = load_model(model) if model is not None else None
     if fitted is not None and not fitted.can_track:
