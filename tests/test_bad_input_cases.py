@@ -14,11 +14,9 @@ import json
 import os
 import struct
 import sys
-import tempfile
 import time
-import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +24,7 @@ import pytest
 import tifffile
 import torch
 
-from neuradiff.cli import app
+from helpers_cli import HANG_S, Outcome, run_command, start_command, tree
 from neuradiff.io.saved import write_model_folder
 from neuradiff.nets import NetConfig, RecognitionNet
 from neuradiff.synth.datasets import dataset_config, make_dataset, write_dataset
@@ -38,78 +36,6 @@ pytestmark = [
 
 #: A refusal must come within this many seconds of the command's start.
 WITHIN_S = 1.0
-#: A child still running after this long is killed and counted as a hang.
-HANG_S = 20.0
-
-
-@dataclass
-class Outcome:
-    """What one command did: exit code, its stderr lines, stdout, seconds, and what it changed in its folder."""
-
-    code: int
-    lines: list[str]
-    stdout: str
-    seconds: float
-    changed: list[str] = field(default_factory=list)
-
-
-def run_command(args: list[str], folder: Path, env: dict[str, str] | None = None) -> Outcome:
-    """Run ``neuradiff ARGS`` in a forked child with ``folder`` as working folder; uncaught exceptions end the child
-    as they end the interpreter (traceback on stderr, exit code 1)."""
-    out_fd, out_path = tempfile.mkstemp()
-    err_fd, err_path = tempfile.mkstemp()
-    before = _tree(folder)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    t0 = time.perf_counter()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 1
-        try:
-            os.dup2(out_fd, 1)
-            os.dup2(err_fd, 2)
-            sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
-            sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
-            os.environ.update(env or {})
-            os.chdir(folder)
-            sys.argv = ["neuradiff", *args]
-            try:
-                app(prog_name="neuradiff")
-                code = 0
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-                if isinstance(exc.code, str):
-                    print(exc.code, file=sys.stderr)
-            except BaseException:
-                traceback.print_exc()
-                code = 1
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
-    os.close(out_fd)
-    os.close(err_fd)
-    status = None
-    while time.perf_counter() - t0 < HANG_S:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        time.sleep(0.005)
-    else:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-    seconds = time.perf_counter() - t0
-    code = os.waitstatus_to_exitcode(status) if status is not None else -9
-    stdout, stderr = Path(out_path).read_text(errors="replace"), Path(err_path).read_text(errors="replace")
-    os.unlink(out_path)
-    os.unlink(err_path)
-    after = _tree(folder)
-    changed = sorted((after - before) | (before - after))
-    return Outcome(code, [line for line in stderr.splitlines() if line.strip()], stdout, seconds, changed)
-
-
-def _tree(folder: Path) -> set[str]:
-    return {f"{p.relative_to(folder)}:{p.stat().st_size if p.is_file() else 'dir'}" for p in folder.rglob("*")}
 
 
 # --------------------------------------------------------------------------- inputs shared by the cases
@@ -144,6 +70,7 @@ def inputs(tmp_path_factory) -> Inputs:
         ["fit", str(data / "video.tif"), "--annotations", str(data / "annotations.tif")]
         + ["--out", str(folder / "model"), "--config", str(folder / "fit.json")],
         folder,
+        timeout_s=300,
     )
     assert fit.code == 0, fit.lines
     for module in ("rsciio.mrc", "rsciio.emd"):  # time the checks, not the first import of a reader
@@ -435,7 +362,7 @@ def outcomes():
 def test_bad_input_is_one_line_exit_2_within_a_second_and_leaves_nothing(name, inputs, tmp_path, outcomes):
     args, env = CASES[name](tmp_path, inputs)
     args = [a.replace("{supervised}", str(inputs.supervised)) for a in args]
-    before = _tree(tmp_path)
+    before = tree(tmp_path)
     result = run_command(args, tmp_path, {**MEM, **env})
     outcomes[name] = result
     text = "\n".join(result.lines)
@@ -445,35 +372,11 @@ def test_bad_input_is_one_line_exit_2_within_a_second_and_leaves_nothing(name, i
     for word in WORDS.get(name, []):
         assert word in result.lines[0], result.lines[0]
     assert result.seconds < WITHIN_S, f"{result.seconds:.2f} s: {text}"
-    assert _tree(tmp_path) == before, result.changed
+    assert tree(tmp_path) == before, result.changed
     assert not (tmp_path / "pwned").exists()
 
 
 # --------------------------------------------------------------------------- leftovers of killed runs, logs
-
-
-def _start(args: list[str], folder: Path) -> tuple[int, Path]:
-    """Start ``neuradiff ARGS`` in a forked child (stdout and stderr to a file); returns its pid and log file."""
-    log = folder.parent / f"{folder.name}.log"
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.dup2(fd, 1)
-            os.dup2(fd, 2)
-            sys.stdout = sys.stderr = open(1, "w", closefd=False)  # noqa: SIM115
-            os.chdir(folder)
-            sys.argv = ["neuradiff", *args]
-            app(prog_name="neuradiff")
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        finally:
-            os._exit(code)
-    os.close(fd)
-    return pid, log
 
 
 def test_a_killed_simulate_leaves_its_staging_folder_only_until_the_next_run(tmp_path):
@@ -491,7 +394,7 @@ def test_a_killed_simulate_leaves_its_staging_folder_only_until_the_next_run(tmp
         "--out",
         "out",
     ]
-    pid, log = _start(args, tmp_path)
+    pid, log = start_command(args, tmp_path)
     t0 = time.perf_counter()
     while not any(p.name.endswith(".partial") for p in tmp_path.iterdir()):
         assert time.perf_counter() - t0 < HANG_S and os.waitpid(pid, os.WNOHANG) == (0, 0), log.read_text()
@@ -501,7 +404,7 @@ def test_a_killed_simulate_leaves_its_staging_folder_only_until_the_next_run(tmp
     stages = [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
     assert stages and not (tmp_path / "out").exists()
     args[4] = "3"
-    result = run_command(args, tmp_path)
+    result = run_command(args, tmp_path, timeout_s=300)
     assert result.code == 0, result.lines
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert (tmp_path / "out" / "video.tif").is_file()
@@ -522,7 +425,7 @@ def test_progress_is_not_drawn_on_a_stderr_that_is_not_a_terminal(inputs, tmp_pa
         "--config",
         "fit.json",
     ]
-    result = run_command(args, tmp_path)
+    result = run_command(args, tmp_path, timeout_s=300)
     assert result.code == 0, result.lines
     text = "\n".join(result.lines)
     for mark in ("\r", "\x1b[", "━", "█", "it/s"):

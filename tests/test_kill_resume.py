@@ -1,5 +1,5 @@
 """``kill -9`` at random points of ``neuradiff fit`` followed by ``--resume`` gives the uninterrupted result bit for
-bit."""
+bit; ``kill -9`` at random points of ``neuradiff evaluate`` followed by ``--resume`` gives the same scores."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers_cli import run_command, start_command
 from neuradiff.synth.datasets import dataset_config, make_dataset, write_dataset
 
 FIT = {
@@ -95,3 +96,45 @@ def test_fit_killed_at_random_points_resumes_bit_for_bit(tmp_path):
     assert wa.keys() == wb.keys()
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
+
+
+#: The smallest evaluation suite: every job of the paper suite, on tiny videos with tiny budgets (about 10 s).
+TINY_SUITE = {
+    "fit_seeds": 1,
+    "surrogate_seeds": 1,
+    "data": {"simulation": {"size": 24}, "frames": 8, "steps_per_frame": 10, "annotations": {"fraction": 0.4}},
+    "transfer_data": {"simulation": {"size": 48, "n_voids": 2}, "frames": 8, "steps_per_frame": 10},
+    "fit": {"pretrain_iters": 10, "joint_iters": 2, "gap": 2, "eval_every": 2, "net": {"width": 4, "depth": 1}},
+    "surrogate": {"iters": 4, "batch": 2, "net": {"embedding": "none", "width": 4, "depth": 1}},
+}
+
+
+def _scores(out: Path) -> tuple[dict, dict[str, str]]:
+    """The scores of results.json and every table but the timings."""
+    tables = {p.name: p.read_text() for p in sorted((out / "tables").glob("*.csv")) if p.name != "timing.csv"}
+    return json.loads((out / "results.json").read_text())["scores"], tables
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "fork") or sys.platform != "linux", reason="runs commands in forked children")
+def test_evaluate_killed_at_random_points_resumes_to_the_same_scores(tmp_path):
+    (tmp_path / "suite.json").write_text(json.dumps(TINY_SUITE))
+    args = ["evaluate", "--quick", "--config", str(tmp_path / "suite.json"), "--threads", "1"]
+    ref = run_command([*args, "--out", "a"], tmp_path, timeout_s=300)
+    assert ref.code == 0, ref.lines
+    print(f"uninterrupted evaluate: {ref.seconds:.1f} s")
+
+    rng = random.Random(int(os.environ.get("NEURADIFF_KILL_SEED", "16")))
+    pid, _log = start_command([*args, "--out", "b"], tmp_path)
+    time.sleep(rng.uniform(0.15, 0.9) * ref.seconds)  # a random point: data, training, scoring or the report
+    assert os.waitpid(pid, os.WNOHANG) == (0, 0), "the run ended before it was killed"
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    checkpoints = tmp_path / "b" / "checkpoints"
+    saved = [p.name for p in checkpoints.iterdir() if not p.name.endswith(".partial")] if checkpoints.is_dir() else []
+    print(f"jobs saved when killed: {len(saved)}")
+    resumed = run_command([*args, "--out", "b", "--resume"], tmp_path, timeout_s=300)
+    assert resumed.code == 0, resumed.lines
+    assert _scores(tmp_path / "b") == _scores(tmp_path / "a")
+    leftovers = [p for p in (tmp_path / "b").rglob("*") if p.name.endswith((".part", ".partial"))]
+    assert leftovers == []
