@@ -307,10 +307,79 @@ def bad_fit_settings(draw):
     return {key: value}
 
 
+#: Settings of each command with a --config file, and the kind of value each takes.
+CONFIG_KEYS = {
+    "fit": {
+        "pretrain_iters": "count",
+        "joint_iters": "count",
+        "batch": "count",
+        "dt": "positive",
+        "lr_net": "positive",
+    },
+    "demo": {"joint_iters": "count", "gap": "count", "void_weight": "positive"},
+    "simulate": {"frames": "count", "steps_per_frame": "count", "seed": "count"},
+    "evaluate": {"fit_seeds": "count", "workers": "count", "sensitivity_step": "positive"},
+}
+
+
+def _not_a_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return True
+    return False
+
+
+def _bad_value(kind: str):
+    """Values no setting of ``kind`` takes: text (non-ASCII too), null, booleans, lists, tables, negative or
+    non-finite numbers."""
+    common = st.one_of(
+        st.text(max_size=6).filter(_not_a_number),
+        st.sampled_from(["٣٠", "６", "2.5e", "1_0", "½", "ⅷ"]),
+        st.none(),
+        st.booleans(),
+        st.lists(st.integers(0, 9), max_size=2),
+        st.dictionaries(st.sampled_from(["a", "value"]), st.integers(0, 9), max_size=1),
+    )
+    if kind == "count":
+        return st.one_of(common, st.integers(max_value=-1), st.floats(0.1, 1e3).filter(lambda v: v != int(v)))
+    return st.one_of(common, st.floats(max_value=0.0, allow_nan=False), st.sampled_from([float("nan"), float("inf")]))
+
+
+@st.composite
+def bad_config_files(draw):
+    """(command, file name, bytes) of a settings file that must be refused."""
+    command = draw(st.sampled_from(sorted(CONFIG_KEYS)))
+    form = draw(st.sampled_from(["value", "value", "syntax", "shape", "bytes"]))
+    suffix = draw(st.sampled_from([".json", ".toml"]))
+    if form == "value":
+        key, kind = draw(st.sampled_from(sorted(CONFIG_KEYS[command].items())))
+        value = draw(_bad_value(kind))
+        if suffix == ".toml" and value is not None and not isinstance(value, dict):
+            text = f"{key} = {json.dumps(value, ensure_ascii=False)}\n"
+            if isinstance(value, bool):
+                text = f"{key} = {str(value).lower()}\n"
+            elif isinstance(value, float) and not np.isfinite(value):
+                text = f"{key} = {'nan' if np.isnan(value) else 'inf'}\n"
+        else:
+            suffix = ".json"
+            text = json.dumps({key: value}, ensure_ascii=False)
+        data = text.encode()
+    elif form == "syntax":
+        data = draw(st.sampled_from(['{"frames": 3', "{'frames': 3}", "frames = ", "[fit\njoint_iters = 1", "{,}"]))
+        data = data.encode()
+    elif form == "shape":
+        suffix = ".json"
+        data = json.dumps(draw(st.sampled_from([[], [1, 2], 3, "text", None, {"fit": 3}, {"evaluate": []}]))).encode()
+    else:
+        data = draw(st.binary(min_size=1, max_size=64))
+    return command, "settings" + suffix, data
+
+
 @st.composite
 def bad_cases(draw):
     """One bad case: (kind, build) where build(folder, valid) -> the command line."""
-    family = draw(st.sampled_from(["video", "annotations", "calibration", "numbers", "fit-settings"]))
+    family = draw(st.sampled_from(["video", "annotations", "calibration", "numbers", "fit-settings", "config-file"]))
     if family == "video":
         kind, write = draw(bad_videos())
         command = draw(st.sampled_from(["measure", "fit"]))
@@ -345,6 +414,17 @@ def bad_cases(draw):
             return [*args, "--out", str(folder / "out")]
 
         return f"numbers/{args[0]} {args[1]}", build
+    if family == "config-file":
+        command, name, data = draw(bad_config_files())
+
+        def build(folder: Path, valid: dict[str, Path]) -> list[str]:
+            (folder / name).write_bytes(data)
+            args = [command, "--config", str(folder / name), "--out", str(folder / "out")]
+            if command == "fit":
+                args += [str(valid["video"]), "--annotations", str(valid["masks"])]
+            return [*args, "--quick"] if command == "evaluate" else args
+
+        return f"config-file/{command}", build
     setting = draw(bad_fit_settings())
 
     def build(folder: Path, valid: dict[str, Path]) -> list[str]:

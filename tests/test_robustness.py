@@ -426,3 +426,44 @@ def test_forecast_of_a_billion_frames_is_refused_within_a_second(tiny_video, tmp
     assert_one_line_error(run_cli(*args, "--steps", "1000000000"), "memory", within_s=1.0)
     assert not out.exists()
     assert run_cli(*args, "--steps", "2")[0] == 0 and (out / "forecast.npz").is_file()
+
+
+@pytest.mark.parametrize(
+    "blob, words",
+    [
+        ({"format": "neuradiff-fit-checkpoint", "version": 1}, ["version 1", "without --resume"]),
+        ({"format": "neuradiff-fit-checkpoint"}, ["version None", "without --resume"]),
+        ({"weight": torch.zeros(2)}, ["not a neuradiff fit checkpoint"]),
+    ],
+)
+def test_a_checkpoint_of_another_version_or_program_is_one_line(tiny_video, tmp_path, blob, words):
+    out = tmp_path / "model"
+    out.mkdir()
+    torch.save(blob, out / "checkpoint.pt")
+    config = {"pretrain_iters": 2, "joint_iters": 0, "net": {"width": 4, "depth": 1}}
+    assert_one_line_error(_fit(tiny_video, out, "--resume", config=config, tmp=tmp_path), *words)
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt"]
+
+
+def test_a_batch_manifest_of_another_version_is_one_line(tiny_video, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "manifest.json").write_text(json.dumps({"version": 0, "recordings": {}}))
+    line = assert_one_line_error(run_cli("batch", tiny_video, "--out", out), "manifest", "version 0")
+    assert "use another --out" in line
+
+
+def test_the_seed_of_a_simulate_config_is_used_and_checked(tmp_path):
+    """A config's seed is not silently replaced by the default of --seed; a bad one is refused."""
+    (tmp_path / "bad.json").write_text(json.dumps({"seed": "five"}))
+    assert_one_line_error(run_cli("simulate", "--config", tmp_path / "bad.json", "--out", tmp_path / "o"), "seed")
+    assert not (tmp_path / "o").exists()
+    args = ["simulate", "--size", "24", "--frames", "2", "--config", tmp_path / "s.json"]
+    (tmp_path / "s.json").write_text(json.dumps({"seed": 3, "steps_per_frame": 2}))
+    assert run_cli(*args, "--out", tmp_path / "a")[0] == 0
+    assert run_cli(*args, "--seed", "3", "--out", tmp_path / "b")[0] == 0
+    assert run_cli(*args, "--seed", "0", "--out", tmp_path / "c")[0] == 0
+    video = {k: tifffile.imread(tmp_path / k / "video.tif") for k in "abc"}
+    assert json.loads((tmp_path / "a" / "dataset.json").read_text())["seed"] == 3
+    np.testing.assert_array_equal(video["a"], video["b"])
+    assert not np.array_equal(video["a"], video["c"])

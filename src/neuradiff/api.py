@@ -407,7 +407,7 @@ def _api_provenance(command: str, *, settings: Mapping[str, Any] | None = None) 
 def simulate(
     scenario: str = "single-void",
     *,
-    seed: int = 0,
+    seed: int | None = None,
     size: int | None = None,
     frames: int | None = None,
     config: Mapping[str, Any] | PathLike | None = None,
@@ -419,8 +419,9 @@ def simulate(
     Parameters
     ----------
     scenario : {"single-void", "multi-void", "nucleation"}
-    seed : int
-        Seed of the simulation, the renderer and the annotations (the result is a function of it).
+    seed : int, optional
+        Seed of the simulation, the renderer and the annotations (the result is a function of it); default: the
+        config's ``seed``, else 0.
     size : int, optional
         Frame size in px (square); default depends on the scenario (96 for ``single-void``).
     frames : int, optional

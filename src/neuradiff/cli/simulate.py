@@ -20,7 +20,9 @@ from neuradiff.workflows import run_simulate, run_simulate_fields, simulation_co
 def simulate(
     out: Path = typer.Option(..., "--out", help="Dataset folder to write (created if needed)."),
     scenario: str = typer.Option("single-void", help="single-void (default), multi-void or nucleation."),
-    seed: int = typer.Option(0, help="Seed of the simulation, the renderer and the annotations."),
+    seed: Optional[int] = typer.Option(
+        None, help="Seed of the simulation, the renderer and the annotations (default: the config's seed, else 0)."
+    ),
     size: Optional[int] = typer.Option(None, help="Frame size in pixels (square); default depends on the scenario."),
     frames: Optional[int] = typer.Option(None, help="Number of video frames (default 60)."),
     config: Optional[Path] = typer.Option(None, "--config", help="JSON or TOML file overriding any setting."),

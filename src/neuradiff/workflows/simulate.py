@@ -19,7 +19,7 @@ from neuradiff.synth.simulation import SimulationConfig, SimulationResult, run_s
 def simulate_dataset(
     *,
     scenario: str = "single-void",
-    seed: int = 0,
+    seed: int | None = None,
     size: int | None = None,
     frames: int | None = None,
     config: str | Path | dict[str, Any] | None = None,
@@ -29,9 +29,10 @@ def simulate_dataset(
     """Simulate, render and annotate a synthetic dataset in memory.
 
     ``config`` is a settings file (JSON/TOML) or a dict of the same settings; ``device`` is where the phase-field
-    simulation runs (``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``).
+    simulation runs (``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``). ``seed`` wins over the config's ``seed``
+    (default 0).
     """
-    if seed < 0:
+    if seed is not None and seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
     dev = resolve_device(device)
     overrides = read_config_file(config) if isinstance(config, (str, Path)) else config
@@ -55,7 +56,7 @@ def run_simulate(
     out: str | Path,
     *,
     scenario: str = "single-void",
-    seed: int = 0,
+    seed: int | None = None,
     size: int | None = None,
     frames: int | None = None,
     config: str | Path | None = None,
@@ -70,7 +71,7 @@ def run_simulate(
     record = provenance(
         "simulate",
         inputs={"config": config},
-        settings={"scenario": scenario, "seed": seed, "size": size, "frames": frames, "config": cfg.to_dict()},
+        settings={"scenario": scenario, "seed": cfg.seed, "size": size, "frames": frames, "config": cfg.to_dict()},
         calibration={"nm_per_px": cfg.nm_per_px, "frame_interval_s": cfg.frame_interval_s, "source": "dataset"},
     )
     write_dataset_folder(out, ds, record=record)
