@@ -25,6 +25,8 @@ import tifffile
 import torch
 
 from helpers_cli import HANG_S, Outcome, run_command, start_command, tree
+from neuradiff.evaluation.config import suite_config
+from neuradiff.evaluation.suite import JobCache
 from neuradiff.io.saved import write_model_folder
 from neuradiff.nets import NetConfig, RecognitionNet
 from neuradiff.synth.datasets import dataset_config, make_dataset, write_dataset
@@ -247,9 +249,6 @@ def fit_resume_unsafe(folder: Path, inp: Inputs):
 
 def evaluate_resume_unsafe(folder: Path, inp: Inputs):
     """A checkpoint folder of ``evaluate`` whose saved model someone replaced by a pickle that runs code."""
-    from neuradiff.evaluation.config import suite_config
-    from neuradiff.evaluation.suite import JobCache
-
     cfg = suite_config("paper", quick=True, overrides={"threads": 1})
     path = JobCache(folder / "out" / "checkpoints", cfg).path("supervised UNet")
     assert path is not None
