@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from neuradiff.methods.forecast import simulate_forward
-from neuradiff.methods.neuradiff import AreaCurve, NeuraDiffModel
+from neuradiff.methods.neuradiff import AREA_RESOLUTION_PX2, AreaCurve, NeuraDiffModel, analyse_curve
 from neuradiff.methods.posterior import analyse, forecast_band, refine
 from neuradiff.nets import NetConfig, RecognitionNet
 from neuradiff.physics import VoidParameters
@@ -66,7 +66,7 @@ def one_video(k: int, args: argparse.Namespace) -> dict:
         scenario, seed=k, overrides={"frames": args.frames, "simulation": {"size": size}, "parameters": true}
     )
     ds = make_dataset(cfg)
-    fit_cfg = FitConfig(refine_iters=args.refine)
+    fit_cfg = FitConfig(refine_iters=args.refine, prior_spread=args.spread, nuisance_samples=args.samples)
     sim = fit_cfg.simulator(time_per_frame(ds.metadata))
     t = ds.truth
     state = torch.from_numpy(np.stack([t["c_v"][0], t["c_i"][0], t["eta"][0]])[None].astype(np.float32))
@@ -77,8 +77,15 @@ def one_video(k: int, args: argparse.Namespace) -> dict:
     names = list(VoidParameters.default_learned())
     bounds = {n: VoidParameters.specs()[n].bounds for n in names}
     t0 = time.perf_counter()
-    out = refine(curve.residuals(model), start.as_floats(), names, iterations=args.refine, bounds=bounds)
-    ident, post = analyse(out.residuals, out.jacobian, names, out.values, unit="px²")
+    residuals = curve.residuals(model)
+    out = refine(residuals, start.as_floats(), names, iterations=args.refine, bounds=bounds)
+    t1 = time.perf_counter()
+    kw = {"unit": "px²", "floor": AREA_RESOLUTION_PX2, "observed": curve.observed}
+    stat_ident, _ = analyse(out.residuals, out.jacobian, names, out.values, **kw)
+    ident, post = analyse_curve(
+        residuals, out.residuals, out.jacobian, names, out.values, curve.observed, fit_cfg, bounds=bounds
+    )
+    t_nuisance = time.perf_counter() - t1
 
     def run(values) -> np.ndarray:
         return simulate_forward(sim, state, VoidParameters.from_mapping(values), args.frames - 1).eta
@@ -86,19 +93,26 @@ def one_video(k: int, args: argparse.Namespace) -> dict:
     band = forecast_band(run, post, np.arange(args.frames))
     guess_area = (run(start.as_floats()) >= 0.5).sum(axis=(1, 2))
     rel = lambda a: float(np.max(np.abs(a - true_area) / np.maximum(true_area, 1.0)))  # noqa: E731
-    combos = []
-    for c in ident.determined:
-        value = math.exp(sum(e * math.log(true[n]) for n, e in c.exponents.items()))
-        combos.append(
-            {
-                "combination": c.label,
-                "fitted": c.value,
-                "true": value,
-                "relative_error": abs(c.value - value) / value,
-                "halfwidth_90": c.relative_halfwidth,
-                "covered": bool(c.interval90[0] <= value <= c.interval90[1]),
-            }
-        )
+
+    def scored(determined) -> list[dict]:
+        rows = []
+        for c in determined:
+            value = math.exp(sum(e * math.log(true[n]) for n, e in c.exponents.items()))
+            rows.append(
+                {
+                    "combination": c.label,
+                    "exponents": c.exponents,
+                    "fitted": c.value,
+                    "true": value,
+                    "relative_error": abs(c.value - value) / value,
+                    "halfwidth_90": c.relative_halfwidth,
+                    "covered": bool(c.interval90[0] <= value <= c.interval90[1]),
+                }
+            )
+        return rows
+
+    combos = scored(ident.determined)
+    stat_combos = scored(stat_ident.determined)
     row = {
         "video": k,
         "scenario": scenario,
@@ -107,11 +121,16 @@ def one_video(k: int, args: argparse.Namespace) -> dict:
         "fitted": {n: out.values[n] for n in names},
         "statement": ident.statement(),
         "combinations": combos,
+        "combinations_statistical_only": stat_combos,
+        "seconds_undetermined_draws": t_nuisance,
         "n_determined": len(combos),
         "frames_in_band": float(band.contains(true_area).mean()),
         "max_area_error": rel(band.area),
         "max_area_error_initial_guess": rel(guess_area),
         "rss": out.rss,
+        "residuals_px2": out.residuals.tolist(),
+        "jacobian_px2": out.jacobian.tolist(),
+        "true_area_px2": true_area.tolist(),
         "seconds": time.perf_counter() - t0,
     }
     first = combos[0] if combos else {}
@@ -131,6 +150,9 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=48)
     ap.add_argument("--frames", type=int, default=24)
     ap.add_argument("--refine", type=int, default=10)
+    ap.add_argument("--spread", type=float, default=FitConfig().prior_spread, help="prior_spread of the fit")
+    ap.add_argument("--samples", type=int, default=FitConfig().nuisance_samples, help="nuisance_samples")
+    ap.add_argument("--first", type=int, default=0, help="seed of the first video (videos are first, first + 1, ...)")
     ap.add_argument("--out", default="coverage.json")
     args = ap.parse_args()
     env = environment()
@@ -141,13 +163,17 @@ def main() -> None:
         "size": args.size,
         "frames": args.frames,
         "refine_iters": args.refine,
+        "first_seed": args.first,
+        "prior_spread": args.spread,
+        "nuisance_samples": args.samples,
         "reduced": "recognition replaced by the truth (observed area and start state from truth.npz)",
     }
     rows = []
-    for k in range(args.videos):
+    for k in range(args.first, args.first + args.videos):
         rows.append(one_video(k, args))
         write_json(args.out, {"environment": env, "config": config, "finished": False, "videos": rows})
     combos = [c for r in rows for c in r["combinations"]]
+    stat_rows = [r for r in rows if r["combinations_statistical_only"]]
     best = [r["combinations"][0] for r in rows if r["combinations"]]
     by_label: dict[str, list[dict]] = {}
     for c in combos:
@@ -163,6 +189,16 @@ def main() -> None:
         else None,
         "coverage_90_all_combinations": float(np.mean([c["covered"] for c in combos])) if combos else None,
         "coverage_90_best_combination": float(np.mean([c["covered"] for c in best])) if best else None,
+        "coverage_90_best_combination_statistical_only": float(
+            np.mean([r["combinations_statistical_only"][0]["covered"] for r in stat_rows])
+        )
+        if stat_rows
+        else None,
+        "coverage_90_all_combinations_statistical_only": float(
+            np.mean([c["covered"] for r in stat_rows for c in r["combinations_statistical_only"]])
+        )
+        if stat_rows
+        else None,
         "fraction_of_frames_in_band": float(np.mean([r["frames_in_band"] for r in rows])),
         "median_max_area_error": statistics.median(r["max_area_error"] for r in rows),
         "median_max_area_error_initial_guess": statistics.median(r["max_area_error_initial_guess"] for r in rows),

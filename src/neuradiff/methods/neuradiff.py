@@ -57,6 +57,7 @@ from neuradiff.methods.posterior import (
     analyse,
     forecast_band,
     log_jacobian,
+    nuisance_covariance,
     refine,
 )
 from neuradiff.nets import RecognitionNet, annotation_loss, recognise
@@ -561,7 +562,43 @@ def calibrate(
             k: ({**v, "value": values[k]} if isinstance(v, dict) and k in values else v)
             for k, v in info["param_table"].items()
         }
-    ident, post = analyse(r, jac, names, values, unit="px²")
+    ident, post = analyse_curve(residuals, r, jac, names, values, curve.observed, config, bounds=limits)
     if not config.uncertainty:
         ident, post = None, None
     return replace(model, params=params, info=info, identifiable=ident, posterior=post)
+
+
+#: Resolution of an observed void area (px²): counting pixels rounds it, a uniform error of ±0.5 px².
+AREA_RESOLUTION_PX2 = 1 / 12**0.5
+
+
+def analyse_curve(
+    residuals: Any,
+    r: np.ndarray,
+    jac: np.ndarray,
+    names: list[str],
+    values: dict[str, float],
+    observed: np.ndarray,
+    config: FitConfig,
+    *,
+    bounds: dict[str, tuple[float, float]] | None = None,
+) -> tuple[Identifiability, Posterior]:
+    """Identifiability and posterior of a void-area curve at the fit's optimum (``r``, ``jac``): the statistical
+    intervals (:func:`~neuradiff.methods.posterior.analyse`), widened by what the undetermined parameters do to
+    the determined combinations (:func:`~neuradiff.methods.posterior.nuisance_covariance`, ``nuisance_samples``
+    simulations with ``prior_spread``)."""
+    kw: dict[str, Any] = {"unit": "px²", "floor": AREA_RESOLUTION_PX2, "observed": observed}
+    ident, post = analyse(r, jac, names, values, **kw)
+    if post.rank and config.nuisance_samples and config.prior_spread > 0:
+        extra = nuisance_covariance(
+            residuals,
+            post,
+            jac,
+            r,
+            spread=config.prior_spread,
+            samples=config.nuisance_samples,
+            seed=config.seed,
+            bounds=bounds,
+        )
+        ident, post = analyse(r, jac, names, values, extra_covariance=extra, **kw)
+    return ident, post

@@ -8,14 +8,20 @@ matrix is
     F = Jᵀ J / (σ² φ),      σ² = |r|² / (n − rank J),      φ = (1 + ρ) / (1 − ρ)
 
 where ``ρ ∈ [0, 0.9]`` is the lag-1 autocorrelation of the residuals: consecutive frames of a video do not make
-independent observations, and ``φ`` is the variance inflation of an AR(1) series (a model error that drifts
-slowly shows as large ``ρ`` and widens the intervals accordingly). The eigen-directions of ``F`` are
-combinations ``Π θ_j^{e_j}`` of the parameters; one whose 90 % interval is narrower than a factor of 2 either way
-is *determined*, the others are not. The posterior is the Laplace approximation restricted to the determined
-subspace: ``ln θ ~ N(ln θ̂, Σ_k v_k v_kᵀ / λ_k)`` over the determined eigenpairs ``(λ_k, v_k)``; parameters along
-undetermined directions stay at their fitted values (they do not change the curve, so they do not change its
-forecast either). Forecast bands propagate the posterior through the simulator by sigma points (the forecasts at
-``±1`` standard deviation along each determined direction, combined linearly) and add the observation noise ``σ``.
+independent observations, and ``φ`` is the variance inflation of an AR(1) series. The eigen-directions of ``F``
+are combinations ``Π θ_j^{e_j}`` of the parameters; one whose 90 % interval is narrower than a factor of 2 either
+way is *determined*, the others are not.
+
+The Laplace posterior ``F⁻¹`` holds the undetermined parameters at their fitted values, but their true values
+are unknown, and away from the optimum the determined combinations compensate for them (the curve is flat along
+an undetermined direction only locally). :func:`nuisance_covariance` measures that: it draws the undetermined
+parameters from a prior around their fitted values (``ln θ`` spread ``s``), simulates each draw once and refits
+the determined directions to it by one Gauss-Newton step; the covariance of those shifts is added to ``F⁻¹``
+before the determined directions are chosen (:func:`analyse`, ``extra_covariance``). The posterior is then
+``ln θ ~ N(ln θ̂, Σ_k v_k v_kᵀ s_k²)`` over the determined directions ``v_k`` with standard deviations ``s_k``;
+parameters along undetermined directions stay at their fitted values. Forecast bands propagate the posterior
+through the simulator by sigma points (the forecasts at ``±1`` standard deviation along each determined
+direction, combined linearly) and add the observation noise ``σ``.
 
 Everything here is pure numerics on callables; a failed or NaN evaluation marks the parameter it perturbed as
 undetermined instead of raising.
@@ -37,6 +43,8 @@ from neuradiff.core.errors import NeuradiffError
 Z90 = 1.6448536269514722
 #: A direction is determined when its 90 % interval lies within this factor either way of the fitted value.
 DETERMINED_FACTOR = 2.0
+#: Exponents below this are left out of a combination's label (they stay in its value and interval).
+LABEL_EXPONENT = 0.15
 #: Residuals of a parameter set ``{name: value}`` (raises or returns non-finite values when it cannot evaluate).
 Residuals = Callable[[Mapping[str, float]], np.ndarray]
 
@@ -112,9 +120,11 @@ class Combination:
     Attributes
     ----------
     exponents : dict
-        Name → exponent (the largest is 1; components below 0.15 are left out).
+        Name → exponent (the largest is 1; rounded to 0.001). The value and the interval are those of exactly
+        this combination.
     label : str
-        The combination in plain words, e.g. ``"E_v/kBT"``.
+        The combination in plain words, e.g. ``"E_v/kBT"``; exponents below ``LABEL_EXPONENT`` are left out of
+        it (not out of ``exponents``).
     value : float
         Its fitted value.
     log_std : float
@@ -259,7 +269,8 @@ class Posterior:
         log_std = np.asarray(d["log_std"], dtype=np.float64).reshape(-1)
         if basis.shape[1] != log_std.size:
             raise ValueError("posterior basis and log_std disagree in rank")
-        return cls(names, {str(k): float(v) for k, v in d["values"].items()}, basis, log_std, float(d["sigma"]))
+        values = {str(k): float(v) for k, v in d["values"].items()}
+        return cls(names, values, basis, log_std, float(d["sigma"]))
 
 
 @dataclass
@@ -373,10 +384,24 @@ def analyse(
     values: Mapping[str, float],
     *,
     unit: str = "",
+    floor: float = 0.0,
+    observed: np.ndarray | None = None,
+    extra_covariance: np.ndarray | None = None,
 ) -> tuple[Identifiability, Posterior]:
-    """Identifiability and the Laplace posterior from the residuals ``[n]`` and ``J = ∂r/∂ ln θ`` ``[n, p]`` at
-    the optimum (module docstring). Never raises on a singular or non-finite ``J``: parameters whose column is
-    not finite are reported as not determined, with the reason.
+    """Identifiability and the Laplace posterior from the residuals ``[n]`` (in observation order) and ``J = ∂r/∂
+    ln θ`` ``[n, p]`` at the optimum (module docstring). Never raises on a singular or non-finite ``J``:
+    parameters whose column is not finite are reported as not determined, with the reason.
+
+    Parameters
+    ----------
+    floor : float
+        Smallest white noise the observations can have (their resolution, e.g. 0.29 px² for pixel counts).
+    observed : ndarray, optional
+        The observations; when all are 0 (no void in any frame) nothing is determined (the curve then bounds
+        the parameters from one side only).
+    extra_covariance : ndarray, shape (p, p), optional
+        Covariance of ``ln θ`` added to the statistical one, e.g. :func:`nuisance_covariance` (what the
+        determined combinations inherit from the parameters the data do not determine).
 
     Examples
     --------
@@ -398,29 +423,44 @@ def analyse(
     n = r.size
     status = dict.fromkeys(names, "not determined")
     empty = Posterior(names, dict(values), np.zeros((len(names), 0)), np.zeros(0), float("nan"))
-    if n == 0 or not bool(np.isfinite(r).all()) or not ok.any():
+    nothing_seen = observed is not None and not bool(np.any(np.asarray(observed) != 0))
+    if n == 0 or not bool(np.isfinite(r).all()) or not ok.any() or nothing_seen:
+        if nothing_seen:
+            reasons.setdefault(
+                "*", "nothing was observed (zero in every frame): that bounds the parameters from one side only"
+            )
         if n == 0:
             reasons.setdefault("*", "there were no observations")
         elif not bool(np.isfinite(r).all()):
             reasons.setdefault("*", "the residuals at the fitted parameters are not finite")
         return Identifiability(names, [], status, reasons, np.zeros(0), n, float("nan"), 1.0, unit), empty
     Jk = J[:, ok]
-    s = np.linalg.svd(Jk, compute_uv=False)
-    rank = int((s > 1e-9 * max(float(s.max()) if s.size else 0.0, 1e-300)).sum()) if s.size else 0
-    sigma = math.sqrt(float(r @ r) / max(n - rank, 1))
+    _, s, vt = np.linalg.svd(Jk, full_matrices=False)
+    top = float(s.max()) if s.size else 0.0
+    nonzero = s > 1e-9 * max(top, 1e-300)
+    sigma = max(math.sqrt(float(r @ r) / max(n - int(nonzero.sum()), 1)), floor)
     if sigma == 0.0:
         sigma = 1e-12 * max(float(np.abs(Jk).max()), 1.0)
     rho = float(r[:-1] @ r[1:] / (r @ r)) if n > 2 and float(r @ r) > 0 else 0.0
     rho = min(max(rho, 0.0), 0.9)
     inflation = (1 + rho) / (1 - rho)
-    fisher = Jk.T @ Jk / (sigma**2 * inflation)
-    lam, vec = np.linalg.eigh(fisher)
-    order = np.argsort(lam)[::-1]
-    lam, vec = lam[order], vec[:, order]
+    # Covariance of ln θ in the coordinates V (nonzero singular values only): the inverse Fisher matrix, plus
+    # what the caller adds.
+    cov_v = np.diag(sigma**2 * inflation / s[nonzero] ** 2)
+    if extra_covariance is not None:
+        vk = vt[nonzero].T
+        extra = np.asarray(extra_covariance, dtype=np.float64)[np.ix_(ok, ok)]
+        if bool(np.isfinite(extra).all()):
+            cov_v = cov_v + vk.T @ extra @ vk
+    lam_cov, w = np.linalg.eigh((cov_v + cov_v.T) / 2)
+    order = np.argsort(lam_cov)
+    lam_cov, w = np.maximum(lam_cov[order], 1e-300), w[:, order]
+    vec = vt[nonzero].T @ w
+    lam = 1 / lam_cov  # precision along each direction, largest first
     full_vec = np.zeros((len(names), vec.shape[1]))
     full_vec[ok] = vec
     limit = math.log(DETERMINED_FACTOR) / Z90
-    keep = [k for k in range(lam.size) if lam[k] > 0 and 1 / math.sqrt(lam[k]) <= limit]
+    keep = [k for k in range(lam.size) if 1 / math.sqrt(lam[k]) <= limit]
     basis = full_vec[:, keep]
     log_std = np.array([1 / math.sqrt(lam[k]) for k in keep])
     post = Posterior(names, dict(values), basis, log_std, sigma * math.sqrt(inflation))
@@ -432,15 +472,15 @@ def analyse(
         big = float(np.abs(v).max())
         lead = int(np.flatnonzero(np.abs(v) >= 0.95 * big)[0])  # the first of the largest components is positive
         e = v / big * math.copysign(1.0, float(v[lead]))
-        e = np.where(np.abs(e) >= 0.15, e, 0.0)
-        exps = {names[j]: float(round(e[j], 2)) for j in range(len(names)) if e[j] != 0}
+        e = np.round(e, 3)
+        exps = {names[j]: float(e[j]) for j in range(len(names)) if e[j] != 0}
         ev = np.array([exps.get(nm, 0.0) for nm in names])
         value = math.exp(float(ev @ logs))
         std = math.sqrt(max(float(ev @ cov @ ev), 0.0))
         combos.append(
             Combination(
                 exps,
-                label_of(exps),
+                label_of({nm: x for nm, x in exps.items() if abs(x) >= LABEL_EXPONENT}),
                 value,
                 std,
                 (value * math.exp(-Z90 * std), value * math.exp(Z90 * std)),
@@ -454,6 +494,94 @@ def analyse(
         elif load >= 0.09:
             status[name] = "in combination"
     return Identifiability(names, combos, status, reasons, lam, n, sigma, inflation, unit), post
+
+
+def nuisance_covariance(
+    residuals: Residuals,
+    posterior: Posterior,
+    jacobian: np.ndarray,
+    base: np.ndarray,
+    *,
+    spread: float = 0.5,
+    samples: int = 8,
+    seed: int = 0,
+    bounds: Mapping[str, tuple[float, float]] | None = None,
+) -> np.ndarray:
+    """What the determined combinations inherit from the parameters the data do not determine.
+
+    The Laplace posterior holds the undetermined directions at their fitted values, but their values are
+    unknown, and the curve is not exactly flat along them: away from the optimum the determined combinations
+    compensate for them. ``samples`` parameter sets are drawn with ``ln θ`` moved along the undetermined
+    directions by ``N(0, spread²)`` per parameter (projected out of the determined subspace), each is simulated
+    once, and the determined directions are refitted to it by one Gauss-Newton step on ``jacobian``; the
+    covariance of those refitted shifts is returned.
+
+    Parameters
+    ----------
+    residuals : callable
+        ``{name: value}`` → residual vector ``[n]`` (the one the fit minimised).
+    posterior : Posterior
+        At the optimum; its ``basis`` spans the determined directions.
+    jacobian : ndarray, shape (n, p)
+        ``∂r/∂ ln θ`` at the optimum (columns in ``posterior.names`` order).
+    base : ndarray, shape (n,)
+        The residuals at the optimum.
+    spread : float
+        Prior standard deviation of each undetermined ``ln θ`` around its fitted value (0.5: a factor 2.3 either
+        way for 90 %).
+    samples : int
+        Simulations (the cost).
+    seed : int
+        Seed of the draws.
+    bounds : mapping, optional
+        Name → (lo, hi): draws are clipped inside.
+
+    Returns
+    -------
+    ndarray, shape (p, p)
+        Covariance of ``ln θ`` within the determined subspace (zeros when nothing is determined, ``spread`` is 0
+        or no draw could be simulated).
+
+    Examples
+    --------
+    A curve that depends on ``a·b^0.3`` exactly: ``a`` compensates for the undetermined ``b``.
+
+    >>> t = np.linspace(1, 2, 20)
+    >>> f = lambda v: t * np.log(v["a"] * v["b"] ** 0.3)
+    >>> J = log_jacobian(f, {"a": 1.0, "b": 1.0}, ["a", "b"], central=True)
+    >>> post = Posterior(["a", "b"], {"a": 1.0, "b": 1.0}, np.array([[1.0], [0.0]]), np.array([0.01]), 0.1)
+    >>> cov = nuisance_covariance(f, post, J, f(post.values), spread=0.5, samples=400)
+    >>> round(float(np.sqrt(cov[0, 0])), 2)  # ≈ 0.3 × 0.5
+    0.15
+    """
+    p = len(posterior.names)
+    out = np.zeros((p, p))
+    if posterior.rank == 0 or spread <= 0 or samples <= 0:
+        return out
+    basis = posterior.basis
+    jb = np.nan_to_num(np.asarray(jacobian, dtype=np.float64)) @ basis
+    if not bool(np.isfinite(jb).all()) or float(np.abs(jb).max()) == 0.0:
+        return out
+    free = np.eye(p) - basis @ basis.T
+    rng = np.random.default_rng(seed)
+    lo = np.array([math.log((bounds or {}).get(n, (0.0, math.inf))[0] or 1e-300) for n in posterior.names])
+    hi = np.array([math.log((bounds or {}).get(n, (0.0, math.inf))[1]) for n in posterior.names])
+    x0 = np.array([math.log(posterior.values[n]) for n in posterior.names])
+    shifts = []
+    for _ in range(samples):
+        du = np.clip(x0 + free @ (spread * rng.standard_normal(p)), lo, hi) - x0
+        trial = {**posterior.values, **{n: float(math.exp(x0[j] + du[j])) for j, n in enumerate(posterior.names)}}
+        r = _evaluate(residuals, trial)
+        if r is None:
+            continue
+        # The undetermined move changes the curve by r - base (its linear part along the determined directions
+        # included); the determined directions absorb what they can of it.
+        dd = np.linalg.lstsq(jb, -(r - base), rcond=None)[0]
+        shifts.append(basis @ dd)
+    if not shifts:
+        return out
+    d = np.array(shifts)
+    return d.T @ d / len(shifts)
 
 
 @dataclass
