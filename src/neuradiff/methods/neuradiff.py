@@ -293,9 +293,10 @@ class NeuraDiffObjective:
         return True
 
     def loss(self, phase: str, iteration: int) -> dict[str, Tensor]:
+        processes = active()
         if phase == "pretrain":
-            return self.rec.pretrain_loss(self.net, iteration, active())
-        return self.joint_loss(iteration, active())
+            return self.rec.pretrain_loss(self.net, iteration, processes)
+        return self.joint_loss(iteration) if processes is None else self.joint_loss(iteration, processes)
 
     def backward(self, phase: str, terms: dict[str, Tensor]) -> None:
         phys = [p for p in self.params.parameters() if p.requires_grad]
