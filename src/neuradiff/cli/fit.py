@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from neuradiff.cli.progress import progress_bars
 from neuradiff.core.devices import resolve_device
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.methods import NeuraDiffModel
+from neuradiff.training.distributed import launched
 from neuradiff.workflows import read_fit_config, run_demo, run_fit, run_forecast, run_track
 
 
@@ -37,11 +39,17 @@ def fit(
     threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
     device: str = device_option(),
 ) -> None:
-    """Learn the void physics and a recognition net jointly from a partially annotated video."""
+    """Learn the void physics and a recognition net jointly from a partially annotated video.
+
+    Under ``torchrun --nproc_per_node N`` the N processes train the one fit together (gloo on the CPU, nccl on
+    CUDA GPUs); the first writes the model folder and shows the progress.
+    """
     set_threads(threads)
     dev = resolve_device(device)
     cfg = read_fit_config(config)
-    with progress_bars() as progress:
+    processes = launched()
+    main = processes is None or processes.main
+    with progress_bars() if main else contextlib.nullcontext(None) as progress:
         summary = run_fit(
             video,
             annotations,
@@ -53,6 +61,8 @@ def fit(
             sim_time_per_frame=sim_time_per_frame,
             device=dev,
         )
+    if not main:
+        return
     typer.echo(f"wrote {out}: {', '.join(summary.files)}")
     print_identifiability(summary.model)
     if summary.metrics is not None:

@@ -77,6 +77,7 @@ from neuradiff.training import (
     cut_batch,
     resolve_crop,
 )
+from neuradiff.training.distributed import Processes, active, fraction, share
 
 
 @dataclass
@@ -227,8 +228,23 @@ class NeuraDiffModel:
         return cls(saved.nets["net"], saved.params, simulator, info, ident, post)
 
 
+@dataclass(frozen=True)
+class TermWeights:
+    """Weights of the pooled means of :meth:`NeuraDiffObjective.pair_loss` on a share of a batch (its share of
+    each mean's denominator, :func:`~neuradiff.training.fraction`): L_sim, the terms at t (BCE and prior) and at
+    t + gap, and L_sim-rec."""
+
+    sim: float
+    start: float
+    end: float
+    sim_rec: float
+
+
 class NeuraDiffObjective:
-    """The NeuraDiff losses and phases (module docstring) on one video, for :class:`TrainingLoop`."""
+    """The NeuraDiff losses and phases (module docstring) on one video, for :class:`TrainingLoop`; with several
+    training processes each computes its share of every batch (:mod:`neuradiff.training.distributed`)."""
+
+    data_parallel: ClassVar[bool] = True
 
     def __init__(self, data: TrainingData, config: FitConfig) -> None:
         config.validate()
@@ -278,9 +294,10 @@ class NeuraDiffObjective:
         return True
 
     def loss(self, phase: str, iteration: int) -> dict[str, Tensor]:
+        processes = active()
         if phase == "pretrain":
-            return self.rec.pretrain_loss(self.net, iteration)
-        return self.joint_loss(iteration)
+            return self.rec.pretrain_loss(self.net, iteration, processes)
+        return self.joint_loss(iteration) if processes is None else self.joint_loss(iteration, processes)
 
     def backward(self, phase: str, terms: dict[str, Tensor]) -> None:
         phys = [p for p in self.params.parameters() if p.requires_grad]
@@ -315,9 +332,11 @@ class NeuraDiffObjective:
         annotations: Tensor | None = None,
         gap: int | None = None,
         windows: list[Window] | None = None,
+        weights: TermWeights | None = None,
     ) -> dict[str, Tensor]:
         """The joint loss of pairs (starts, starts + gap) (default gap: ``config.gap``), each pair cut to its window
-        when training on crops (the physics losses then leave out ``crop_margin`` px along the window edge)."""
+        when training on crops (the physics losses then leave out ``crop_margin`` px along the window edge); each
+        pooled mean times its weight in ``weights`` (a share of a larger batch)."""
         cfg = self.config
         gap = cfg.gap if gap is None else gap
         ann = self.rec.train_annotations if annotations is None else annotations
@@ -338,9 +357,11 @@ class NeuraDiffObjective:
             l_sim = ((sim[:, 2] - a1.to(sim.dtype))[known1] ** 2).mean()
         else:
             l_sim = sim.sum() * 0.0
-        l_rec = annotation_loss(z1, a1, pos_weight=cfg.void_weight) + annotation_loss(
-            z0, a0, pos_weight=cfg.void_weight
-        )
+        rec1 = annotation_loss(z1, a1, pos_weight=cfg.void_weight)
+        rec0 = annotation_loss(z0, a0, pos_weight=cfg.void_weight)
+        if weights is not None:
+            l_sim, rec1, rec0 = l_sim * weights.sim, rec1 * weights.end, rec0 * weights.start
+        l_rec = rec1 + rec0
         if inside is None:
             l_simrec = (
                 F.mse_loss(sim[:, 2], f1[:, 2])
@@ -352,12 +373,17 @@ class NeuraDiffObjective:
                 1, 3, 1, 1
             )
             l_simrec = (diff**2).permute(1, 0, 2, 3)[:, inside].mean(dim=1).sum()
-        prior = self.rec.prior_loss(f0, a0) + self.rec.prior_loss(f1, a1)
+        prior0 = self.rec.prior_loss(f0, a0)
+        prior1 = self.rec.prior_loss(f1, a1)
+        if weights is not None:
+            l_simrec, prior0, prior1 = l_simrec * weights.sim_rec, prior0 * weights.start, prior1 * weights.end
+        prior = prior0 + prior1
         loss = l_sim + cfg.lambda_rec * l_rec + cfg.lambda_sim_rec * l_simrec + cfg.prior_weight * prior
         return {"loss": loss, "sim": l_sim, "rec": l_rec, "sim_rec": l_simrec, "prior": prior}
 
-    def joint_loss(self, it: int) -> dict[str, Tensor]:
-        """``batch`` short pairs anywhere in the video plus one pair of consecutive training annotations."""
+    def joint_loss(self, it: int, processes: Processes | None = None) -> dict[str, Tensor]:
+        """``batch`` short pairs anywhere in the video plus one pair of consecutive training annotations; with
+        ``processes``, this process's share of them (:meth:`share_of_pairs`)."""
         cfg = self.config
         rng = batch_rng(cfg.seed, "joint", it)
         t = self.rec.frames.shape[0]
@@ -366,12 +392,53 @@ class NeuraDiffObjective:
         starts = torch.from_numpy(rng.integers(0, t - cfg.gap, size=cfg.batch))
         long_pair = self.annotated_pairs[int(rng.integers(len(self.annotated_pairs)))] if self.annotated_pairs else None
         ann = self.rec.train_annotations
-        terms = self.pair_loss(p, starts, k, flip, windows=self.rec.windows(rng, starts + cfg.gap, ann))
+        windows = self.rec.windows(rng, starts + cfg.gap, ann)
+        long_windows = None if long_pair is None else self.rec.windows(rng, torch.tensor([long_pair[1]]), ann)
+        if processes is not None:
+            return self.share_of_pairs(processes, p, starts, k, flip, windows, long_pair, long_windows)
+        terms = self.pair_loss(p, starts, k, flip, windows=windows)
         if long_pair is not None:
             a, b = long_pair
-            windows = self.rec.windows(rng, torch.tensor([b]), ann)
-            long = self.pair_loss(p, torch.tensor([a]), k, flip, gap=b - a, windows=windows)
+            long = self.pair_loss(p, torch.tensor([a]), k, flip, gap=b - a, windows=long_windows)
             terms = {name: terms[name] + long[name] for name in terms}
+        return terms
+
+    def share_of_pairs(
+        self,
+        processes: Processes,
+        params: VoidParameters,
+        starts: Tensor,
+        k: int,
+        flip: bool,
+        windows: list[Window] | None,
+        long_pair: tuple[int, int] | None,
+        long_windows: list[Window] | None,
+    ) -> dict[str, Tensor]:
+        """This process's items of a joint batch — short pairs ``starts`` and the ``long_pair``, shared by their
+        simulated frames (:func:`~neuradiff.training.share`) — with each pooled mean weighted by this process's
+        share of its denominator: summed over the processes, the terms of the whole batch."""
+        cfg = self.config
+        ann = self.rec.train_annotations
+        costs = [float(cfg.gap)] * len(starts) + ([] if long_pair is None else [float(long_pair[1] - long_pair[0])])
+        mine = share(costs, processes.world_size)[processes.rank]
+        short = [i for i in mine if i < len(starts)]
+        terms: dict[str, Tensor] = {}
+        if short:
+            known0 = known(cut_batch(ann[starts], windows))
+            known1 = known(cut_batch(ann[starts + cfg.gap], windows))
+            inside = known1 if windows is None or self.interior is None else known1 & self.interior.expand_as(known1)
+            weights = TermWeights(
+                sim=fraction(inside.sum(dim=(1, 2)), short),
+                start=fraction(known0.sum(dim=(1, 2)), short),
+                end=fraction(known1.sum(dim=(1, 2)), short),
+                sim_rec=len(short) / len(starts),
+            )
+            own = None if windows is None else [windows[i] for i in short]
+            terms = self.pair_loss(params, starts[short], k, flip, windows=own, weights=weights)
+        if long_pair is not None and len(starts) in mine:
+            a, b = long_pair
+            long = self.pair_loss(params, torch.tensor([a]), k, flip, gap=b - a, windows=long_windows)
+            terms = {name: terms[name] + long[name] for name in terms} if terms else long
         return terms
 
     def validation_physics(self) -> float:
@@ -460,7 +527,8 @@ def fit_neuradiff(
         progress=progress,
         device=device,
     )
-    if config.uncertainty or config.refine_iters:
+    processes = active()
+    if (config.uncertainty or config.refine_iters) and (processes is None or processes.main):
         if progress is not None:
             progress("calibrate", 0, 1, {})
         model = calibrate(fit.model, data, config, bounds=fit.model.info.get("bounds"))

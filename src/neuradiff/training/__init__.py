@@ -5,6 +5,7 @@ from neuradiff.training.config import INITIAL_GUESS, FitConfig
 from neuradiff.training.crops import Window, cut_batch, resolve_crop
 from neuradiff.training.crops import interior as crop_interior
 from neuradiff.training.data import TrainingData, annotated_pairs, split_frames
+from neuradiff.training.distributed import Processes, fraction, share
 from neuradiff.training.loop import Objective, Phase, Progress, TrainingLoop, TrainState
 from neuradiff.training.recognition import RecognitionTraining, augment, augmentation, batch_rng
 
@@ -13,6 +14,7 @@ __all__ = [
     "FitConfig",
     "Objective",
     "Phase",
+    "Processes",
     "Progress",
     "RecognitionTraining",
     "TrainState",
@@ -25,6 +27,8 @@ __all__ = [
     "batch_rng",
     "crop_interior",
     "cut_batch",
+    "fraction",
     "resolve_crop",
+    "share",
     "split_frames",
 ]

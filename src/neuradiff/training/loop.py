@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from neuradiff.core.errors import NeuradiffError, SimulationError
 from neuradiff.core.files import atomic_path
 from neuradiff.core.progress import ProgressSink
+from neuradiff.training.distributed import active, sum_gradients, sum_terms
 
 #: ``progress(phase, iterations done, iterations of the phase, history row)``.
 Progress = ProgressSink
@@ -131,7 +132,14 @@ class TrainingLoop:
 
     # ---- the loop ------------------------------------------------------------------------------------
     def run(self, *, resume: bool = False) -> TrainState:
-        """Train (from the checkpoint when ``resume``); returns the final :class:`TrainState`."""
+        """Train (from the checkpoint when ``resume``); returns the final :class:`TrainState`.
+
+        Under a process group of several processes (:mod:`neuradiff.training.distributed`) the objective must
+        share its batches (``data_parallel``); the loss terms and gradients are then summed over the processes
+        and only the first process writes checkpoints and reports progress.
+        """
+        if active() is not None and not getattr(self.objective, "data_parallel", False):
+            raise NeuradiffError(f"{type(self.objective).__name__} does not train on several processes")
         phases = self.objective.phases()
         names = [p.name for p in phases]
         state = TrainState(phases[0].name if phases else "", 0)
@@ -152,8 +160,7 @@ class TrainingLoop:
         while index < len(phases):
             phase = phases[index]
             for it in range(state.iteration, phase.iterations):
-                terms = self.objective.loss(phase.name, it)
-                self._step(phase.name, it, terms, optimisers)
+                terms = self._step(phase.name, it, self.objective.loss(phase.name, it), optimisers)
                 state.iteration = it + 1
                 self._record(state, phase, it, terms)
                 last = state.iteration == phase.iterations
@@ -181,14 +188,21 @@ class TrainingLoop:
         for module in modules.values():
             module.eval()
 
-    def _step(self, phase: str, it: int, terms: dict[str, Tensor], optimisers: list[torch.optim.Optimizer]) -> None:
-        loss = terms["loss"]
+    def _step(
+        self, phase: str, it: int, terms: dict[str, Tensor], optimisers: list[torch.optim.Optimizer]
+    ) -> dict[str, Tensor]:
+        """One optimiser step; returns the iteration's loss terms (summed over the processes when shared)."""
+        processes = active()
+        shown = terms if processes is None else sum_terms(terms)
+        loss = shown["loss"]
         if not bool(torch.isfinite(loss)):
             where = f" (last good checkpoint: {self.checkpoint_path})" if self.checkpoint_path else ""
             raise SimulationError(f"the {phase} loss became {float(loss.detach())} at iteration {it}{where}")
         for opt in optimisers:
             opt.zero_grad(set_to_none=True)
         self.objective.backward(phase, terms)
+        if processes is not None:
+            sum_gradients([p for opt in optimisers for group in opt.param_groups for p in group["params"]])
         for opt in optimisers:
             for group in opt.param_groups:
                 for p in group["params"]:
@@ -196,6 +210,7 @@ class TrainingLoop:
                         raise SimulationError(f"non-finite gradient in the {phase} phase at iteration {it}")
         for opt in optimisers:
             opt.step()
+        return shown
 
     def _record(self, state: TrainState, phase: Phase, it: int, terms: dict[str, Tensor]) -> None:
         row: dict[str, Any] = {
@@ -206,7 +221,8 @@ class TrainingLoop:
         with torch.no_grad():
             row.update(self.objective.columns())
         state.history.append(row)
-        if self.progress is not None:
+        processes = active()
+        if self.progress is not None and (processes is None or processes.main):
             self.progress(phase.name, it + 1, phase.iterations, row)
 
     def _keep_if_best(self, state: TrainState, force: bool = False) -> None:
@@ -227,8 +243,10 @@ class TrainingLoop:
 
     # ---- checkpoints ---------------------------------------------------------------------------------
     def save_checkpoint(self, state: TrainState, optimisers: list[torch.optim.Optimizer]) -> None:
-        """Write the run's state atomically (nothing when there is no checkpoint path)."""
-        if self.checkpoint_path is None:
+        """Write the run's state atomically (nothing when there is no checkpoint path, or in any but the first of
+        several training processes)."""
+        processes = active()
+        if self.checkpoint_path is None or (processes is not None and not processes.main):
             return
         blob = {
             "format": CHECKPOINT_FORMAT,

@@ -21,6 +21,7 @@ from neuradiff.nets import NetConfig, RecognitionNet, annotation_loss, default_s
 from neuradiff.training.config import FitConfig
 from neuradiff.training.crops import Window, anchored_window, cut_batch, resolve_crop
 from neuradiff.training.data import TrainingData, split_frames
+from neuradiff.training.distributed import Processes, fraction, share
 
 #: Seed stream of each phase's batches.
 PHASE_STREAMS = {"pretrain": 0, "joint": 1, "physics-only": 2, "surrogate": 3, "validation": 4}
@@ -115,16 +116,25 @@ class RecognitionTraining:
         err_ci = (torch.log10(fields[:, 1]) - math.log10(self.config.c_i_matrix))[mask]
         return (err_cv**2).mean() + 0.01 * (err_ci**2).mean()
 
-    def pretrain_loss(self, net: RecognitionNet, it: int) -> dict[str, Tensor]:
-        """BCE on the annotated pixels of a batch of training frames plus the priors."""
+    def pretrain_loss(self, net: RecognitionNet, it: int, processes: Processes | None = None) -> dict[str, Tensor]:
+        """BCE on the annotated pixels of a batch of training frames plus the priors; with ``processes``, this
+        process's share of them (:mod:`neuradiff.training.distributed`: summed over the processes, the terms of
+        the whole batch)."""
         rng = batch_rng(self.config.seed, "pretrain", it)
         idx = torch.from_numpy(rng.choice(self.train_frames, size=self.config.batch))
         k, flip = augmentation(rng, self.config.augment)
         windows = self.windows(rng, idx, self.train_annotations)
+        weight = None
+        if processes is not None:
+            mine = share([1.0] * len(idx), processes.world_size)[processes.rank]
+            weight = fraction(known(cut_batch(self.train_annotations[idx], windows)).sum(dim=(1, 2)), mine)
+            idx, windows = idx[mine], None if windows is None else [windows[i] for i in mine]
         fields, logits = self.recognise(net, idx, k, flip, windows)
         ann = augment(cut_batch(self.train_annotations[idx], windows), k, flip)
         rec = annotation_loss(logits, ann, pos_weight=self.config.void_weight)
         prior = self.prior_loss(fields, ann)
+        if weight is not None:
+            rec, prior = rec * weight, prior * weight
         return {"loss": rec + self.config.prior_weight * prior, "rec": rec, "prior": prior}
 
     @torch.no_grad()

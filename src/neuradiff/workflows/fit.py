@@ -3,6 +3,7 @@ synthetic dataset's truth when one is given."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from neuradiff.io.video import Video, read_video
 from neuradiff.methods import NeuraDiffModel, fit_neuradiff
 from neuradiff.synth.datasets import time_per_frame
 from neuradiff.training import FitConfig, Progress, TrainingData
+from neuradiff.training.distributed import check_batch, launched, process_group
 
 
 def read_fit_config(path: str | Path | None) -> FitConfig:
@@ -238,10 +240,18 @@ def run_fit(
 ) -> FitSummary:
     """Fit NeuraDiff and write the model folder ``out`` (``model.pt``, ``model.json``, ``params.json``,
     ``history.csv``, ``config.json`` and, with ``truth_path``, ``metrics.json``); ``checkpoint.pt`` is written
-    there as the fit goes (``resume`` continues from it). ``device``: where to train."""
+    there as the fit goes (``resume`` continues from it). ``device``: where to train.
+
+    Started by ``torchrun`` (``WORLD_SIZE`` > 1), the processes train the fit together
+    (:mod:`neuradiff.training.distributed`; each on GPU ``LOCAL_RANK`` when training on CUDA); only the first
+    writes ``out``, the others return their (identical) summary without metrics.
+    """
     config.validate()
     positive("--sim-time-per-frame", sim_time_per_frame)
-    resolve_device(device)
+    dev = resolve_device(device)
+    processes = launched()
+    if processes is not None:
+        check_batch(config.batch, processes)
     if sim_time_per_frame is None:
         sim_time_per_frame = config.sim_time_per_frame
     check_output_dir(out)
@@ -253,7 +263,14 @@ def run_fit(
         raise NeuradiffError(f"truth {truth['eta'].shape} and video {data.frames.shape} differ in size or length")
     # a run killed before its first checkpoint resumes from the start: the same result as an uninterrupted run
     resume = resume and (Path(out) / "checkpoint.pt").is_file()
-    with output_dir(out) as out:
+    with contextlib.ExitStack() as stack:
+        processes, dev = stack.enter_context(process_group(dev))
+        if not processes.main:
+            checkpoint = Path(out) / "checkpoint.pt"
+            return fit_training_data(
+                data, config, video_info=video_info, checkpoint_path=checkpoint, resume=resume, device=dev
+            )
+        out = stack.enter_context(output_dir(out))
         summary = fit_training_data(
             data,
             config,
@@ -262,7 +279,7 @@ def run_fit(
             checkpoint_path=out / "checkpoint.pt",
             resume=resume,
             progress=progress,
-            device=device,
+            device=dev,
         )
         params = summary.model.parameters()
         summary.provenance = provenance(
