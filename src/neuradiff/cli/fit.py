@@ -16,6 +16,7 @@ from neuradiff.cli.options import device_option
 from neuradiff.cli.progress import progress_bars
 from neuradiff.core.devices import resolve_device
 from neuradiff.core.errors import NeuradiffError
+from neuradiff.io.annotations import LabelScheme
 from neuradiff.methods import NeuraDiffModel
 from neuradiff.workflows import read_fit_config, run_demo, run_fit, run_forecast, run_track
 
@@ -34,11 +35,23 @@ def fit(
     sim_time_per_frame: Optional[float] = typer.Option(
         None, help="Simulation time between frames (default: dataset.json beside the video, else 1)."
     ),
+    instances: bool = typer.Option(
+        False,
+        "--instances",
+        help="Annotations are instance labels (Cellpose, StarDist): 0 solid, every label > 0 void.",
+    ),
+    void_class: Optional[int] = typer.Option(
+        None, "--void-class", help="Annotations are a class image (ilastik): this class is void, the others solid."
+    ),
+    unknown_class: Optional[int] = typer.Option(
+        None, "--unknown-class", help="With --void-class: the class of not-annotated pixels (default 0)."
+    ),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
     device: str = device_option(),
 ) -> None:
     """Learn the void physics and a recognition net jointly from a partially annotated video."""
     set_threads(threads)
+    labels = LabelScheme.from_options(instances=instances, void_class=void_class, unknown_class=unknown_class)
     dev = resolve_device(device)
     cfg = read_fit_config(config)
     with progress_bars() as progress:
@@ -52,6 +65,7 @@ def fit(
             progress=progress,
             sim_time_per_frame=sim_time_per_frame,
             device=dev,
+            labels=labels,
         )
     typer.echo(f"wrote {out}: {', '.join(summary.files)}")
     print_identifiability(summary.model)
