@@ -321,12 +321,21 @@ class TrackedVideo(_VoidTables):
     seconds: float = 0.0
 
     def save(self, folder: PathLike) -> Path:
-        """Write what ``neuradiff track`` writes: ``eta.tif``, ``masks.tif`` and the void tables, plots and overlay
+        """Write what ``neuradiff track`` writes: ``eta.tif``, ``masks.tif``, the masks as COCO
+        (``masks_coco.json``) and as an ImageJ ROI set (``masks_rois.zip``), and the void tables, plots and overlay
         (``voids.csv``, ``frames.csv``, ``tracks.csv``, ``units.json``, ``*.png``, ``overlay.mp4``)."""
         frames = None if self.video is None else self.video.frames
         cal = None if self.video is None else self.video.calibration
+        names = None if self.video is None else [Path(str(name)).name for name in self.video.names]
         return write_track(
-            folder, self.eta, self.masks, self.measurements, frames, calibration=cal, record=_api_provenance("track")
+            folder,
+            self.eta,
+            self.masks,
+            self.measurements,
+            frames,
+            calibration=cal,
+            record=_api_provenance("track"),
+            frame_names=names,
         )
 
 

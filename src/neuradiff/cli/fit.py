@@ -35,6 +35,11 @@ def fit(
     sim_time_per_frame: Optional[float] = typer.Option(
         None, help="Simulation time between frames (default: dataset.json beside the video, else 1)."
     ),
+    frame_times: Optional[Path] = typer.Option(
+        None,
+        "--frame-times",
+        help="Per-frame time table (CSV: frame,time_s[,dose][,temperature]); default: VIDEO_frame_times.csv beside it.",
+    ),
     instances: bool = typer.Option(
         False,
         "--instances",
@@ -66,6 +71,7 @@ def fit(
             sim_time_per_frame=sim_time_per_frame,
             device=dev,
             labels=labels,
+            frame_times=frame_times,
         )
     typer.echo(f"wrote {out}: {', '.join(summary.files)}")
     print_identifiability(summary.model)
@@ -162,6 +168,11 @@ def track(
     batch: int = typer.Option(1, help="Frames per inference batch (1 is fastest on a few CPU cores)."),
     nm_per_px: Optional[float] = typer.Option(None, "--nm-per-px", help="Override the pixel size (nm)."),
     frame_interval: Optional[float] = typer.Option(None, "--frame-interval", help="Override the frame interval (s)."),
+    frame_times: Optional[Path] = typer.Option(
+        None,
+        "--frame-times",
+        help="Per-frame time table (CSV: frame,time_s[,dose][,temperature]); default: VIDEO_frame_times.csv beside it.",
+    ),
     measure: bool = typer.Option(True, "--measure/--no-measure", help="Also write void measurements."),
     register: bool = typer.Option(
         False, "--register", help="Correct rigid stage drift first (phase correlation); shifts go to shifts.csv."
@@ -183,6 +194,7 @@ def track(
             void_size_unit=unit,
             nm_per_px=nm_per_px,
             frame_interval_s=frame_interval,
+            frame_times=frame_times,
             measure=measure,
             register=register,
             device=dev,
@@ -204,13 +216,18 @@ def forecast(
     frame: int = typer.Option(0, "--frame", help="Start frame K (0-based)."),
     steps: int = typer.Option(..., "--steps", help="Number of frame intervals to forecast."),
     out: Path = typer.Option(..., "--out", help="Output folder."),
+    frame_times: Optional[Path] = typer.Option(
+        None,
+        "--frame-times",
+        help="Per-frame time table (CSV: frame,time_s[,dose][,temperature]); default: VIDEO_frame_times.csv beside it.",
+    ),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
     device: str = device_option(),
 ) -> None:
     """Recognise frame K and simulate forward with the learned physics: forecast.npz, forecast.tif, areas."""
     set_threads(threads)
     dev = resolve_device(device)
-    summary = run_forecast(model, video, out, frame=frame, steps=steps, device=dev)
+    summary = run_forecast(model, video, out, frame=frame, steps=steps, device=dev, frame_times=frame_times)
     area = summary.area_px
     typer.echo(f"wrote {out}: forecast of {steps} frames from frame {frame}; void area {area[0]} → {area[-1]} px")
 

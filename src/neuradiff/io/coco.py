@@ -165,7 +165,7 @@ def coco_instances(
     masks: np.ndarray,
     frame_names: Sequence[str],
     *,
-    times_s: Sequence[float] | None = None,
+    times_s: Sequence[float] | np.ndarray | None = None,
     nm_per_px: float | None = None,
     polygons: bool = False,
 ) -> dict:

@@ -88,13 +88,14 @@ def load_training_data(
     nm_per_px: float | None = None,
     frame_interval_s: float | None = None,
     labels: LabelScheme | None = None,
+    frame_times: str | Path | None = None,
 ) -> tuple[TrainingData, dict[str, Any]]:
     """Read a video and its three-state annotations (``labels``: how label images are read).
 
     The simulation time per frame comes from the argument, a ``dataset.json`` beside the video (synthetic
     data), or 1.0; the second value returned describes the video for ``model.json``.
     """
-    video = read_video(video_path, nm_per_px=nm_per_px, frame_interval_s=frame_interval_s)
+    video = read_video(video_path, nm_per_px=nm_per_px, frame_interval_s=frame_interval_s, frame_times=frame_times)
     ann = read_annotations(annotations_path, video=video, full_stack=True, labels=labels)
     everything_void = np.flatnonzero((np.asarray(ann) == 1).all(axis=(-2, -1)))
     if everything_void.size:
@@ -237,6 +238,7 @@ def run_fit(
     sim_time_per_frame: float | None = None,
     device: str | torch.device | None = "cpu",
     labels: LabelScheme | None = None,
+    frame_times: str | Path | None = None,
 ) -> FitSummary:
     """Fit NeuraDiff and write the model folder ``out`` (``model.pt``, ``model.json``, ``params.json``,
     ``history.csv``, ``config.json`` and, with ``truth_path``, ``metrics.json``); ``checkpoint.pt`` is written
@@ -249,7 +251,7 @@ def run_fit(
         sim_time_per_frame = config.sim_time_per_frame
     check_output_dir(out)
     data, video_info = load_training_data(
-        video_path, annotations_path, sim_time_per_frame=sim_time_per_frame, labels=labels
+        video_path, annotations_path, sim_time_per_frame=sim_time_per_frame, labels=labels, frame_times=frame_times
     )
     n_frames, height, width = data.frames.shape
     config.check_resources(n_frames, height, width, data.sim_time_per_frame)
@@ -272,7 +274,12 @@ def run_fit(
         params = summary.model.parameters()
         summary.provenance = provenance(
             "fit",
-            inputs={"video": video_path, "annotations": annotations_path, "truth": truth_path},
+            inputs={
+                "video": video_path,
+                "annotations": annotations_path,
+                "truth": truth_path,
+                "frame_times": frame_times,
+            },
             model={"method": summary.model.method, "parameters": None if params is None else params.as_floats()},
             settings={
                 "config": config.to_dict(),
