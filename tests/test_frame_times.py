@@ -14,7 +14,10 @@ from neuradiff.cli import app
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.io.frametimes import clock_seconds, read_frame_table, times_from_names
 from neuradiff.io.video import read_video
-from neuradiff.workflows import run_measure
+from neuradiff.physics import Simulator
+from neuradiff.synth.datasets import dataset_config, make_dataset, write_dataset
+from neuradiff.training import FitConfig
+from neuradiff.workflows import run_fit, run_measure
 
 runner = CliRunner()
 UNEVEN = [0.0, 49.0, 126.0, 203.0]  # 49 s, then ~77 s
@@ -120,3 +123,40 @@ def test_measurements_carry_the_true_uneven_times_and_conditions(tmp_path):
     (tmp_path / "short.csv").write_text("frame,time_s\n0,0\n1,49\n")
     with pytest.raises(NeuradiffError, match="lists 2 frames but the masks have 4"):
         run_measure(tmp_path / "masks.tif", tmp_path / "m2", frame_times=tmp_path / "short.csv", overlay=False)
+
+
+@pytest.mark.slow
+def test_fit_simulates_each_pair_for_its_real_duration(tmp_path, monkeypatch):
+    cfg = dataset_config(
+        "single-void",
+        overrides={"frames": 6, "steps_per_frame": 5, "simulation": {"size": 24}, "annotations": {"fraction": 1.0}},
+    )
+    (tmp_path / "data").mkdir()
+    write_dataset(make_dataset(cfg), tmp_path / "data")
+    times = [12.0, 61.0, 138.0, 215.0, 292.0, 369.0]  # 49 s, then 77 s
+    rows = "".join(f"{k},{t}\n" for k, t in enumerate(times))
+    (tmp_path / "data" / "video_frame_times.csv").write_text("frame,time_s\n" + rows)
+    seen: list[tuple[int, float]] = []
+    run = Simulator.run
+
+    def spy(self, state, params, n_frames, **kw):
+        if not kw.get("every_frame"):  # the training rollouts (a forecast saves every frame)
+            seen.append((int(state.shape[0]), float(n_frames)))
+        return run(self, state, params, n_frames, **kw)
+
+    monkeypatch.setattr(Simulator, "run", spy)
+    fit_cfg = FitConfig(
+        pretrain_iters=1, joint_iters=4, eval_every=2, gap=1, batch=3, dt=0.1, net={"width": 4, "depth": 1}
+    )
+    data = tmp_path / "data"
+    run_fit(data / "video.tif", data / "annotations.tif", tmp_path / "model", config=fit_cfg)
+    short = 49.0 / 77.0  # the first interval in median intervals
+    durations = {round(d, 6) for _, d in seen}
+    assert round(short, 6) in durations and 1.0 in durations
+    allowed = {round((times[b] - times[a]) / 77.0, 6) for a in range(6) for b in range(a + 1, 6)}
+    assert durations <= allowed
+    assert all(n == 1 for n, d in seen if round(d, 6) == round(short, 6))  # uneven batches run pair by pair
+    info = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert info["video"]["frame_times_s"] == pytest.approx([t - 12.0 for t in times])
+    prov = json.loads((tmp_path / "model" / "provenance.json").read_text())
+    assert prov["inputs"]["video"]["path"].endswith("video.tif")

@@ -63,8 +63,15 @@ def prepare_training_data(
         sim_time_per_frame, source = 1.0, "default"
     frames = video.frames.astype(np.float32)
     cal = video.calibration
+    times = cal.times_s(frames.shape[0]) if cal.frame_times_s is not None else None
+    uneven = times is not None and len(times) > 2 and not np.allclose(np.diff(times), np.diff(times)[0], rtol=1e-6)
     data = TrainingData(
-        frames, np.asarray(annotations, dtype=np.uint8), cal.nm_per_px, cal.frame_interval_s, sim_time_per_frame
+        frames,
+        np.asarray(annotations, dtype=np.uint8),
+        cal.nm_per_px,
+        cal.frame_interval_s,
+        sim_time_per_frame,
+        frame_times_s=times if uneven else None,
     )
     info = {
         "path": video.path,
@@ -75,6 +82,7 @@ def prepare_training_data(
         "calibration_source": cal.source,
         "sim_time_per_frame": sim_time_per_frame,
         "sim_time_per_frame_source": source,
+        "frame_times_s": None if data.frame_times_s is None else data.frame_times_s.tolist(),
         "annotated_frames": data.annotated_frames().tolist(),
     }
     return data, info
