@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from neuradiff.cli import app
 from neuradiff.core.provenance import file_sha256
+from neuradiff.io.annotations import read_annotations
 from neuradiff.io.stacks import write_stack
 from neuradiff.io.video import Calibration, read_video
 from neuradiff.synth.datasets import dataset_config, make_dataset, write_dataset
@@ -119,6 +120,11 @@ def test_every_image_output_of_simulate_track_and_forecast_is_calibrated(tmp_pat
     prov = json.loads((tmp_path / "track" / "provenance.json").read_text())
     assert prov["inputs"]["model"]["kind"] == "folder" and set(prov["model"]["parameters"]) >= {"E_v", "kBT"}
     assert prov["calibration"]["nm_per_px"] == NM and prov["neuradiff_version"]
+    coco = json.loads((tmp_path / "track" / "masks_coco.json").read_text())
+    assert [i["file_name"] for i in coco["images"]] == [f"video.tif#{k}" for k in range(8)]
+    back = read_annotations(tmp_path / "track" / "masks_coco.json", video=read_video(data / "video.tif"))
+    np.testing.assert_array_equal(back, tifffile.imread(tmp_path / "track" / "masks.tif"))
+    assert (tmp_path / "track" / "masks_rois.zip").is_file()
 
     run_track(data / "video.tif", tmp_path / "model", tmp_path / "reg", register=True, measure=False)
     shifts = pd.read_csv(tmp_path / "reg" / "shifts.csv")

@@ -20,6 +20,7 @@ from neuradiff import measure
 from neuradiff._version import __version__
 from neuradiff.api import (
     FittedModel,
+    LabelScheme,
     MeasuredVoids,
     SimulatedVideo,
     TrackedVideo,
@@ -45,6 +46,7 @@ sys.modules["neuradiff.measure"].__class__ = _CallableRoom
 
 __all__ = [
     "FittedModel",
+    "LabelScheme",
     "MeasuredVoids",
     "SimulatedVideo",
     "TrackedVideo",

@@ -30,7 +30,7 @@ from neuradiff.core.files import prepare_output_dir, staged_output
 from neuradiff.core.progress import ProgressSink, no_progress
 from neuradiff.core.provenance import provenance, write_provenance
 from neuradiff.evaluation.truth import load_truth
-from neuradiff.io.annotations import read_annotations
+from neuradiff.io.annotations import LabelScheme, read_annotations
 from neuradiff.io.video import Calibration, Video, read_video
 from neuradiff.measure.voids import Measurements, measure_masks
 from neuradiff.methods import FittedMethod, Forecast, NeuraDiffModel, load_model
@@ -321,12 +321,21 @@ class TrackedVideo(_VoidTables):
     seconds: float = 0.0
 
     def save(self, folder: PathLike) -> Path:
-        """Write what ``neuradiff track`` writes: ``eta.tif``, ``masks.tif`` and the void tables, plots and overlay
+        """Write what ``neuradiff track`` writes: ``eta.tif``, ``masks.tif``, the masks as COCO
+        (``masks_coco.json``) and as an ImageJ ROI set (``masks_rois.zip``), and the void tables, plots and overlay
         (``voids.csv``, ``frames.csv``, ``tracks.csv``, ``units.json``, ``*.png``, ``overlay.mp4``)."""
         frames = None if self.video is None else self.video.frames
         cal = None if self.video is None else self.video.calibration
+        names = None if self.video is None else [Path(str(name)).name for name in self.video.names]
         return write_track(
-            folder, self.eta, self.masks, self.measurements, frames, calibration=cal, record=_api_provenance("track")
+            folder,
+            self.eta,
+            self.masks,
+            self.measurements,
+            frames,
+            calibration=cal,
+            record=_api_provenance("track"),
+            frame_names=names,
         )
 
 
@@ -474,6 +483,7 @@ def fit(
     resume: bool = False,
     device: Device = "auto",
     progress: ProgressSink | None = None,
+    labels: LabelScheme | None = None,
 ) -> FittedModel:
     """Learn the recognition net and the void physics jointly from a partially annotated video (``neuradiff fit``).
 
@@ -501,6 +511,9 @@ def fit(
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``: where to train.
     progress : callable, optional
         ``progress(phase, done, total, row)`` after every iteration.
+    labels : LabelScheme, optional
+        How an annotation file of label images is read: instance labels (``LabelScheme("instances")``) or a
+        class image naming its void class (``LabelScheme.from_options(void_class=2)``).
 
     Returns
     -------
@@ -525,7 +538,7 @@ def fit(
             raise NeuradiffError("annotations are needed (three-state masks or an annotation file)")
         ann = sim.annotations
     elif isinstance(annotations, (str, os.PathLike)):
-        ann = read_annotations(annotations, video=vid, full_stack=True)
+        ann = read_annotations(annotations, video=vid, full_stack=True, labels=labels)
     else:
         ann = _frames(annotations, "the annotations")
     source = "argument"
@@ -829,6 +842,7 @@ def _forecast_calibration(table: pd.DataFrame) -> Calibration:
 
 __all__ = [
     "FittedModel",
+    "LabelScheme",
     "MeasuredVoids",
     "SimulatedVideo",
     "TrackedVideo",

@@ -17,6 +17,7 @@ from neuradiff.cli.options import device_option
 from neuradiff.cli.progress import progress_bars
 from neuradiff.core.devices import resolve_device
 from neuradiff.core.errors import NeuradiffError
+from neuradiff.io.annotations import LabelScheme
 from neuradiff.methods import NeuraDiffModel
 from neuradiff.training.distributed import launched
 from neuradiff.workflows import read_fit_config, run_demo, run_fit, run_forecast, run_track
@@ -36,6 +37,22 @@ def fit(
     sim_time_per_frame: Optional[float] = typer.Option(
         None, help="Simulation time between frames (default: dataset.json beside the video, else 1)."
     ),
+    frame_times: Optional[Path] = typer.Option(
+        None,
+        "--frame-times",
+        help="Per-frame time table (CSV: frame,time_s[,dose][,temperature]); default: VIDEO_frame_times.csv beside it.",
+    ),
+    instances: bool = typer.Option(
+        False,
+        "--instances",
+        help="Annotations are instance labels (Cellpose, StarDist): 0 solid, every label > 0 void.",
+    ),
+    void_class: Optional[int] = typer.Option(
+        None, "--void-class", help="Annotations are a class image (ilastik): this class is void, the others solid."
+    ),
+    unknown_class: Optional[int] = typer.Option(
+        None, "--unknown-class", help="With --void-class: the class of not-annotated pixels (default 0)."
+    ),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
     device: str = device_option(),
 ) -> None:
@@ -45,6 +62,7 @@ def fit(
     CUDA GPUs); the first writes the model folder and shows the progress.
     """
     set_threads(threads)
+    labels = LabelScheme.from_options(instances=instances, void_class=void_class, unknown_class=unknown_class)
     dev = resolve_device(device)
     cfg = read_fit_config(config)
     processes = launched()
@@ -60,6 +78,8 @@ def fit(
             progress=progress,
             sim_time_per_frame=sim_time_per_frame,
             device=dev,
+            labels=labels,
+            frame_times=frame_times,
         )
     if not main:
         return
@@ -158,6 +178,11 @@ def track(
     batch: int = typer.Option(1, help="Frames per inference batch (1 is fastest on a few CPU cores)."),
     nm_per_px: Optional[float] = typer.Option(None, "--nm-per-px", help="Override the pixel size (nm)."),
     frame_interval: Optional[float] = typer.Option(None, "--frame-interval", help="Override the frame interval (s)."),
+    frame_times: Optional[Path] = typer.Option(
+        None,
+        "--frame-times",
+        help="Per-frame time table (CSV: frame,time_s[,dose][,temperature]); default: VIDEO_frame_times.csv beside it.",
+    ),
     measure: bool = typer.Option(True, "--measure/--no-measure", help="Also write void measurements."),
     register: bool = typer.Option(
         False, "--register", help="Correct rigid stage drift first (phase correlation); shifts go to shifts.csv."
@@ -179,6 +204,7 @@ def track(
             void_size_unit=unit,
             nm_per_px=nm_per_px,
             frame_interval_s=frame_interval,
+            frame_times=frame_times,
             measure=measure,
             register=register,
             device=dev,
@@ -200,13 +226,18 @@ def forecast(
     frame: int = typer.Option(0, "--frame", help="Start frame K (0-based)."),
     steps: int = typer.Option(..., "--steps", help="Number of frame intervals to forecast."),
     out: Path = typer.Option(..., "--out", help="Output folder."),
+    frame_times: Optional[Path] = typer.Option(
+        None,
+        "--frame-times",
+        help="Per-frame time table (CSV: frame,time_s[,dose][,temperature]); default: VIDEO_frame_times.csv beside it.",
+    ),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
     device: str = device_option(),
 ) -> None:
     """Recognise frame K and simulate forward with the learned physics: forecast.npz, forecast.tif, areas."""
     set_threads(threads)
     dev = resolve_device(device)
-    summary = run_forecast(model, video, out, frame=frame, steps=steps, device=dev)
+    summary = run_forecast(model, video, out, frame=frame, steps=steps, device=dev, frame_times=frame_times)
     area = summary.area_px
     typer.echo(f"wrote {out}: forecast of {steps} frames from frame {frame}; void area {area[0]} → {area[-1]} px")
 

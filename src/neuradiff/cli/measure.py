@@ -33,6 +33,11 @@ def measure(
     frame_interval: Optional[float] = typer.Option(
         None, "--frame-interval", help="Time between frames in s (wins over the metadata)."
     ),
+    frame_times: Optional[Path] = typer.Option(
+        None,
+        "--frame-times",
+        help="Per-frame time table (CSV: frame,time_s[,dose][,temperature]); default: the one beside --video.",
+    ),
     dose_rate: Optional[float] = typer.Option(
         None, "--dose-rate", help="Dose rate in dpa/s: adds dose (dpa) to the tables and plots."
     ),
@@ -57,6 +62,7 @@ def measure(
             video=video,
             nm_per_px=nm_per_px,
             frame_interval_s=frame_interval,
+            frame_times=frame_times,
             dose_rate=dose_rate,
             foil_thickness=foil_thickness,
             min_area=min_area,

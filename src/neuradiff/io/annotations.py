@@ -1,7 +1,9 @@
 """Read void annotations into the three-state form: uint8 ``[T, H, W]``, 0 solid, 1 void, 255 unknown.
 
 Accepted: a three-state mask stack (TIFF), binary masks (0/255 or 0/1) for some frames (a folder of
-PNG/TIFF, matched to frames by file-name stem, else by order), COCO JSON polygons and YOLO
+PNG/TIFF, matched to frames by file-name stem, else by order), instance label images (Cellpose,
+StarDist: 0 background, 1..N objects), class images (ilastik: one value per class, a
+:class:`LabelScheme` names the void class), COCO JSON (polygons, RLE or compressed RLE) and YOLO
 segmentation ``.txt`` files. Frames without an annotation stay 255 everywhere; a frame that is
 annotated but has no void is all 0.
 """
@@ -10,7 +12,9 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from skimage.draw import polygon
@@ -18,10 +22,97 @@ from skimage.draw import polygon
 from neuradiff.core.checks import check_memory
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.core.labels import SOLID, UNKNOWN, VOID
+from neuradiff.io.coco import decode_rle
 from neuradiff.io.video import IMAGE_SUFFIXES, TIFF_SUFFIXES, Video, bad, natural_key, read_video
 
 _MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 _DECORATION = re.compile(r"([_\-. ](mask|masks|label|labels|gt|seg|annotation)$)|(^(mask|label)[_\-])")
+
+
+# --------------------------------------------------------------------------- label schemes
+
+
+@dataclass(frozen=True)
+class LabelScheme:
+    """How the values of label images are read.
+
+    Attributes
+    ----------
+    kind : {"masks", "instances", "classes"}
+        ``"masks"``: three-state (0 solid, 1 void, 255 unknown) or binary (0/255, 0/1) masks.
+        ``"instances"``: instance labels as Cellpose or StarDist write them, 0 background (solid) and every
+        label above 0 a void. ``"classes"``: a class image (ilastik's segmentation or label export), value
+        ``void_class`` is void, ``unknown_class`` unknown, every other class solid.
+    void_class : int or None
+        The class value of void (``kind="classes"`` only).
+    unknown_class : int or None
+        The class value of not-annotated pixels (``kind="classes"``; ilastik's labels use 0). ``None``:
+        every pixel is annotated.
+
+    Examples
+    --------
+    >>> LabelScheme.from_options(void_class=2)
+    LabelScheme(kind='classes', void_class=2, unknown_class=0)
+    """
+
+    kind: Literal["masks", "instances", "classes"] = "masks"
+    void_class: int | None = None
+    unknown_class: int | None = None
+
+    @classmethod
+    def from_options(
+        cls, *, instances: bool = False, void_class: int | None = None, unknown_class: int | None = None
+    ) -> LabelScheme:
+        """The scheme the command-line options ``--instances``, ``--void-class`` and ``--unknown-class`` name
+        (``unknown_class`` defaults to 0 with a void class); one-line error for a contradiction."""
+        if instances and void_class is not None:
+            raise NeuradiffError("--instances and --void-class exclude each other: labels are instances or classes")
+        if unknown_class is not None and void_class is None:
+            raise NeuradiffError("--unknown-class needs --void-class (the class image's void class)")
+        if void_class is None:
+            return cls("instances" if instances else "masks")
+        if void_class < 0:
+            raise NeuradiffError(f"--void-class must be a class value ≥ 0, got {void_class}")
+        unknown = 0 if unknown_class is None else unknown_class
+        if unknown == void_class:
+            raise NeuradiffError(f"--void-class and --unknown-class are both {void_class}; give two classes")
+        return cls("classes", void_class, unknown)
+
+
+MASKS = LabelScheme()
+
+
+def _integer_labels(a: np.ndarray, where) -> np.ndarray:
+    """A label image as int64; non-integer or negative values are an error."""
+    a = np.asarray(a)
+    if a.dtype.kind == "f":
+        if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)):
+            bad_value = a[~(np.isfinite(a) & (a == np.round(a)))].flat[0]
+            raise bad(where, f"holds non-integer label {bad_value:g}; label images hold whole numbers")
+    elif a.dtype.kind not in "uib":
+        raise bad(where, f"has pixel type {a.dtype}, not integer labels")
+    a = a.astype(np.int64)
+    if a.size and a.min() < 0:
+        raise bad(where, f"holds negative label {int(a.min())}")
+    return a
+
+
+def _decode_labels(a: np.ndarray, scheme: LabelScheme, where) -> np.ndarray:
+    """Three-state uint8 of an instance or class label image (any leading shape)."""
+    a = _integer_labels(a, where)
+    if scheme.kind == "instances":
+        return (a > 0).astype(np.uint8)
+    out = np.full(a.shape, SOLID, np.uint8)
+    out[a == scheme.void_class] = VOID
+    if scheme.unknown_class is not None:
+        out[a == scheme.unknown_class] = UNKNOWN
+    return out
+
+
+def _check_void_class(values: set[int], scheme: LabelScheme, path) -> None:
+    if scheme.kind == "classes" and scheme.void_class not in values:
+        shown = ", ".join(str(v) for v in sorted(values)[:8]) + (", ..." if len(values) > 8 else "")
+        raise bad(path, f"void class {scheme.void_class} occurs nowhere; the image holds classes {shown}")
 
 
 # --------------------------------------------------------------------------- frame matching
@@ -117,7 +208,7 @@ def _decoder(values: np.ndarray, dtype, path):
     raise bad(
         path,
         f"values other than 0/1/255 ({shown}); masks must be binary (0/255, 0/1) or "
-        "three-state (0 solid, 1 void, 255 unknown)",
+        "three-state (0 solid, 1 void, 255 unknown); instance labels need --instances, a class image --void-class",
     )
 
 
@@ -127,17 +218,23 @@ def _decode(a: np.ndarray, kind: str) -> np.ndarray:
     return a.astype(np.uint8)
 
 
-def _read_stack(path: Path, shape, n_frames, names, full_stack: bool = False) -> np.ndarray:
-    """A TIFF mask stack: three-state, or binary (0/255 only is read as binary: 255 = void)."""
+def _read_stack(
+    path: Path, shape, n_frames, names, full_stack: bool = False, scheme: LabelScheme = MASKS
+) -> np.ndarray:
+    """A TIFF mask stack: three-state, or binary (0/255 only is read as binary: 255 = void), or labels."""
     stack = read_video(path).frames
     if full_stack and n_frames is not None and len(stack) != n_frames:
         raise NeuradiffError(
             f"{path} holds {len(stack)} annotation frames but the video has {n_frames}; "
             "a three-state stack needs one frame per video frame"
         )
-    kind = _decoder(np.unique(stack), stack.dtype, path)
-    stack = _decode(stack, kind)
     _check_size(stack.shape[1:], shape, path)
+    if scheme.kind == "masks":
+        stack = _decode(stack, _decoder(np.unique(stack), stack.dtype, path))
+    else:
+        labels = _integer_labels(stack, path)
+        _check_void_class({int(v) for v in np.unique(labels)}, scheme, path)
+        stack = _decode_labels(labels, scheme, path)
     if n_frames is not None and len(stack) > n_frames:
         raise bad(path, f"has {len(stack)} mask frames but the video has {n_frames}")
     if n_frames is not None and len(stack) < n_frames:
@@ -146,13 +243,21 @@ def _read_stack(path: Path, shape, n_frames, names, full_stack: bool = False) ->
     return stack
 
 
-def _read_mask_files(files: list[Path], path, shape, n_frames, names) -> np.ndarray:
+def _read_mask_files(files: list[Path], path, shape, n_frames, names, scheme: LabelScheme = MASKS) -> np.ndarray:
     raw = []
     for p in files:
         frames = read_video(p).frames
         if len(frames) != 1:
             raise bad(p, f"holds {len(frames)} frames; use one mask image per frame")
         raw.append(frames[0])
+    if scheme.kind != "masks":
+        labels = []
+        for p, r in zip(files, raw):
+            _check_size(r.shape, shape, p)
+            labels.append(_integer_labels(r, p))
+        _check_void_class({int(v) for lab in labels for v in np.unique(lab)}, scheme, path)
+        items = [(p.stem, _decode_labels(lab, scheme, p)) for p, lab in zip(files, labels)]
+        return _assemble(items, path, shape, n_frames, names)
     # A file holding both 1 and 255 can only be three-state: then the whole folder is. Otherwise
     # each file is a binary mask (0/255 or 0/1) on its own.
     values = [np.unique(r) for r in raw]
@@ -205,20 +310,14 @@ def _flat_polygon(coords, where) -> np.ndarray:
 
 
 def _rle(seg: dict, shape, where) -> np.ndarray:
-    counts, size = seg.get("counts"), seg.get("size")
-    if isinstance(counts, str):
-        raise bad(where, "compressed RLE is not supported; export polygons or uncompressed RLE")
-    if not isinstance(counts, list) or list(size or []) != list(shape):
+    """A COCO RLE segmentation (uncompressed counts or the compressed string) as a 0/1 mask."""
+    size = seg.get("size")
+    if not isinstance(size, (list, tuple)) or [int(v) for v in size] != list(shape):
         raise bad(where, f"RLE size {size} does not match the image {list(shape)}")
-    flat = np.zeros(shape[0] * shape[1], np.uint8)
-    pos, val = 0, 0
-    for n in counts:
-        n = int(n)
-        if n < 0 or pos + n > flat.size:
-            raise bad(where, "RLE counts do not fit the image")
-        flat[pos : pos + n] = val
-        pos, val = pos + n, 1 - val
-    return flat.reshape(shape[1], shape[0]).T  # COCO RLE runs down columns
+    try:
+        return decode_rle(seg)
+    except (ValueError, TypeError) as exc:
+        raise bad(where, f"bad RLE ({exc})") from None
 
 
 def _read_coco(path: Path, shape, n_frames, names) -> np.ndarray:
@@ -319,7 +418,13 @@ def _read_yolo(files: list[Path], path, shape, n_frames, names) -> np.ndarray:
 
 
 def read_annotations(
-    path, *, video: Video | None = None, shape=None, n_frames: int | None = None, full_stack: bool = False
+    path,
+    *,
+    video: Video | None = None,
+    shape=None,
+    n_frames: int | None = None,
+    full_stack: bool = False,
+    labels: LabelScheme | None = None,
 ) -> np.ndarray:
     """Read annotations of any supported form as three-state masks.
 
@@ -338,6 +443,9 @@ def read_annotations(
     full_stack : bool
         A TIFF stack must hold exactly one frame per video frame (otherwise a shorter stack annotates the
         first frames and the rest are unknown).
+    labels : LabelScheme, optional
+        How the values of mask images are read: masks (the default), instance labels or classes (naming the
+        void class). Not for COCO or YOLO files.
 
     Returns
     -------
@@ -354,7 +462,7 @@ def read_annotations(
     if not path.exists():
         raise bad(path, "no such file or folder")
     try:
-        return _dispatch(path, shape, n_frames, names, full_stack)
+        return _dispatch(path, shape, n_frames, names, full_stack, labels or MASKS)
     except NeuradiffError:
         raise
     except OSError as exc:
@@ -363,7 +471,13 @@ def read_annotations(
         raise bad(path, f"is malformed ({type(exc).__name__}: {str(exc)[:120]})") from None
 
 
-def _dispatch(path: Path, shape, n_frames, names, full_stack: bool = False) -> np.ndarray:
+def _not_labels(path: Path, scheme: LabelScheme, what: str) -> None:
+    if scheme.kind != "masks":
+        option = "--instances" if scheme.kind == "instances" else "--void-class"
+        raise bad(path, f"is {what}; {option} applies to label images only")
+
+
+def _dispatch(path: Path, shape, n_frames, names, full_stack: bool = False, scheme: LabelScheme = MASKS) -> np.ndarray:
     suffix = path.suffix.lower()
     if path.is_dir():
         files = [
@@ -377,19 +491,23 @@ def _dispatch(path: Path, shape, n_frames, names, full_stack: bool = False) -> n
         if masks and texts:
             raise bad(path, "holds both mask images and .txt labels; give one kind per folder")
         if masks:
-            return _read_mask_files(masks, path, shape, n_frames, names)
+            return _read_mask_files(masks, path, shape, n_frames, names, scheme)
         if texts:
+            _not_labels(path, scheme, "a folder of YOLO labels")
             return _read_yolo(texts, path, shape, n_frames, names)
         if len(jsons) == 1:
+            _not_labels(path, scheme, "a folder holding a COCO file")
             return _read_coco(jsons[0], shape, n_frames, names)
         raise bad(path, "folder holds no mask images (png, tif), YOLO .txt or COCO .json")
     if suffix in TIFF_SUFFIXES:
-        return _read_stack(path, shape, n_frames, names, full_stack)
+        return _read_stack(path, shape, n_frames, names, full_stack, scheme)
     if suffix in IMAGE_SUFFIXES:
-        return _read_mask_files([path], path, shape, n_frames, names)
+        return _read_mask_files([path], path, shape, n_frames, names, scheme)
     if suffix == ".json":
+        _not_labels(path, scheme, "a COCO file")
         return _read_coco(path, shape, n_frames, names)
     if suffix == ".txt":
+        _not_labels(path, scheme, "a YOLO label file")
         return _read_yolo([path], path, shape, n_frames, names)
     raise bad(
         path,
@@ -403,4 +521,4 @@ def void_mask(masks: np.ndarray) -> np.ndarray:
     return np.asarray(masks) == VOID
 
 
-__all__ = ["SOLID", "UNKNOWN", "VOID", "read_annotations", "void_mask"]
+__all__ = ["SOLID", "UNKNOWN", "VOID", "LabelScheme", "read_annotations", "void_mask"]

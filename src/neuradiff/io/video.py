@@ -34,6 +34,7 @@ from neuradiff.core.checks import (
     human_bytes,
 )
 from neuradiff.core.errors import NeuradiffError
+from neuradiff.io.frametimes import find_frame_table, read_frame_table, times_from_names
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp") + TIFF_SUFFIXES
@@ -116,12 +117,15 @@ class Calibration:
     source : str
         Where the values came from, e.g. ``"imagej metadata"``, ``"ome"``, ``"file names"``,
         ``"override"`` or ``"none"``.
+    conditions : dict of str to ndarray, optional
+        Further per-frame columns of a frame-time table (``dose``, ``temperature``, ...), ``[T]`` each.
     """
 
     nm_per_px: float | None = None
     frame_interval_s: float | None = None
     frame_times_s: np.ndarray | None = field(default=None, compare=False)
     source: str = "none"
+    conditions: dict[str, np.ndarray] | None = field(default=None, compare=False)
 
     def times_s(self, n_frames: int) -> np.ndarray | None:
         """``[n_frames]`` frame times in s, or ``None`` when the timing is unknown."""
@@ -635,7 +639,9 @@ def _dispatch(path: Path):
     return frames, names, nm, dt, times, src
 
 
-def read_video(path, *, nm_per_px: float | None = None, frame_interval_s: float | None = None) -> Video:
+def read_video(
+    path, *, nm_per_px: float | None = None, frame_interval_s: float | None = None, frame_times=None
+) -> Video:
     """Read a TEM video and its calibration.
 
     Parameters
@@ -645,6 +651,10 @@ def read_video(path, *, nm_per_px: float | None = None, frame_interval_s: float 
         (the latter need ``pip install neuradiff[io]``).
     nm_per_px, frame_interval_s : float, optional
         Overrides that win over any metadata (calibration source ``"override"``).
+    frame_times : str or Path, optional
+        A per-frame time table (CSV: ``frame``, ``time_s``, optional ``dose``, ``temperature``); without it the
+        one beside the video is used (``<stem>_frame_times.csv``, or ``frame_times.csv`` in a folder of frames;
+        :mod:`~neuradiff.io.frametimes`), else clock times in the frames' file names, else the metadata.
 
     Returns
     -------
@@ -691,6 +701,7 @@ def read_video(path, *, nm_per_px: float | None = None, frame_interval_s: float 
             f"a stack of tiny frames may have been read as one image",
         )
     finite_array(str(path), frames)
+    times, src, conditions = _frame_times(path, names, frames.shape[0], times, src, frame_times, dt_override)
     if times is not None:
         dt = float(np.median(np.diff(times))) if len(times) > 1 else dt
         dt = dt if dt and dt > 0 else None
@@ -718,9 +729,30 @@ def read_video(path, *, nm_per_px: float | None = None, frame_interval_s: float 
             else sources + ["override"]
         )
     cal = Calibration(
-        nm_per_px=nm, frame_interval_s=dt, frame_times_s=times, source=" + ".join(sources) if sources else "none"
+        nm_per_px=nm,
+        frame_interval_s=dt,
+        frame_times_s=times,
+        source=" + ".join(sources) if sources else "none",
+        conditions=conditions,
     )
     return Video(frames=frames, calibration=cal, names=list(names), path=str(path))
+
+
+def _frame_times(path: Path, names, n: int, times, src: str, table_path, dt_override):
+    """Frame times, their source and per-frame conditions: a time table (given or beside the video) wins over
+    clock times in file names, which win over the metadata's; an explicit frame interval wins over all."""
+    if table_path is not None and dt_override is not None:
+        raise NeuradiffError("give a frame interval or a frame-time table, not both")
+    if dt_override is not None:
+        return times, src, None
+    table = read_frame_table(table_path, n) if table_path is not None else find_frame_table(path, n)
+    if table is not None:
+        return table.time_s, f"time table {table.source}", table.columns or None
+    if times is None and path.is_dir():
+        from_names = times_from_names(names)
+        if from_names is not None:
+            return from_names, "file names", None
+    return times, src, None
 
 
 def read_calibration(path) -> Calibration:

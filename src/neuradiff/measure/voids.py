@@ -319,6 +319,10 @@ def measure_masks(
         if rate is not None:
             df["dose_dpa"] = df["time_s"] * rate
     lead = ["frame"] + (["time_s"] if times is not None else []) + (["dose_dpa"] if rate is not None else [])
+    conditions = {k: np.asarray(v) for k, v in (calibration.conditions or {}).items() if k not in lead}
+    for name, values in conditions.items():  # a frame-time table's dose and temperature, per frame
+        if len(values) >= n:
+            frames[name] = values[frames["frame"].to_numpy(int)] if len(frames) else pd.Series(dtype=float)
     void_cols = (
         lead
         + ["track_id"]

@@ -346,9 +346,7 @@ class NeuraDiffObjective:
         a0 = augment(cut_batch(ann[starts], windows), k, flip)
         a1 = augment(cut_batch(ann[ends], windows), k, flip)
         state0 = torch.stack((f0[:, 0], f0[:, 1], overlay_annotation(f0[:, 2], a0)), dim=1)  # eta**
-        sim = self.simulator.run(
-            state0, params, gap, checkpoint_every=cfg.bptt_checkpoint, guard_every=self.simulator.steps(1)
-        ).final
+        sim = self.simulate_pairs(state0, params, starts, ends)
         known1 = known(a1)
         inside = None if windows is None or self.interior is None else self.interior.expand_as(known1)
         if inside is not None:
@@ -440,6 +438,22 @@ class NeuraDiffObjective:
             long = self.pair_loss(params, torch.tensor([a]), k, flip, gap=b - a, windows=long_windows)
             terms = {name: terms[name] + long[name] for name in terms} if terms else long
         return terms
+
+    def simulate_pairs(self, state0: Tensor, params: VoidParameters, starts: Tensor, ends: Tensor) -> Tensor:
+        """The states at ``ends`` simulated from ``state0`` at ``starts``: one rollout of the batch when the pairs
+        span the same time, else one per pair (uneven frame times: each for its own duration)."""
+        cfg = self.config
+        durations = self.data.intervals(starts.cpu().numpy(), ends.cpu().numpy())
+        runs = [(slice(None), float(durations[0]))]
+        if not np.allclose(durations, durations[0], rtol=1e-9, atol=0.0):
+            runs = [(slice(i, i + 1), float(d)) for i, d in enumerate(durations)]
+        finals = [
+            self.simulator.run(
+                state0[rows], params, d, checkpoint_every=cfg.bptt_checkpoint, guard_every=self.simulator.steps(1)
+            ).final
+            for rows, d in runs
+        ]
+        return finals[0] if len(finals) == 1 else torch.cat(finals)
 
     def validation_physics(self) -> float:
         """L_sim of the rollouts from the previous training annotation into each held-out annotation."""

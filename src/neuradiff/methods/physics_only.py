@@ -101,7 +101,7 @@ class PhysicsOnlyObjective:
 
     def __init__(self, data: TrainingData, config: FitConfig) -> None:
         config.validate()
-        self.config = config
+        self.config, self.data = config, data
         train, val = split_frames(data)
         self.split = (train, val)
         self.pairs = annotated_pairs(train, config.max_gap)
@@ -140,7 +140,11 @@ class PhysicsOnlyObjective:
         cfg, ann = self.config, self.annotations
         state = state_from_annotation(ann[a : a + 1], c_v_matrix=cfg.c_v_matrix, c_i_matrix=cfg.c_i_matrix)
         end = self.simulator.run(
-            state, self.params(), b - a, checkpoint_every=cfg.bptt_checkpoint, guard_every=self.simulator.steps(1)
+            state,
+            self.params(),
+            float(self.data.intervals(a, b)),
+            checkpoint_every=cfg.bptt_checkpoint,
+            guard_every=self.simulator.steps(1),
         ).final
         mask = known(ann[b : b + 1])
         return ((end[:, 2] - ann[b : b + 1].to(end.dtype))[mask] ** 2).mean()

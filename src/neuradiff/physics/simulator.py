@@ -68,11 +68,11 @@ class Simulator:
         object.__setattr__(self, "model", VoidModel(self.discretisation, boundary=self.boundary, kernel=self.kernel))
         get_integrator(self.integrator).check(self.model)
 
-    def steps(self, n_frames: int) -> int:
+    def steps(self, n_frames: float) -> int:
         """Number of time steps that span ``n_frames`` frame intervals (at least 1)."""
         return max(1, round(n_frames * self.time_per_frame / self.dt))
 
-    def step_size(self, n_frames: int) -> float:
+    def step_size(self, n_frames: float) -> float:
         """The step length used over ``n_frames`` frame intervals: their span divided evenly into :meth:`steps`."""
         return n_frames * self.time_per_frame / self.steps(n_frames)
 
@@ -90,7 +90,7 @@ class Simulator:
         self,
         state: Tensor,
         params: VoidParameters,
-        n_frames: int,
+        n_frames: float,
         *,
         every_frame: bool = False,
         checkpoint_every: int | None = None,
@@ -98,7 +98,8 @@ class Simulator:
         guard_every: int = 1,
         diagnostics: bool = False,
     ) -> Trajectory:
-        """Simulate ``state`` (``[batch, 3, H, W]``) ``n_frames`` frame intervals forward.
+        """Simulate ``state`` (``[batch, 3, H, W]``) ``n_frames`` frame intervals forward (a fractional number
+        for uneven frame times, unless ``every_frame``).
 
         Parameters
         ----------
@@ -113,8 +114,10 @@ class Simulator:
             Steps between two estimates of the stability limit (training passes ``steps(1)``: once a frame).
         """
         if every_frame:
+            if n_frames != int(n_frames):
+                raise ValueError(f"every_frame needs a whole number of frames, got {n_frames}")
             per_frame = self.steps(1)
-            n_steps, dt, save_every = per_frame * n_frames, self.step_size(1), per_frame
+            n_steps, dt, save_every = per_frame * int(n_frames), self.step_size(1), per_frame
         else:
             n_steps, dt, save_every = self.steps(n_frames), self.step_size(n_frames), None
         return rollout(

@@ -23,7 +23,10 @@ class TrainingData:
     nm_per_px, frame_interval_s : float or None
         Calibration (nm, s), when known.
     sim_time_per_frame : float
-        Simulation time units between two frames.
+        Simulation time units between two frames (with uneven frame times: per median frame interval).
+    frame_times_s : ndarray or None
+        ``[T]`` frame times in s when the intervals are uneven: pairs of frames are then simulated for their real
+        duration (:meth:`intervals`).
     """
 
     frames: np.ndarray
@@ -31,6 +34,7 @@ class TrainingData:
     nm_per_px: float | None
     frame_interval_s: float | None
     sim_time_per_frame: float
+    frame_times_s: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.frames.ndim != 3:
@@ -46,6 +50,28 @@ class TrainingData:
             )
         if not self.annotated_frames().size:
             raise NeuradiffError("the annotations are all unknown (255): at least one annotated frame is needed")
+        if self.frame_times_s is not None:
+            times = np.asarray(self.frame_times_s, dtype=float)
+            if times.shape != (self.frames.shape[0],) or np.any(np.diff(times) <= 0):
+                raise NeuradiffError(f"frame times must be {self.frames.shape[0]} increasing values")
+            self.frame_times_s = times
+
+    def intervals(self, starts, ends) -> np.ndarray:
+        """Frame intervals to simulate from ``starts`` to ``ends`` (frame indices): ``ends - starts``, or with
+        uneven frame times their real duration in median frame intervals.
+
+        Examples
+        --------
+        >>> data = TrainingData(np.zeros((4, 8, 8), np.float32), np.zeros((4, 8, 8), np.uint8), None, None, 1.0,
+        ...                     frame_times_s=np.array([0.0, 49.0, 126.0, 203.0]))
+        >>> data.intervals([0, 1, 0], [1, 2, 3]).round(3).tolist()
+        [0.636, 1.0, 2.636]
+        """
+        s, e = np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)
+        if self.frame_times_s is None:
+            return (e - s).astype(float)
+        t = self.frame_times_s
+        return (t[e] - t[s]) / float(np.median(np.diff(t)))
 
     def annotated_frames(self) -> np.ndarray:
         """Indices of the frames with at least one annotated pixel."""

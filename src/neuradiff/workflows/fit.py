@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from neuradiff.core.files import check_output_dir, output_dir, prepare_output_di
 from neuradiff.core.labels import has_annotation
 from neuradiff.core.provenance import provenance, write_provenance
 from neuradiff.evaluation.truth import evaluate_model, load_truth
-from neuradiff.io.annotations import read_annotations
+from neuradiff.io.annotations import LabelScheme, read_annotations
 from neuradiff.io.video import Video, read_video
 from neuradiff.methods import NeuraDiffModel, fit_neuradiff
 from neuradiff.synth.datasets import time_per_frame
@@ -65,8 +65,15 @@ def prepare_training_data(
         sim_time_per_frame, source = 1.0, "default"
     frames = video.frames.astype(np.float32)
     cal = video.calibration
+    times = cal.times_s(frames.shape[0]) if cal.frame_times_s is not None else None
+    uneven = times is not None and len(times) > 2 and not np.allclose(np.diff(times), np.diff(times)[0], rtol=1e-6)
     data = TrainingData(
-        frames, np.asarray(annotations, dtype=np.uint8), cal.nm_per_px, cal.frame_interval_s, sim_time_per_frame
+        frames,
+        np.asarray(annotations, dtype=np.uint8),
+        cal.nm_per_px,
+        cal.frame_interval_s,
+        sim_time_per_frame,
+        frame_times_s=times if uneven else None,
     )
     info = {
         "path": video.path,
@@ -77,6 +84,7 @@ def prepare_training_data(
         "calibration_source": cal.source,
         "sim_time_per_frame": sim_time_per_frame,
         "sim_time_per_frame_source": source,
+        "frame_times_s": None if data.frame_times_s is None else data.frame_times_s.tolist(),
         "annotated_frames": data.annotated_frames().tolist(),
     }
     return data, info
@@ -89,14 +97,16 @@ def load_training_data(
     sim_time_per_frame: float | None = None,
     nm_per_px: float | None = None,
     frame_interval_s: float | None = None,
+    labels: LabelScheme | None = None,
+    frame_times: str | Path | None = None,
 ) -> tuple[TrainingData, dict[str, Any]]:
-    """Read a video and its three-state annotations.
+    """Read a video and its three-state annotations (``labels``: how label images are read).
 
     The simulation time per frame comes from the argument, a ``dataset.json`` beside the video (synthetic
     data), or 1.0; the second value returned describes the video for ``model.json``.
     """
-    video = read_video(video_path, nm_per_px=nm_per_px, frame_interval_s=frame_interval_s)
-    ann = read_annotations(annotations_path, video=video, full_stack=True)
+    video = read_video(video_path, nm_per_px=nm_per_px, frame_interval_s=frame_interval_s, frame_times=frame_times)
+    ann = read_annotations(annotations_path, video=video, full_stack=True, labels=labels)
     everything_void = np.flatnonzero((np.asarray(ann) == 1).all(axis=(-2, -1)))
     if everything_void.size:
         raise NeuradiffError(
@@ -237,10 +247,13 @@ def run_fit(
     progress: Progress | None = None,
     sim_time_per_frame: float | None = None,
     device: str | torch.device | None = "cpu",
+    labels: LabelScheme | None = None,
+    frame_times: str | Path | None = None,
 ) -> FitSummary:
     """Fit NeuraDiff and write the model folder ``out`` (``model.pt``, ``model.json``, ``params.json``,
     ``history.csv``, ``config.json`` and, with ``truth_path``, ``metrics.json``); ``checkpoint.pt`` is written
-    there as the fit goes (``resume`` continues from it). ``device``: where to train.
+    there as the fit goes (``resume`` continues from it). ``device``: where to train; ``labels``: how label
+    images among the annotations are read (instances, or classes naming the void class).
 
     Started by ``torchrun`` (``WORLD_SIZE`` > 1), the processes train the fit together
     (:mod:`neuradiff.training.distributed`; each on GPU ``LOCAL_RANK`` when training on CUDA); only the first
@@ -255,7 +268,9 @@ def run_fit(
     if sim_time_per_frame is None:
         sim_time_per_frame = config.sim_time_per_frame
     check_output_dir(out)
-    data, video_info = load_training_data(video_path, annotations_path, sim_time_per_frame=sim_time_per_frame)
+    data, video_info = load_training_data(
+        video_path, annotations_path, sim_time_per_frame=sim_time_per_frame, labels=labels, frame_times=frame_times
+    )
     n_frames, height, width = data.frames.shape
     config.check_resources(n_frames, height, width, data.sim_time_per_frame)
     truth = load_truth(truth_path) if truth_path is not None else None
@@ -284,9 +299,19 @@ def run_fit(
         params = summary.model.parameters()
         summary.provenance = provenance(
             "fit",
-            inputs={"video": video_path, "annotations": annotations_path, "truth": truth_path},
+            inputs={
+                "video": video_path,
+                "annotations": annotations_path,
+                "truth": truth_path,
+                "frame_times": frame_times,
+            },
             model={"method": summary.model.method, "parameters": None if params is None else params.as_floats()},
-            settings={"config": config.to_dict(), "resume": resume, "sim_time_per_frame": data.sim_time_per_frame},
+            settings={
+                "config": config.to_dict(),
+                "resume": resume,
+                "sim_time_per_frame": data.sim_time_per_frame,
+                "labels": None if labels is None else asdict(labels),
+            },
             calibration={k: video_info[k] for k in ("nm_per_px", "frame_interval_s")}
             | {"source": video_info["calibration_source"]},
         )

@@ -37,13 +37,14 @@ class ForecastSummary:
     band: ForecastBand | None = None
 
 
-def band_csv(band: ForecastBand, interval_s: float | None) -> str:
-    """``forecast_band.csv``: frame, time (s), void area and mean radius with their 90 % band (nm², nm or px², px)."""
+def band_csv(band: ForecastBand, times_s: np.ndarray | None) -> str:
+    """``forecast_band.csv``: frame, time (s; ``times_s`` of ``band.frames``), void area and mean radius with their
+    90 % band (nm², nm or px², px)."""
     u = band.unit_length
     head = f"frame,time_s,area_{u}2,area_lo_{u}2,area_hi_{u}2,radius_{u},radius_lo_{u},radius_hi_{u}"
     rows = [head]
     for k, f in enumerate(band.frames):
-        t = "" if interval_s is None else f"{f * interval_s:g}"
+        t = "" if times_s is None or not np.isfinite(times_s[k]) else f"{float(times_s[k]):g}"
         vals = (band.area, band.area_lo, band.area_hi, band.radius, band.radius_lo, band.radius_hi)
         rows.append(f"{f},{t}," + ",".join(f"{float(v[k]):.6g}" for v in vals))
     return "\n".join(rows) + "\n"
@@ -100,13 +101,16 @@ def forecast_frames(
     return fitted.forecast(frames, frame, steps)
 
 
-def forecast_table(fc: Forecast, calibration: Calibration, *, n_video: int | None = None) -> pd.DataFrame:
-    """Void area of every forecast frame: ``frame``, ``time_s`` (empty when the timing is unknown),
-    ``void_area_px`` and, with a pixel size, ``void_area_nm2`` (pixels where eta ≥ 0.5).
+def frame_times(frames, calibration: Calibration, n_video: int | None = None) -> np.ndarray:
+    """Time in s of each of ``frames`` (NaN when the timing is unknown): the recording's frame times for its
+    ``n_video`` frames (uneven intervals kept), then one (median) frame interval apart beyond the recording.
 
-    Times come from the recording's frame times for its ``n_video`` frames; frames beyond the recording are one
-    (median) frame interval apart."""
-    area = (np.asarray(fc.eta) >= 0.5).sum(axis=(1, 2)).astype(np.int64)
+    Examples
+    --------
+    >>> cal = Calibration(frame_interval_s=77.0, frame_times_s=np.array([0.0, 49.0, 126.0]))
+    >>> frame_times([1, 2, 3, 4], cal, n_video=3).tolist()
+    [49.0, 126.0, 203.0, 280.0]
+    """
     interval = calibration.frame_interval_s
     times = calibration.times_s(n_video) if n_video else None
 
@@ -117,8 +121,18 @@ def forecast_table(fc: Forecast, calibration: Calibration, *, n_video: int | Non
             return float(times[-1] + (k - len(times) + 1) * interval)
         return np.nan if interval is None else k * interval
 
+    return np.array([time_of(int(k)) for k in np.asarray(frames).ravel()], dtype=float)
+
+
+def forecast_table(fc: Forecast, calibration: Calibration, *, n_video: int | None = None) -> pd.DataFrame:
+    """Void area of every forecast frame: ``frame``, ``time_s`` (empty when the timing is unknown),
+    ``void_area_px`` and, with a pixel size, ``void_area_nm2`` (pixels where eta ≥ 0.5).
+
+    Times come from the recording's frame times for its ``n_video`` frames; frames beyond the recording are one
+    (median) frame interval apart."""
+    area = (np.asarray(fc.eta) >= 0.5).sum(axis=(1, 2)).astype(np.int64)
     frames = np.asarray(fc.frames, dtype=np.int64)
-    table = pd.DataFrame({"frame": frames, "time_s": [time_of(int(k)) for k in frames], "void_area_px": area})
+    table = pd.DataFrame({"frame": frames, "time_s": frame_times(frames, calibration, n_video), "void_area_px": area})
     if calibration.nm_per_px is not None:
         table["void_area_nm2"] = area * float(calibration.nm_per_px) ** 2
     return table
@@ -156,9 +170,10 @@ def write_forecast(
         write_stack(stage / "forecast.tif", rendered, stack_cal)
         write_text(stage / "forecast_area.csv", buf.getvalue())
         if band is not None:
-            write_text(stage / "forecast_band.csv", band_csv(band, interval))
-            time_s = None if interval is None else band.frames * interval
-            write_bytes(stage / "forecast_band.png", band_plot(band, time_s=time_s))
+            band_times = frame_times(band.frames, calibration, n_video)
+            known = bool(np.all(np.isfinite(band_times)))
+            write_text(stage / "forecast_band.csv", band_csv(band, band_times if known else None))
+            write_bytes(stage / "forecast_band.png", band_plot(band, time_s=band_times if known else None))
         if record is not None:
             write_provenance(stage, record)
     return Path(out)
@@ -172,6 +187,7 @@ def run_forecast(
     frame: int = 0,
     steps: int,
     device: str | torch.device | None = "cpu",
+    frame_times: str | Path | None = None,
 ) -> ForecastSummary:
     """Write ``forecast.npz`` (fields of every forecast frame), ``forecast.tif`` (rendered as a TEM video; a
     calibrated ImageJ hyperstack), ``forecast_area.csv`` (void area per frame, in px and, when the video is
@@ -198,7 +214,7 @@ def run_forecast(
     fitted = load_model(model)
     if not fitted.can_forecast:
         raise NeuradiffError(f"{model} holds a {fitted.method} model, which does not forecast")
-    vid = read_video(video)
+    vid = read_video(video, frame_times=frame_times)
     n, height, width = vid.frames.shape
     if not 0 <= frame < n:
         raise ValueError(f"--frame {frame} is out of range: the video has {n} frames")
@@ -211,7 +227,7 @@ def run_forecast(
         band = fitted.forecast_band(vid.frames, frame, steps, nm_per_px=vid.calibration.nm_per_px)
     record = provenance(
         "forecast",
-        inputs={"video": video, "model": model},
+        inputs={"video": video, "model": model, "frame_times": frame_times},
         model=model_record(fitted),
         settings={"frame": frame, "steps": steps},
         calibration=vid.calibration.describe(n),

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from neuradiff.core.checks import check_frame_interval, check_pixel_size, in_range
+from neuradiff.core.errors import NeuradiffError
 from neuradiff.core.files import check_output_dir, staged_output
 from neuradiff.core.progress import ProgressSink, no_progress
 from neuradiff.core.provenance import provenance, write_provenance
 from neuradiff.io.annotations import read_annotations
+from neuradiff.io.frametimes import read_frame_table
 from neuradiff.io.video import Calibration, read_calibration, read_video
 from neuradiff.measure.voids import Measurements, measure_masks
 from neuradiff.report.measurements import write_measurements
@@ -53,6 +57,7 @@ def run_measure(
     video: str | Path | None = None,
     nm_per_px: float | None = None,
     frame_interval_s: float | None = None,
+    frame_times: str | Path | None = None,
     dose_rate: float | None = None,
     foil_thickness: float | None = None,
     min_area: int = 4,
@@ -62,12 +67,13 @@ def run_measure(
 ) -> MeasureSummary:
     """Measure every void of ``masks`` (any annotation format) and write the tables, plots, overlay and
     ``provenance.json``. Without ``video``, the calibration comes from the mask stack's metadata (a calibrated
-    ``masks.tif`` from ``neuradiff track``); ``nm_per_px`` and ``frame_interval_s`` win over it."""
+    ``masks.tif`` from ``neuradiff track``); ``nm_per_px`` and ``frame_interval_s`` win over it, and a per-frame
+    time table ``frame_times`` (CSV) over the metadata's frame times."""
     check_measure_options(nm_per_px, frame_interval_s, dose_rate, foil_thickness, search_range, min_area)
     check_output_dir(out)
     vid = None
     if video is not None:
-        vid = read_video(video, nm_per_px=nm_per_px, frame_interval_s=frame_interval_s)
+        vid = read_video(video, nm_per_px=nm_per_px, frame_interval_s=frame_interval_s, frame_times=frame_times)
         calibration = vid.calibration
     else:  # the mask stack's own calibration (a calibrated masks.tif), with the options winning
         stored = read_calibration(masks)
@@ -79,8 +85,22 @@ def run_measure(
             frame_times_s=stored.frame_times_s if frame_interval_s is None else None,
             source=" + ".join(sources + ["override"] * given) or "none",
         )
+        if frame_times is not None:
+            if frame_interval_s is not None:
+                raise NeuradiffError("give a frame interval or a frame-time table, not both")
+            table = read_frame_table(frame_times)
+            calibration = replace(
+                calibration,
+                frame_interval_s=float(np.median(np.diff(table.time_s))) if len(table.time_s) > 1 else None,
+                frame_times_s=table.time_s,
+                conditions=table.columns or None,
+                source=" + ".join(sources + [f"time table {table.source}"]),
+            )
     # a mask stack measured against a video must cover every frame (frames without masks would count no voids)
     three_state = read_annotations(masks, video=vid, full_stack=vid is not None)
+    n_times = 0 if calibration.frame_times_s is None else len(calibration.frame_times_s)
+    if vid is None and frame_times is not None and n_times != len(three_state):
+        raise NeuradiffError(f"{frame_times}: lists {n_times} frames but the masks have {len(three_state)}")
     meas = measure_masks(
         three_state,
         calibration=calibration,
@@ -92,7 +112,7 @@ def run_measure(
     )
     record = provenance(
         "measure",
-        inputs={"masks": masks, "video": video},
+        inputs={"masks": masks, "video": video, "frame_times": frame_times},
         settings={
             "nm_per_px": nm_per_px,
             "frame_interval_s": frame_interval_s,

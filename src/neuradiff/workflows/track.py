@@ -17,6 +17,8 @@ from neuradiff.core.errors import NeuradiffError
 from neuradiff.core.files import check_output_dir, staged_output, write_text
 from neuradiff.core.progress import ProgressSink, no_progress
 from neuradiff.core.provenance import provenance, write_provenance
+from neuradiff.io.coco import coco_instances, write_coco
+from neuradiff.io.rois import write_imagej_rois
 from neuradiff.io.stacks import write_stack
 from neuradiff.io.video import Calibration, read_video
 from neuradiff.measure.drift import estimate_drift, shift_frames
@@ -97,13 +99,23 @@ def write_track(
     record: dict[str, Any] | None = None,
     overlay: bool = True,
     progress: ProgressSink = no_progress,
+    frame_names: list[str] | None = None,
 ) -> Path:
-    """Write ``eta.tif`` and ``masks.tif`` (calibrated ImageJ stacks), ``shifts.csv`` when the frames were
-    registered, with ``measurements`` the void tables, plots and overlay, and with ``record`` ``provenance.json``
-    into ``out`` (files appear only when everything has been written)."""
+    """Write ``eta.tif`` and ``masks.tif`` (calibrated ImageJ stacks), the masks for other tools (``masks_coco.json``:
+    COCO instances with compressed RLE, one image per frame named by ``frame_names``; ``masks_rois.zip``: an
+    ImageJ ROI set), ``shifts.csv`` when the frames were registered, with ``measurements`` the void tables, plots
+    and overlay, and with ``record`` ``provenance.json`` into ``out`` (files appear only when everything has been
+    written)."""
+    n = masks.shape[0]
+    names = list(frame_names) if frame_names is not None and len(frame_names) == n else None
+    names = names or [f"frame_{k:05d}" for k in range(n)]
+    times = None if calibration is None else calibration.times_s(n)
+    nm = None if calibration is None else calibration.nm_per_px
     with staged_output(out) as stage:
         write_stack(stage / "eta.tif", eta, calibration)
         write_stack(stage / "masks.tif", masks, calibration)
+        write_coco(stage / "masks_coco.json", coco_instances(masks == 1, names, times_s=times, nm_per_px=nm))
+        write_imagej_rois(stage / "masks_rois.zip", masks == 1)
         if drift is not None and calibration is not None:
             write_text(stage / "shifts.csv", shifts_table(drift, calibration))
         if measurements is not None:
@@ -125,6 +137,7 @@ def run_track(
     void_size_unit: str = "px",
     nm_per_px: float | None = None,
     frame_interval_s: float | None = None,
+    frame_times: str | Path | None = None,
     measure: bool = True,
     overlay: bool = True,
     require_nm: bool = False,
@@ -153,6 +166,8 @@ def run_track(
         than a tile are refused.
     nm_per_px, frame_interval_s : float, optional
         Override the recording's calibration.
+    frame_times : path, optional
+        A per-frame time table (CSV; default: the one beside the video, see :mod:`neuradiff.io.frametimes`).
     measure, overlay : bool
         Write the void measurements (tables and plots), and with them ``overlay.mp4``.
     require_nm : bool
@@ -178,7 +193,7 @@ def run_track(
         raise NeuradiffError(f"{model} holds a {fitted.method} model, which does not track")
     if fitted is not None:
         place_model(fitted, device)
-    vid = read_video(video, nm_per_px=nm_per_px, frame_interval_s=frame_interval_s)
+    vid = read_video(video, nm_per_px=nm_per_px, frame_interval_s=frame_interval_s, frame_times=frame_times)
     if require_nm and vid.calibration.nm_per_px is None:
         raise NeuradiffError(f"{video}: no pixel size in the file's metadata; give --nm-per-px")
     n = vid.frames.shape[0]
@@ -210,7 +225,7 @@ def run_track(
     cal = vid.calibration
     record = provenance(
         "track",
-        inputs={"video": video, "model": model},
+        inputs={"video": video, "model": model, "frame_times": frame_times},
         model=model_record(recogniser),
         settings={
             "batch": batch,
@@ -227,7 +242,17 @@ def run_track(
     meas = measure_masks(masks, calibration=cal, progress=progress) if measure else None
     shown = vid.frames if drift is None else shift_frames(vid.frames, -drift, order=3)
     write_track(
-        out, eta, masks, meas, shown, calibration=cal, drift=drift, record=record, overlay=overlay, progress=progress
+        out,
+        eta,
+        masks,
+        meas,
+        shown,
+        calibration=cal,
+        drift=drift,
+        record=record,
+        overlay=overlay,
+        progress=progress,
+        frame_names=[Path(str(name)).name for name in vid.names],
     )
     return TrackSummary(n, seconds, Path(out))
 

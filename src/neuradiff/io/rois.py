@@ -1,0 +1,76 @@
+"""Void masks as an ImageJ/Fiji ROI set (a ``.zip`` of polygon ROIs the ROI Manager opens), with ``roifile``."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from roifile import ROI_TYPE, ImagejRoi, roiwrite
+from skimage.measure import label
+
+from neuradiff.core.errors import NeuradiffError
+from neuradiff.core.files import atomic_path
+from neuradiff.io.coco import mask_polygons
+
+
+def imagej_rois(masks: np.ndarray) -> list[ImagejRoi]:
+    """One polygon ROI per connected void (8-connected) of every frame.
+
+    Parameters
+    ----------
+    masks : ndarray
+        ``[T, H, W]``, nonzero is void.
+
+    Returns
+    -------
+    list of ImagejRoi
+        Named ``t0003-v002`` (frame 3, its second void; both 0-based), placed on frame ``t + 1`` of the stack
+        (``position`` and the hyperstack ``t_position``). The outline is the 0.5 iso-line of the mask in ImageJ
+        pixel coordinates (pixel ``(x, y)`` spans ``[x, x + 1)``), so ImageJ's mask of the ROI is the void;
+        holes in a void are not drawn.
+
+    Examples
+    --------
+    >>> m = np.zeros((2, 8, 8), np.uint8); m[1, 2:5, 3:6] = 1
+    >>> [(r.name, r.t_position, r.coordinates().min(axis=0).tolist(), r.coordinates().max(axis=0).tolist())
+    ...  for r in imagej_rois(m)]
+    [('t0001-v001', 2, [3.0, 2.0], [6.0, 5.0])]
+    """
+    masks = np.asarray(masks)
+    if masks.ndim != 3:
+        raise NeuradiffError(f"masks must be [T, H, W], got shape {masks.shape}")
+    rois = []
+    for t in range(masks.shape[0]):
+        labels = np.asarray(label(masks[t] != 0, connectivity=2))
+        for k in range(1, int(labels.max()) + 1):
+            for j, poly in enumerate(mask_polygons(labels == k)):
+                points = np.asarray(poly, dtype=float).reshape(-1, 2) + 0.5
+                name = f"t{t:04d}-v{k:03d}" + (f"-{j + 1}" if j else "")
+                roi = ImagejRoi.frompoints(points, name=name, position=t, t=t)  # 0-based, stored 1-based
+                roi.roitype = ROI_TYPE.POLYGON
+                rois.append(roi)
+    return rois
+
+
+def write_imagej_rois(path: str | Path, masks: np.ndarray) -> Path:
+    """Write the ROI set of ``masks`` (see :func:`imagej_rois`) to ``path`` (``.zip``), atomically; a stack
+    without voids gives an empty zip archive."""
+    path = Path(path)
+    if path.suffix.lower() != ".zip":
+        raise NeuradiffError(f"{path}: an ImageJ ROI set is a .zip file")
+    rois = imagej_rois(masks)
+    with atomic_path(path) as tmp:
+        zipped = tmp.with_name(tmp.name + ".zip")  # roifile writes a zip archive for a .zip name
+        try:
+            if rois:
+                roiwrite(zipped, rois)
+            else:
+                zipfile.ZipFile(zipped, "w").close()
+            zipped.replace(tmp)
+        finally:
+            zipped.unlink(missing_ok=True)
+    return path
+
+
+__all__ = ["imagej_rois", "write_imagej_rois"]
