@@ -244,7 +244,7 @@ def _tifffile_errors() -> Iterator[list[str]]:
         logger.propagate = old
 
 
-def _check_claim(path, shape, dtype, *, file_bytes: int | None = None) -> None:
+def _check_claim(path, shape, dtype, *, file_bytes: int | None = None, memory: bool = True) -> None:
     """Refuse a header whose pixels would not fit the memory limit, or (uncompressed data, ``file_bytes`` given)
     could not be held by the file: both before a single pixel is read."""
     n_bytes = float(np.prod([float(n) for n in shape])) * np.dtype(dtype).itemsize
@@ -254,7 +254,10 @@ def _check_claim(path, shape, dtype, *, file_bytes: int | None = None) -> None:
             f"is truncated or corrupt: its header claims {human_bytes(n_bytes)} of pixels "
             f"({'×'.join(str(int(n)) for n in shape)}) but the file holds {human_bytes(file_bytes)}",
         )
-    check_memory(f"reading {path}", n_bytes, f"{'×'.join(str(int(n)) for n in shape)} {np.dtype(dtype).name} pixels")
+    if memory:
+        check_memory(
+            f"reading {path}", n_bytes, f"{'×'.join(str(int(n)) for n in shape)} {np.dtype(dtype).name} pixels"
+        )
 
 
 #: Bytes per voxel of the MRC modes (0 int8, 1 int16, 2 float32, 3 complex int16, 4 complex64, 6 uint16,
@@ -356,22 +359,47 @@ def _ome_calibration(xml: str, n_frames: int):
     return nm, dt, times
 
 
+def tiff_series(tif: tifffile.TiffFile, path) -> tuple[list, bool, bool]:
+    """The image series of an open TIFF that make its frames (the first series of ImageJ and OME files, else all
+    of them), whether its pages are RGB and whether they are uncompressed; pages of different sizes are refused."""
+    if not tif.series:
+        raise bad(path, "contains no images")
+    series = list(tif.series) if not (tif.is_ome or tif.is_imagej) else list(tif.series[:1])
+    shapes = {tuple(s.shape) for s in series}
+    sizes = {
+        (s.shape[s.axes.index("Y")], s.shape[s.axes.index("X")]) if "Y" in s.axes and "X" in s.axes else tuple(s.shape)
+        for s in series
+    }
+    if len(sizes) > 1:
+        raise bad(path, f"pages have different sizes {sorted(shapes)}")
+    rgb = int(getattr(tif.pages[0], "photometric", 0)) == 2  # PHOTOMETRIC.RGB
+    uncompressed = all(int(getattr(p, "compression", 1)) == 1 for p in tif.pages[:8])
+    return series, rgb, uncompressed
+
+
+def tiff_calibration(
+    tif: tifffile.TiffFile, n_frames: int
+) -> tuple[float | None, float | None, np.ndarray | None, str]:
+    """nm/px, frame interval (s), frame times (s) and their source from an open TIFF's ImageJ, OME or FEI
+    metadata."""
+    nm = dt = times = None
+    source = "none"
+    if tif.is_imagej:
+        nm, dt = _imagej_calibration(tif)
+        source = "imagej metadata"
+    elif tif.is_ome:
+        nm, dt, times = _ome_calibration(tif.ome_metadata or "", n_frames)
+        source = "ome"
+    elif tif.is_fei and tif.fei_metadata:
+        scan = tif.fei_metadata.get("Scan", {}) or {}
+        nm = length_to_nm(scan.get("PixelWidth"), "m")
+        source = "fei metadata"
+    return nm, dt, times, source
+
+
 def _read_tiff(path: Path) -> tuple[np.ndarray, float | None, float | None, np.ndarray | None, str]:
     with _tifffile_errors() as errors, tifffile.TiffFile(path) as tif:
-        if not tif.series:
-            raise bad(path, "contains no images")
-        series = tif.series if not (tif.is_ome or tif.is_imagej) else tif.series[:1]
-        shapes = {tuple(s.shape) for s in series}
-        sizes = {
-            (s.shape[s.axes.index("Y")], s.shape[s.axes.index("X")])
-            if "Y" in s.axes and "X" in s.axes
-            else tuple(s.shape)
-            for s in series
-        }
-        if len(sizes) > 1:
-            raise bad(path, f"pages have different sizes {sorted(shapes)}")
-        rgb = int(getattr(tif.pages[0], "photometric", 0)) == 2  # PHOTOMETRIC.RGB
-        uncompressed = all(int(getattr(p, "compression", 1)) == 1 for p in tif.pages[:8])
+        series, rgb, uncompressed = tiff_series(tif, path)
         _check_claim(
             path,
             tuple(series[0].shape) if len(series) == 1 else (sum(int(np.prod(s.shape)) for s in series),),
@@ -379,18 +407,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, float | None, float | None, np.n
             file_bytes=path.stat().st_size if uncompressed else None,
         )
         data = np.concatenate([_stack_from_axes(s.asarray(), s.axes, path, rgb) for s in series])
-        nm = dt = times = None
-        source = "none"
-        if tif.is_imagej:
-            nm, dt = _imagej_calibration(tif)
-            source = "imagej metadata"
-        elif tif.is_ome:
-            nm, dt, times = _ome_calibration(tif.ome_metadata or "", len(data))
-            source = "ome"
-        elif tif.is_fei and tif.fei_metadata:
-            scan = tif.fei_metadata.get("Scan", {}) or {}
-            nm = length_to_nm(scan.get("PixelWidth"), "m")
-            source = "fei metadata"
+        nm, dt, times, source = tiff_calibration(tif, len(data))
         if errors:
             raise bad(path, f"is truncated or corrupt ({errors[0].strip()[:160]})")
     return data, nm, dt, times, source
@@ -486,18 +503,7 @@ def _guarded(path: Path, reader, *args):
 
 
 def _stack_frames(frames: list[np.ndarray], files: list[Path], what: str) -> np.ndarray:
-    first = frames[0]
-    for f, p in zip(frames, files):
-        if f.shape != first.shape:
-            raise bad(
-                p,
-                f"is {f.shape[1]}x{f.shape[0]} px but {files[0].name} is "
-                f"{first.shape[1]}x{first.shape[0]} px; all frames in {what} must match",
-            )
-        if f.dtype != first.dtype:
-            raise bad(
-                p, f"has pixel type {f.dtype} but {files[0].name} has {first.dtype}; all frames in {what} must match"
-            )
+    check_same_frames(frames, files, what, frames[0], files[0].name)
     return np.stack(frames)
 
 
@@ -523,14 +529,10 @@ def _subdirs(folder: Path, pattern: re.Pattern) -> list[tuple[int, Path]]:
 
 
 def _read_folder(path: Path):
-    files = _frame_files(path)
-    if not files:
-        raise bad(path, "folder holds no images (png, jpg, tif, dm3/dm4, ...)")
+    files = folder_files(path)
     frames, nms = [], []
     for p in files:
-        if p.stat().st_size == 0:
-            raise bad(p, "is empty (0 bytes)")
-        f, nm = _guarded(p, _read_image_file, p)
+        f, nm = read_frame_file(p)
         if not frames:
             _check_claim(path, (len(files),) + f.shape, f.dtype)
         frames.append(f)
@@ -557,7 +559,8 @@ def _gatan_times(entries: list[tuple[int, int, int, int | None, Path]]) -> np.nd
     return times - times[0]
 
 
-def _read_gatan_tree(path: Path):
+def gatan_files(path: Path) -> tuple[list[Path], np.ndarray]:
+    """The frame files of a Gatan in-situ tree (``Hour_*/Minute_*/Second_*``) in time order and their times (s)."""
     entries = []
     for h, hdir in _subdirs(path, _HOUR):
         for m, mdir in _subdirs(hdir, _MINUTE):
@@ -568,13 +571,51 @@ def _read_gatan_tree(path: Path):
     if not entries:
         raise bad(path, "Gatan in-situ folder (Hour_*/Minute_*/Second_*) holds no frames")
     entries.sort(key=lambda e: (e[0], e[1], e[2], e[3] if e[3] is not None else -1, natural_key(e[4].name)))
-    files = [e[4] for e in entries]
+    return [e[4] for e in entries], _gatan_times(entries)
+
+
+def is_gatan_tree(path: Path) -> bool:
+    """Whether the folder ``path`` is a Gatan in-situ tree (it holds ``Hour_*`` folders)."""
+    return bool(_subdirs(path, _HOUR))
+
+
+def folder_files(path: Path) -> list[Path]:
+    """The frame files of a plain folder, in natural order; a folder without images is refused."""
+    files = _frame_files(path)
+    if not files:
+        raise bad(path, "folder holds no images (png, jpg, tif, dm3/dm4, ...)")
+    return files
+
+
+def read_frame_file(path: Path) -> tuple[np.ndarray, float | None]:
+    """One frame ``[H, W]`` (and nm/px when its metadata say) of a folder's image file, refused in one line when
+    empty or unreadable."""
+    if path.stat().st_size == 0:
+        raise bad(path, "is empty (0 bytes)")
+    return _guarded(path, _read_image_file, path)
+
+
+def check_same_frames(frames: list[np.ndarray], files: list[Path], what: str, first: np.ndarray, name: str) -> None:
+    """Refuse frames whose size or pixel type differs from ``first`` (the recording's first frame, file ``name``)."""
+    for f, p in zip(frames, files):
+        if f.shape != first.shape:
+            raise bad(
+                p,
+                f"is {f.shape[1]}x{f.shape[0]} px but {name} is "
+                f"{first.shape[1]}x{first.shape[0]} px; all frames in {what} must match",
+            )
+        if f.dtype != first.dtype:
+            raise bad(p, f"has pixel type {f.dtype} but {name} has {first.dtype}; all frames in {what} must match")
+
+
+def _read_gatan_tree(path: Path):
+    files, times = gatan_files(path)
     frames, nm = [], None
     for p in files:
         f, n = _guarded(p, _read_image_file, p)
         frames.append(f)
         nm = nm if nm is not None else n
-    return _stack_frames(frames, files, f"folder {path}"), files, nm, _gatan_times(entries)
+    return _stack_frames(frames, files, f"folder {path}"), files, nm, times
 
 
 # --------------------------------------------------------------------------- movies
@@ -612,7 +653,7 @@ def _dispatch(path: Path):
     """frames, names, nm, dt, times, source for any supported input."""
     suffix = path.suffix.lower()
     if path.is_dir():
-        if _subdirs(path, _HOUR):
+        if is_gatan_tree(path):
             frames, files, nm, times = _read_gatan_tree(path)
             src = "file names" + (" + dm metadata" if nm is not None else "")
             return frames, [str(p.relative_to(path)) for p in files], nm, None, times, src
@@ -637,6 +678,82 @@ def _dispatch(path: Path):
         )
     names = [f"{path}#{k}" for k in range(len(frames))]
     return frames, names, nm, dt, times, src
+
+
+def check_input_path(path) -> Path:
+    """``path`` as a Path, refused (one line) when it does not exist or is an empty file."""
+    path = Path(path)
+    if not path.exists():
+        raise bad(path, "no such file or folder")
+    if path.is_file() and path.stat().st_size == 0:
+        raise bad(path, "is empty (0 bytes)")
+    return path
+
+
+def check_frames(path, shape: tuple[int, ...], dtype) -> None:
+    """Refuse frames of ``shape`` ``[T, H, W]`` and ``dtype`` that are not a usable grey video (before reading
+    pixels when the shape comes from a header)."""
+    dtype = np.dtype(dtype)
+    if len(shape) != 3 or 0 in shape:
+        raise bad(path, f"holds no usable frames (shape {tuple(shape)})")
+    if dtype.kind not in "uifb":
+        raise bad(path, f"has unsupported pixel type {dtype}")
+    if min(shape[1:]) < MIN_FRAME_PX:
+        raise bad(
+            path,
+            f"frames of {shape[2]}×{shape[1]} px are too small (at least {MIN_FRAME_PX} px a side); "
+            f"a stack of tiny frames may have been read as one image",
+        )
+
+
+def resolve_calibration(
+    path,
+    nm: float | None,
+    dt: float | None,
+    times: np.ndarray | None,
+    src: str,
+    *,
+    nm_override: float | None = None,
+    dt_override: float | None = None,
+    conditions: dict[str, np.ndarray] | None = None,
+) -> Calibration:
+    """The :class:`Calibration` of a recording from what its metadata say (``nm``, ``dt``, ``times`` from
+    ``src``) and the user's overrides (checked values, winning over the metadata); metadata outside the physical
+    ranges are refused with the option to give instead; ``conditions``: per-frame columns (dose, temperature)
+    of a frame-time table."""
+    if times is not None:
+        dt = float(np.median(np.diff(times))) if len(times) > 1 else dt
+        dt = dt if dt and dt > 0 else None
+    sources = [src] if (nm is not None or dt is not None or times is not None) else []
+    if nm_override is not None:
+        nm = nm_override
+    elif nm is not None and not NM_PER_PX_RANGE[0] <= nm <= NM_PER_PX_RANGE[1]:
+        raise bad(
+            path,
+            f"metadata give {nm:g} nm per pixel, outside {NM_PER_PX_RANGE[0]:g}–{NM_PER_PX_RANGE[1]:g} "
+            "nm; give the pixel size (--nm-per-px)",
+        )
+    if dt_override is not None:
+        dt, times = dt_override, None
+    elif dt is not None and not FRAME_INTERVAL_S_RANGE[0] <= dt <= FRAME_INTERVAL_S_RANGE[1]:
+        raise bad(
+            path,
+            f"metadata give {dt:g} s between frames, outside {FRAME_INTERVAL_S_RANGE[0]:g}–"
+            f"{FRAME_INTERVAL_S_RANGE[1]:g} s; give the frame interval (--frame-interval)",
+        )
+    if nm_override is not None or dt_override is not None:
+        sources = (
+            ["override"]
+            if (nm_override is not None and dt_override is not None) or not sources
+            else sources + ["override"]
+        )
+    return Calibration(
+        nm_per_px=nm,
+        frame_interval_s=dt,
+        frame_times_s=times,
+        source=" + ".join(sources) if sources else "none",
+        conditions=conditions,
+    )
 
 
 def read_video(
@@ -678,67 +795,24 @@ def read_video(
     """
     nm_override = check_pixel_size("nm_per_px", nm_per_px)
     dt_override = check_frame_interval("frame_interval_s", frame_interval_s)
-    path = Path(path)
-    if not path.exists():
-        raise bad(path, "no such file or folder")
-    if path.is_file() and path.stat().st_size == 0:
-        raise bad(path, "is empty (0 bytes)")
+    path = check_input_path(path)
     try:
         frames, names, nm, dt, times, src = _dispatch(path)
     except (PermissionError, IsADirectoryError, NotADirectoryError) as exc:
         raise bad(path, f"cannot be read ({_short(exc)})") from None
     frames = np.asarray(frames)
-    if frames.ndim != 3 or 0 in frames.shape:
-        raise bad(path, f"holds no usable frames (shape {frames.shape})")
+    check_frames(path, frames.shape, frames.dtype)
     if frames.dtype == bool:
         frames = frames.astype(np.uint8)
-    if frames.dtype.kind not in "uif":
-        raise bad(path, f"has unsupported pixel type {frames.dtype}")
-    if min(frames.shape[1:]) < MIN_FRAME_PX:
-        raise bad(
-            path,
-            f"frames of {frames.shape[2]}×{frames.shape[1]} px are too small (at least {MIN_FRAME_PX} px a side); "
-            f"a stack of tiny frames may have been read as one image",
-        )
     finite_array(str(path), frames)
-    times, src, conditions = _frame_times(path, names, frames.shape[0], times, src, frame_times, dt_override)
-    if times is not None:
-        dt = float(np.median(np.diff(times))) if len(times) > 1 else dt
-        dt = dt if dt and dt > 0 else None
-    sources = [src] if (nm is not None or dt is not None or times is not None) else []
-    if nm_override is not None:
-        nm = nm_override
-    elif nm is not None and not NM_PER_PX_RANGE[0] <= nm <= NM_PER_PX_RANGE[1]:
-        raise bad(
-            path,
-            f"metadata give {nm:g} nm per pixel, outside {NM_PER_PX_RANGE[0]:g}–{NM_PER_PX_RANGE[1]:g} "
-            "nm; give the pixel size (--nm-per-px)",
-        )
-    if dt_override is not None:
-        dt, times = dt_override, None
-    elif dt is not None and not FRAME_INTERVAL_S_RANGE[0] <= dt <= FRAME_INTERVAL_S_RANGE[1]:
-        raise bad(
-            path,
-            f"metadata give {dt:g} s between frames, outside {FRAME_INTERVAL_S_RANGE[0]:g}–"
-            f"{FRAME_INTERVAL_S_RANGE[1]:g} s; give the frame interval (--frame-interval)",
-        )
-    if nm_override is not None or dt_override is not None:
-        sources = (
-            ["override"]
-            if (nm_override is not None and dt_override is not None) or not sources
-            else sources + ["override"]
-        )
-    cal = Calibration(
-        nm_per_px=nm,
-        frame_interval_s=dt,
-        frame_times_s=times,
-        source=" + ".join(sources) if sources else "none",
-        conditions=conditions,
+    times, src, conditions = resolve_frame_times(path, names, frames.shape[0], times, src, frame_times, dt_override)
+    cal = resolve_calibration(
+        path, nm, dt, times, src, nm_override=nm_override, dt_override=dt_override, conditions=conditions
     )
     return Video(frames=frames, calibration=cal, names=list(names), path=str(path))
 
 
-def _frame_times(path: Path, names, n: int, times, src: str, table_path, dt_override):
+def resolve_frame_times(path: Path, names, n: int, times, src: str, table_path, dt_override):
     """Frame times, their source and per-frame conditions: a time table (given or beside the video) wins over
     clock times in file names, which win over the metadata's; an explicit frame interval wins over all."""
     if table_path is not None and dt_override is not None:

@@ -193,97 +193,144 @@ def _units(L: str, T: str, has_time: bool, has_dose: bool, has_swelling: bool) -
     return u
 
 
-def measure_masks(
-    masks,
-    *,
+@dataclass
+class _Settings:
+    nm: float | None
+    rate: float | None
+    thick: float | None
+    min_area_px: int
+    memory: int
+
+
+def _check_settings(
     calibration: Calibration,
-    dose_rate_dpa_per_s: float | None = None,
-    foil_thickness_nm: float | None = None,
-    min_area_px: int = 4,
-    search_range_px: float | None = None,
-    memory: int = 2,
-    progress: ProgressSink = no_progress,
-) -> Measurements:
-    """Measure and track the voids of three-state masks.
-
-    Parameters
-    ----------
-    masks : ndarray
-        ``[T, H, W]`` uint8 three-state (0 solid, 1 void, 255 unknown) or bool (True = void).
-        Unknown pixels are not void; frames that are unknown everywhere are left out.
-    calibration : Calibration
-        Pixel size (nm) and frame times (s); unknown values keep outputs in px / frames.
-    dose_rate_dpa_per_s : float, optional
-        Adds ``dose_dpa = time_s × rate`` (needs frame times).
-    foil_thickness_nm : float, optional
-        Adds per-frame ``swelling`` assuming spherical voids of the equivalent diameter
-        (needs nm/px): ``Σ(π/6 d³) / (annotated area × thickness − Σ(π/6 d³))``.
-    min_area_px : int
-        Smaller regions are ignored (noise).
-    search_range_px : float, optional
-        Linking range in px in (x, y, diameter) space; default ``max(5, 0.5 × median diameter)``.
-    memory : int
-        Frames a void may be missed and keep its track id.
-
-    Returns
-    -------
-    Measurements
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from neuradiff.io.video import Calibration
-    >>> masks = np.zeros((2, 40, 40), np.uint8)
-    >>> masks[:, 5:15, 5:15] = 1  # one 10 × 10 px void in both frames
-    >>> meas = measure_masks(masks, calibration=Calibration(nm_per_px=0.5, frame_interval_s=2.0))
-    >>> meas.voids[["frame", "time_s", "track_id", "area_nm2"]].values.tolist()
-    [[0.0, 0.0, 0.0, 25.0], [1.0, 2.0, 0.0, 25.0]]
-    """
-    void, known = _as_masks(masks)
-    if not known.any():
-        raise NeuradiffError("the masks are unknown (255) everywhere: nothing to measure")
-    n = void.shape[0]
+    dose_rate_dpa_per_s: float | None,
+    foil_thickness_nm: float | None,
+    min_area_px: int,
+    memory: int,
+    has_time: bool,
+) -> _Settings:
     nm = positive("nm_per_px", calibration.nm_per_px)
     rate = positive("dose rate", dose_rate_dpa_per_s)
     thick = positive("foil thickness", foil_thickness_nm)
-    times = calibration.times_s(n)
-    if rate is not None and times is None:
+    if rate is not None and not has_time:
         raise NeuradiffError("a dose rate needs frame times: give the frame interval")
     if thick is not None and nm is None:
         raise NeuradiffError("swelling from a foil thickness needs the pixel size in nm")
     if int(min_area_px) < 1 or int(memory) < 0:
         raise NeuradiffError("min_area_px must be >= 1 and memory >= 0")
+    return _Settings(nm, rate, thick, int(min_area_px), int(memory))
+
+
+class MaskMeasurer:
+    """Measure three-state masks chunk by chunk (any number of frames at a time, in order or not) and link the
+    voids into tracks at the end: the per-void and per-frame rows are small, the masks are never held whole.
+
+    ``MaskMeasurer(...).add(masks, first_frame)`` for every chunk, then :meth:`finish`, gives exactly what
+    :func:`measure_masks` gives for the whole stack (which is this class fed one chunk).
+
+    Parameters
+    ----------
+    n_frames : int
+        Frames in the recording (for the frame times).
+    calibration, dose_rate_dpa_per_s, foil_thickness_nm, min_area_px, search_range_px, memory
+        As in :func:`measure_masks`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from neuradiff.io.video import Calibration
+    >>> masks = np.zeros((4, 40, 40), np.uint8)
+    >>> masks[:, 5:15, 5:15] = 1
+    >>> measurer = MaskMeasurer(4, calibration=Calibration(nm_per_px=0.5))
+    >>> measurer.add(masks[:3], 0); measurer.add(masks[3:], 3)
+    >>> measurer.finish().voids["track_id"].tolist()
+    [0, 0, 0, 0]
+    """
+
+    def __init__(
+        self,
+        n_frames: int,
+        *,
+        calibration: Calibration,
+        dose_rate_dpa_per_s: float | None = None,
+        foil_thickness_nm: float | None = None,
+        min_area_px: int = 4,
+        search_range_px: float | None = None,
+        memory: int = 2,
+    ):
+        self.n_frames = int(n_frames)
+        self.calibration = calibration
+        self.times = calibration.times_s(self.n_frames)
+        self.settings = _check_settings(
+            calibration, dose_rate_dpa_per_s, foil_thickness_nm, min_area_px, memory, self.times is not None
+        )
+        self.search_range_px = search_range_px
+        self.rows: list[dict] = []
+        self.frame_rows: list[dict] = []
+        self.any_known = False
+
+    def add(self, masks, first_frame: int = 0, progress: ProgressSink = no_progress) -> None:
+        """Measure the voids of ``masks`` ``[n, H, W]`` (three-state or bool), frames ``first_frame`` onwards."""
+        void, known = _as_masks(masks)
+        if first_frame < 0 or first_frame + void.shape[0] > self.n_frames:
+            raise NeuradiffError(
+                f"frames {first_frame}–{first_frame + void.shape[0] - 1} are outside the {self.n_frames} frames"
+            )
+        st = self.settings
+        L = "nm" if st.nm else "px"
+        scale = st.nm if st.nm else 1.0
+        for i in range(void.shape[0]):
+            k = first_frame + i
+            progress("measuring", k + 1, self.n_frames)
+            known_px = int(known[i].sum())
+            if known_px == 0:
+                continue
+            self.any_known = True
+            fv = _frame_voids(label_voids(void[i], st.min_area_px), st.nm)
+            for r in fv:
+                r["frame"] = k
+            self.rows.extend(fv)
+            d = np.array([r["eq_diameter_px"] for r in fv], float) * scale
+            area_known = known_px * scale**2
+            fr = {
+                "frame": k,
+                "count": len(fv),
+                f"annotated_area_{L}2": area_known,
+                f"number_density_per_{L}2": len(fv) / area_known,
+                f"mean_eq_diameter_{L}": float(d.mean()) if len(d) else np.nan,
+                f"median_eq_diameter_{L}": float(np.median(d)) if len(d) else np.nan,
+                "area_fraction": sum(r["area_px"] for r in fv) / known_px,
+            }
+            if st.thick is not None:
+                v_void = float(np.sum(np.pi / 6 * d**3))
+                solid = area_known * st.thick - v_void
+                fr["swelling"] = v_void / solid if solid > 0 else np.nan
+            self.frame_rows.append(fr)
+
+    def finish(self) -> Measurements:
+        """Link the voids measured so far into tracks (trackpy) and return the :class:`Measurements`."""
+        if not self.any_known:
+            raise NeuradiffError("the masks are unknown (255) everywhere: nothing to measure")
+        rows = sorted(self.rows, key=lambda r: (r["frame"], r["label"]))
+        frame_rows = sorted(self.frame_rows, key=lambda r: r["frame"])
+        return _finish(
+            rows, frame_rows, self.settings, self.times, self.calibration, self.search_range_px, self.n_frames
+        )
+
+
+def _finish(
+    rows: list[dict],
+    frame_rows: list[dict],
+    st: _Settings,
+    times: np.ndarray | None,
+    calibration: Calibration,
+    search_range_px: float | None,
+    n: int,
+) -> Measurements:
+    nm, rate, thick = st.nm, st.rate, st.thick
+    min_area_px, memory = st.min_area_px, st.memory
     L, T = ("nm" if nm else "px"), ("s" if times is not None else "frame")
-
-    rows, frame_rows = [], []
-    for k in range(n):
-        progress("measuring", k + 1, n)
-        known_px = int(known[k].sum())
-        if known_px == 0:
-            continue
-        fv = _frame_voids(label_voids(void[k], int(min_area_px)), nm)
-        for r in fv:
-            r["frame"] = k
-        rows.extend(fv)
-        d_px = np.array([r["eq_diameter_px"] for r in fv], float)
-        scale = nm if nm else 1.0
-        area_known = known_px * scale**2
-        d = d_px * scale
-        fr = {
-            "frame": k,
-            "count": len(fv),
-            f"annotated_area_{L}2": area_known,
-            f"number_density_per_{L}2": len(fv) / area_known,
-            f"mean_eq_diameter_{L}": float(d.mean()) if len(d) else np.nan,
-            f"median_eq_diameter_{L}": float(np.median(d)) if len(d) else np.nan,
-            "area_fraction": sum(r["area_px"] for r in fv) / known_px,
-        }
-        if thick is not None:
-            v_void = float(np.sum(np.pi / 6 * d**3))
-            solid = area_known * thick - v_void
-            fr["swelling"] = v_void / solid if solid > 0 else np.nan
-        frame_rows.append(fr)
-
     voids = pd.DataFrame(rows)
     if voids.empty:
         voids = pd.DataFrame(
@@ -377,4 +424,64 @@ def measure_masks(
     )
 
 
-__all__ = ["SWELLING_NOTE", "Measurements", "label_voids", "measure_masks"]
+def measure_masks(
+    masks,
+    *,
+    calibration: Calibration,
+    dose_rate_dpa_per_s: float | None = None,
+    foil_thickness_nm: float | None = None,
+    min_area_px: int = 4,
+    search_range_px: float | None = None,
+    memory: int = 2,
+    progress: ProgressSink = no_progress,
+) -> Measurements:
+    """Measure and track the voids of three-state masks.
+
+    Parameters
+    ----------
+    masks : ndarray
+        ``[T, H, W]`` uint8 three-state (0 solid, 1 void, 255 unknown) or bool (True = void).
+        Unknown pixels are not void; frames that are unknown everywhere are left out.
+    calibration : Calibration
+        Pixel size (nm) and frame times (s); unknown values keep outputs in px / frames.
+    dose_rate_dpa_per_s : float, optional
+        Adds ``dose_dpa = time_s × rate`` (needs frame times).
+    foil_thickness_nm : float, optional
+        Adds per-frame ``swelling`` assuming spherical voids of the equivalent diameter
+        (needs nm/px): ``Σ(π/6 d³) / (annotated area × thickness − Σ(π/6 d³))``.
+    min_area_px : int
+        Smaller regions are ignored (noise).
+    search_range_px : float, optional
+        Linking range in px in (x, y, diameter) space; default ``max(5, 0.5 × median diameter)``.
+    memory : int
+        Frames a void may be missed and keep its track id.
+
+    Returns
+    -------
+    Measurements
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from neuradiff.io.video import Calibration
+    >>> masks = np.zeros((2, 40, 40), np.uint8)
+    >>> masks[:, 5:15, 5:15] = 1  # one 10 × 10 px void in both frames
+    >>> meas = measure_masks(masks, calibration=Calibration(nm_per_px=0.5, frame_interval_s=2.0))
+    >>> meas.voids[["frame", "time_s", "track_id", "area_nm2"]].values.tolist()
+    [[0.0, 0.0, 0.0, 25.0], [1.0, 2.0, 0.0, 25.0]]
+    """
+    m = np.asarray(masks)
+    measurer = MaskMeasurer(
+        m.shape[0] if m.ndim == 3 else 1,
+        calibration=calibration,
+        dose_rate_dpa_per_s=dose_rate_dpa_per_s,
+        foil_thickness_nm=foil_thickness_nm,
+        min_area_px=min_area_px,
+        search_range_px=search_range_px,
+        memory=memory,
+    )
+    measurer.add(m, 0, progress)
+    return measurer.finish()
+
+
+__all__ = ["SWELLING_NOTE", "MaskMeasurer", "Measurements", "label_voids", "measure_masks"]

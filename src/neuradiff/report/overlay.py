@@ -75,8 +75,10 @@ def _scale_bar_nm(width_px: int, nm_per_px: float) -> float:
 # --------------------------------------------------------------------------- overlay video
 
 
-def _display_range(frames: np.ndarray) -> tuple[float, float]:
-    pick = frames[np.linspace(0, len(frames) - 1, min(len(frames), 20)).astype(int)]
+def _display_range(frames) -> tuple[float, float]:
+    """0.5 and 99.5 percentiles of 20 frames spread over the recording (read one at a time: ``frames`` may be a
+    lazy :class:`~neuradiff.io.stream.VideoSource`)."""
+    pick = np.stack([frames[int(k)] for k in np.linspace(0, len(frames) - 1, min(len(frames), 20)).astype(int)])
     vals = pick[..., ::2, ::2].astype(np.float32)
     vals = vals[np.isfinite(vals)]
     if not vals.size:
@@ -147,8 +149,9 @@ def write_overlay(
     Without ffmpeg an animated GIF is written beside it instead, with a warning.
     """
     path = Path(path)
-    video_frames = None if video_frames is None else np.asarray(video_frames)
-    masks = None if masks is None else np.asarray(masks)
+    # arrays, memory maps and lazy sources (anything with a shape, read frame by frame) are kept as they are
+    video_frames = video_frames if video_frames is None or hasattr(video_frames, "shape") else np.asarray(video_frames)
+    masks = masks if masks is None or hasattr(masks, "shape") else np.asarray(masks)
     dt = meas.calibration.frame_interval_s
     fps = float(np.clip(1.0 / dt, 1.0, 30.0)) if dt else 5.0
     try:

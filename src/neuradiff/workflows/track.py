@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tifffile
 import torch
 
 from neuradiff.core.checks import check_frame_interval, check_memory, check_pixel_size
@@ -19,10 +20,11 @@ from neuradiff.core.progress import ProgressSink, no_progress
 from neuradiff.core.provenance import provenance, write_provenance
 from neuradiff.io.coco import coco_instances, write_coco
 from neuradiff.io.rois import write_imagej_rois
-from neuradiff.io.stacks import write_stack
+from neuradiff.io.stacks import StackWriter, write_stack
+from neuradiff.io.stream import DEFAULT_CHUNK, open_video
 from neuradiff.io.video import Calibration, read_video
 from neuradiff.measure.drift import estimate_drift, shift_frames
-from neuradiff.measure.voids import Measurements, measure_masks
+from neuradiff.measure.voids import MaskMeasurer, Measurements, measure_masks
 from neuradiff.methods import FittedMethod, load_model
 from neuradiff.nets.generalist import Generalist, load_generalist, void_masks
 from neuradiff.report.measurements import write_measurements
@@ -52,6 +54,8 @@ def recognise_video(
     batch: int = 1,
     device: str | torch.device | None = "cpu",
     progress: ProgressSink = no_progress,
+    first_index: int = 0,
+    total: int | None = None,
 ) -> tuple[np.ndarray, float]:
     """Eta ``[T, H, W]`` (float32) of every frame and the seconds recognition took.
 
@@ -65,6 +69,8 @@ def recognise_video(
         Frames per inference batch (1 is fastest on a few CPU cores).
     device : str or torch.device
         ``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"`` (see :func:`~neuradiff.core.devices.resolve_device`).
+    first_index, total : int
+        Index of ``frames[0]`` in its recording (a chunk of it) and the recording's length (for the progress).
     """
     if batch < 1:
         raise ValueError("--batch must be >= 1")
@@ -72,12 +78,13 @@ def recognise_video(
         raise NeuradiffError(f"a {fitted.method} model does not track")
     place_model(fitted, device)
     n = frames.shape[0]
+    count = n + first_index if total is None else total
     chunks = []
     t0 = time.perf_counter()
     for i in range(0, n, batch):  # a float32 copy of one batch at a time, not of the whole recording
         chunk = np.asarray(frames[i : i + batch], dtype=np.float32)
-        chunks.append(fitted.recognise(chunk, first_index=i, eta_only=True, batch=batch))
-        progress("tracking", min(i + batch, n), n)
+        chunks.append(fitted.recognise(chunk, first_index=first_index + i, eta_only=True, batch=batch))
+        progress("tracking", first_index + min(i + batch, n), count)
     eta = np.concatenate(chunks).astype(np.float32)
     return eta, time.perf_counter() - t0
 
@@ -106,16 +113,10 @@ def write_track(
     ImageJ ROI set), ``shifts.csv`` when the frames were registered, with ``measurements`` the void tables, plots
     and overlay, and with ``record`` ``provenance.json`` into ``out`` (files appear only when everything has been
     written)."""
-    n = masks.shape[0]
-    names = list(frame_names) if frame_names is not None and len(frame_names) == n else None
-    names = names or [f"frame_{k:05d}" for k in range(n)]
-    times = None if calibration is None else calibration.times_s(n)
-    nm = None if calibration is None else calibration.nm_per_px
     with staged_output(out) as stage:
         write_stack(stage / "eta.tif", eta, calibration)
         write_stack(stage / "masks.tif", masks, calibration)
-        write_coco(stage / "masks_coco.json", coco_instances(masks == 1, names, times_s=times, nm_per_px=nm))
-        write_imagej_rois(stage / "masks_rois.zip", masks == 1)
+        write_mask_formats(stage, masks, frame_names, calibration)
         if drift is not None and calibration is not None:
             write_text(stage / "shifts.csv", shifts_table(drift, calibration))
         if measurements is not None:
@@ -125,6 +126,21 @@ def write_track(
         if record is not None:
             write_provenance(stage, record)
     return Path(out)
+
+
+def write_mask_formats(
+    folder: Path, masks: np.ndarray, frame_names: list[str] | None, calibration: Calibration | None
+) -> None:
+    """Write ``masks`` ``[T, H, W]`` (nonzero = void; a memory map is read frame by frame) for other tools into
+    ``folder``: ``masks_coco.json`` (COCO instances with compressed RLE, one image per frame named by the file part
+    of ``frame_names``, with its time in s and areas in nm²) and ``masks_rois.zip`` (an ImageJ ROI set)."""
+    n = masks.shape[0]
+    names = [Path(str(name)).name for name in frame_names] if frame_names is not None else []
+    names = names if len(names) == n else [f"frame_{k:05d}" for k in range(n)]
+    times = None if calibration is None else calibration.times_s(n)
+    nm = None if calibration is None else calibration.nm_per_px
+    write_coco(folder / "masks_coco.json", coco_instances(masks, names, times_s=times, nm_per_px=nm))
+    write_imagej_rois(folder / "masks_rois.zip", masks)
 
 
 def run_track(
@@ -144,6 +160,7 @@ def run_track(
     register: bool = False,
     device: str | torch.device | None = "cpu",
     progress: ProgressSink = no_progress,
+    chunk: int = DEFAULT_CHUNK,
 ) -> TrackSummary:
     """Write ``eta.tif`` (float), ``masks.tif`` (eta ≥ 0.5), ``provenance.json`` and, with ``measure``, the void
     measurements. Both stacks are calibrated ImageJ hyperstacks (``TYX``, nm, s) that Fiji and RosettaSciIO read
@@ -178,6 +195,11 @@ def run_track(
         every output is then in the coordinates of the first frame.
     device : str or torch.device
         Where the net runs (``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``).
+    chunk : int
+        Frames read, recognised, measured and written at a time (rounded down to whole inference batches): without
+        ``register`` the recording is streamed (:func:`~neuradiff.io.stream.open_video`), so memory depends on the
+        chunk and the frame size, not on the recording's length; the results are those of the whole recording at
+        once. With ``register`` the recording is read whole.
     """
     if batch < 1:
         raise ValueError("--batch must be >= 1")
@@ -187,43 +209,99 @@ def run_track(
         raise NeuradiffError("--void-size applies to the generalist recogniser (no --model)")
     nm_per_px = check_pixel_size("--nm-per-px", nm_per_px)
     frame_interval_s = check_frame_interval("--frame-interval", frame_interval_s)
+    if chunk < 1:
+        raise ValueError(f"--chunk must be >= 1, got {chunk}")
     check_output_dir(out)
     fitted = load_model(model) if model is not None else None
     if fitted is not None and not fitted.can_track:
         raise NeuradiffError(f"{model} holds a {fitted.method} model, which does not track")
     if fitted is not None:
         place_model(fitted, device)
-    vid = read_video(video, nm_per_px=nm_per_px, frame_interval_s=frame_interval_s, frame_times=frame_times)
-    if require_nm and vid.calibration.nm_per_px is None:
-        raise NeuradiffError(f"{video}: no pixel size in the file's metadata; give --nm-per-px")
-    n = vid.frames.shape[0]
-    check_memory(
-        "tracking", n * float(vid.frames[0].size) * TRACK_BYTES_PER_PX, f"{n} frames of {vid.frames[0].size} px"
-    )
-    source = vid.frames
-    drift = None
-    if register:
-        progress("registering", 0, 1)
-        as_float = vid.frames.astype(np.float32)
-        drift = estimate_drift(as_float)
-        source = shift_frames(as_float, -drift, order=3)
-        progress("registering", 1, 1)
+    if register:  # drift is estimated against the whole recording: read it whole
+        return _run_track_whole(
+            video, model, fitted, out, batch=batch, void_size=void_size, void_size_unit=void_size_unit,
+            nm_per_px=nm_per_px, frame_interval_s=frame_interval_s, frame_times=frame_times, measure=measure,
+            overlay=overlay, require_nm=require_nm, device=device, progress=progress,
+        )  # fmt: skip
     recogniser: FittedMethod | Generalist = fitted if fitted is not None else load_generalist()
+    with open_video(video, nm_per_px=nm_per_px, frame_interval_s=frame_interval_s, frame_times=frame_times) as src:
+        cal = src.calibration
+        if require_nm and cal.nm_per_px is None:
+            raise NeuradiffError(f"{video}: no pixel size in the file's metadata; give --nm-per-px")
+        void_px = _void_px(recogniser, void_size, void_size_unit, cal)
+        n = src.n_frames
+        record = _track_record(video, model, recogniser, cal, n, batch, nm_per_px, frame_interval_s, frame_times,
+                               void_size, void_size_unit, measure, overlay, register)  # fmt: skip
+        step = max(chunk, batch) // batch * batch  # whole inference batches per chunk: the same batches as at once
+        seconds = 0.0
+        with staged_output(out) as stage:
+            measurer = MaskMeasurer(n, calibration=cal) if measure else None
+            with (
+                StackWriter(stage / "eta.tif", n, src.frame_shape, np.float32, cal) as eta_out,
+                StackWriter(stage / "masks.tif", n, src.frame_shape, np.uint8, cal) as masks_out,
+            ):
+                for start, frames in src.chunks(step):
+                    eta, masks, sec = recognise_chunk(
+                        recogniser, frames, start, n, void_px=void_px, batch=batch, device=device, progress=progress
+                    )
+                    seconds += sec
+                    eta_out.write(eta)
+                    masks_out.write(masks)
+                    if measurer is not None:
+                        measurer.add(masks, start, progress)
+            stored = tifffile.memmap(stage / "masks.tif", mode="r")  # read back for the other formats and overlay
+            write_mask_formats(stage, stored, src.names, cal)
+            if measurer is not None:
+                meas = measurer.finish()
+                write_measurements(meas, stage, video_frames=src, masks=stored, overlay=overlay, progress=progress)
+            del stored
+            write_provenance(stage, record)
+    return TrackSummary(n, seconds, Path(out))
+
+
+def _void_px(
+    recogniser: FittedMethod | Generalist, void_size: float | None, unit: str, cal: Calibration
+) -> float | None:
+    """The expected void diameter in px (the generalist resamples frames to it)."""
+    if not isinstance(recogniser, Generalist) or void_size is None or unit != "nm":
+        return void_size
+    if cal.nm_per_px is None:
+        raise NeuradiffError("--void-size in nm needs the pixel size (from the file or --nm-per-px)")
+    return void_size / cal.nm_per_px
+
+
+def recognise_chunk(
+    recogniser: FittedMethod | Generalist,
+    frames: np.ndarray,
+    first_index: int,
+    total: int,
+    *,
+    void_px: float | None = None,
+    batch: int = 1,
+    device: str | torch.device | None = "cpu",
+    progress: ProgressSink = no_progress,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Eta (float32), void masks (uint8) and recognition seconds of ``frames`` ``[n, H, W]``, frames
+    ``first_index`` onwards of a recording of ``total`` frames: every frame is recognised on its own (the
+    generalist normalises each frame to its own percentiles; a fitted net gets the frame's index as its time), so
+    chunks give exactly what the whole recording at once gives."""
     if isinstance(recogniser, Generalist):
         t0 = time.perf_counter()
-        void_px = void_size
-        if void_size is not None and void_size_unit == "nm":
-            if vid.calibration.nm_per_px is None:
-                raise NeuradiffError("--void-size in nm needs the pixel size (from the file or --nm-per-px)")
-            void_px = void_size / vid.calibration.nm_per_px
-        eta = recogniser.eta(source, void_px=void_px, progress=lambda k, total: progress("tracking", k, total))
-        seconds = time.perf_counter() - t0
-        masks = void_masks(eta).astype(np.uint8)
-    else:
-        eta, seconds = recognise_video(recogniser, source, batch=batch, device=device, progress=progress)
-        masks = masks_of(eta)
-    cal = vid.calibration
-    record = provenance(
+        eta = recogniser.eta(
+            frames, void_px=void_px, progress=lambda k, _: progress("tracking", first_index + k, total)
+        ).astype(np.float32)
+        return eta, void_masks(eta).astype(np.uint8), time.perf_counter() - t0
+    eta, seconds = recognise_video(
+        recogniser, frames, batch=batch, device=device, progress=progress, first_index=first_index, total=total
+    )
+    return eta, masks_of(eta), seconds
+
+
+def _track_record(
+    video, model, recogniser, cal: Calibration, n: int, batch, nm_per_px, frame_interval_s, frame_times, void_size,
+    void_size_unit, measure, overlay, register,
+) -> dict[str, Any]:  # fmt: skip
+    return provenance(
         "track",
         inputs={"video": video, "model": model, "frame_times": frame_times},
         model=model_record(recogniser),
@@ -239,8 +317,36 @@ def run_track(
         },
         calibration=cal.describe(n),
     )
+
+
+def _run_track_whole(
+    video, model, fitted: FittedMethod | None, out, *, batch, void_size, void_size_unit, nm_per_px,
+    frame_interval_s, frame_times, measure, overlay, require_nm, device, progress,
+) -> TrackSummary:  # fmt: skip
+    """Tracking with drift registration: the recording is read whole (the drift of every frame is estimated
+    against the first)."""
+    vid = read_video(video, nm_per_px=nm_per_px, frame_interval_s=frame_interval_s, frame_times=frame_times)
+    if require_nm and vid.calibration.nm_per_px is None:
+        raise NeuradiffError(f"{video}: no pixel size in the file's metadata; give --nm-per-px")
+    n = vid.frames.shape[0]
+    check_memory(
+        "tracking", n * float(vid.frames[0].size) * TRACK_BYTES_PER_PX, f"{n} frames of {vid.frames[0].size} px"
+    )
+    progress("registering", 0, 1)
+    as_float = vid.frames.astype(np.float32)
+    drift = estimate_drift(as_float)
+    source = shift_frames(as_float, -drift, order=3)
+    progress("registering", 1, 1)
+    recogniser: FittedMethod | Generalist = fitted if fitted is not None else load_generalist()
+    void_px = _void_px(recogniser, void_size, void_size_unit, vid.calibration)
+    eta, masks, seconds = recognise_chunk(
+        recogniser, source, 0, n, void_px=void_px, batch=batch, device=device, progress=progress
+    )
+    cal = vid.calibration
+    record = _track_record(video, model, recogniser, cal, n, batch, nm_per_px, frame_interval_s, frame_times,
+                           void_size, void_size_unit, measure, overlay, True)  # fmt: skip
     meas = measure_masks(masks, calibration=cal, progress=progress) if measure else None
-    shown = vid.frames if drift is None else shift_frames(vid.frames, -drift, order=3)
+    shown = shift_frames(vid.frames, -drift, order=3)
     write_track(
         out,
         eta,
@@ -252,7 +358,7 @@ def run_track(
         record=record,
         overlay=overlay,
         progress=progress,
-        frame_names=[Path(str(name)).name for name in vid.names],
+        frame_names=vid.names,
     )
     return TrackSummary(n, seconds, Path(out))
 
