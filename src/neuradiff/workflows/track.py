@@ -85,6 +85,28 @@ def masks_of(eta: np.ndarray) -> np.ndarray:
     return (np.asarray(eta) >= 0.5).astype(np.uint8)
 
 
+def recognise_masks(
+    recogniser: FittedMethod | Generalist,
+    frames: np.ndarray,
+    *,
+    void_px: float | None = None,
+    batch: int = 1,
+    device: str | torch.device | None = "cpu",
+    progress: ProgressSink = no_progress,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Eta ``[T, H, W]`` (float32), the void masks (uint8) and the seconds recognition took, with a fitted model
+    (masks: eta ≥ 0.5) or the generalist recogniser (its own masks, frames resampled so that voids of ``void_px``
+    reach it at a size it was trained on; it runs on the CPU)."""
+    if isinstance(recogniser, Generalist):
+        t0 = time.perf_counter()
+        eta = recogniser.eta(frames, void_px=void_px, progress=lambda k, total: progress("tracking", k, total))
+        return eta, void_masks(eta).astype(np.uint8), time.perf_counter() - t0
+    if void_px is not None:
+        raise NeuradiffError("a void size applies to the generalist recogniser only")
+    eta, seconds = recognise_video(recogniser, frames, batch=batch, device=device, progress=progress)
+    return eta, masks_of(eta), seconds
+
+
 def write_track(
     out: str | Path,
     eta: np.ndarray,
@@ -192,19 +214,14 @@ def run_track(
         source = shift_frames(as_float, -drift, order=3)
         progress("registering", 1, 1)
     recogniser: FittedMethod | Generalist = fitted if fitted is not None else load_generalist()
-    if isinstance(recogniser, Generalist):
-        t0 = time.perf_counter()
-        void_px = void_size
-        if void_size is not None and void_size_unit == "nm":
-            if vid.calibration.nm_per_px is None:
-                raise NeuradiffError("--void-size in nm needs the pixel size (from the file or --nm-per-px)")
-            void_px = void_size / vid.calibration.nm_per_px
-        eta = recogniser.eta(source, void_px=void_px, progress=lambda k, total: progress("tracking", k, total))
-        seconds = time.perf_counter() - t0
-        masks = void_masks(eta).astype(np.uint8)
-    else:
-        eta, seconds = recognise_video(recogniser, source, batch=batch, device=device, progress=progress)
-        masks = masks_of(eta)
+    void_px = void_size
+    if void_size is not None and void_size_unit == "nm":
+        if vid.calibration.nm_per_px is None:
+            raise NeuradiffError("--void-size in nm needs the pixel size (from the file or --nm-per-px)")
+        void_px = void_size / vid.calibration.nm_per_px
+    eta, masks, seconds = recognise_masks(
+        recogniser, source, void_px=void_px, batch=batch, device=device, progress=progress
+    )
     cal = vid.calibration
     record = provenance(
         "track",
