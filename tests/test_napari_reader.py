@@ -77,7 +77,10 @@ def test_the_reader_hook_takes_only_what_it_reads(demo_folder, tmp_path):
 def test_the_npe2_manifest_names_the_reader():
     npe2 = pytest.importorskip("npe2")
     manifest = npe2.PluginManifest.from_file(Path(nd.__file__).parent / "napari" / "napari.yaml")
-    (command,) = manifest.contributions.commands or []
-    module, name = command.python_name.split(":")
+    commands = {c.id: c for c in manifest.contributions.commands or []}
+    module, name = commands["neuradiff.get_reader"].python_name.split(":")
     assert getattr(__import__(module, fromlist=[name]), name) is napari_get_reader
+    (widget,) = manifest.contributions.widgets or []
+    assert widget.command == "neuradiff.correction_widget" and widget.display_name == "Correct and retrain"
+    assert commands[widget.command].python_name == "neuradiff.napari.widget:CorrectionWidget"
     assert manifest.contributions.readers and manifest.contributions.readers[0].accepts_directories

@@ -35,6 +35,7 @@ from neuradiff.io.video import Calibration, Video, read_video
 from neuradiff.measure.voids import Measurements, measure_masks
 from neuradiff.methods import FittedMethod, Forecast, NeuraDiffModel, load_model
 from neuradiff.methods.posterior import ForecastBand
+from neuradiff.nets.generalist import Generalist, load_generalist
 from neuradiff.report.measurements import write_measurements
 from neuradiff.synth.datasets import Dataset, DatasetConfig, read_dataset, time_per_frame
 from neuradiff.training import FitConfig
@@ -49,7 +50,7 @@ from neuradiff.workflows.fit import (
 from neuradiff.workflows.forecast import forecast_frames, forecast_table, write_forecast
 from neuradiff.workflows.measure import check_measure_options
 from neuradiff.workflows.simulate import simulate_dataset, write_dataset_folder
-from neuradiff.workflows.track import masks_of, recognise_video, write_track
+from neuradiff.workflows.track import recognise_masks, write_track
 
 PathLike = Union[str, Path]
 Device = Union[str, torch.device, None]
@@ -481,6 +482,7 @@ def fit(
     truth: SimulatedVideo | Mapping[str, np.ndarray] | PathLike | None = None,
     out: PathLike | None = None,
     resume: bool = False,
+    init: FittedModel | FittedMethod | PathLike | None = None,
     device: Device = "auto",
     progress: ProgressSink | None = None,
     labels: LabelScheme | None = None,
@@ -507,6 +509,10 @@ def fit(
     out : path, optional
         Write the model folder there as ``neuradiff fit --out`` does, with ``checkpoint.pt`` written as the fit
         goes; ``resume=True`` continues from it.
+    init : FittedModel or path, optional
+        Retrain: start from this NeuraDiff model's net and learned parameters instead of a fresh net and the
+        initial guess (e.g. on corrected annotations: the annotate → correct → retrain loop). The ``config``'s
+        ``net`` settings do not apply then.
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``: where to train.
     progress : callable, optional
@@ -557,6 +563,11 @@ def fit(
         truth_arrays = None if truth is None else dict(truth)
     if resume and out is None:
         raise NeuradiffError("resume=True continues the fit checkpointed in out: give out")
+    start = None
+    if init is not None:
+        start = _model(init)
+        if not isinstance(start, NeuraDiffModel):
+            raise NeuradiffError(f"init must be a neuradiff model (method neuradiff), not a {start.method} model")
     folder = None if out is None else prepare_output_dir(out)
     summary = fit_training_data(
         data,
@@ -567,6 +578,7 @@ def fit(
         resume=resume,
         progress=progress,
         device=device,
+        init=start,
     )
     result = FittedModel(summary)
     if folder is not None:
@@ -576,8 +588,9 @@ def fit(
 
 def track(
     video: SimulatedVideo | Video | np.ndarray | PathLike,
-    model: FittedModel | FittedMethod | PathLike,
+    model: FittedModel | FittedMethod | PathLike | None = None,
     *,
+    void_size_px: float | None = None,
     batch: int = 1,
     nm_per_px: float | None = None,
     frame_interval_s: float | None = None,
@@ -591,8 +604,11 @@ def track(
     ----------
     video : SimulatedVideo, Video, ndarray or path
         ``[T, H, W]`` frames or any readable recording.
-    model : FittedModel, fitted method or path
-        The result of :func:`fit`, or a model folder written by ``neuradiff fit``.
+    model : FittedModel, fitted method or path, optional
+        The result of :func:`fit`, or a model folder written by ``neuradiff fit``; ``None``: the generalist
+        recogniser shipped with the package (trained on synthetic frames only: fit a model for trustworthy counts).
+    void_size_px : float, optional
+        Expected void diameter in px (generalist only): frames are resampled to the net's scale.
     batch : int
         Frames per inference batch.
     nm_per_px, frame_interval_s : float, optional
@@ -619,9 +635,10 @@ def track(
     ((6, 24, 24), ['frame', 'particle', 'x', 'y'])
     """
     vid = _video(video, nm_per_px, frame_interval_s)
-    fitted = _model(model)
-    eta, seconds = recognise_video(fitted, vid.frames, batch=batch, device=device, progress=progress)
-    masks = masks_of(eta)
+    recogniser: FittedMethod | Generalist = load_generalist() if model is None else _model(model)
+    eta, masks, seconds = recognise_masks(
+        recogniser, vid.frames, void_px=void_size_px, batch=batch, device=device, progress=progress
+    )
     meas = measure_masks(masks, calibration=vid.calibration) if measure else None
     return TrackedVideo(eta, masks, meas, vid, seconds)
 

@@ -35,6 +35,7 @@ rollout into it) picks the kept model.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -246,7 +247,7 @@ class NeuraDiffObjective:
 
     data_parallel: ClassVar[bool] = True
 
-    def __init__(self, data: TrainingData, config: FitConfig) -> None:
+    def __init__(self, data: TrainingData, config: FitConfig, init: NeuraDiffModel | None = None) -> None:
         config.validate()
         self.data, self.config = data, config
         self.rec = RecognitionTraining(data, config)
@@ -257,8 +258,15 @@ class NeuraDiffObjective:
         self.interior = None if self.rec.crop is None else crop_interior(self.rec.crop, config.crop_margin)
         self.annotated_pairs = annotated_pairs(self.rec.train_frames, config.max_gap)
         self.split = (self.rec.train_frames, self.rec.val_frames)
-        self.net = self.rec.new_net()
-        self.params = LearnableParameters(config.initial_parameters(), learn=config.learned_names())
+        if init is None:
+            self.net = self.rec.new_net()
+            self.initial = config.initial_parameters()
+        else:  # retraining: a copy of the model's net and its parameters are the starting point
+            if not isinstance(init, NeuraDiffModel):
+                raise NeuradiffError(f"a fit can start from a {NeuraDiffModel.method} model only, not {init.method}")
+            self.net = copy.deepcopy(init.net).to("cpu").train()
+            self.initial = init.params
+        self.params = LearnableParameters(self.initial, learn=config.learned_names())
 
     # ---- Objective -------------------------------------------------------------------------------------
     def modules(self) -> dict[str, nn.Module]:
@@ -483,7 +491,7 @@ class NeuraDiffObjective:
             values = VoidParameters.from_mapping(params.as_floats())
         table = parameter_table(
             values,
-            initial=self.config.initial_parameters(),
+            initial=self.initial,
             learned=list(self.params.learned),
             bounds=self.params.bounds,
         )
@@ -503,6 +511,7 @@ def fit_neuradiff(
     resume: bool = False,
     progress: Progress | None = None,
     device: torch.device | None = None,
+    init: NeuraDiffModel | None = None,
 ) -> FitResult[NeuraDiffModel]:
     """Fit NeuraDiff to ``data`` (module docstring); ``result.model`` is a :class:`NeuraDiffModel`.
 
@@ -516,6 +525,9 @@ def fit_neuradiff(
         ``progress(phase, done, total, row)`` after every iteration.
     device : torch.device, optional
         Where to train (default: the CPU); the returned model stays there.
+    init : NeuraDiffModel, optional
+        Retrain: start from a copy of this model's net and physical parameters (instead of a fresh net and the
+        config's initial guess), e.g. on corrected annotations. Its net is left as it is.
 
     Examples
     --------
@@ -534,7 +546,7 @@ def fit_neuradiff(
     (True, True)
     """
     fit = run_objective(
-        NeuraDiffObjective(data, config),
+        NeuraDiffObjective(data, config, init),
         config,
         checkpoint_path=checkpoint_path,
         resume=resume,

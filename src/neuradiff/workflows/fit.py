@@ -148,14 +148,18 @@ def fit_training_data(
     resume: bool = False,
     progress: Progress | None = None,
     device: str | torch.device | None = "cpu",
+    init: NeuraDiffModel | None = None,
 ) -> FitSummary:
     """Fit NeuraDiff to a video in memory and, with a synthetic ``truth``, score it (nothing is written but the
-    checkpoint). The model comes back on the CPU."""
+    checkpoint). The model comes back on the CPU. ``init``: retrain, starting from this model's net and
+    parameters."""
     config.validate()
     dev = resolve_device(device)
     if truth is not None and truth["eta"].shape != data.frames.shape:
         raise NeuradiffError(f"truth {truth['eta'].shape} and video {data.frames.shape} differ in size or length")
-    fit = fit_neuradiff(data, config, checkpoint_path=checkpoint_path, resume=resume, progress=progress, device=dev)
+    fit = fit_neuradiff(
+        data, config, checkpoint_path=checkpoint_path, resume=resume, progress=progress, device=dev, init=init
+    )
     model = fit.model
     model.net.to("cpu")
     model.info["video"] = dict(video_info or {})

@@ -241,7 +241,7 @@ def run_track(
                 StackWriter(stage / "masks.tif", n, src.frame_shape, np.uint8, cal) as masks_out,
             ):
                 for start, frames in src.chunks(step):
-                    eta, masks, sec = recognise_chunk(
+                    eta, masks, sec = recognise_masks(
                         recogniser, frames, start, n, void_px=void_px, batch=batch, device=device, progress=progress
                     )
                     seconds += sec
@@ -270,11 +270,11 @@ def _void_px(
     return void_size / cal.nm_per_px
 
 
-def recognise_chunk(
+def recognise_masks(
     recogniser: FittedMethod | Generalist,
     frames: np.ndarray,
-    first_index: int,
-    total: int,
+    first_index: int = 0,
+    total: int | None = None,
     *,
     void_px: float | None = None,
     batch: int = 1,
@@ -282,15 +282,20 @@ def recognise_chunk(
     progress: ProgressSink = no_progress,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Eta (float32), void masks (uint8) and recognition seconds of ``frames`` ``[n, H, W]``, frames
-    ``first_index`` onwards of a recording of ``total`` frames: every frame is recognised on its own (the
-    generalist normalises each frame to its own percentiles; a fitted net gets the frame's index as its time), so
-    chunks give exactly what the whole recording at once gives."""
+    ``first_index`` onwards of a recording of ``total`` frames (default: ``frames`` are the whole recording), with
+    a fitted model (masks: eta ≥ 0.5) or the generalist recogniser (its own masks, frames resampled so that voids
+    of ``void_px`` reach it at a size it was trained on; it runs on the CPU). Every frame is recognised on its own
+    (the generalist normalises each frame to its own percentiles; a fitted net gets the frame's index as its
+    time), so chunks give exactly what the whole recording at once gives."""
+    total = len(frames) + first_index if total is None else total
     if isinstance(recogniser, Generalist):
         t0 = time.perf_counter()
         eta = recogniser.eta(
             frames, void_px=void_px, progress=lambda k, _: progress("tracking", first_index + k, total)
         ).astype(np.float32)
         return eta, void_masks(eta).astype(np.uint8), time.perf_counter() - t0
+    if void_px is not None:
+        raise NeuradiffError("a void size applies to the generalist recogniser only")
     eta, seconds = recognise_video(
         recogniser, frames, batch=batch, device=device, progress=progress, first_index=first_index, total=total
     )
@@ -339,7 +344,7 @@ def _run_track_whole(
     progress("registering", 1, 1)
     recogniser: FittedMethod | Generalist = fitted if fitted is not None else load_generalist()
     void_px = _void_px(recogniser, void_size, void_size_unit, vid.calibration)
-    eta, masks, seconds = recognise_chunk(
+    eta, masks, seconds = recognise_masks(
         recogniser, source, 0, n, void_px=void_px, batch=batch, device=device, progress=progress
     )
     cal = vid.calibration
