@@ -16,9 +16,10 @@ from neuradiff.methods import SurrogateModel
 from neuradiff.methods.neuradiff import NeuraDiffObjective
 from neuradiff.methods.physics_only import PhysicsOnlyObjective
 from neuradiff.methods.supervised import SupervisedObjective
+from neuradiff.methods.surrogate import SurrogateConfig, SurrogateObjective
 from neuradiff.nets import NetConfig, RecognitionNet
 from neuradiff.training import FitConfig, TrainingData
-from neuradiff.workflows import place_model
+from neuradiff.methods import place_model
 
 runner = CliRunner()
 NO_CUDA = not torch.cuda.is_available()
@@ -56,6 +57,7 @@ def test_an_unavailable_gpu_is_refused(name):
         ["simulate"],
         ["simulate-fields"],
         ["demo"],
+        ["evaluate", "--quick"],
     ],
 )
 def test_commands_refuse_an_unavailable_device_before_writing(tmp_path, command):
@@ -110,6 +112,14 @@ def test_an_objective_moves_every_tensor_it_trains_with(objective_class):
         assert _placed(objective.rec, meta) == []
     for module in objective.modules().values():
         assert all(p.device == meta for p in module.parameters())
+
+
+def test_the_surrogate_objective_moves_its_net_and_targets():
+    eta = np.random.default_rng(0).random((4, 16, 16)).astype(np.float32)
+    objective = SurrogateObjective(eta, SurrogateConfig(net={"width": 4, "depth": 1}))
+    meta = torch.device("meta")
+    objective.to(meta)
+    assert _placed(objective, meta) == []
 
 
 def test_place_model_moves_every_net_of_a_fitted_model():

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from neuradiff.cli._app import app, friendly_errors, set_threads
+from neuradiff.cli.options import device_option
 from neuradiff.cli.progress import progress_bars, stage_printer
 from neuradiff.workflows import run_evaluate
 
@@ -25,6 +26,7 @@ def evaluate(
     seed: Optional[int] = typer.Option(None, help="Seed of the videos and of the first fit."),
     workers: Optional[int] = typer.Option(None, help="Training processes side by side (default 2; --quick: 1)."),
     threads: int = typer.Option(1, help="torch threads per process."),
+    device: str = device_option(),
     resume: bool = typer.Option(
         False,
         "--resume",
@@ -35,6 +37,7 @@ def evaluate(
     set_threads(threads)
     overrides = {
         "threads": threads,
+        **({"device": device} if device != "auto" else {}),  # else the settings file's, default auto
         **({"seed": seed} if seed is not None else {}),
         **({"workers": workers} if workers is not None else {}),
     }

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from neuradiff.core.config import merge_config, read_config_file, settings_class, settings_from
+from neuradiff.core.devices import resolve_device
 from neuradiff.methods.neuradiff import FitConfig
 from neuradiff.methods.surrogate import SurrogateConfig
 from neuradiff.synth.datasets import dataset_config
@@ -35,6 +36,8 @@ class SuiteConfig:
     sensitivity_step : relative change of each parameter in the identifiability check.
     workers : training processes run side by side (1: everything in this process).
     threads : torch threads per process.
+    device : where the methods train: ``auto``, ``cpu``, ``cuda`` (``cuda:N``) or ``mps``; the trained models are
+        moved to the CPU to be scored and saved.
     """
 
     name: str = "paper"
@@ -48,9 +51,11 @@ class SuiteConfig:
     sensitivity_step: Annotated[float, Field(gt=0, lt=1)] = 0.1
     workers: Annotated[int, Field(ge=1)] = 2
     threads: Annotated[int, Field(ge=1)] = 1
+    device: str = "auto"
 
     def validate(self) -> None:
         """Check the nested settings (fit, surrogate, both datasets); each problem is one line naming its key."""
+        resolve_device(self.device)
         self.fit_config()
         self.surrogate_config()
         for key, scenario in (("data", "single-void"), ("transfer_data", "multi-void")):
@@ -109,4 +114,6 @@ def suite_config(
         data = read_config_file(path)
         values = merge_config(values, data.get("evaluate", data))  # a section updates the preset key by key
     values = merge_config(values, overrides or {})
-    return settings_from(SuiteConfig, values, "evaluation", path)
+    config = settings_from(SuiteConfig, values, "evaluation", path)
+    config.validate()
+    return config

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from neuradiff.core.devices import resolve_device
 from neuradiff.core.labels import overlay_annotation
-from neuradiff.methods import FITS, FitResult, SurrogateConfig
+from neuradiff.methods import FITS, FitResult, SurrogateConfig, place_model
 from neuradiff.nets import recognise
 from neuradiff.synth.datasets import Dataset, DatasetConfig, make_dataset, time_per_frame
 from neuradiff.training import FitConfig, TrainingData
@@ -45,9 +46,10 @@ def training_data(ds: Dataset) -> TrainingData:
 
 
 def _fit_job(method: str) -> Callable[..., JobResult]:
-    def job(data: TrainingData, config: FitConfig, progress: Callable | None = None) -> JobResult:
+    def job(data: TrainingData, config: FitConfig, device: str = "cpu", progress: Callable | None = None) -> JobResult:
         t0 = time.perf_counter()
-        fit = FITS[method](data, config, progress=progress)
+        fit = FITS[method](data, config, progress=progress, device=resolve_device(device))
+        place_model(fit.model, "cpu")  # scored and saved on the CPU whatever trained it
         return JobResult(time.perf_counter() - t0, fit=fit)
 
     job.__name__ = f"fit_{method}"
@@ -55,11 +57,17 @@ def _fit_job(method: str) -> Callable[..., JobResult]:
 
 
 def surrogate_job(
-    eta: np.ndarray, recogniser_fit: FitResult, config: SurrogateConfig, progress: Callable | None = None
+    eta: np.ndarray,
+    recogniser_fit: FitResult,
+    config: SurrogateConfig,
+    device: str = "cpu",
+    progress: Callable | None = None,
 ) -> JobResult:
-    """The autoregressive surrogate, trained on the eta maps of consecutive frames, started by the recogniser."""
+    """The autoregressive surrogate, trained on ``device`` on the eta maps of consecutive frames, started by the
+    recogniser."""
     t0 = time.perf_counter()
-    fit = FITS["surrogate"](eta, recogniser_fit.model.net, config, progress=progress)
+    fit = FITS["surrogate"](eta, recogniser_fit.model.net, config, progress=progress, device=resolve_device(device))
+    place_model(fit.model, "cpu")
     return JobResult(time.perf_counter() - t0, fit=fit)
 
 

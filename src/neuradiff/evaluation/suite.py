@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from neuradiff._version import __version__
+from neuradiff.core.devices import resolve_device
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.core.files import write_json
 from neuradiff.evaluation.config import SuiteConfig
@@ -143,6 +144,7 @@ def run_suite(
     ``checkpoints``, every finished job is saved there, and with ``resume`` the saved jobs of the same config and
     version are reused instead of retrained."""
     config.validate()
+    device = str(resolve_device(config.device))  # an unavailable device is refused before anything runs
     stage = stage or (lambda _msg: None)
     t0 = time.perf_counter()
     cfg_train = dataset_config("single-void", overrides=config.data, seed=config.seed)
@@ -167,15 +169,15 @@ def run_suite(
         stage("training the methods")
         seeds = [config.seed + k for k in range(config.fit_seeds)]
         surrogate_seeds = [config.seed + k for k in range(config.surrogate_seeds)]
-        runner.submit(f"NeuraDiff (seed {seeds[0]})", "neuradiff", data, fit_cfg)
+        runner.submit(f"NeuraDiff (seed {seeds[0]})", "neuradiff", data, fit_cfg, device)
         for s in seeds[1:2]:
-            runner.submit(f"NeuraDiff (seed {s})", "neuradiff", data, dataclasses.replace(fit_cfg, seed=s))
-        runner.submit("supervised UNet", "supervised", data, fit_cfg)
+            runner.submit(f"NeuraDiff (seed {s})", "neuradiff", data, dataclasses.replace(fit_cfg, seed=s), device)
+        runner.submit("supervised UNet", "supervised", data, fit_cfg, device)
         runner.submit("data: multi-void (transfer)", "dataset", cfg_transfer)
-        runner.submit("differentiable physics, no net", "physics_only", data, fit_cfg)
-        runner.submit("physics-informed residual fit", "residual", data, fit_cfg)
+        runner.submit("differentiable physics, no net", "physics_only", data, fit_cfg, device)
+        runner.submit("physics-informed residual fit", "residual", data, fit_cfg, device)
         for s in seeds[2:]:
-            runner.submit(f"NeuraDiff (seed {s})", "neuradiff", data, dataclasses.replace(fit_cfg, seed=s))
+            runner.submit(f"NeuraDiff (seed {s})", "neuradiff", data, dataclasses.replace(fit_cfg, seed=s), device)
         while (item := runner.next()) is not None:
             key, res = item
             seconds[key] = res.seconds
@@ -190,6 +192,7 @@ def run_suite(
                         eta,
                         res.fit,
                         dataclasses.replace(config.surrogate_config(), seed=s),
+                        device,
                     )
     transfer_ds = results.pop("data: multi-void (transfer)").dataset
     assert transfer_ds is not None

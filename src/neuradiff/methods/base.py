@@ -7,13 +7,16 @@ A method that cannot do something says so with a capability flag (``can_track``,
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import numpy as np
 import torch
+from torch import nn
 
+from neuradiff.core.devices import resolve_device
 from neuradiff.methods.posterior import Identifiability, Posterior
 from neuradiff.physics import VoidParameters
 from neuradiff.training import FitConfig, Objective, Progress, TrainingLoop
@@ -128,3 +131,24 @@ def run_objective(
     state = loop.run(resume=resume)
     loop.restore_best(state)
     return FitResult(objective.fitted(), state.history, state.kept, *objective.split)
+
+
+def place_model(fitted: FittedMethod, device: str | torch.device | None) -> torch.device:
+    """Move every net of ``fitted`` to ``device`` (resolved by :func:`~neuradiff.core.devices.resolve_device`); the
+    methods recognise and forecast on the device their nets are on. Returns the device.
+
+    Examples
+    --------
+    >>> from neuradiff.methods import SupervisedModel
+    >>> from neuradiff.nets import NetConfig, RecognitionNet
+    >>> model = SupervisedModel(RecognitionNet(NetConfig(width=4, depth=1)))
+    >>> place_model(model, "cpu"), model.net.input_mean.device
+    (device(type='cpu'), device(type='cpu'))
+    """
+    dev = resolve_device(device)
+    if dataclasses.is_dataclass(fitted):
+        for f in dataclasses.fields(fitted):
+            value = getattr(fitted, f.name)
+            if isinstance(value, nn.Module):
+                value.to(dev)
+    return dev

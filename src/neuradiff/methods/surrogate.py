@@ -133,6 +133,12 @@ class SurrogateObjective:
     def modules(self) -> dict[str, nn.Module]:
         return {"surrogate": self.net}
 
+    def to(self, device: torch.device) -> SurrogateObjective:
+        """Move the net and the target maps to ``device``."""
+        self.net.to(device)
+        self.targets = self.targets.to(device)
+        return self
+
     def phases(self) -> list[Phase]:
         return [
             Phase("surrogate", self.config.iters, lambda: [torch.optim.Adam(self.net.parameters(), lr=self.config.lr)])
@@ -159,11 +165,19 @@ class SurrogateObjective:
 
 
 def fit_surrogate(
-    eta: np.ndarray, recogniser: RecognitionNet, config: SurrogateConfig, *, progress: Progress | None = None
+    eta: np.ndarray,
+    recogniser: RecognitionNet,
+    config: SurrogateConfig,
+    *,
+    progress: Progress | None = None,
+    device: torch.device | None = None,
 ) -> FitResult[SurrogateModel]:
-    """Train the surrogate on the consecutive pairs of ``eta`` ``[T, H, W]`` (values in [0, 1]);
-    ``result.model`` is a :class:`SurrogateModel` that starts its forecasts from ``recogniser``."""
+    """Train the surrogate on the consecutive pairs of ``eta`` ``[T, H, W]`` (values in [0, 1]) on ``device``
+    (default the CPU); ``result.model`` is a :class:`SurrogateModel` that starts its forecasts from
+    ``recogniser``."""
     objective = SurrogateObjective(eta, config)
+    if device is not None:
+        objective.to(device)
     loop = TrainingLoop(objective, settings=config.to_dict(), progress=progress)
     state = loop.run()
     loop.restore_best(state)

@@ -3,6 +3,7 @@
 The CLI parses arguments and shows progress; notebooks and scripts call these directly.
 """
 
+from neuradiff.methods import place_model
 from neuradiff.workflows.demo import DemoSummary, run_demo
 from neuradiff.workflows.evaluate import run_evaluate
 from neuradiff.workflows.fit import (
@@ -22,7 +23,6 @@ from neuradiff.workflows.forecast import (
     write_forecast,
 )
 from neuradiff.workflows.measure import MeasureSummary, run_measure
-from neuradiff.workflows.placement import place_model
 from neuradiff.workflows.schemas import config_schemas, write_schemas
 from neuradiff.workflows.simulate import (
     run_simulate,

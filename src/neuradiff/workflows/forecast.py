@@ -17,12 +17,11 @@ from neuradiff.core.files import check_output_dir, staged_output, write_bytes, w
 from neuradiff.core.provenance import provenance, write_provenance
 from neuradiff.io.stacks import write_stack
 from neuradiff.io.video import Calibration, read_video
-from neuradiff.methods import FittedMethod, Forecast, NeuraDiffModel, load_model
+from neuradiff.methods import FittedMethod, Forecast, NeuraDiffModel, load_model, place_model
 from neuradiff.methods.posterior import ForecastBand
 from neuradiff.report.plots import band_plot
 from neuradiff.synth.render import RenderSettings, render_video
 from neuradiff.training.config import NET_CELL_UPDATES
-from neuradiff.workflows.placement import place_model
 from neuradiff.workflows.track import model_record
 
 

@@ -25,10 +25,9 @@ from neuradiff.io.stream import DEFAULT_CHUNK, open_video
 from neuradiff.io.video import Calibration, read_video
 from neuradiff.measure.drift import estimate_drift, shift_frames
 from neuradiff.measure.voids import MaskMeasurer, Measurements, measure_masks
-from neuradiff.methods import FittedMethod, load_model
+from neuradiff.methods import FittedMethod, load_model, place_model
 from neuradiff.nets.generalist import Generalist, load_generalist, void_masks
 from neuradiff.report.measurements import write_measurements
-from neuradiff.workflows.placement import place_model
 
 #: Bytes per pixel and frame tracking holds besides the video: eta (float32), its float copy and the masks.
 TRACK_BYTES_PER_PX = 10
