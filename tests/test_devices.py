@@ -12,14 +12,13 @@ from typer.testing import CliRunner
 from neuradiff.cli import app
 from neuradiff.core.devices import resolve_device
 from neuradiff.core.errors import NeuradiffError
-from neuradiff.methods import SurrogateModel
+from neuradiff.methods import SurrogateModel, place_model
 from neuradiff.methods.neuradiff import NeuraDiffObjective
 from neuradiff.methods.physics_only import PhysicsOnlyObjective
 from neuradiff.methods.supervised import SupervisedObjective
 from neuradiff.methods.surrogate import SurrogateConfig, SurrogateObjective
 from neuradiff.nets import NetConfig, RecognitionNet
 from neuradiff.training import FitConfig, TrainingData
-from neuradiff.methods import place_model
 
 runner = CliRunner()
 NO_CUDA = not torch.cuda.is_available()
