@@ -4,12 +4,14 @@ layer in s and nm), track with the model, paint a correction, retrain from it an
 from __future__ import annotations
 
 import os
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-pytest.importorskip("napari", reason="the napari extra is not installed")
+if find_spec("napari") is None or find_spec("qtpy") is None:
+    pytest.skip("the napari extra is not installed", allow_module_level=True)
 if not os.environ.get("DISPLAY") and os.environ.get("QT_QPA_PLATFORM") != "offscreen":
     message = "napari's viewer needs an X display: install Xvfb (pytest-xvfb starts it)"
     if os.environ.get("CI"):
@@ -20,7 +22,6 @@ import neuradiff as nd
 from neuradiff.io.annotations import read_annotations
 from neuradiff.methods import Forecast
 from neuradiff.napari.loop import MASKS_LAYER, TRACKS_LAYER, Retraining, Tracking, labels_of_masks
-from neuradiff.napari.widget import CorrectionWidget
 
 CALIBRATED = {"steps_per_frame": 5, "nm_per_px": 0.5, "frame_interval_s": 2.0, "annotations": {"fraction": 0.5}}
 TINY_FIT = {"pretrain_iters": 2, "joint_iters": 1, "gap": 2, "batch": 1, "net": {"width": 4, "depth": 1}}
@@ -40,7 +41,7 @@ def demo(tmp_path_factory) -> tuple[Path, nd.SimulatedVideo]:
     return root, sim
 
 
-def _wait(qtbot, widget: CorrectionWidget) -> None:
+def _wait(qtbot, widget) -> None:
     qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
     assert widget.error is None, widget.error
 
@@ -54,6 +55,8 @@ def test_track_correct_and_retrain_in_the_viewer(make_napari_viewer, qtbot, demo
     for layer in viewer.layers:
         assert tuple(layer.scale) == SCALE, layer.name
         assert tuple(layer.metadata["units"]) == ("s", "nm", "nm"), layer.name
+
+    from neuradiff.napari.widget import CorrectionWidget  # imports napari and Qt: only when the test runs
 
     _, widget = viewer.window.add_plugin_dock_widget("neuradiff", "Correct and retrain")
     assert isinstance(widget, CorrectionWidget)
