@@ -110,7 +110,7 @@ def print_summary(metrics: dict[str, Any]) -> None:
     table.add_row("Dice (held out)", f"{t['dice']:.3f}")
     table.add_row("forecast from frame 0: max |area error|", f"{100 * f['max_relative_area_error']:.1f} %")
     table.add_row(
-        "forecast: eta IoU at the last frame" + (" (drift-corrected)" if f.get("drift_corrected") else ""),
+        "forecast: eta IoU at the last frame" + (" (estimated drift)" if f.get("drift_corrected") else ""),
         f"{f['last_frame_iou']:.3f}",
     )
     g = metrics.get("forecast_initial_guess")
