@@ -250,7 +250,8 @@ def run_forecast(
     if steps < 1:
         raise ValueError("--steps must be >= 1")
     intervals = forecast_intervals(vid.calibration, frame, steps, n)
-    check_forecast_resources(fitted, steps if intervals is None else math.ceil(intervals.sum()), height, width)
+    simulated = steps if intervals is None else max(steps, math.ceil(intervals.sum()))  # frame intervals of work
+    check_forecast_resources(fitted, simulated, height, width)
     fc = forecast_frames(fitted, vid.frames, frame=frame, steps=steps, device=device, intervals=intervals)
     band = None
     if isinstance(fitted, NeuraDiffModel) and fitted.posterior is not None:
