@@ -80,6 +80,12 @@ def test_quick_suite_writes_every_table_with_every_method(quick_report):
     assert len(results["scores"]["parameters"]["neuradiff_seeds"]) == 2
     curves = _rows(out / "tables/fig4_curves.csv")
     assert len(curves) == 12 and float(curves[0]["truth_area_nm2"]) > 0
+    for block in (results["scores"]["forecast"], results["scores"]["transfer"]["forecast"]):
+        # forecasts are moved with the drift estimated from the video; the known drift is only a reference
+        assert block["drift"]["source"].startswith("estimated") and block["drift"]["rms_error_px"] < 0.5
+        for scores in block["methods"].values():
+            assert 0 <= scores["against_recognition"]["last_frame_iou"] <= 1
+            assert 0 <= scores["last_frame_iou_truth_drift"] <= 1
 
 
 @pytest.mark.slow  # it shares the quick suite run of the tests above (about 30 s)

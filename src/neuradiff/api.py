@@ -47,7 +47,7 @@ from neuradiff.workflows.fit import (
     sim_time_beside,
     write_fit,
 )
-from neuradiff.workflows.forecast import forecast_frames, forecast_table, write_forecast
+from neuradiff.workflows.forecast import forecast_frames, forecast_intervals, forecast_table, write_forecast
 from neuradiff.workflows.measure import check_measure_options
 from neuradiff.workflows.simulate import simulate_dataset, write_dataset_folder
 from neuradiff.workflows.track import recognise_masks, write_track
@@ -758,10 +758,11 @@ def forecast(
     """
     vid = _video(video, nm_per_px, frame_interval_s)
     fitted = _model(model)
-    fc = forecast_frames(fitted, vid.frames, frame=frame, steps=steps, device=device)
+    intervals = forecast_intervals(vid.calibration, frame, steps, vid.frames.shape[0])
+    fc = forecast_frames(fitted, vid.frames, frame=frame, steps=steps, device=device, intervals=intervals)
     band = None
     if isinstance(fitted, NeuraDiffModel) and fitted.posterior is not None:
-        band = fitted.forecast_band(vid.frames, frame, steps, nm_per_px=vid.calibration.nm_per_px)
+        band = fitted.forecast_band(vid.frames, frame, steps, nm_per_px=vid.calibration.nm_per_px, intervals=intervals)
     return VoidForecast(fc, vid.calibration, band)
 
 

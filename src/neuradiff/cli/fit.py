@@ -18,6 +18,7 @@ from neuradiff.cli.progress import progress_bars
 from neuradiff.core.devices import resolve_device
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.io.annotations import LabelScheme
+from neuradiff.measure.denoise import Denoise
 from neuradiff.methods import NeuraDiffModel
 from neuradiff.training.distributed import launched
 from neuradiff.workflows import read_fit_config, run_demo, run_fit, run_forecast, run_track
@@ -109,7 +110,7 @@ def print_summary(metrics: dict[str, Any]) -> None:
     table.add_row("Dice (held out)", f"{t['dice']:.3f}")
     table.add_row("forecast from frame 0: max |area error|", f"{100 * f['max_relative_area_error']:.1f} %")
     table.add_row(
-        "forecast: eta IoU at the last frame" + (" (drift-corrected)" if f.get("drift_corrected") else ""),
+        "forecast: eta IoU at the last frame" + (" (estimated drift)" if f.get("drift_corrected") else ""),
         f"{f['last_frame_iou']:.3f}",
     )
     g = metrics.get("forecast_initial_guess")
@@ -187,10 +188,23 @@ def track(
     register: bool = typer.Option(
         False, "--register", help="Correct rigid stage drift first (phase correlation); shifts go to shifts.csv."
     ),
+    denoise: str = typer.Option(
+        "none",
+        "--denoise",
+        help="Denoise frames before recognition: none, gaussian, nlmeans (non-local means) or temporal (median "
+        "over a few frames; after --register).",
+    ),
+    denoise_sigma: Optional[float] = typer.Option(
+        None, "--denoise-sigma", help="Gaussian sigma in px for --denoise gaussian (default 1)."
+    ),
+    denoise_window: Optional[int] = typer.Option(
+        None, "--denoise-window", help="Frames in the median window for --denoise temporal (odd, default 3)."
+    ),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
     device: str = device_option(),
 ) -> None:
     """Recognise eta in every frame: eta.tif (float), masks.tif (eta ≥ 0.5) and void measurements."""
+    cleanup = Denoise(denoise, sigma=denoise_sigma, window=denoise_window)
     set_threads(threads)
     size, unit = parse_size(void_size)
     dev = resolve_device(device)
@@ -207,6 +221,7 @@ def track(
             frame_times=frame_times,
             measure=measure,
             register=register,
+            denoise=cleanup,
             device=dev,
             progress=progress,
         )

@@ -14,7 +14,9 @@ import numpy as np
 from skimage.measure import label
 
 from neuradiff.core.labels import has_annotation
-from neuradiff.evaluation.truth import score_forecast, tracking_scores
+from neuradiff.evaluation.truth import recording_drift, score_forecast, tracking_scores
+from neuradiff.measure.drift import shift_frames
+from neuradiff.measure.metrics import iou
 from neuradiff.methods import FitResult, FittedMethod, NeuraDiffModel, simulate_forward
 from neuradiff.physics import VoidParameters
 from neuradiff.synth.datasets import Dataset, time_per_frame
@@ -95,15 +97,51 @@ def forecasts(fits: Fits, ds: Dataset, fit_cfg: FitConfig) -> dict[str, np.ndarr
     }
 
 
-def _forecast_block(fc: dict[str, np.ndarray], ds: Dataset) -> dict[str, Any]:
+def registered_recognition(model: FittedMethod, ds: Dataset, drift: np.ndarray) -> np.ndarray:
+    """eta ``[T, H, W]`` that ``model`` recognises in the video moved back onto its first frame by ``drift`` (what
+    ``neuradiff track --register`` gives): the reference a forecast can be scored against on a real recording."""
+    frames = shift_frames(ds.video.astype(np.float32), -np.asarray(drift), order=3)
+    return model.recognise(frames, eta_only=True)
+
+
+def against_recognition(eta: np.ndarray, recognised: np.ndarray) -> dict[str, float]:
+    """A forecast ``[T, H, W]`` (frame-0 coordinates) against the drift-corrected recognition ``[T, H, W]``:
+    the maximum and mean relative void-area difference and the IoU at the last frame."""
+    area_f = (eta >= 0.5).sum(axis=(1, 2)).astype(float)
+    area_r = (recognised >= 0.5).sum(axis=(1, 2)).astype(float)
+    rel = np.abs(area_f - area_r) / np.maximum(area_r, 1.0)
+    return {
+        "max_relative_area_error": float(rel.max()),
+        "mean_relative_area_error": float(rel.mean()),
+        "last_frame_iou": iou(eta[-1] >= 0.5, recognised[-1] >= 0.5),
+    }
+
+
+def _forecast_block(
+    fc: dict[str, np.ndarray], ds: Dataset, drift: np.ndarray, recognised: np.ndarray
+) -> dict[str, Any]:
+    """Every forecast scored against the truth after moving it with the ``drift`` estimated from the video (the
+    truth's drift only as reference figures) and against the drift-corrected ``recognised`` eta."""
     nm = float(ds.metadata["calibration"]["nm_per_px"])
     truth = ds.truth["eta"]
-    drift = ds.truth["drift_px"]
-    block = {"time_s": ds.truth["time_s"].astype(float).tolist(), "truth": _curves(truth, nm), "methods": {}}
+    truth_drift = ds.truth.get("drift_px")
+    block = {
+        "time_s": ds.truth["time_s"].astype(float).tolist(),
+        "truth": _curves(truth, nm),
+        "drift": {"source": "estimated from the video by phase correlation (as neuradiff track --register)"},
+        "methods": {},
+    }
+    if truth_drift is not None:
+        err = (drift - drift[0]) - (truth_drift - truth_drift[0])
+        block["drift"]["rms_error_px"] = float(np.sqrt((err**2).sum(axis=1).mean()))
     for name, eta in fc.items():
-        s = score_forecast(eta, truth, drift_px=drift)
+        s = score_forecast(eta, truth, drift_px=drift, truth_drift_px=truth_drift)
         moved = shift_like(eta.astype(np.float32), drift - drift[0])
-        block["methods"][name] = {**{k: v for k, v in s.items() if not k.startswith("area_")}, **_curves(moved, nm)}
+        block["methods"][name] = {
+            **{k: v for k, v in s.items() if not k.startswith("area_")},
+            "against_recognition": against_recognition(eta, recognised),
+            **_curves(moved, nm),
+        }
     return block
 
 
@@ -272,14 +310,23 @@ def score_suite(
     fc = forecasts(fits, train_ds, fit_cfg)
     transfer_tracking, transfer_eta = _tracking_block(fits, transfer_ds, np.arange(transfer_ds.video.shape[0]))
     transfer_fc = forecasts(fits, transfer_ds, fit_cfg)
+    tracker = trackers(fits)["neuradiff"]
+    drift = {"train": recording_drift(train_ds.video), "transfer": recording_drift(transfer_ds.video)}
+    recognised = {
+        "train": registered_recognition(tracker, train_ds, drift["train"]),
+        "transfer": registered_recognition(tracker, transfer_ds, drift["transfer"]),
+    }
     return {
         "held_out_frames": held.tolist(),
         "tracking": tracking,
-        "forecast": _forecast_block(fc, train_ds),
-        "transfer": {"tracking": transfer_tracking, "forecast": _forecast_block(transfer_fc, transfer_ds)},
+        "forecast": _forecast_block(fc, train_ds, drift["train"], recognised["train"]),
+        "transfer": {
+            "tracking": transfer_tracking,
+            "forecast": _forecast_block(transfer_fc, transfer_ds, drift["transfer"], recognised["transfer"]),
+        },
         "parameters": parameter_block(fits, train_ds, fit_cfg, seeds, sensitivity_step),
         "arrays": {
-            "train": {"tracking": track_eta["neuradiff"], "forecast": fc},
-            "transfer": {"tracking": transfer_eta["neuradiff"], "forecast": transfer_fc},
+            "train": {"tracking": track_eta["neuradiff"], "forecast": fc, "drift_px": drift["train"]},
+            "transfer": {"tracking": transfer_eta["neuradiff"], "forecast": transfer_fc, "drift_px": drift["transfer"]},
         },
     }

@@ -9,6 +9,7 @@ import numpy as np
 
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.core.labels import has_annotation
+from neuradiff.measure.drift import estimate_drift
 from neuradiff.measure.metrics import dice, iou, pixel_accuracy, segmentation_report
 from neuradiff.methods import FittedMethod, Forecast
 from neuradiff.synth.render import shift_like
@@ -49,25 +50,57 @@ def forecast_scores(
     start: int = 0,
     annotation: np.ndarray | None = None,
     drift_px: np.ndarray | None = None,
+    truth_drift_px: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], Forecast]:
-    """Forecast from ``start`` to the last frame and score it with :func:`score_forecast`."""
+    """Forecast from ``start`` to the last frame and score it with :func:`score_forecast` (``drift_px`` and
+    ``truth_drift_px`` ``[T, 2]`` for the whole video)."""
     n = frames.shape[0] - 1 - start
     fc = model.forecast(frames, start, n, annotation=annotation)
     return score_forecast(
-        fc.eta, truth_eta[start:], drift_px=None if drift_px is None else drift_px[start:], start=start
+        fc.eta,
+        truth_eta[start:],
+        drift_px=None if drift_px is None else drift_px[start:],
+        truth_drift_px=None if truth_drift_px is None else truth_drift_px[start:],
+        start=start,
     ), fc
 
 
+def recording_drift(frames: np.ndarray) -> np.ndarray:
+    """The stage drift ``[T, 2]`` (y, x px, frame 0 at zero) of a recording as ``neuradiff track --register``
+    estimates it (:func:`~neuradiff.measure.drift.estimate_drift`): what scoring a forecast may use, since a real
+    recording does not come with its drift."""
+    return estimate_drift(np.asarray(frames, dtype=np.float32))
+
+
 def score_forecast(
-    eta: np.ndarray, truth_eta: np.ndarray, *, drift_px: np.ndarray | None = None, start: int = 0
+    eta: np.ndarray,
+    truth_eta: np.ndarray,
+    *,
+    drift_px: np.ndarray | None = None,
+    truth_drift_px: np.ndarray | None = None,
+    start: int = 0,
 ) -> dict[str, Any]:
     """Void area of a forecast ``eta`` ``[n, H, W]`` against the truth ``[n, H, W]`` at every frame, and the IoU
-    at the last frame; with the stage drift ``drift_px`` ``[n, 2]`` (y, x px) the forecast, which lives in the
-    coordinates of its first frame, is moved with the specimen first (physics cannot predict the stage), and
-    ``last_frame_iou_without_drift`` is the comparison without that shift."""
+    at the last frame.
+
+    With the stage drift ``drift_px`` ``[n, 2]`` (y, x px; estimated from the recording,
+    :func:`recording_drift`) the forecast, which lives in the coordinates of its first frame, is moved with the
+    specimen first (physics cannot predict the stage); ``last_frame_iou_without_drift`` is the comparison without
+    that shift. With the simulator's known drift ``truth_drift_px`` (a reference a real recording does not have)
+    also ``last_frame_iou_truth_drift`` (the forecast moved by it) and ``drift_error_rms_px`` (how far the
+    estimate is from it)."""
     if eta.shape != truth_eta.shape:
         raise ValueError(f"forecast {eta.shape} and truth {truth_eta.shape} differ in shape")
     unshifted_iou = iou(eta[-1] >= 0.5, truth_eta[-1] >= 0.5)
+    reference: dict[str, Any] = {}
+    if truth_drift_px is not None:
+        d = np.asarray(truth_drift_px, dtype=np.float64)
+        moved = shift_like(eta[-1:].astype(np.float32), (d - d[0])[-1:])
+        reference["last_frame_iou_truth_drift"] = iou(moved[0] >= 0.5, truth_eta[-1] >= 0.5)
+        if drift_px is not None:
+            e = np.asarray(drift_px, dtype=np.float64)
+            err = (e - e[0]) - (d - d[0])
+            reference["drift_error_rms_px"] = float(np.sqrt((err**2).sum(axis=1).mean()))
     if drift_px is not None:
         d = np.asarray(drift_px, dtype=np.float64)
         eta = shift_like(eta.astype(np.float32), d - d[0])
@@ -81,6 +114,7 @@ def score_forecast(
         "last_frame_iou": iou(eta[-1] >= 0.5, truth_eta[-1] >= 0.5),
         "last_frame_iou_without_drift": unshifted_iou,
         "drift_corrected": drift_px is not None,
+        **reference,
         "area_forecast_px": area_f.tolist(),
         "area_truth_px": area_t.tolist(),
     }
@@ -109,8 +143,9 @@ def evaluate_model(
     baseline: FittedMethod | None = None,
 ) -> dict[str, Any]:
     """``metrics.json``: tracking on frames not used for training, parameter errors and the forecast from frame 0
-    (and, with ``baseline`` — e.g. the same model with the starting guess of the parameters — the same forecast
-    by it: what learning the physics bought)."""
+    (moved with the stage drift estimated from the video, :func:`recording_drift`; the truth's drift is only a
+    reference figure) and, with ``baseline`` — e.g. the same model with the starting guess of the parameters — the
+    same forecast by it: what learning the physics bought."""
     if truth["eta"].shape != frames.shape:
         raise NeuradiffError(f"truth {truth['eta'].shape} and video {frames.shape} differ in size or length")
     eta = model.recognise(frames)[:, 2]
@@ -118,7 +153,8 @@ def evaluate_model(
     kwargs = {
         "start": 0,
         "annotation": annotations[0] if has_annotation(annotations[0]) else None,
-        "drift_px": truth.get("drift_px"),
+        "drift_px": recording_drift(frames),
+        "truth_drift_px": truth.get("drift_px"),
     }
     fc, _ = forecast_scores(model, frames, truth["eta"], **kwargs)
     extra = {}

@@ -58,10 +58,13 @@ class FittedMethod(Protocol):
         *,
         annotation: np.ndarray | None = None,
         time_per_frame: float | None = None,
+        intervals: np.ndarray | None = None,
     ) -> Forecast:
         """Start from ``frames[start]`` (eta replaced by ``annotation`` where known) and forecast ``n_frames``
         frame intervals; ``time_per_frame`` is the simulation time between this video's frames (default: the
-        training video's; methods without a simulator step from frame to frame and ignore it)."""
+        training video's); ``intervals`` (``[n_frames]``, in frame intervals) the real duration of each step when
+        the frame times are uneven (:func:`~neuradiff.methods.forecast.simulate_forward`). Methods without a
+        simulator step from frame to frame and ignore both."""
         ...
 
     def parameters(self) -> VoidParameters | None:

@@ -144,9 +144,12 @@ class NeuraDiffModel:
         *,
         annotation: np.ndarray | None = None,
         time_per_frame: float | None = None,
+        intervals: np.ndarray | None = None,
     ) -> Forecast:
         state = self.start_state(frames, start, annotation)
-        return simulate_forward(self.simulator.for_frames(time_per_frame), state, self.params, n_frames, start=start)
+        return simulate_forward(
+            self.simulator.for_frames(time_per_frame), state, self.params, n_frames, start=start, intervals=intervals
+        )
 
     def forecast_band(
         self,
@@ -157,16 +160,18 @@ class NeuraDiffModel:
         annotation: np.ndarray | None = None,
         time_per_frame: float | None = None,
         nm_per_px: float | None = None,
+        intervals: np.ndarray | None = None,
     ) -> ForecastBand:
         """The forecast's void area and mean radius per frame with their 90 % band from the posterior
-        (:func:`~neuradiff.methods.posterior.forecast_band`); px² and px, or nm² and nm with ``nm_per_px``."""
+        (:func:`~neuradiff.methods.posterior.forecast_band`); px² and px, or nm² and nm with ``nm_per_px``;
+        ``intervals`` as in :meth:`forecast`."""
         if self.posterior is None:
             raise NeuradiffError("this model has no posterior (it was fitted with uncertainty off): no band")
         state = self.start_state(frames, start, annotation)
         sim = self.simulator.for_frames(time_per_frame)
 
         def run(values: Any) -> np.ndarray:
-            return simulate_forward(sim, state, VoidParameters.from_mapping(values), n_frames).eta
+            return simulate_forward(sim, state, VoidParameters.from_mapping(values), n_frames, intervals=intervals).eta
 
         return forecast_band(run, self.posterior, np.arange(start, start + n_frames + 1), nm_per_px=nm_per_px)
 

@@ -60,13 +60,16 @@ class PhysicsOnlyModel:
         *,
         annotation: np.ndarray | None = None,
         time_per_frame: float | None = None,
+        intervals: np.ndarray | None = None,
     ) -> Forecast:
         if not has_annotation(annotation):
             raise NeuradiffError("the physics-only fit starts from an annotation of the start frame; give one")
         state = state_from_annotation(
             np.asarray(annotation)[None], c_v_matrix=self.c_v_matrix, c_i_matrix=self.c_i_matrix
         )
-        return simulate_forward(self.simulator.for_frames(time_per_frame), state, self.params, n_frames, start=start)
+        return simulate_forward(
+            self.simulator.for_frames(time_per_frame), state, self.params, n_frames, start=start, intervals=intervals
+        )
 
     def parameters(self) -> VoidParameters:
         return self.params

@@ -41,6 +41,7 @@ class SupervisedModel:
         *,
         annotation: np.ndarray | None = None,
         time_per_frame: float | None = None,
+        intervals: np.ndarray | None = None,
     ) -> Forecast:
         raise NeuradiffError("the supervised net has no physics: it tracks but does not forecast")
 

@@ -93,6 +93,7 @@ class SurrogateModel:
         *,
         annotation: np.ndarray | None = None,
         time_per_frame: float | None = None,
+        intervals: np.ndarray | None = None,
     ) -> Forecast:
         eta0 = recognise(self.recogniser, frames[start : start + 1], first_index=start)[0, 2]
         eta0 = overlay_annotation(eta0, annotation)

@@ -18,6 +18,7 @@ from neuradiff.workflows.fit import (
 from neuradiff.workflows.forecast import (
     ForecastSummary,
     forecast_frames,
+    forecast_intervals,
     forecast_table,
     run_forecast,
     write_forecast,
@@ -42,6 +43,7 @@ __all__ = [
     "config_schemas",
     "fit_training_data",
     "forecast_frames",
+    "forecast_intervals",
     "forecast_table",
     "load_training_data",
     "masks_of",

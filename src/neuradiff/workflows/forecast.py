@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,7 @@ def forecast_frames(
     frame: int = 0,
     steps: int,
     device: str | torch.device | None = "cpu",
+    intervals: np.ndarray | None = None,
 ) -> Forecast:
     """Recognise ``frames[frame]`` and simulate ``steps`` frame intervals forward with ``fitted``'s physics.
 
@@ -88,6 +90,8 @@ def forecast_frames(
         Frame intervals to forecast.
     device : str or torch.device
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
+    intervals : ndarray, optional
+        ``[steps]`` real duration of each step in frame intervals (:func:`forecast_intervals`; ``None``: even).
     """
     if not fitted.can_forecast:
         raise NeuradiffError(f"a {fitted.method} model does not forecast")
@@ -97,7 +101,31 @@ def forecast_frames(
     if steps < 1:
         raise ValueError("--steps must be >= 1")
     place_model(fitted, device)
-    return fitted.forecast(frames, frame, steps)
+    return fitted.forecast(frames, frame, steps, intervals=intervals)
+
+
+def forecast_intervals(calibration: Calibration, frame: int, steps: int, n_video: int) -> np.ndarray | None:
+    """The duration in frame intervals of each of the ``steps`` forecast steps from ``frame`` when the recording's
+    frame times are uneven (``None`` when they are even or unknown): the recording's time differences divided by
+    its median frame interval (the interval the model's simulation time per frame stands for); beyond the
+    recording, one interval a step.
+
+    Examples
+    --------
+    >>> cal = Calibration(frame_interval_s=77.0, frame_times_s=np.array([0.0, 49.0, 126.0, 203.0]))
+    >>> forecast_intervals(cal, 0, 4, 4).round(3).tolist()
+    [0.636, 1.0, 1.0, 1.0]
+    >>> forecast_intervals(Calibration(frame_interval_s=5.0), 0, 4, 4) is None
+    True
+    """
+    interval = calibration.frame_interval_s
+    if calibration.frame_times_s is None or interval is None or interval <= 0:
+        return None
+    times = frame_times(np.arange(frame, frame + steps + 1), calibration, n_video)
+    durations = np.diff(times) / float(interval)
+    if not np.all(np.isfinite(durations)) or np.any(durations <= 0):
+        return None
+    return None if np.allclose(durations, 1.0, rtol=1e-6, atol=0.0) else durations
 
 
 def frame_times(frames, calibration: Calibration, n_video: int | None = None) -> np.ndarray:
@@ -192,7 +220,8 @@ def run_forecast(
     calibrated ImageJ hyperstack), ``forecast_area.csv`` (void area per frame, in px and, when the video is
     calibrated, in nm² with the time in s) and ``provenance.json`` into ``out``; for a model with a posterior also
     ``forecast_band.csv`` (void area and mean radius with their 90 % band, nm and s when the video is calibrated)
-    and ``forecast_band.png``.
+    and ``forecast_band.png``. When the recording's frame times are uneven, each forecast step is simulated for
+    its real duration (:func:`forecast_intervals`).
 
     Parameters
     ----------
@@ -219,16 +248,22 @@ def run_forecast(
         raise ValueError(f"--frame {frame} is out of range: the video has {n} frames")
     if steps < 1:
         raise ValueError("--steps must be >= 1")
-    check_forecast_resources(fitted, steps, height, width)
-    fc = forecast_frames(fitted, vid.frames, frame=frame, steps=steps, device=device)
+    intervals = forecast_intervals(vid.calibration, frame, steps, n)
+    simulated = steps if intervals is None else max(steps, math.ceil(intervals.sum()))  # frame intervals of work
+    check_forecast_resources(fitted, simulated, height, width)
+    fc = forecast_frames(fitted, vid.frames, frame=frame, steps=steps, device=device, intervals=intervals)
     band = None
     if isinstance(fitted, NeuraDiffModel) and fitted.posterior is not None:
-        band = fitted.forecast_band(vid.frames, frame, steps, nm_per_px=vid.calibration.nm_per_px)
+        band = fitted.forecast_band(vid.frames, frame, steps, nm_per_px=vid.calibration.nm_per_px, intervals=intervals)
     record = provenance(
         "forecast",
         inputs={"video": video, "model": model, "frame_times": frame_times},
         model=model_record(fitted),
-        settings={"frame": frame, "steps": steps},
+        settings={
+            "frame": frame,
+            "steps": steps,
+            "step_intervals": None if intervals is None else [float(d) for d in intervals],
+        },
         calibration=vid.calibration.describe(n),
     )
     write_forecast(out, fc, vid.calibration, n_video=n, band=band, record=record)

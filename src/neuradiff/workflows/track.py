@@ -23,6 +23,7 @@ from neuradiff.io.rois import write_imagej_rois
 from neuradiff.io.stacks import StackWriter, write_stack
 from neuradiff.io.stream import DEFAULT_CHUNK, open_video
 from neuradiff.io.video import Calibration, read_video
+from neuradiff.measure.denoise import Denoise
 from neuradiff.measure.drift import estimate_drift, shift_frames
 from neuradiff.measure.voids import MaskMeasurer, Measurements, measure_masks
 from neuradiff.methods import FittedMethod, load_model, place_model
@@ -157,6 +158,7 @@ def run_track(
     overlay: bool = True,
     require_nm: bool = False,
     register: bool = False,
+    denoise: Denoise | None = None,
     device: str | torch.device | None = "cpu",
     progress: ProgressSink = no_progress,
     chunk: int = DEFAULT_CHUNK,
@@ -192,6 +194,10 @@ def run_track(
         Correct rigid stage drift first: sub-pixel shifts by phase correlation
         (:func:`~neuradiff.measure.drift.estimate_drift`), written to ``shifts.csv`` (px and, when calibrated, nm);
         every output is then in the coordinates of the first frame.
+    denoise : Denoise, optional
+        Denoise the frames before recognition (:class:`~neuradiff.measure.denoise.Denoise`: a Gaussian, non-local
+        means or a temporal median; after registration with ``register``). The overlay shows the frames as
+        recorded (registered with ``register``).
     device : str or torch.device
         Where the net runs (``"auto"``, ``"cpu"``, ``"cuda"``, ``"mps"``).
     chunk : int
@@ -210,6 +216,7 @@ def run_track(
     frame_interval_s = check_frame_interval("--frame-interval", frame_interval_s)
     if chunk < 1:
         raise ValueError(f"--chunk must be >= 1, got {chunk}")
+    denoise = Denoise() if denoise is None else denoise
     check_output_dir(out)
     fitted = load_model(model) if model is not None else None
     if fitted is not None and not fitted.can_track:
@@ -220,7 +227,7 @@ def run_track(
         return _run_track_whole(
             video, model, fitted, out, batch=batch, void_size=void_size, void_size_unit=void_size_unit,
             nm_per_px=nm_per_px, frame_interval_s=frame_interval_s, frame_times=frame_times, measure=measure,
-            overlay=overlay, require_nm=require_nm, device=device, progress=progress,
+            overlay=overlay, require_nm=require_nm, denoise=denoise, device=device, progress=progress,
         )  # fmt: skip
     recogniser: FittedMethod | Generalist = fitted if fitted is not None else load_generalist()
     with open_video(video, nm_per_px=nm_per_px, frame_interval_s=frame_interval_s, frame_times=frame_times) as src:
@@ -230,7 +237,7 @@ def run_track(
         void_px = _void_px(recogniser, void_size, void_size_unit, cal)
         n = src.n_frames
         record = _track_record(video, model, recogniser, cal, n, batch, nm_per_px, frame_interval_s, frame_times,
-                               void_size, void_size_unit, measure, overlay, register)  # fmt: skip
+                               void_size, void_size_unit, measure, overlay, register, denoise)  # fmt: skip
         step = max(chunk, batch) // batch * batch  # whole inference batches per chunk: the same batches as at once
         seconds = 0.0
         with staged_output(out) as stage:
@@ -239,7 +246,8 @@ def run_track(
                 StackWriter(stage / "eta.tif", n, src.frame_shape, np.float32, cal) as eta_out,
                 StackWriter(stage / "masks.tif", n, src.frame_shape, np.uint8, cal) as masks_out,
             ):
-                for start, frames in src.chunks(step):
+                chunks = src.chunks(step) if not denoise.active else denoise.chunks(src.read, n, step)
+                for start, frames in chunks:
                     eta, masks, sec = recognise_masks(
                         recogniser, frames, start, n, void_px=void_px, batch=batch, device=device, progress=progress
                     )
@@ -303,7 +311,7 @@ def recognise_masks(
 
 def _track_record(
     video, model, recogniser, cal: Calibration, n: int, batch, nm_per_px, frame_interval_s, frame_times, void_size,
-    void_size_unit, measure, overlay, register,
+    void_size_unit, measure, overlay, register, denoise: Denoise,
 ) -> dict[str, Any]:  # fmt: skip
     return provenance(
         "track",
@@ -318,6 +326,7 @@ def _track_record(
             "measure": measure,
             "overlay": overlay,
             "register": register,
+            "denoise": denoise.describe(),
         },
         calibration=cal.describe(n),
     )
@@ -325,10 +334,10 @@ def _track_record(
 
 def _run_track_whole(
     video, model, fitted: FittedMethod | None, out, *, batch, void_size, void_size_unit, nm_per_px,
-    frame_interval_s, frame_times, measure, overlay, require_nm, device, progress,
+    frame_interval_s, frame_times, measure, overlay, require_nm, denoise: Denoise, device, progress,
 ) -> TrackSummary:  # fmt: skip
     """Tracking with drift registration: the recording is read whole (the drift of every frame is estimated
-    against the first)."""
+    against the first); the registered frames are denoised (``denoise``) before recognition."""
     vid = read_video(video, nm_per_px=nm_per_px, frame_interval_s=frame_interval_s, frame_times=frame_times)
     if require_nm and vid.calibration.nm_per_px is None:
         raise NeuradiffError(f"{video}: no pixel size in the file's metadata; give --nm-per-px")
@@ -341,6 +350,10 @@ def _run_track_whole(
     drift = estimate_drift(as_float)
     source = shift_frames(as_float, -drift, order=3)
     progress("registering", 1, 1)
+    if denoise.active:
+        progress("denoising", 0, 1)
+        source = denoise.apply(source)
+        progress("denoising", 1, 1)
     recogniser: FittedMethod | Generalist = fitted if fitted is not None else load_generalist()
     void_px = _void_px(recogniser, void_size, void_size_unit, vid.calibration)
     eta, masks, seconds = recognise_masks(
@@ -348,7 +361,7 @@ def _run_track_whole(
     )
     cal = vid.calibration
     record = _track_record(video, model, recogniser, cal, n, batch, nm_per_px, frame_interval_s, frame_times,
-                           void_size, void_size_unit, measure, overlay, True)  # fmt: skip
+                           void_size, void_size_unit, measure, overlay, True, denoise)  # fmt: skip
     meas = measure_masks(masks, calibration=cal, progress=progress) if measure else None
     shown = shift_frames(vid.frames, -drift, order=3)
     write_track(

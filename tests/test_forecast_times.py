@@ -1,0 +1,95 @@
+"""Forecasts of a recording with uneven frame times simulate each step for its real duration; even times keep the
+one-run forecast bit for bit."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from neuradiff.io.video import Calibration, read_video
+from neuradiff.methods import NeuraDiffModel, load_model, simulate_forward
+from neuradiff.nets import NetConfig, RecognitionNet
+from neuradiff.physics import Simulator, VoidParameters, single_void
+from neuradiff.workflows import forecast_intervals, run_forecast
+
+SIM = Simulator(integrator="imex", dt=0.25, time_per_frame=1.0)
+UNEVEN = [0.0, 49.0, 126.0, 203.0, 241.5, 318.5]  # 49 s, 77 s, 77 s, 38.5 s, 77 s: median 77 s
+
+
+def _fields(fc) -> np.ndarray:
+    assert fc.fields is not None
+    return fc.fields
+
+
+def test_uneven_steps_are_chained_runs_of_their_real_duration():
+    state = single_void((32, 32), 7.0)
+    params = VoidParameters()
+    durations = np.array([49.0, 77.0, 38.5]) / 77.0
+    fc = simulate_forward(SIM, state, params, 3, start=2, intervals=durations)
+    fields = _fields(fc)
+    assert fc.frames.tolist() == [2, 3, 4, 5]
+    expected = [state]
+    for d in durations:
+        expected.append(SIM.run(expected[-1], params, float(d)).states[-1])
+    assert np.array_equal(fields, torch.cat(expected).numpy())
+    # frame k is a simulation of t_k - t_start: one run of that fractional number of intervals gives it within
+    # the time discretisation (the chained runs take other step lengths), far closer than the even forecast
+    even = _fields(simulate_forward(SIM, state, params, 3))
+    for k in range(1, 4):
+        whole = SIM.run(state, params, float(durations[:k].sum())).states[-1, 0].numpy()
+        gap = np.abs(fields[k] - whole).max()
+        assert gap == 0.0 if k == 1 else gap < 0.02
+        assert gap < 0.25 * np.abs(even[k] - whole).max()
+    assert np.array_equal(_fields(simulate_forward(SIM, state, params, 3, intervals=np.ones(3))), even)
+    with pytest.raises(ValueError, match="3 positive step durations"):
+        simulate_forward(SIM, state, params, 3, intervals=np.array([1.0, -1.0, 1.0]))
+
+
+def test_forecast_intervals_from_the_recording_times():
+    cal = Calibration(frame_interval_s=77.0, frame_times_s=np.array(UNEVEN))
+    assert forecast_intervals(cal, 1, 6, 6) == pytest.approx([1.0, 1.0, 0.5, 1.0, 1.0, 1.0])
+    assert forecast_intervals(cal, 1, 2, 6) is None  # 77 s, 77 s: even over the forecast
+    assert forecast_intervals(Calibration(frame_interval_s=3.0, frame_times_s=np.arange(5) * 3.0), 0, 6, 5) is None
+    assert forecast_intervals(Calibration(frame_interval_s=3.0), 0, 4, 5) is None
+
+
+def _model_and_video(tmp_path, times):
+    torch.manual_seed(0)
+    model = NeuraDiffModel(RecognitionNet(NetConfig(width=4, depth=1)), VoidParameters(), SIM)
+    model.save(tmp_path / "model")
+    yy, xx = np.mgrid[:24, :24]
+    frames = np.stack([0.8 - 0.5 * ((yy - 12) ** 2 + (xx - 12) ** 2 < (4 + k) ** 2) for k in range(len(times))])
+    tifffile.imwrite(tmp_path / "video.tif", (frames * 255).astype(np.uint8))
+    rows = "".join(f"{k},{t}\n" for k, t in enumerate(times))
+    (tmp_path / "video_frame_times.csv").write_text("frame,time_s\n" + rows)
+    return load_model(tmp_path / "model"), frames
+
+
+def test_forecast_command_simulates_uneven_intervals_for_their_duration(tmp_path):
+    fitted, _ = _model_and_video(tmp_path, UNEVEN)
+    run_forecast(tmp_path / "model", tmp_path / "video.tif", tmp_path / "fc", frame=0, steps=6)
+    got = np.load(tmp_path / "fc" / "forecast.npz")
+    frames = read_video(tmp_path / "video.tif").frames
+    assert isinstance(fitted, NeuraDiffModel)
+    state = fitted.start_state(frames, 0)
+    expected = [state]
+    for d in [49 / 77, 1.0, 1.0, 0.5, 1.0, 1.0]:  # beyond the recording: one median interval a step
+        expected.append(fitted.simulator.run(expected[-1], fitted.params, d).states[-1])
+    fields = torch.cat(expected).numpy()
+    assert np.array_equal(got["eta"], fields[:, 2]) and np.array_equal(got["c_v"], fields[:, 0])
+    settings = json.loads((tmp_path / "fc" / "provenance.json").read_text())["settings"]
+    assert settings["step_intervals"] == pytest.approx([49 / 77, 1, 1, 0.5, 1, 1])
+
+
+def test_forecast_command_with_even_times_is_the_one_run_forecast(tmp_path):
+    fitted, _ = _model_and_video(tmp_path, [0.0, 5.0, 10.0, 15.0])
+    run_forecast(tmp_path / "model", tmp_path / "video.tif", tmp_path / "fc", frame=1, steps=4)
+    frames = read_video(tmp_path / "video.tif").frames
+    before = fitted.forecast(frames, 1, 4)
+    got = np.load(tmp_path / "fc" / "forecast.npz")
+    assert np.array_equal(got["eta"], before.eta) and np.array_equal(got["frame"], before.frames)
+    assert json.loads((tmp_path / "fc" / "provenance.json").read_text())["settings"]["step_intervals"] is None
