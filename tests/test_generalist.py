@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from skimage.measure import label
 from typer.testing import CliRunner
 
 from neuradiff.cli import app
 from neuradiff.core.errors import NeuradiffError
-from neuradiff.nets.generalist import load_generalist, weights_folder
+from neuradiff.nets.generalist import load_generalist, void_masks, weights_folder
 from neuradiff.nets.tiles import Tiling, eta_tiled, normalise_frame
 from neuradiff.synth.corpus import CorpusSettings, corpus_sample
 from neuradiff.training.generalist import HELD_OUT_SEED
@@ -127,3 +128,28 @@ def test_fit_refuses_an_annotation_that_marks_everything_void(tmp_path):
     res = runner.invoke(app, ["fit", str(video), "--annotations", str(tmp_path / "ann.tif"), "--out", str(out)])
     assert res.exit_code == 2 and "marks every pixel as void" in res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+def test_masks_keep_only_regions_whose_eta_peaks_high_enough():
+    g = load_generalist()
+    assert g.min_peak_eta == 0.95
+    s = corpus_sample(HELD_OUT_SEED + 5, CorpusSettings(size=128))
+    eta = g.eta(s.frames)[0]
+    masks = g.masks(s.frames)[0]
+    assert masks.any() and not (masks & (eta < 0.5)).any()
+    lab = label(masks, connectivity=2)
+    for region in range(1, int(lab.max()) + 1):
+        assert eta[lab == region].max() >= 0.95
+    loose = void_masks(eta[None], min_peak_eta=0.5)[0]
+    assert (loose | ~masks).all()  # the filter only removes regions
+
+
+def test_bad_peak_threshold_is_refused(tmp_path):
+    meta = json.loads((weights_folder() / "generalist.json").read_text())
+    meta["min_peak_eta"] = 0.2
+    (tmp_path / "generalist.json").write_text(json.dumps(meta))
+    (tmp_path / "generalist.pt").write_bytes((weights_folder() / "generalist.pt").read_bytes())
+    with pytest.raises(NeuradiffError, match="min_peak_eta"):
+        load_generalist(tmp_path)
+    with pytest.raises(NeuradiffError, match="min_peak_eta"):
+        void_masks(np.zeros((1, 4, 4)), min_peak_eta=1.5)

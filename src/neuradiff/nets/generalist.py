@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 from skimage.measure import label
 
 from neuradiff.core.errors import NeuradiffError
@@ -41,6 +42,7 @@ class Generalist:
     train_diameter_px : (lo, hi) void diameters, px, that the net recognises without resampling.
     tiling : tiles and overlap used on large frames.
     meta : how the weights were made (seed, command, corpus, iterations).
+    min_peak_eta : a void region (eta ≥ 0.5) is kept only if its largest eta reaches this (0.5: all are kept).
     """
 
     net: RecognitionNet
@@ -48,6 +50,7 @@ class Generalist:
     train_diameter_px: tuple[float, float]
     tiling: Tiling
     meta: dict
+    min_peak_eta: float = 0.5
 
     def eta(self, frames: np.ndarray, *, void_px: float | None = None, progress=None) -> np.ndarray:
         """Void probability eta ``[T, H, W]`` float32 of frames ``[T, H, W]`` (or one ``[H, W]`` frame).
@@ -84,28 +87,40 @@ class Generalist:
         return out
 
     def masks(self, frames: np.ndarray, *, void_px: float | None = None) -> np.ndarray:
-        """Void masks ``[T, H, W]`` bool: :meth:`eta` ≥ 0.5 without regions under 4 px (see :func:`void_masks`)."""
-        return void_masks(self.eta(frames, void_px=void_px))
+        """Void masks ``[T, H, W]`` bool: :meth:`eta` ≥ 0.5 without regions under 4 px or whose eta never reaches
+        :attr:`min_peak_eta` (see :func:`void_masks`)."""
+        return void_masks(self.eta(frames, void_px=void_px), min_peak_eta=self.min_peak_eta)
 
 
-def void_masks(eta: np.ndarray, *, min_area_px: int = MIN_AREA_PX) -> np.ndarray:
+def void_masks(eta: np.ndarray, *, min_area_px: int = MIN_AREA_PX, min_peak_eta: float = 0.5) -> np.ndarray:
     """Void masks ``[T, H, W]`` bool from eta ``[T, H, W]``: eta ≥ 0.5, without regions (8-connected) smaller
     than ``min_area_px`` pixels (a region under 4 px is below the 2 px a void needs to be resolved; the same
-    rule as :func:`neuradiff.measure.voids.label_voids`).
+    rule as :func:`neuradiff.measure.voids.label_voids`) and without regions whose largest eta stays below
+    ``min_peak_eta`` (the net's doubtful specks; 0.5 keeps every region).
 
     Examples
     --------
     >>> eta = np.zeros((1, 8, 8)); eta[0, 1, 1] = 1; eta[0, 4:7, 4:7] = 1
     >>> int(void_masks(eta).sum())
     9
+    >>> eta[0, 4:7, 4:7] = 0.8
+    >>> int(void_masks(eta, min_peak_eta=0.95).sum())
+    0
     """
-    out = np.asarray(eta) >= 0.5
+    if not 0.5 <= min_peak_eta <= 1.0:
+        raise NeuradiffError(f"min_peak_eta must be in [0.5, 1], got {min_peak_eta}")
+    e = np.asarray(eta)
+    out = e >= 0.5
     for k in range(out.shape[0]):
         lab = np.asarray(label(out[k], connectivity=2))
-        if lab.max():
-            small = np.bincount(lab.ravel()) < min_area_px
-            small[0] = False
-            out[k] &= ~small[lab]
+        n = int(lab.max())
+        if n:
+            drop = np.bincount(lab.ravel(), minlength=n + 1) < min_area_px
+            if min_peak_eta > 0.5:
+                peak = np.asarray(ndimage.maximum(e[k], lab, index=np.arange(1, n + 1)))
+                drop[1:] |= peak < min_peak_eta
+            drop[0] = False
+            out[k] &= ~drop[lab]
     return out
 
 
@@ -133,12 +148,16 @@ def load_generalist(folder: str | Path | None = None) -> Generalist:
         raise NeuradiffError(f"{net_path}: a generalist needs a net without time code and with batch norm")
     lo, hi = meta["train_diameter_px"]
     tiling = Tiling(**meta["tiling"])
+    min_peak = float(meta.get("min_peak_eta", 0.5))
+    if not 0.5 <= min_peak <= 1.0:
+        raise NeuradiffError(f"{meta_path}: min_peak_eta must be in [0.5, 1], got {min_peak}")
     return Generalist(
         net=net.eval(),
         version=str(meta["version"]),
         train_diameter_px=(float(lo), float(hi)),
         tiling=tiling,
         meta=meta,
+        min_peak_eta=min_peak,
     )
 
 

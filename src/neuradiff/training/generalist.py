@@ -29,6 +29,8 @@ from neuradiff.synth.corpus import CorpusSettings, corpus_contact_sheet, corpus_
 
 #: First corpus seed of the held-out samples (never drawn for training).
 HELD_OUT_SEED = 1_000_000
+#: First corpus seed of the validation samples (post-processing choices; neither trained on nor scored).
+VALIDATION_SEED = 500_000
 #: Weight of the one-pixel separation lines between touching voids in the loss.
 GAP_WEIGHT = 5.0
 
@@ -47,10 +49,13 @@ class GeneralistConfig:
     depth: int = 3
     stride: int = 2
     first_seed: int = 0
-    version: str = "1"
+    version: str = "1.1"
     train_diameter_px: tuple[float, float] = (4.0, 48.0)
     tile: int = 1024
     overlap: int = 128
+    #: masks keep a region only where eta peaks at or above this (chosen for object F1 on validation corpus seeds
+    #: from :data:`VALIDATION_SEED`, see ``benchmarks/README.md``)
+    min_peak_eta: float = 0.95
 
     def __post_init__(self) -> None:
         for name in ("pool", "size", "iters", "batch", "width", "depth"):
@@ -144,6 +149,7 @@ def write_generalist(
         "neuradiff_version": __version__,
         "train_diameter_px": list(config.train_diameter_px),
         "tiling": {"tile": config.tile, "overlap": config.overlap},
+        "min_peak_eta": config.min_peak_eta,
         "input": "each frame mapped so that its 1st and 99th grey-level percentiles are -1 and +1",
         "command": command,
         "stages": [*stages, command],

@@ -300,7 +300,8 @@ def recognise_masks(
         eta = recogniser.eta(
             frames, void_px=void_px, progress=lambda k, _: progress("tracking", first_index + k, total)
         ).astype(np.float32)
-        return eta, void_masks(eta).astype(np.uint8), time.perf_counter() - t0
+        masks = void_masks(eta, min_peak_eta=recogniser.min_peak_eta).astype(np.uint8)
+        return eta, masks, time.perf_counter() - t0
     if void_px is not None:
         raise NeuradiffError("a void size applies to the generalist recogniser only")
     eta, seconds = recognise_video(
