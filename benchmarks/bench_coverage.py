@@ -66,7 +66,9 @@ def one_video(k: int, args: argparse.Namespace) -> dict:
         scenario, seed=k, overrides={"frames": args.frames, "simulation": {"size": size}, "parameters": true}
     )
     ds = make_dataset(cfg)
-    fit_cfg = FitConfig(refine_iters=args.refine, prior_spread=args.spread, nuisance_samples=args.samples)
+    fit_cfg = FitConfig(
+        refine_iters=args.refine, prior_spread=args.spread, nuisance_samples=args.samples, nuisance_steps=args.steps
+    )
     sim = fit_cfg.simulator(time_per_frame(ds.metadata))
     t = ds.truth
     state = torch.from_numpy(np.stack([t["c_v"][0], t["c_i"][0], t["eta"][0]])[None].astype(np.float32))
@@ -105,6 +107,7 @@ def one_video(k: int, args: argparse.Namespace) -> dict:
                     "fitted": c.value,
                     "true": value,
                     "relative_error": abs(c.value - value) / value,
+                    "error_in_sigmas": math.log(c.value / value) / c.log_std if c.log_std > 0 else float("inf"),
                     "halfwidth_90": c.relative_halfwidth,
                     "covered": bool(c.interval90[0] <= value <= c.interval90[1]),
                 }
@@ -138,7 +141,8 @@ def one_video(k: int, args: argparse.Namespace) -> dict:
         f"video {k:2d} {scenario:11s} {len(combos)} determined; best {first.get('combination', '-')} "
         f"error {100 * first.get('relative_error', float('nan')):.1f} % covered {first.get('covered', '-')}; "
         f"band holds {100 * row['frames_in_band']:.0f} % of frames; area error {100 * row['max_area_error']:.1f} % "
-        f"(guess {100 * row['max_area_error_initial_guess']:.1f} %); {row['seconds']:.0f} s",
+        f"(guess {100 * row['max_area_error_initial_guess']:.1f} %); {row['seconds']:.0f} s; error/σ "
+        + " ".join(f"{c['error_in_sigmas']:+.1f}" for c in combos),
         flush=True,
     )
     return row
@@ -152,6 +156,7 @@ def main() -> None:
     ap.add_argument("--refine", type=int, default=10)
     ap.add_argument("--spread", type=float, default=FitConfig().prior_spread, help="prior_spread of the fit")
     ap.add_argument("--samples", type=int, default=FitConfig().nuisance_samples, help="nuisance_samples")
+    ap.add_argument("--steps", type=int, default=FitConfig().nuisance_steps, help="nuisance_steps")
     ap.add_argument("--first", type=int, default=0, help="seed of the first video (videos are first, first + 1, ...)")
     ap.add_argument("--out", default="coverage.json")
     args = ap.parse_args()
@@ -166,6 +171,7 @@ def main() -> None:
         "first_seed": args.first,
         "prior_spread": args.spread,
         "nuisance_samples": args.samples,
+        "nuisance_steps": args.steps,
         "reduced": "recognition replaced by the truth (observed area and start state from truth.npz)",
     }
     rows = []

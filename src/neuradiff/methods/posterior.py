@@ -506,15 +506,18 @@ def nuisance_covariance(
     samples: int = 8,
     seed: int = 0,
     bounds: Mapping[str, tuple[float, float]] | None = None,
+    steps: int = 1,
 ) -> np.ndarray:
     """What the determined combinations inherit from the parameters the data do not determine.
 
     The Laplace posterior holds the undetermined directions at their fitted values, but their values are
     unknown, and the curve is not exactly flat along them: away from the optimum the determined combinations
     compensate for them. ``samples`` parameter sets are drawn with ``ln θ`` moved along the undetermined
-    directions by ``N(0, spread²)`` per parameter (projected out of the determined subspace), each is simulated
-    once, and the determined directions are refitted to it by one Gauss-Newton step on ``jacobian``; the
-    covariance of those refitted shifts is returned.
+    directions by ``N(0, spread²)`` per parameter (projected out of the determined subspace), and the determined
+    directions are refitted to each by up to ``steps`` Gauss-Newton steps (the first on ``jacobian``, the next
+    ones on its Broyden updates; a step that does not lower the residuals ends the refit); the covariance of
+    those refitted shifts is returned. The curve is not linear along the undetermined directions, so one step
+    recovers only part of the compensation: use several.
 
     Parameters
     ----------
@@ -535,6 +538,8 @@ def nuisance_covariance(
         Seed of the draws.
     bounds : mapping, optional
         Name → (lo, hi): draws are clipped inside.
+    steps : int
+        Gauss-Newton steps of each refit (one simulation each).
 
     Returns
     -------
@@ -568,15 +573,31 @@ def nuisance_covariance(
     hi = np.array([math.log((bounds or {}).get(n, (0.0, math.inf))[1]) for n in posterior.names])
     x0 = np.array([math.log(posterior.values[n]) for n in posterior.names])
     shifts = []
+
+    def at(x: np.ndarray) -> dict[str, float]:
+        x = np.clip(x, lo, hi)
+        return {**posterior.values, **{n: float(math.exp(x[j])) for j, n in enumerate(posterior.names)}}
+
     for _ in range(samples):
         du = np.clip(x0 + free @ (spread * rng.standard_normal(p)), lo, hi) - x0
-        trial = {**posterior.values, **{n: float(math.exp(x0[j] + du[j])) for j, n in enumerate(posterior.names)}}
-        r = _evaluate(residuals, trial)
+        r = _evaluate(residuals, at(x0 + du))
         if r is None:
             continue
         # The undetermined move changes the curve by r - base (its linear part along the determined directions
-        # included); the determined directions absorb what they can of it.
+        # included); the determined directions absorb what they can of it: the first step measures the change
+        # from the optimum's curve, the later ones refit to the data from where the previous step arrived.
         dd = np.linalg.lstsq(jb, -(r - base), rcond=None)[0]
+        step, jk = dd, jb.copy()
+        for _ in range(steps - 1):
+            r_new = _evaluate(residuals, at(x0 + du + basis @ dd))
+            if r_new is None or float(r_new @ r_new) >= float(r @ r):
+                break
+            # Broyden update of the determined columns along the step just taken, then the next step.
+            if float(step @ step) > 0:
+                jk = jk + np.outer(r_new - r - jk @ step, step) / float(step @ step)
+            r = r_new
+            step = np.linalg.lstsq(jk, -r, rcond=None)[0]
+            dd = dd + step
         shifts.append(basis @ dd)
     if not shifts:
         return out

@@ -103,6 +103,8 @@ class FitConfig:
     prior_spread: Weight = 0.5
     #: simulations that draw the undetermined parameters from that prior (0: intervals without them)
     nuisance_samples: Count = 8
+    #: Gauss-Newton steps that refit the determined combinations to each of those draws (one simulation each)
+    nuisance_steps: PositiveInt = 4
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad setting that depends on others (types and ranges of single
