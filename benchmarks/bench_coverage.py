@@ -17,12 +17,14 @@ their 90 % intervals (goal 80–95 %); the fraction of frames whose true void ar
 ≥ 90 %). In-run baseline: the same forecast with the starting guess (its largest area error), with the ratio.
 
 Run:  python benchmarks/bench_coverage.py [--videos 24] [--size 48] [--frames 24] [--refine 10]
-Writes benchmarks/results/coverage.json (``--out`` to change).
+Writes benchmarks/results/coverage.json (``--out`` to change); ``--merge A.json B.json`` summarises finished runs
+together (e.g. the two halves of a split).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -66,7 +68,9 @@ def one_video(k: int, args: argparse.Namespace) -> dict:
         scenario, seed=k, overrides={"frames": args.frames, "simulation": {"size": size}, "parameters": true}
     )
     ds = make_dataset(cfg)
-    fit_cfg = FitConfig(refine_iters=args.refine, prior_spread=args.spread, nuisance_samples=args.samples)
+    fit_cfg = FitConfig(
+        refine_iters=args.refine, prior_spread=args.spread, nuisance_samples=args.samples, nuisance_steps=args.steps
+    )
     sim = fit_cfg.simulator(time_per_frame(ds.metadata))
     t = ds.truth
     state = torch.from_numpy(np.stack([t["c_v"][0], t["c_i"][0], t["eta"][0]])[None].astype(np.float32))
@@ -105,6 +109,7 @@ def one_video(k: int, args: argparse.Namespace) -> dict:
                     "fitted": c.value,
                     "true": value,
                     "relative_error": abs(c.value - value) / value,
+                    "error_in_sigmas": math.log(c.value / value) / c.log_std if c.log_std > 0 else float("inf"),
                     "halfwidth_90": c.relative_halfwidth,
                     "covered": bool(c.interval90[0] <= value <= c.interval90[1]),
                 }
@@ -138,40 +143,15 @@ def one_video(k: int, args: argparse.Namespace) -> dict:
         f"video {k:2d} {scenario:11s} {len(combos)} determined; best {first.get('combination', '-')} "
         f"error {100 * first.get('relative_error', float('nan')):.1f} % covered {first.get('covered', '-')}; "
         f"band holds {100 * row['frames_in_band']:.0f} % of frames; area error {100 * row['max_area_error']:.1f} % "
-        f"(guess {100 * row['max_area_error_initial_guess']:.1f} %); {row['seconds']:.0f} s",
+        f"(guess {100 * row['max_area_error_initial_guess']:.1f} %); {row['seconds']:.0f} s; error/σ "
+        + " ".join(f"{c['error_in_sigmas']:+.1f}" for c in combos),
         flush=True,
     )
     return row
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--videos", type=int, default=24)
-    ap.add_argument("--size", type=int, default=48)
-    ap.add_argument("--frames", type=int, default=24)
-    ap.add_argument("--refine", type=int, default=10)
-    ap.add_argument("--spread", type=float, default=FitConfig().prior_spread, help="prior_spread of the fit")
-    ap.add_argument("--samples", type=int, default=FitConfig().nuisance_samples, help="nuisance_samples")
-    ap.add_argument("--first", type=int, default=0, help="seed of the first video (videos are first, first + 1, ...)")
-    ap.add_argument("--out", default="coverage.json")
-    args = ap.parse_args()
-    env = environment()
-    print_environment(env)
-    torch.manual_seed(0)
-    config = {
-        "videos": args.videos,
-        "size": args.size,
-        "frames": args.frames,
-        "refine_iters": args.refine,
-        "first_seed": args.first,
-        "prior_spread": args.spread,
-        "nuisance_samples": args.samples,
-        "reduced": "recognition replaced by the truth (observed area and start state from truth.npz)",
-    }
-    rows = []
-    for k in range(args.first, args.first + args.videos):
-        rows.append(one_video(k, args))
-        write_json(args.out, {"environment": env, "config": config, "finished": False, "videos": rows})
+def summarise(rows: list[dict]) -> dict:
+    """Print and return the study's figures over ``rows`` (one per video)."""
     combos = [c for r in rows for c in r["combinations"]]
     stat_rows = [r for r in rows if r["combinations_statistical_only"]]
     best = [r["combinations"][0] for r in rows if r["combinations"]]
@@ -198,6 +178,11 @@ def main() -> None:
             np.mean([c["covered"] for r in stat_rows for c in r["combinations_statistical_only"]])
         )
         if stat_rows
+        else None,
+        "median_abs_error_in_sigmas_best_combination": statistics.median(
+            abs(c["error_in_sigmas"]) for c in best if "error_in_sigmas" in c
+        )
+        if any("error_in_sigmas" in c for c in best)
         else None,
         "fraction_of_frames_in_band": float(np.mean([r["frames_in_band"] for r in rows])),
         "median_max_area_error": statistics.median(r["max_area_error"] for r in rows),
@@ -229,6 +214,51 @@ def main() -> None:
     print()
     for k, v in summary.items():
         print(f"{k}: {v}")
+    return summary
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--videos", type=int, default=24)
+    ap.add_argument("--size", type=int, default=48)
+    ap.add_argument("--frames", type=int, default=24)
+    ap.add_argument("--refine", type=int, default=10)
+    ap.add_argument("--spread", type=float, default=FitConfig().prior_spread, help="prior_spread of the fit")
+    ap.add_argument("--samples", type=int, default=FitConfig().nuisance_samples, help="nuisance_samples")
+    ap.add_argument("--steps", type=int, default=FitConfig().nuisance_steps, help="nuisance_steps")
+    ap.add_argument("--first", type=int, default=0, help="seed of the first video (videos are first, first + 1, ...)")
+    ap.add_argument("--out", default="coverage.json")
+    ap.add_argument(
+        "--merge", nargs="+", metavar="JSON", help="only summarise these finished results together (e.g. two halves)"
+    )
+    args = ap.parse_args()
+    if args.merge:
+        runs = [json.loads(Path(f).read_text()) for f in args.merge]
+        for f, run in zip(args.merge, runs):
+            print(f"{f}: {run['config']}")
+        summary = summarise([row for run in runs for row in run["videos"]])
+        if args.out != "coverage.json":
+            write_json(args.out, {"merged": args.merge, "summary": summary})
+        return
+    env = environment()
+    print_environment(env)
+    torch.manual_seed(0)
+    config = {
+        "videos": args.videos,
+        "size": args.size,
+        "frames": args.frames,
+        "refine_iters": args.refine,
+        "first_seed": args.first,
+        "prior_spread": args.spread,
+        "nuisance_samples": args.samples,
+        "nuisance_steps": args.steps,
+        "reduced": "recognition replaced by the truth (observed area and start state from truth.npz)",
+    }
+    rows = []
+    for k in range(args.first, args.first + args.videos):
+        rows.append(one_video(k, args))
+        write_json(args.out, {"environment": env, "config": config, "finished": False, "videos": rows})
+    summary = summarise(rows)
     path = write_json(
         args.out, {"environment": env, "config": config, "finished": True, "summary": summary, "videos": rows}
     )

@@ -685,7 +685,7 @@ def analyse_curve(
     """Identifiability and posterior of a void-area curve at the fit's optimum (``r``, ``jac``): the statistical
     intervals (:func:`~neuradiff.methods.posterior.analyse`), widened by what the undetermined parameters do to
     the determined combinations (:func:`~neuradiff.methods.posterior.nuisance_covariance`, ``nuisance_samples``
-    simulations with ``prior_spread``)."""
+    draws with ``prior_spread``, each refitted by ``nuisance_steps`` simulations)."""
     kw: dict[str, Any] = {"unit": "px²", "floor": AREA_RESOLUTION_PX2, "observed": observed}
     ident, post = analyse(r, jac, names, values, **kw)
     if post.rank and config.nuisance_samples and config.prior_spread > 0:
@@ -698,6 +698,7 @@ def analyse_curve(
             samples=config.nuisance_samples,
             seed=config.seed,
             bounds=bounds,
+            steps=config.nuisance_steps,
         )
         ident, post = analyse(r, jac, names, values, extra_covariance=extra, **kw)
     return ident, post

@@ -100,9 +100,11 @@ class FitConfig:
     fd_step: PositiveFloat = 0.05
     #: prior standard deviation of ln(parameter) of the parameters the video does not determine, around their
     #: fitted values: the intervals of the determined combinations include what these uncertain values do to them
-    prior_spread: Weight = 0.5
+    prior_spread: Weight = 1.0
     #: simulations that draw the undetermined parameters from that prior (0: intervals without them)
     nuisance_samples: Count = 8
+    #: Gauss-Newton steps that refit the determined combinations to each of those draws (one simulation each)
+    nuisance_steps: PositiveInt = 4
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad setting that depends on others (types and ranges of single
