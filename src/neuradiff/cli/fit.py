@@ -18,6 +18,7 @@ from neuradiff.cli.progress import progress_bars
 from neuradiff.core.devices import resolve_device
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.io.annotations import LabelScheme
+from neuradiff.io.stream import DEFAULT_CHUNK
 from neuradiff.methods import NeuraDiffModel
 from neuradiff.training.distributed import launched
 from neuradiff.workflows import read_fit_config, run_demo, run_fit, run_forecast, run_track
@@ -187,6 +188,13 @@ def track(
     register: bool = typer.Option(
         False, "--register", help="Correct rigid stage drift first (phase correlation); shifts go to shifts.csv."
     ),
+    chunk: int = typer.Option(
+        DEFAULT_CHUNK,
+        "--chunk",
+        min=1,
+        help="Frames read, recognised, measured and written at a time: memory depends on this and the frame "
+        "size, not on the recording's length (--register reads the recording whole).",
+    ),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
     device: str = device_option(),
 ) -> None:
@@ -209,6 +217,7 @@ def track(
             register=register,
             device=dev,
             progress=progress,
+            chunk=chunk,
         )
     if model is None:
         echo_err(GENERALIST_NOTE)
