@@ -83,6 +83,23 @@ def test_chunked_measurer_equals_whole(tmp_path):
     pd.testing.assert_frame_equal(whole.tracks, part.tracks)
 
 
+def test_measurers_merged_equal_whole(tmp_path):
+    masks = (read_video(_save(tmp_path)).frames < 100).astype(np.uint8)
+    cal = Calibration(nm_per_px=0.5, frame_interval_s=1.0)
+    whole = measure_masks(masks, calibration=cal)
+    parts = []
+    for k in (8, 0, 4):  # chunks measured apart (as on other workers), merged in any order
+        worker = MaskMeasurer(len(masks), calibration=cal)
+        worker.add(masks[k : k + 4], k)
+        parts.append(worker.partial())
+    joined = MaskMeasurer(len(masks), calibration=cal)
+    for part in parts:
+        joined.merge(part)
+    got = joined.finish()
+    for a, b in ((whole.voids, got.voids), (whole.tracks, got.tracks), (whole.frames, got.frames)):
+        pd.testing.assert_frame_equal(a, b)
+
+
 def _save(tmp_path):
     _recording(tmp_path / "m.tif")
     return tmp_path / "m.tif"
