@@ -18,6 +18,7 @@ from neuradiff.cli.progress import progress_bars
 from neuradiff.core.devices import resolve_device
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.io.annotations import LabelScheme
+from neuradiff.io.stream import DEFAULT_CHUNK
 from neuradiff.measure.denoise import Denoise
 from neuradiff.methods import NeuraDiffModel
 from neuradiff.training.distributed import launched
@@ -200,6 +201,13 @@ def track(
     denoise_window: Optional[int] = typer.Option(
         None, "--denoise-window", help="Frames in the median window for --denoise temporal (odd, default 3)."
     ),
+    chunk: int = typer.Option(
+        DEFAULT_CHUNK,
+        "--chunk",
+        min=1,
+        help="Frames read, recognised, measured and written at a time: memory depends on this and the frame "
+        "size, not on the recording's length (--register reads the recording whole).",
+    ),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
     device: str = device_option(),
 ) -> None:
@@ -224,6 +232,7 @@ def track(
             denoise=cleanup,
             device=dev,
             progress=progress,
+            chunk=chunk,
         )
     if model is None:
         echo_err(GENERALIST_NOTE)

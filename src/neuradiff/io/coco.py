@@ -8,6 +8,9 @@ signed little-endian base-32 number, 5 bits a character, offset by 48 (``'0'``),
 
 from __future__ import annotations
 
+import json
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,7 +18,7 @@ import numpy as np
 from skimage.measure import find_contours, label
 
 from neuradiff.core.errors import NeuradiffError
-from neuradiff.core.files import write_json
+from neuradiff.core.files import atomic_path, json_default, write_json
 
 
 def rle_counts(mask: np.ndarray) -> list[int]:
@@ -196,39 +199,126 @@ def coco_instances(
         raise NeuradiffError(f"masks must be [T, H, W], got shape {masks.shape}")
     if len(frame_names) != len(masks):
         raise NeuradiffError(f"{len(frame_names)} frame names for {len(masks)} masks")
-    t_count, h, w = masks.shape
     images, annotations = [], []
-    for t in range(t_count):
-        image = {"id": t + 1, "file_name": str(frame_names[t]), "height": int(h), "width": int(w), "frame": t}
-        if times_s is not None:
-            image["time_s"] = float(times_s[t])
+    for t in range(masks.shape[0]):
+        image, anns = _coco_frame(masks[t], t, frame_names, times_s, nm_per_px, polygons, len(annotations) + 1)
         images.append(image)
-        labels = np.asarray(label(masks[t] != 0, connectivity=2))
-        for k in range(1, int(labels.max()) + 1):
-            obj = np.asarray(labels == k)
-            rows, cols = np.nonzero(obj)
-            x0, y0 = int(cols.min()), int(rows.min())
-            ann: dict = {
-                "id": len(annotations) + 1,
-                "image_id": t + 1,
-                "category_id": 1,
-                "iscrowd": 0,
-                "area": int(obj.sum()),
-                "bbox": [x0, y0, int(cols.max()) - x0 + 1, int(rows.max()) - y0 + 1],
-                "segmentation": mask_polygons(obj) if polygons else encode_rle(obj),
-            }
-            if nm_per_px is not None:
-                ann["area_nm2"] = float(obj.sum()) * float(nm_per_px) ** 2
-            annotations.append(ann)
-    info = {"description": "void masks", "nm_per_px": nm_per_px}
-    categories = [{"id": 1, "name": "void", "supercategory": "defect"}]
-    return {"info": info, "images": images, "annotations": annotations, "categories": categories}
+        annotations.extend(anns)
+    return {"info": _info(nm_per_px), "images": images, "annotations": annotations, "categories": CATEGORIES}
+
+
+#: The one category of a void-mask document.
+CATEGORIES = [{"id": 1, "name": "void", "supercategory": "defect"}]
+
+
+def _info(nm_per_px: float | None) -> dict:
+    return {"description": "void masks", "nm_per_px": nm_per_px}
+
+
+def _coco_frame(
+    mask: np.ndarray,
+    t: int,
+    frame_names: Sequence[str],
+    times_s: Sequence[float] | np.ndarray | None,
+    nm_per_px: float | None,
+    polygons: bool,
+    first_id: int,
+) -> tuple[dict, list[dict]]:
+    """The image entry of frame ``t`` (mask ``[H, W]``) and its annotations, numbered from ``first_id``."""
+    h, w = mask.shape
+    image = {"id": t + 1, "file_name": str(frame_names[t]), "height": int(h), "width": int(w), "frame": t}
+    if times_s is not None:
+        image["time_s"] = float(times_s[t])
+    labels = np.asarray(label(mask != 0, connectivity=2))
+    annotations = []
+    for k in range(1, int(labels.max()) + 1):
+        obj = np.asarray(labels == k)
+        rows, cols = np.nonzero(obj)
+        x0, y0 = int(cols.min()), int(rows.min())
+        ann: dict = {
+            "id": first_id + len(annotations),
+            "image_id": t + 1,
+            "category_id": 1,
+            "iscrowd": 0,
+            "area": int(obj.sum()),
+            "bbox": [x0, y0, int(cols.max()) - x0 + 1, int(rows.max()) - y0 + 1],
+            "segmentation": mask_polygons(obj) if polygons else encode_rle(obj),
+        }
+        if nm_per_px is not None:
+            ann["area_nm2"] = float(obj.sum()) * float(nm_per_px) ** 2
+        annotations.append(ann)
+    return image, annotations
 
 
 def write_coco(path: str | Path, document: dict) -> Path:
     """Write a COCO document as JSON, atomically."""
     path = Path(path)
     write_json(path, document)
+    return path
+
+
+def _member(obj) -> str:
+    """``obj`` as an element of a list two levels down a ``json.dumps(..., indent=2)`` document."""
+    return "    " + json.dumps(obj, indent=2, default=json_default).replace("\n", "\n    ")
+
+
+def write_coco_masks(
+    path: str | Path,
+    masks,
+    frame_names: Sequence[str],
+    *,
+    times_s: Sequence[float] | np.ndarray | None = None,
+    nm_per_px: float | None = None,
+    polygons: bool = False,
+) -> Path:
+    """Write the COCO document of :func:`coco_instances` to ``path`` reading ``masks`` one frame at a time and
+    writing each image and annotation as it is made, so memory does not grow with the frames: the same bytes
+    as ``write_coco(path, coco_instances(...))``, atomically.
+
+    Parameters
+    ----------
+    masks : ndarray or VideoSource
+        ``[T, H, W]`` (anything with ``shape`` that gives a frame for an index; nonzero is void).
+    frame_names, times_s, nm_per_px, polygons
+        As in :func:`coco_instances`.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> m = np.zeros((2, 8, 8), np.uint8); m[1, 2:5, 3:6] = 1
+    >>> a, b = (pathlib.Path(tempfile.mkdtemp()) / n for n in ("a.json", "b.json"))
+    >>> _ = write_coco_masks(a, m, ["f0", "f1"]); _ = write_coco(b, coco_instances(m, ["f0", "f1"]))
+    >>> a.read_bytes() == b.read_bytes()
+    True
+    """
+    path = Path(path)
+    shape = tuple(masks.shape) if hasattr(masks, "shape") else np.shape(masks)
+    if len(shape) != 3:
+        raise NeuradiffError(f"masks must be [T, H, W], got shape {shape}")
+    n = shape[0]
+    if len(frame_names) != n:
+        raise NeuradiffError(f"{len(frame_names)} frame names for {n} masks")
+    info = json.dumps(_info(nm_per_px), indent=2, default=json_default).replace("\n", "\n  ")
+    categories = json.dumps(CATEGORIES, indent=2).replace("\n", "\n  ")
+    with (
+        atomic_path(path) as tmp,
+        open(tmp, "w", encoding="utf-8") as out,
+        tempfile.TemporaryFile("w+", encoding="utf-8", dir=path.parent) as spool,
+    ):  # annotations follow the images in the document: they wait in a scratch file
+        out.write(f'{{\n  "info": {info},\n  "images": ' + ("[" if n else "[]"))
+        count = 0
+        for t in range(n):
+            image, anns = _coco_frame(np.asarray(masks[t]), t, frame_names, times_s, nm_per_px, polygons, count + 1)
+            out.write(("\n" if t == 0 else ",\n") + _member(image))
+            for ann in anns:
+                spool.write(("\n" if count == 0 else ",\n") + _member(ann))
+                count += 1
+        out.write("\n  ]" if n else "")
+        out.write(',\n  "annotations": ' + ("[" if count else "[]"))
+        spool.seek(0)
+        shutil.copyfileobj(spool, out)
+        out.write("\n  ]" if count else "")
+        out.write(f',\n  "categories": {categories}\n}}\n')
     return path
 
 
@@ -241,4 +331,5 @@ __all__ = [
     "rle_counts",
     "string_to_counts",
     "write_coco",
+    "write_coco_masks",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,8 @@ def imagej_rois(masks: np.ndarray) -> list[ImagejRoi]:
 
     Parameters
     ----------
-    masks : ndarray
-        ``[T, H, W]``, nonzero is void.
+    masks : ndarray or VideoSource
+        ``[T, H, W]``, nonzero is void; read one frame at a time.
 
     Returns
     -------
@@ -37,35 +38,38 @@ def imagej_rois(masks: np.ndarray) -> list[ImagejRoi]:
     ...  for r in imagej_rois(m)]
     [('t0001-v001', 2, [3.0, 2.0], [6.0, 5.0])]
     """
-    masks = np.asarray(masks)
-    if masks.ndim != 3:
-        raise NeuradiffError(f"masks must be [T, H, W], got shape {masks.shape}")
-    rois = []
+    return list(iter_imagej_rois(masks))
+
+
+def iter_imagej_rois(masks) -> Iterator[ImagejRoi]:
+    """The ROIs of :func:`imagej_rois` one at a time, reading ``masks`` (an array, a memory map or a
+    :class:`~neuradiff.io.stream.VideoSource`) one frame at a time."""
+    masks = masks if hasattr(masks, "shape") else np.asarray(masks)
+    if len(masks.shape) != 3:
+        raise NeuradiffError(f"masks must be [T, H, W], got shape {tuple(masks.shape)}")
     for t in range(masks.shape[0]):
-        labels = np.asarray(label(masks[t] != 0, connectivity=2))
+        labels = np.asarray(label(np.asarray(masks[t]) != 0, connectivity=2))
         for k in range(1, int(labels.max()) + 1):
             for j, poly in enumerate(mask_polygons(labels == k)):
                 points = np.asarray(poly, dtype=float).reshape(-1, 2) + 0.5
                 name = f"t{t:04d}-v{k:03d}" + (f"-{j + 1}" if j else "")
                 roi = ImagejRoi.frompoints(points, name=name, position=t, t=t)  # 0-based, stored 1-based
                 roi.roitype = ROI_TYPE.POLYGON
-                rois.append(roi)
-    return rois
+                yield roi
 
 
-def write_imagej_rois(path: str | Path, masks: np.ndarray) -> Path:
-    """Write the ROI set of ``masks`` (see :func:`imagej_rois`) to ``path`` (``.zip``), atomically; a stack
-    without voids gives an empty zip archive."""
+def write_imagej_rois(path: str | Path, masks) -> Path:
+    """Write the ROI set of ``masks`` (see :func:`imagej_rois`) to ``path`` (``.zip``), atomically, one frame
+    and one ROI at a time; a stack without voids gives an empty zip archive."""
     path = Path(path)
     if path.suffix.lower() != ".zip":
         raise NeuradiffError(f"{path}: an ImageJ ROI set is a .zip file")
-    rois = imagej_rois(masks)
+    rois = iter_imagej_rois(masks)  # written as they are made: memory does not grow with the frames
     with atomic_path(path) as tmp:
         zipped = tmp.with_name(tmp.name + ".zip")  # roifile writes a zip archive for a .zip name
         try:
-            if rois:
-                roiwrite(zipped, rois)
-            else:
+            roiwrite(zipped, rois, mode="w")
+            if not zipped.exists():
                 zipfile.ZipFile(zipped, "w").close()
             zipped.replace(tmp)
         finally:
@@ -73,4 +77,4 @@ def write_imagej_rois(path: str | Path, masks: np.ndarray) -> Path:
     return path
 
 
-__all__ = ["imagej_rois", "write_imagej_rois"]
+__all__ = ["imagej_rois", "iter_imagej_rois", "write_imagej_rois"]

@@ -1,8 +1,9 @@
 """Recordings read lazily, a chunk of frames at a time, in memory that does not grow with their length.
 
 :func:`open_video` gives a :class:`VideoSource`: the number of frames, their size, pixel type and calibration
-from the headers, then frames on demand. TIFF / OME-TIFF / ImageJ stacks are memory-mapped when uncompressed
-(``tifffile.memmap``) and read page by page otherwise; folders (and Gatan in-situ trees) file by file; movies are
+from the headers, then frames on demand. TIFF / OME-TIFF / ImageJ stacks are read straight from the file when
+uncompressed and contiguous (positioned reads, not a memory map, so resident memory does not grow with the frames
+read) and page by page otherwise; folders (and Gatan in-situ trees) file by file; movies are
 decoded chunk by chunk (imageio's ffmpeg reader); microscope formats through RosettaSciIO's lazy (Dask) arrays.
 Anything else (colour or multi-series TIFF, single images) is read whole with :func:`~neuradiff.io.video.
 read_video` and served from memory. Every chunk passes the same checks as a whole read (size and pixel type of
@@ -11,6 +12,7 @@ every frame, finite pixels).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,7 +72,7 @@ class VideoSource:
     names : list of str
         ``[T]`` source of each frame (file names for folders, ``"path#k"`` for stacks).
     kind : str
-        How frames are read: ``"memmap"``, ``"pages"``, ``"files"``, ``"movie"``, ``"lazy"`` or ``"memory"``.
+        How frames are read: ``"contiguous"``, ``"pages"``, ``"files"``, ``"movie"``, ``"lazy"`` or ``"memory"``.
     """
 
     path: str
@@ -134,7 +136,7 @@ class VideoSource:
             yield start, self.read(start, start + size)
 
     def close(self) -> None:
-        """Release the file (memory map, open TIFF or movie reader)."""
+        """Release the file (open file, TIFF or movie reader)."""
         self._close()
 
     def __enter__(self) -> VideoSource:
@@ -145,6 +147,29 @@ class VideoSource:
 
 
 # --------------------------------------------------------------------------- TIFF
+
+
+def _contiguous_reader(path: Path, offset: int, n: int, shape: tuple[int, int], stored: np.dtype):
+    """``(read, close)`` for ``n`` frames stored one after the other from byte ``offset`` of ``path``.
+
+    Frames are read with ordinary positioned reads, not a memory map: pages of a mapped file that have been
+    touched count towards the process's resident memory until the kernel drops them, so mapping a long
+    recording would make the resident size grow with the part read so far.
+    """
+    handle = open(path, "rb")  # noqa: SIM115 - kept open until the source is closed
+    lock = threading.Lock()
+    frame_items = shape[0] * shape[1]
+
+    def read(a: int, b: int) -> np.ndarray:
+        out = np.empty((b - a, *shape), stored)
+        with lock:
+            handle.seek(offset + a * frame_items * stored.itemsize)
+            got = handle.readinto(out.reshape(-1).view(np.uint8).data)
+        if got != out.nbytes:
+            raise bad(path, f"is truncated: frames {a}–{b - 1} end beyond the end of the file")
+        return out if stored.isnative else out.astype(stored.newbyteorder("="))
+
+    return read, handle.close
 
 
 def _tiff_source(path: Path):
@@ -166,14 +191,12 @@ def _tiff_source(path: Path):
         shape = (int(s.shape[-2]), int(s.shape[-1]))
         _check_claim(path, (n, *shape), s.dtype, file_bytes=path.stat().st_size if uncompressed else None, memory=False)
         nm, dt, times, src = tiff_calibration(tif, n)
-        try:
-            mapped = tifffile.memmap(path, series=0, mode="r")
-        except Exception:  # compressed or not contiguous: page by page
-            mapped = None
-        if mapped is not None:
+        offset = s.dataoffset if uncompressed else None
+        if offset is not None:  # uncompressed and contiguous: chunks read straight from the file
+            stored = np.dtype(tif.byteorder + s.dtype.char)
             tif.close()
-            flat = mapped.reshape((n, *shape))
-            return n, shape, s.dtype, lambda a, b: np.array(flat[a:b]), lambda: None, "memmap", nm, dt, times, src
+            read, close = _contiguous_reader(path, int(offset), n, shape, stored)
+            return n, shape, stored.newbyteorder("="), read, close, "contiguous", nm, dt, times, src
 
         def read_pages(a: int, b: int) -> np.ndarray:
             with _tifffile_errors() as errs:
@@ -328,7 +351,7 @@ def open_video(
     ...                  resolution=(2.0, 2.0), metadata={"axes": "TYX", "unit": "nm", "finterval": 0.5})
     >>> with open_video(path) as video:
     ...     video.shape, video.kind, video.calibration.nm_per_px, [k for k, c in video.chunks(2)]
-    ((5, 32, 32), 'memmap', 0.5, [0, 2, 4])
+    ((5, 32, 32), 'contiguous', 0.5, [0, 2, 4])
     """
     nm_override = check_pixel_size("nm_per_px", nm_per_px)
     dt_override = check_frame_interval("frame_interval_s", frame_interval_s)

@@ -266,8 +266,8 @@ class MaskMeasurer:
             calibration, dose_rate_dpa_per_s, foil_thickness_nm, min_area_px, memory, self.times is not None
         )
         self.search_range_px = search_range_px
-        self.rows: list[dict] = []
-        self.frame_rows: list[dict] = []
+        self.void_tables: list[pd.DataFrame] = []  # one compact table per chunk, not one dict per void
+        self.frame_tables: list[pd.DataFrame] = []
         self.any_known = False
 
     def add(self, masks, first_frame: int = 0, progress: ProgressSink = no_progress) -> None:
@@ -280,6 +280,8 @@ class MaskMeasurer:
         st = self.settings
         L = "nm" if st.nm else "px"
         scale = st.nm if st.nm else 1.0
+        rows: list[dict] = []
+        frame_rows: list[dict] = []
         for i in range(void.shape[0]):
             k = first_frame + i
             progress("measuring", k + 1, self.n_frames)
@@ -290,7 +292,7 @@ class MaskMeasurer:
             fv = _frame_voids(label_voids(void[i], st.min_area_px), st.nm)
             for r in fv:
                 r["frame"] = k
-            self.rows.extend(fv)
+            rows.extend(fv)
             d = np.array([r["eq_diameter_px"] for r in fv], float) * scale
             area_known = known_px * scale**2
             fr = {
@@ -306,22 +308,53 @@ class MaskMeasurer:
                 v_void = float(np.sum(np.pi / 6 * d**3))
                 solid = area_known * st.thick - v_void
                 fr["swelling"] = v_void / solid if solid > 0 else np.nan
-            self.frame_rows.append(fr)
+            frame_rows.append(fr)
+        if rows:
+            self.void_tables.append(pd.DataFrame(rows))
+        if frame_rows:
+            self.frame_tables.append(pd.DataFrame(frame_rows))
+
+    def partial(self) -> MeasuredChunk:
+        """The rows measured so far (to be merged into another measurer, e.g. from a worker process)."""
+        voids = pd.concat(self.void_tables, ignore_index=True) if self.void_tables else None
+        frames = pd.concat(self.frame_tables, ignore_index=True) if self.frame_tables else None
+        return MeasuredChunk(voids, frames, self.any_known)
+
+    def merge(self, part: MeasuredChunk) -> None:
+        """Add the rows another measurer of the same recording and settings measured (its :meth:`partial`):
+        chunks measured in other processes, in any order, then linked here in one pass by :meth:`finish`."""
+        if part.voids is not None and len(part.voids):
+            self.void_tables.append(part.voids)
+        if part.frames is not None and len(part.frames):
+            self.frame_tables.append(part.frames)
+        self.any_known = self.any_known or part.any_known
 
     def finish(self) -> Measurements:
         """Link the voids measured so far into tracks (trackpy) and return the :class:`Measurements`."""
         if not self.any_known:
             raise NeuradiffError("the masks are unknown (255) everywhere: nothing to measure")
-        rows = sorted(self.rows, key=lambda r: (r["frame"], r["label"]))
-        frame_rows = sorted(self.frame_rows, key=lambda r: r["frame"])
-        return _finish(
-            rows, frame_rows, self.settings, self.times, self.calibration, self.search_range_px, self.n_frames
-        )
+        part = self.partial()
+        voids = pd.DataFrame() if part.voids is None else part.voids
+        frames = pd.DataFrame() if part.frames is None else part.frames
+        if len(voids):
+            voids = voids.sort_values(["frame", "label"], kind="stable", ignore_index=True)
+        if len(frames):
+            frames = frames.sort_values("frame", kind="stable", ignore_index=True)
+        return _finish(voids, frames, self.settings, self.times, self.calibration, self.search_range_px, self.n_frames)
+
+
+@dataclass
+class MeasuredChunk:
+    """Per-void and per-frame rows of part of a recording (:meth:`MaskMeasurer.partial`); None: no rows."""
+
+    voids: pd.DataFrame | None
+    frames: pd.DataFrame | None
+    any_known: bool
 
 
 def _finish(
-    rows: list[dict],
-    frame_rows: list[dict],
+    voids: pd.DataFrame,
+    frames: pd.DataFrame,
     st: _Settings,
     times: np.ndarray | None,
     calibration: Calibration,
@@ -331,7 +364,6 @@ def _finish(
     nm, rate, thick = st.nm, st.rate, st.thick
     min_area_px, memory = st.min_area_px, st.memory
     L, T = ("nm" if nm else "px"), ("s" if times is not None else "frame")
-    voids = pd.DataFrame(rows)
     if voids.empty:
         voids = pd.DataFrame(
             columns=[
@@ -357,7 +389,6 @@ def _finish(
     if not srange > 0:
         raise NeuradiffError(f"search range must be positive, got {srange}")
     voids["track_id"] = link_voids(voids, search_range_px=srange, memory=int(memory))
-    frames = pd.DataFrame(frame_rows)
     if frames.empty:
         frames = pd.DataFrame(columns=["frame", "count"])
     for df in (voids, frames):
@@ -484,4 +515,4 @@ def measure_masks(
     return measurer.finish()
 
 
-__all__ = ["SWELLING_NOTE", "MaskMeasurer", "Measurements", "label_voids", "measure_masks"]
+__all__ = ["SWELLING_NOTE", "MaskMeasurer", "MeasuredChunk", "Measurements", "label_voids", "measure_masks"]

@@ -106,7 +106,12 @@ def _overlay_frames(meas: Measurements, video_frames, masks, progress: ProgressS
     size = max(10, int(round(max(h, w) / 24)))  # text height: readable at 96 px and at 4k
     cal = meas.calibration
     times = cal.times_s(n)
-    by_frame = dict(iter(meas.voids.groupby("frame")))
+    # one array of the voids sorted by frame and each frame's rows found by bisection (not one table per frame)
+    void_frames, void_rows = np.zeros(0, np.int64), np.zeros((0, 4))
+    if len(meas.voids):
+        table = meas.voids.sort_values("frame", kind="stable")
+        void_frames = table["frame"].to_numpy(np.int64)
+        void_rows = table[["x_px", "y_px", "eq_diameter_px", "track_id"]].to_numpy(float)
     min_area = int(meas.params.get("min_area_px", 4))
     bar_nm = _scale_bar_nm(w, cal.nm_per_px) if cal.nm_per_px else None
     for k in range(n):
@@ -119,9 +124,8 @@ def _overlay_frames(meas: Measurements, video_frames, masks, progress: ProgressS
             g8 = np.where(masks[k] == VOID, 170, np.where(masks[k] == UNKNOWN, 90, 40))
             g8 = g8.astype(np.uint8)
         rgb = np.repeat(g8[..., None], 3, axis=2)
-        voids = by_frame.get(k)
-        if voids is not None:
-            voids = voids[["x_px", "y_px", "eq_diameter_px", "track_id"]].to_numpy(float)
+        lo_row, hi_row = np.searchsorted(void_frames, [k, k + 1])
+        voids = void_rows[lo_row:hi_row] if hi_row > lo_row else None
         if masks is not None and not np.all(masks[k] == UNKNOWN):
             rgb[inner_edges(label_voids(masks[k] == VOID, min_area))] = (255, 0, 0)
         elif voids is not None:

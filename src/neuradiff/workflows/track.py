@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tifffile
 import torch
 
 from neuradiff.core.checks import check_frame_interval, check_memory, check_pixel_size
@@ -18,10 +17,10 @@ from neuradiff.core.errors import NeuradiffError
 from neuradiff.core.files import check_output_dir, staged_output, write_text
 from neuradiff.core.progress import ProgressSink, no_progress
 from neuradiff.core.provenance import provenance, write_provenance
-from neuradiff.io.coco import coco_instances, write_coco
+from neuradiff.io.coco import write_coco_masks
 from neuradiff.io.rois import write_imagej_rois
 from neuradiff.io.stacks import StackWriter, write_stack
-from neuradiff.io.stream import DEFAULT_CHUNK, open_video
+from neuradiff.io.stream import DEFAULT_CHUNK, VideoSource, open_video
 from neuradiff.io.video import Calibration, read_video
 from neuradiff.measure.denoise import Denoise
 from neuradiff.measure.drift import estimate_drift, shift_frames
@@ -129,9 +128,10 @@ def write_track(
 
 
 def write_mask_formats(
-    folder: Path, masks: np.ndarray, frame_names: list[str] | None, calibration: Calibration | None
+    folder: Path, masks: np.ndarray | VideoSource, frame_names: list[str] | None, calibration: Calibration | None
 ) -> None:
-    """Write ``masks`` ``[T, H, W]`` (nonzero = void; a memory map is read frame by frame) for other tools into
+    """Write ``masks`` ``[T, H, W]`` (nonzero = void; an array or a :class:`~neuradiff.io.stream.VideoSource`, read
+    frame by frame, each file written as it is made) for other tools into
     ``folder``: ``masks_coco.json`` (COCO instances with compressed RLE, one image per frame named by the file part
     of ``frame_names``, with its time in s and areas in nm²) and ``masks_rois.zip`` (an ImageJ ROI set)."""
     n = masks.shape[0]
@@ -139,7 +139,7 @@ def write_mask_formats(
     names = names if len(names) == n else [f"frame_{k:05d}" for k in range(n)]
     times = None if calibration is None else calibration.times_s(n)
     nm = None if calibration is None else calibration.nm_per_px
-    write_coco(folder / "masks_coco.json", coco_instances(masks, names, times_s=times, nm_per_px=nm))
+    write_coco_masks(folder / "masks_coco.json", masks, names, times_s=times, nm_per_px=nm)
     write_imagej_rois(folder / "masks_rois.zip", masks)
 
 
@@ -256,12 +256,11 @@ def run_track(
                     masks_out.write(masks)
                     if measurer is not None:
                         measurer.add(masks, start, progress)
-            stored = tifffile.memmap(stage / "masks.tif", mode="r")  # read back for the other formats and overlay
-            write_mask_formats(stage, stored, src.names, cal)
-            if measurer is not None:
-                meas = measurer.finish()
-                write_measurements(meas, stage, video_frames=src, masks=stored, overlay=overlay, progress=progress)
-            del stored
+            with open_video(stage / "masks.tif") as stored:  # read back, frame by frame, for the other formats
+                write_mask_formats(stage, stored, src.names, cal)
+                if measurer is not None:
+                    meas = measurer.finish()
+                    write_measurements(meas, stage, video_frames=src, masks=stored, overlay=overlay, progress=progress)
             write_provenance(stage, record)
     return TrackSummary(n, seconds, Path(out))
 
