@@ -143,4 +143,8 @@ def test_every_image_output_of_simulate_track_and_forecast_is_calibrated(tmp_pat
     table = pd.read_csv(tmp_path / "fc" / "forecast_area.csv")
     assert table["time_s"].tolist() == pytest.approx([4.0, 6.0, 8.0, 10.0])
     assert table["void_area_nm2"].tolist() == pytest.approx((table["void_area_px"] * NM**2).tolist())
-    assert json.loads((tmp_path / "fc" / "provenance.json").read_text())["settings"] == {"frame": 2, "steps": 3}
+    assert json.loads((tmp_path / "fc" / "provenance.json").read_text())["settings"] == {
+        "frame": 2,
+        "steps": 3,
+        "step_intervals": None,  # even frame times: one interval per step
+    }
