@@ -82,7 +82,8 @@ def _gradients(obj: NeuraDiffObjective, terms: dict[str, torch.Tensor], phase: s
     return torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).reshape(-1) for p in params])
 
 
-@pytest.mark.parametrize("crop", [pytest.param(None, marks=pytest.mark.slow), 16])
+@pytest.mark.slow
+@pytest.mark.parametrize("crop", [None, 16])
 def test_shares_of_a_batch_sum_to_the_whole_batch(crop):
     """What every process computes, summed as the all-reduce sums it: the one-process loss terms and gradients
     (up to float32 summation order), in both phases, on whole frames and on windows."""

@@ -142,6 +142,7 @@ def test_mask_exports_streamed_from_a_source_equal_whole(tmp_path):
         assert all(a.read(name) == b.read(name) for name in a.namelist())
 
 
+@pytest.mark.slow
 def test_cli_track_chunk_option(tmp_path):
     _recording(tmp_path / "a.tif", n=6)
     ok = run_command(["track", str(tmp_path / "a.tif"), "--out", str(tmp_path / "o"), "--chunk", "2"], tmp_path)
