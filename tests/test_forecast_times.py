@@ -10,6 +10,7 @@ import pytest
 import tifffile
 import torch
 
+from neuradiff.io.stream import VideoSource
 from neuradiff.io.video import Calibration, read_video
 from neuradiff.methods import NeuraDiffModel, load_model, simulate_forward
 from neuradiff.nets import NetConfig, RecognitionNet
@@ -93,3 +94,23 @@ def test_forecast_command_with_even_times_is_the_one_run_forecast(tmp_path):
     got = np.load(tmp_path / "fc" / "forecast.npz")
     assert np.array_equal(got["eta"], before.eta) and np.array_equal(got["frame"], before.frames)
     assert json.loads((tmp_path / "fc" / "provenance.json").read_text())["settings"]["step_intervals"] is None
+
+
+def test_forecast_command_reads_only_its_start_frame(tmp_path, monkeypatch):
+    """A long recording is not loaded to forecast from one of its frames: only frame ``--frame`` is read."""
+    _model_and_video(tmp_path, [0.0, 5.0, 10.0, 15.0, 20.0])
+    read: list[tuple[int, int]] = []
+    original = VideoSource.read
+
+    def counting(self, start, stop):
+        read.append((int(start), int(stop)))
+        return original(self, start, stop)
+
+    monkeypatch.setattr(VideoSource, "read", counting)
+    run_forecast(tmp_path / "model", tmp_path / "video.tif", tmp_path / "fc", frame=3, steps=2)
+    assert read and all(span == (3, 4) for span in read), read
+    monkeypatch.undo()
+    frames = read_video(tmp_path / "video.tif").frames
+    fitted = load_model(tmp_path / "model")
+    got = np.load(tmp_path / "fc" / "forecast.npz")
+    assert np.array_equal(got["eta"], fitted.forecast(frames, 3, 2).eta)  # the same forecast as from the whole video

@@ -17,7 +17,8 @@ from neuradiff.core.errors import NeuradiffError
 from neuradiff.core.files import check_output_dir, staged_output, write_bytes, write_npz, write_text
 from neuradiff.core.provenance import provenance, write_provenance
 from neuradiff.io.stacks import write_stack
-from neuradiff.io.video import Calibration, read_video
+from neuradiff.io.stream import VideoSource, open_video
+from neuradiff.io.video import Calibration
 from neuradiff.methods import FittedMethod, Forecast, NeuraDiffModel, load_model, place_model
 from neuradiff.methods.posterior import ForecastBand
 from neuradiff.report.plots import band_plot
@@ -69,7 +70,7 @@ def check_forecast_resources(fitted, steps: int, height: int, width: int) -> Non
 
 def forecast_frames(
     fitted: FittedMethod,
-    frames: np.ndarray,
+    frames: np.ndarray | VideoSource,
     *,
     frame: int = 0,
     steps: int,
@@ -82,8 +83,9 @@ def forecast_frames(
     ----------
     fitted : FittedMethod
         A model that forecasts (``can_forecast``); its nets are moved to ``device``.
-    frames : ndarray
-        ``[T, H, W]`` raw intensities.
+    frames : ndarray or VideoSource
+        ``[T, H, W]`` raw intensities; from a :class:`~neuradiff.io.stream.VideoSource` only the start frame is
+        read (the methods slice ``frames[frame : frame + 1]``).
     frame : int
         Start frame K (0-based).
     steps : int
@@ -95,13 +97,13 @@ def forecast_frames(
     """
     if not fitted.can_forecast:
         raise NeuradiffError(f"a {fitted.method} model does not forecast")
-    frames = np.asarray(frames)
+    frames = frames if isinstance(frames, VideoSource) else np.asarray(frames)  # a source: read frame by frame
     if not 0 <= frame < frames.shape[0]:
         raise ValueError(f"--frame {frame} is out of range: the video has {frames.shape[0]} frames")
     if steps < 1:
         raise ValueError("--steps must be >= 1")
     place_model(fitted, device)
-    return fitted.forecast(frames, frame, steps, intervals=intervals)
+    return fitted.forecast(frames, frame, steps, intervals=intervals)  # pyright: ignore[reportArgumentType]
 
 
 def forecast_intervals(calibration: Calibration, frame: int, steps: int, n_video: int) -> np.ndarray | None:
@@ -242,19 +244,23 @@ def run_forecast(
     fitted = load_model(model)
     if not fitted.can_forecast:
         raise NeuradiffError(f"{model} holds a {fitted.method} model, which does not forecast")
-    vid = read_video(video, frame_times=frame_times)
-    n, height, width = vid.frames.shape
-    if not 0 <= frame < n:
-        raise ValueError(f"--frame {frame} is out of range: the video has {n} frames")
-    if steps < 1:
-        raise ValueError("--steps must be >= 1")
-    intervals = forecast_intervals(vid.calibration, frame, steps, n)
-    simulated = steps if intervals is None else max(steps, math.ceil(intervals.sum()))  # frame intervals of work
-    check_forecast_resources(fitted, simulated, height, width)
-    fc = forecast_frames(fitted, vid.frames, frame=frame, steps=steps, device=device, intervals=intervals)
-    band = None
-    if isinstance(fitted, NeuraDiffModel) and fitted.posterior is not None:
-        band = fitted.forecast_band(vid.frames, frame, steps, nm_per_px=vid.calibration.nm_per_px, intervals=intervals)
+    with open_video(video, frame_times=frame_times) as src:  # frames stay on disk: only the start frame is read
+        n, (height, width), cal = src.n_frames, src.frame_shape, src.calibration
+        if not 0 <= frame < n:
+            raise ValueError(f"--frame {frame} is out of range: the video has {n} frames")
+        intervals = forecast_intervals(cal, frame, steps, n)
+        simulated = steps if intervals is None else max(steps, math.ceil(intervals.sum()))  # frame intervals of work
+        check_forecast_resources(fitted, simulated, height, width)
+        fc = forecast_frames(fitted, src, frame=frame, steps=steps, device=device, intervals=intervals)
+        band = None
+        if isinstance(fitted, NeuraDiffModel) and fitted.posterior is not None:
+            band = fitted.forecast_band(  # reads frames[frame : frame + 1] only
+                src,  # pyright: ignore[reportArgumentType]
+                frame,
+                steps,
+                nm_per_px=cal.nm_per_px,
+                intervals=intervals,
+            )
     record = provenance(
         "forecast",
         inputs={"video": video, "model": model, "frame_times": frame_times},
@@ -264,7 +270,7 @@ def run_forecast(
             "steps": steps,
             "step_intervals": None if intervals is None else [float(d) for d in intervals],
         },
-        calibration=vid.calibration.describe(n),
+        calibration=cal.describe(n),
     )
-    write_forecast(out, fc, vid.calibration, n_video=n, band=band, record=record)
+    write_forecast(out, fc, cal, n_video=n, band=band, record=record)
     return ForecastSummary(fc, (fc.eta >= 0.5).sum(axis=(1, 2)), Path(out), band)
