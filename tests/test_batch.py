@@ -236,3 +236,21 @@ def test_killed_batch_resumes_to_the_same_table(tmp_path, model):
     pd.testing.assert_frame_equal(pd.read_csv(out / "voids.csv"), pd.read_csv(tmp_path / "full" / "voids.csv"))
     assert not list(out.glob(".*partial*")) and not list((out / "recordings").glob(".*partial*"))
     assert json.loads((out / "manifest.json").read_text())["version"] == 1
+
+
+@pytest.mark.slow
+def test_long_recordings_split_across_workers_give_the_same_tables(tmp_path, model):
+    top = tmp_path / "in"
+    _stack(top / "long.tif", n=12, seed=4)
+    _stack(top / "short.tif", n=3, seed=5)
+    one = run_batch(top, tmp_path / "one", model=model, overlay=False)
+    split = run_batch(top, tmp_path / "split", model=model, overlay=False, workers=2, span=4)
+    assert [r.status for r in split.results] == ["done", "done"]
+    assert [r.status for r in one.results] == ["done", "done"]
+    for name in ("voids.csv", "recordings.csv"):
+        a, b = pd.read_csv(tmp_path / "one" / name), pd.read_csv(tmp_path / "split" / name)
+        drop = [c for c in ("seconds", "frames_per_second", "output") if c in a.columns]
+        pd.testing.assert_frame_equal(a.drop(columns=drop), b.drop(columns=drop))
+    tracks = pd.read_csv(tmp_path / "split" / "voids.csv").query("recording == 'long.tif'")
+    frames = tracks.groupby("track_id")["frame"].agg(["min", "max"])
+    assert ((frames["min"] < 4) & (frames["max"] >= 4)).any()  # linked across the first part border

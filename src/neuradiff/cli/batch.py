@@ -10,7 +10,8 @@ import typer
 from neuradiff.cli._app import app, echo_err, friendly_errors
 from neuradiff.cli.fit import GENERALIST_NOTE
 from neuradiff.cli.progress import progress_bars
-from neuradiff.workflows.batch import RecordingResult, default_workers, run_batch
+from neuradiff.workflows.batch import RecordingResult, run_batch
+from neuradiff.workflows.cluster import default_workers
 
 
 @app.command("batch")
@@ -28,6 +29,13 @@ def batch(
         None, "--scheduler", help="Address of a running Dask scheduler (tcp://host:8786) instead of a local one."
     ),
     threads: int = typer.Option(1, help="torch CPU threads per worker."),
+    span: Optional[int] = typer.Option(
+        None,
+        "--span",
+        min=1,
+        help="Split recordings longer than this many frames into parts tracked by the workers side by side "
+        "(linked across part borders: the same tables); for folders of fewer long recordings than workers.",
+    ),
     nm_per_px: Optional[float] = typer.Option(None, "--nm-per-px", help="Pixel size (nm) for every recording."),
     frame_interval: Optional[float] = typer.Option(
         None, "--frame-interval", help="Frame interval (s) for every recording."
@@ -65,6 +73,7 @@ def batch(
             conditions=conditions,
             progress=progress,
             on_result=report,
+            span=span,
         )
     if model is None:
         echo_err(GENERALIST_NOTE)

@@ -23,6 +23,7 @@ from neuradiff.measure.denoise import Denoise
 from neuradiff.methods import NeuraDiffModel
 from neuradiff.training.distributed import launched
 from neuradiff.workflows import read_fit_config, run_demo, run_fit, run_forecast, run_track
+from neuradiff.workflows.cluster import DaskRunner, dask_client
 
 
 @app.command("fit")
@@ -208,6 +209,22 @@ def track(
         help="Frames read, recognised, measured and written at a time: memory depends on this and the frame "
         "size, not on the recording's length (--register reads the recording whole).",
     ),
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        min=1,
+        help="Split the recording into parts tracked by this many processes of a local Dask cluster (one torch "
+        "thread each); the voids are linked across part borders in one pass, so the outputs equal one process's.",
+    ),
+    scheduler: Optional[str] = typer.Option(
+        None,
+        "--scheduler",
+        help="Address of a running Dask scheduler (tcp://host:8786) whose workers track the parts; they must see "
+        "the video and the output folder.",
+    ),
+    span: Optional[int] = typer.Option(
+        None, "--span", min=1, help="Frames per part with --workers/--scheduler (default: an equal share each)."
+    ),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads."),
     device: str = device_option(),
 ) -> None:
@@ -216,7 +233,15 @@ def track(
     set_threads(threads)
     size, unit = parse_size(void_size)
     dev = resolve_device(device)
-    with progress_bars() as progress:
+    if span is not None and workers == 1 and scheduler is None:
+        raise NeuradiffError("--span splits the recording among --workers (more than 1) or a --scheduler's workers")
+    if register and (workers > 1 or scheduler is not None):
+        raise NeuradiffError("--register reads the recording whole, in one process: drop --workers/--scheduler")
+    with contextlib.ExitStack() as stack:
+        runner = None
+        if workers > 1 or scheduler is not None:
+            runner = DaskRunner(stack.enter_context(dask_client(workers, scheduler)), threads=threads or 1)
+        progress = stack.enter_context(progress_bars())
         summary = run_track(
             video,
             model,
@@ -233,6 +258,8 @@ def track(
             device=dev,
             progress=progress,
             chunk=chunk,
+            runner=runner,
+            span=span,
         )
     if model is None:
         echo_err(GENERALIST_NOTE)

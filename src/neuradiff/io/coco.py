@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from scipy.ndimage import find_objects
 from skimage.measure import find_contours, label
 
 from neuradiff.core.errors import NeuradiffError
@@ -36,6 +37,29 @@ def rle_counts(mask: np.ndarray) -> list[int]:
     if flat.size and flat[0]:
         counts = [0, *counts]
     return [int(c) for c in counts]
+
+
+def _runs_of_indices(flat: np.ndarray, size: int) -> list[int]:
+    """:func:`rle_counts` of a mask of ``size`` pixels given the sorted column-major indices of its set pixels
+    (cost grows with the object, not the frame)."""
+    if flat.size == 0:
+        return [int(size)]
+    breaks = np.flatnonzero(np.diff(flat) != 1) + 1
+    starts = flat[np.concatenate([[0], breaks])]
+    ends = flat[np.concatenate([breaks - 1, [flat.size - 1]])] + 1  # one past each run
+    gaps = starts - np.concatenate([[0], ends[:-1]])
+    counts = np.stack([gaps, ends - starts], axis=1).ravel().tolist()
+    if ends[-1] < size:
+        counts.append(int(size - ends[-1]))
+    return [int(c) for c in counts]
+
+
+def frame_objects(mask: np.ndarray) -> list[tuple[int, tuple[slice, slice], np.ndarray]]:
+    """The 8-connected objects of a 2-D mask (nonzero = object), numbered in ``label`` order: for each, its
+    number, its bounding box as slices and its own mask inside that box (``bool``), so that work on one object
+    costs its size, not the frame's."""
+    labels = np.asarray(label(np.asarray(mask) != 0, connectivity=2))
+    return [(k, box, labels[box] == k) for k, box in enumerate(find_objects(labels), start=1) if box is not None]
 
 
 def counts_to_string(counts: Sequence[int]) -> str:
@@ -145,19 +169,21 @@ def encode_rle(mask: np.ndarray) -> dict:
     return {"size": [int(m.shape[0]), int(m.shape[1])], "counts": counts_to_string(rle_counts(m))}
 
 
-def mask_polygons(mask: np.ndarray) -> list[list[float]]:
+def mask_polygons(mask: np.ndarray, origin: tuple[int, int] = (0, 0)) -> list[list[float]]:
     """Outlines of one object's mask as COCO polygons (flat ``[x1, y1, x2, y2, ...]`` in px, pixel centres).
 
     The outline is the 0.5 iso-line of the mask (skimage ``find_contours``), so a polygon runs half a pixel
-    outside the centres of the object's edge pixels; holes are not written.
+    outside the centres of the object's edge pixels; holes are not written. ``origin`` ``(row, col)`` is where
+    ``mask``'s first pixel lies in the frame (pass an object's bounding box to skip the empty rest of the frame).
     """
     padded = np.pad(np.asarray(mask) != 0, 1).astype(np.float32)
     out = []
     for contour in find_contours(padded, 0.5):
         if len(contour) < 4:
             continue
-        yx = contour[:-1] - 1.0  # closed contour: the last point repeats the first
-        area = 0.5 * np.sum(yx[:, 1] * np.roll(yx[:, 0], -1) - np.roll(yx[:, 1], -1) * yx[:, 0])
+        yx = contour[:-1] - 1.0 + np.asarray(origin, float)  # closed contour: the last point repeats the first
+        x, y = yx[:, 1], yx[:, 0]
+        area = 0.5 * (x[:-1] @ y[1:] + x[-1] * y[0] - x[1:] @ y[:-1] - x[0] * y[-1])  # shoelace
         if area < 0:  # in (x, y) with y down, find_contours runs one way round objects, the other round holes
             continue
         out.append([round(float(v), 2) for v in yx[:, ::-1].ravel()])
@@ -229,23 +255,28 @@ def _coco_frame(
     image = {"id": t + 1, "file_name": str(frame_names[t]), "height": int(h), "width": int(w), "frame": t}
     if times_s is not None:
         image["time_s"] = float(times_s[t])
-    labels = np.asarray(label(mask != 0, connectivity=2))
     annotations = []
-    for k in range(1, int(labels.max()) + 1):
-        obj = np.asarray(labels == k)
+    for _, box, obj in frame_objects(mask):
         rows, cols = np.nonzero(obj)
+        rows, cols = rows + box[0].start, cols + box[1].start
         x0, y0 = int(cols.min()), int(rows.min())
+        area = int(rows.size)
+        if polygons:
+            segmentation: dict | list = mask_polygons(obj, (box[0].start, box[1].start))
+        else:
+            flat = np.sort(cols * h + rows)  # column-major, as COCO runs
+            segmentation = {"size": [int(h), int(w)], "counts": counts_to_string(_runs_of_indices(flat, h * w))}
         ann: dict = {
             "id": first_id + len(annotations),
             "image_id": t + 1,
             "category_id": 1,
             "iscrowd": 0,
-            "area": int(obj.sum()),
+            "area": area,
             "bbox": [x0, y0, int(cols.max()) - x0 + 1, int(rows.max()) - y0 + 1],
-            "segmentation": mask_polygons(obj) if polygons else encode_rle(obj),
+            "segmentation": segmentation,
         }
         if nm_per_px is not None:
-            ann["area_nm2"] = float(obj.sum()) * float(nm_per_px) ** 2
+            ann["area_nm2"] = float(area) * float(nm_per_px) ** 2
         annotations.append(ann)
     return image, annotations
 
@@ -327,6 +358,7 @@ __all__ = [
     "counts_to_string",
     "decode_rle",
     "encode_rle",
+    "frame_objects",
     "mask_polygons",
     "rle_counts",
     "string_to_counts",

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 from roifile import ROI_TYPE, ImagejRoi, roiwrite
-from skimage.measure import label
 
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.core.files import atomic_path
-from neuradiff.io.coco import mask_polygons
+from neuradiff.io.coco import frame_objects, mask_polygons
 
 
 def imagej_rois(masks: np.ndarray) -> list[ImagejRoi]:
@@ -48,9 +47,8 @@ def iter_imagej_rois(masks) -> Iterator[ImagejRoi]:
     if len(masks.shape) != 3:
         raise NeuradiffError(f"masks must be [T, H, W], got shape {tuple(masks.shape)}")
     for t in range(masks.shape[0]):
-        labels = np.asarray(label(np.asarray(masks[t]) != 0, connectivity=2))
-        for k in range(1, int(labels.max()) + 1):
-            for j, poly in enumerate(mask_polygons(labels == k)):
+        for k, box, obj in frame_objects(np.asarray(masks[t])):
+            for j, poly in enumerate(mask_polygons(obj, (box[0].start, box[1].start))):
                 points = np.asarray(poly, dtype=float).reshape(-1, 2) + 0.5
                 name = f"t{t:04d}-v{k:03d}" + (f"-{j + 1}" if j else "")
                 roi = ImagejRoi.frompoints(points, name=name, position=t, t=t)  # 0-based, stored 1-based

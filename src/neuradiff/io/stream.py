@@ -128,12 +128,16 @@ class VideoSource:
             return self.read(start, stop)
         raise TypeError(f"a video source is indexed by a frame number or a slice, not {type(key).__name__}")
 
-    def chunks(self, size: int = DEFAULT_CHUNK) -> Iterator[tuple[int, np.ndarray]]:
-        """``(first frame index, frames [n, H, W])`` for consecutive chunks of at most ``size`` frames."""
+    def chunks(
+        self, size: int = DEFAULT_CHUNK, start: int = 0, stop: int | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first frame index, frames [n, H, W])`` for consecutive chunks of at most ``size`` frames, from frame
+        ``start`` up to (not including) ``stop`` (default: the last frame)."""
         if size < 1:
             raise ValueError(f"chunk size must be >= 1, got {size}")
-        for start in range(0, self.n_frames, size):
-            yield start, self.read(start, start + size)
+        stop = self.n_frames if stop is None else min(stop, self.n_frames)
+        for first in range(start, stop, size):
+            yield first, self.read(first, min(first + size, stop))
 
     def close(self) -> None:
         """Release the file (open file, TIFF or movie reader)."""

@@ -117,16 +117,23 @@ class Denoise:
         return self._block(frames, 0, frames.shape[0])
 
     def chunks(
-        self, read: Callable[[int, int], np.ndarray], n_frames: int, size: int
+        self,
+        read: Callable[[int, int], np.ndarray],
+        n_frames: int,
+        size: int,
+        first: int = 0,
+        last: int | None = None,
     ) -> Iterator[tuple[int, np.ndarray]]:
         """``(first frame index, denoised frames [n, H, W])`` for consecutive chunks of at most ``size`` frames of a
-        recording of ``n_frames`` frames read by ``read(start, stop)``; equal to slices of :meth:`apply` of the
-        whole recording (a temporal window reads :attr:`halo` more frames on each side of a chunk)."""
+        recording of ``n_frames`` frames read by ``read(start, stop)``, from frame ``first`` up to (not including)
+        ``last`` (default: the end); equal to slices of :meth:`apply` of the whole recording (a temporal window
+        reads :attr:`halo` more frames on each side of a chunk)."""
         if size < 1:
             raise ValueError(f"chunk size must be >= 1, got {size}")
         r = self.halo
-        for start in range(0, n_frames, size):
-            stop = min(start + size, n_frames)
+        last = n_frames if last is None else min(last, n_frames)
+        for start in range(first, last, size):
+            stop = min(start + size, last)
             lo, hi = max(0, start - r), min(n_frames, stop + r)
             yield start, self._block(read(lo, hi), start - lo, stop - start)
 

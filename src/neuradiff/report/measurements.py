@@ -1,15 +1,14 @@
 """Writing void measurements: ``voids.csv``, ``frames.csv``, ``tracks.csv``, ``units.json``, PNG plots and the
-overlay video; everything computed first, each file then written whole or not at all."""
+overlay video; plots computed first, each file then written whole or not at all."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from neuradiff.core.files import prepare_output_dir, write_bytes, write_json, write_text
+from neuradiff.core.files import atomic_path, prepare_output_dir, write_bytes, write_json
 from neuradiff.core.labels import UNKNOWN, VOID
 from neuradiff.core.progress import ProgressSink, no_progress
 from neuradiff.measure.voids import Measurements
@@ -17,10 +16,10 @@ from neuradiff.report.overlay import write_overlay
 from neuradiff.report.plots import render_plots
 
 
-def _csv(df: pd.DataFrame) -> str:
-    buf = io.StringIO()
-    df.to_csv(buf, index=False, lineterminator="\n")
-    return buf.getvalue()
+def _write_csv(path: Path, df: pd.DataFrame) -> None:
+    """``df`` as CSV at ``path``, atomically, streamed from the table (no text copy of it in memory)."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, lineterminator="\n", encoding="utf-8")
 
 
 def write_measurements(
@@ -35,7 +34,8 @@ def write_measurements(
 ) -> list[Path]:
     """Write ``voids.csv``, ``frames.csv``, ``tracks.csv``, ``units.json``, plots and the overlay.
 
-    Everything is computed first; each file then appears whole or not at all.
+    The plots are computed first; each file then appears whole or not at all. The tables go to disk straight
+    from the data frames, last (memory: the tables once, not their text as well, beside the overlay encoder).
 
     Parameters
     ----------
@@ -57,7 +57,7 @@ def write_measurements(
     list of Path
         The files written.
     """
-    texts = {"voids.csv": _csv(meas.voids), "frames.csv": _csv(meas.frames), "tracks.csv": _csv(meas.tracks)}
+    tables = {"voids.csv": meas.voids, "frames.csv": meas.frames, "tracks.csv": meas.tracks}
     cal = meas.calibration
     info = {
         "units": meas.units,
@@ -79,8 +79,8 @@ def write_measurements(
             if created and not any(out.iterdir()):
                 out.rmdir()
             raise
-    for name, text in texts.items():
-        write_text(out / name, text)
+    for name, table in tables.items():
+        _write_csv(out / name, table)
         written.append(out / name)
     write_json(out / "units.json", info)
     written.append(out / "units.json")

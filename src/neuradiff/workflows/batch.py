@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import importlib
 import json
-import os
 import re
 import shutil
 import time
@@ -36,6 +35,7 @@ from neuradiff.io.video import IMAGE_SUFFIXES, MOVIE_SUFFIXES, RSCIIO_SUFFIXES, 
 from neuradiff.methods import load_model
 from neuradiff.nets.generalist import weights_folder
 from neuradiff.report.batch import write_batch_tables
+from neuradiff.workflows.cluster import DaskRunner, dask_client
 from neuradiff.workflows.track import run_track
 
 MANIFEST = "manifest.json"
@@ -220,25 +220,40 @@ def _model_hash(model: Path, names: tuple[str, ...] = ("model.json", "model.pt")
 
 
 def track_recording(
-    path: str, out: str, settings: BatchSettings, name: str, digest: str, threads: int = 1
+    path: str,
+    out: str,
+    settings: BatchSettings,
+    name: str,
+    digest: str,
+    threads: int = 1,
+    span: int | None = None,
 ) -> RecordingResult:
     """Track and measure one recording into ``out``; never raises for a bad recording (the entry says why).
 
-    Runs in a worker process of the batch: it pins torch to ``threads`` threads.
+    Runs in a worker process of the batch: it pins torch to ``threads`` threads. With ``span``, on a Dask worker, a
+    recording longer than ``span`` frames is split into parts of ``span`` frames run as tasks of the same cluster
+    (:class:`~neuradiff.workflows.cluster.DaskRunner`) and joined here: the same outputs as one process.
     """
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
     base = RecordingResult(name=name, input=path, sha256=digest, settings=settings.key(), status="failed")
     try:
-        summary = run_track(
-            path,
-            settings.model or None,
-            out,
-            nm_per_px=settings.nm_per_px,
-            frame_interval_s=settings.frame_interval_s,
-            overlay=settings.overlay,
-            require_nm=settings.require_nm,
-        )
+        with contextlib.ExitStack() as stack:
+            runner = None
+            if span is not None and _on_dask_worker():
+                client = stack.enter_context(importlib.import_module("distributed").worker_client())
+                runner = DaskRunner(client, threads=threads)
+            summary = run_track(
+                path,
+                settings.model or None,
+                out,
+                nm_per_px=settings.nm_per_px,
+                frame_interval_s=settings.frame_interval_s,
+                overlay=settings.overlay,
+                require_nm=settings.require_nm,
+                runner=runner,
+                span=span,
+            )
     except (NeuradiffError, ValueError, OSError, RuntimeError, MemoryError) as exc:
         text = str(exc).strip().splitlines()
         base.error = text[0] if text else type(exc).__name__
@@ -294,43 +309,25 @@ def write_manifest(out: Path, settings: BatchSettings, entries: dict[str, Record
 Task = tuple[str, str, BatchSettings, str, str]
 
 
+def _on_dask_worker() -> bool:
+    try:
+        importlib.import_module("distributed").get_worker()
+    except (ImportError, ValueError):
+        return False
+    return True
+
+
 def _run_local(tasks: list[Task], threads: int) -> Iterator[RecordingResult]:
     for t in tasks:
         yield track_recording(*t, threads=threads)
 
 
-@contextlib.contextmanager
-def _dask_client(workers: int, scheduler: str | None) -> Iterator[Any]:
-    """A Dask client on a new local cluster of ``workers`` processes, or on the scheduler at ``scheduler``."""
-    # Dask distributed takes seconds to import: it is loaded by name when a batch first needs it.
-    dd = importlib.import_module("distributed")
-    cluster = None
-    try:
-        if scheduler is None:
-            cluster = dd.LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
-            )
-            client = dd.Client(cluster)
-        else:
-            client = dd.Client(scheduler, timeout="10s")
-    except (OSError, ValueError, TimeoutError) as exc:
-        if cluster is not None:
-            cluster.close()
-        where = f"the Dask scheduler at {scheduler}" if scheduler else "a local Dask cluster"
-        raise NeuradiffError(f"cannot start or reach {where} ({str(exc).strip() or type(exc).__name__})") from None
-    try:
-        yield client
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-
-
-def _run_dask(client: Any, tasks: list[Task], threads: int) -> Iterator[RecordingResult]:
-    """Each recording as one task; a worker that dies (out of memory, killed) fails only its recording."""
+def _run_dask(client: Any, tasks: list[Task], threads: int, span: int | None) -> Iterator[RecordingResult]:
+    """Each recording as one task (long ones split into parts of ``span`` frames, see :func:`track_recording`); a
+    worker that dies (out of memory, killed) fails only its recording."""
     as_completed = importlib.import_module("distributed").as_completed
     futures = {
-        client.submit(track_recording, *t, threads=threads, pure=False, key=f"track-{t[4][:12]}-{k}"): t
+        client.submit(track_recording, *t, threads=threads, span=span, pure=False, key=f"track-{t[4][:12]}-{k}"): t
         for k, t in enumerate(tasks)
     }
     for fut in as_completed(list(futures)):
@@ -364,6 +361,7 @@ def run_batch(
     conditions: str | Path | None = None,
     progress: ProgressSink = no_progress,
     on_result: Callable[[RecordingResult], None] | None = None,
+    span: int | None = None,
 ) -> BatchSummary:
     """Track and measure every recording below ``folder`` into ``out``; resume what an earlier call left.
 
@@ -398,6 +396,11 @@ def run_batch(
         Called with ``("recordings", done, total, info)`` after each recording.
     on_result : callable, optional
         Called with each recording's entry as it completes (the CLI prints failures as they happen).
+    span : int, optional
+        On a Dask cluster, split recordings longer than ``span`` frames into parts of ``span`` frames that the
+        workers track side by side (linked across part borders in one pass: the same tables as without). Use it
+        when a folder holds fewer long recordings than workers. Outputs do not depend on it, so it is not part of
+        the settings a resumed batch compares.
 
     Returns
     -------
@@ -425,6 +428,8 @@ def run_batch(
         raise ValueError(f"--workers must be >= 1, got {workers}")
     if threads < 1:
         raise ValueError(f"--threads must be >= 1, got {threads}")
+    if span is not None and span < 1:
+        raise ValueError(f"--span must be >= 1, got {span}")
     nm_per_px = check_pixel_size("--nm-per-px", nm_per_px)
     frame_interval_s = check_frame_interval("--frame-interval", frame_interval_s)
     if model is not None:
@@ -472,8 +477,8 @@ def run_batch(
     total = len(recordings)
     with contextlib.ExitStack() as stack:
         if tasks and (scheduler is not None or workers > 1):
-            client = stack.enter_context(_dask_client(min(workers, len(tasks)), scheduler))
-            runner = _run_dask(client, tasks, threads)
+            client = stack.enter_context(dask_client(min(workers, len(tasks)), scheduler))
+            runner = _run_dask(client, tasks, threads, span)
         else:
             runner = _run_local(tasks, threads)
         # Everything is validated and the workers are up: from here on the batch folder is written.
@@ -550,8 +555,3 @@ def _write_tables(
                 t.insert(1 + i, k, v)
             tables.append(t)
     return write_batch_tables(out, pd.DataFrame(rows), tables)
-
-
-def default_workers() -> int:
-    """Worker processes for a local batch: one per CPU core (each with one torch thread)."""
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)

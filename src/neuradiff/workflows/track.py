@@ -4,10 +4,12 @@ folder)."""
 
 from __future__ import annotations
 
+import shutil
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -24,7 +26,7 @@ from neuradiff.io.stream import DEFAULT_CHUNK, VideoSource, open_video
 from neuradiff.io.video import Calibration, read_video
 from neuradiff.measure.denoise import Denoise
 from neuradiff.measure.drift import estimate_drift, shift_frames
-from neuradiff.measure.voids import MaskMeasurer, Measurements, measure_masks
+from neuradiff.measure.voids import MaskMeasurer, MeasuredChunk, Measurements, measure_masks
 from neuradiff.methods import FittedMethod, load_model, place_model
 from neuradiff.nets.generalist import Generalist, load_generalist, void_masks
 from neuradiff.report.measurements import write_measurements
@@ -162,6 +164,8 @@ def run_track(
     device: str | torch.device | None = "cpu",
     progress: ProgressSink = no_progress,
     chunk: int = DEFAULT_CHUNK,
+    runner: PartRunner | None = None,
+    span: int | None = None,
 ) -> TrackSummary:
     """Write ``eta.tif`` (float), ``masks.tif`` (eta ≥ 0.5), ``provenance.json`` and, with ``measure``, the void
     measurements. Both stacks are calibrated ImageJ hyperstacks (``TYX``, nm, s) that Fiji and RosettaSciIO read
@@ -205,6 +209,25 @@ def run_track(
         ``register`` the recording is streamed (:func:`~neuradiff.io.stream.open_video`), so memory depends on the
         chunk and the frame size, not on the recording's length; the results are those of the whole recording at
         once. With ``register`` the recording is read whole.
+    runner : PartRunner, optional
+        Split the recording into parts of ``span`` frames and recognise and measure them with ``runner`` (e.g.
+        :class:`~neuradiff.workflows.cluster.DaskRunner` on the workers of a Dask cluster, which must see ``video``
+        and ``out``); the parts' stacks are joined and their voids linked in one pass here, so the outputs equal
+        those of one process. Not with ``register``.
+    span : int, optional
+        Frames per part (default: the recording shared evenly among the runner's workers).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, tifffile
+    >>> top = pathlib.Path(tempfile.mkdtemp())
+    >>> frames = np.full((6, 48, 48), 200, np.uint8); frames[:, 20:30, 20:30] = 40
+    >>> tifffile.imwrite(top / "rec.tif", frames)
+    >>> run_track(top / "rec.tif", None, top / "one", overlay=False).n_frames
+    6
+    >>> _ = run_track(top / "rec.tif", None, top / "parts", overlay=False, runner=InProcess(), span=4)
+    >>> (top / "one" / "voids.csv").read_text() == (top / "parts" / "voids.csv").read_text()
+    True
     """
     if batch < 1:
         raise ValueError("--batch must be >= 1")
@@ -223,6 +246,8 @@ def run_track(
         raise NeuradiffError(f"{model} holds a {fitted.method} model, which does not track")
     if fitted is not None:
         place_model(fitted, device)
+    if register and runner is not None:
+        raise NeuradiffError("--register reads the recording whole, in one process: drop --workers/--scheduler")
     if register:  # drift is estimated against the whole recording: read it whole
         return _run_track_whole(
             video, model, fitted, out, batch=batch, void_size=void_size, void_size_unit=void_size_unit,
@@ -230,7 +255,8 @@ def run_track(
             overlay=overlay, require_nm=require_nm, denoise=denoise, device=device, progress=progress,
         )  # fmt: skip
     recogniser: FittedMethod | Generalist = fitted if fitted is not None else load_generalist()
-    with open_video(video, nm_per_px=nm_per_px, frame_interval_s=frame_interval_s, frame_times=frame_times) as src:
+    opened = {"nm_per_px": nm_per_px, "frame_interval_s": frame_interval_s, "frame_times": frame_times}
+    with open_video(video, **opened) as src:
         cal = src.calibration
         if require_nm and cal.nm_per_px is None:
             raise NeuradiffError(f"{video}: no pixel size in the file's metadata; give --nm-per-px")
@@ -239,23 +265,26 @@ def run_track(
         record = _track_record(video, model, recogniser, cal, n, batch, nm_per_px, frame_interval_s, frame_times,
                                void_size, void_size_unit, measure, overlay, register, denoise)  # fmt: skip
         step = max(chunk, batch) // batch * batch  # whole inference batches per chunk: the same batches as at once
-        seconds = 0.0
         with staged_output(out) as stage:
             measurer = MaskMeasurer(n, calibration=cal) if measure else None
             with (
                 StackWriter(stage / "eta.tif", n, src.frame_shape, np.float32, cal) as eta_out,
                 StackWriter(stage / "masks.tif", n, src.frame_shape, np.uint8, cal) as masks_out,
             ):
-                chunks = src.chunks(step) if not denoise.active else denoise.chunks(src.read, n, step)
-                for start, frames in chunks:
-                    eta, masks, sec = recognise_masks(
-                        recogniser, frames, start, n, void_px=void_px, batch=batch, device=device, progress=progress
-                    )
-                    seconds += sec
-                    eta_out.write(eta)
-                    masks_out.write(masks)
-                    if measurer is not None:
-                        measurer.add(masks, start, progress)
+                if runner is None:
+                    seconds = _track_frames(recogniser, src, 0, n, step, void_px, batch, denoise, device,
+                                            eta_out, masks_out, measurer, progress)  # fmt: skip
+                else:
+                    span = _span(n, batch, runner.workers, span)
+                    parts = [
+                        TrackPart(str(video), None if model is None else str(model), str(stage / ".parts"), a,
+                                  min(a + span, n), opened, void_px, batch, step, denoise, measure, str(device))
+                        for a in range(0, n, span)
+                    ]  # fmt: skip
+                    (stage / ".parts").mkdir()
+                    seconds = _stitch_parts(runner, parts, n, step, eta_out, masks_out, measurer, progress)
+            if runner is not None:
+                shutil.rmtree(stage / ".parts")
             with open_video(stage / "masks.tif") as stored:  # read back, frame by frame, for the other formats
                 write_mask_formats(stage, stored, src.names, cal)
                 if measurer is not None:
@@ -263,6 +292,154 @@ def run_track(
                     write_measurements(meas, stage, video_frames=src, masks=stored, overlay=overlay, progress=progress)
             write_provenance(stage, record)
     return TrackSummary(n, seconds, Path(out))
+
+
+def _track_frames(
+    recogniser: FittedMethod | Generalist,
+    src: VideoSource,
+    start: int,
+    stop: int,
+    step: int,
+    void_px: float | None,
+    batch: int,
+    denoise: Denoise,
+    device: str | torch.device | None,
+    eta_out: StackWriter,
+    masks_out: StackWriter,
+    measurer: MaskMeasurer | None,
+    progress: ProgressSink = no_progress,
+) -> float:
+    """Recognise frames ``start``–``stop - 1`` of ``src`` ``step`` frames at a time, append eta and masks to the
+    writers and measure the masks; returns the recognition seconds."""
+    n = src.n_frames
+    if denoise.active:
+        chunks = denoise.chunks(src.read, n, step, start, stop)
+    else:
+        chunks = src.chunks(step, start, stop)
+    seconds = 0.0
+    for first, frames in chunks:
+        eta, masks, sec = recognise_masks(
+            recogniser, frames, first, n, void_px=void_px, batch=batch, device=device, progress=progress
+        )
+        seconds += sec
+        eta_out.write(eta)
+        masks_out.write(masks)
+        if measurer is not None:
+            measurer.add(masks, first, progress)
+    return seconds
+
+
+@dataclass(frozen=True)
+class TrackPart:
+    """Frames ``start``–``stop - 1`` of a recording to recognise and measure as one task (in another process, or on
+    another machine of a cluster that sees the same files): see :func:`track_part`."""
+
+    video: str
+    model: str | None  #: a model folder, or None for the generalist recogniser
+    folder: str  #: where the part's stacks are written
+    start: int
+    stop: int
+    opened: dict[str, Any]  #: calibration overrides for :func:`~neuradiff.io.stream.open_video`
+    void_px: float | None
+    batch: int
+    step: int  #: frames recognised at a time (whole inference batches)
+    denoise: Denoise
+    measure: bool
+    device: str
+
+
+@dataclass
+class TrackedPart:
+    """What :func:`track_part` did: its stacks (``eta`` float32, ``masks`` uint8, ``[stop - start, H, W]``), its void
+    rows (to be linked with the other parts' in one pass) and its recognition seconds."""
+
+    start: int
+    stop: int
+    eta: str
+    masks: str
+    measured: MeasuredChunk | None
+    seconds: float
+
+
+def track_part(part: TrackPart) -> TrackedPart:
+    """Recognise and measure one :class:`TrackPart` into ``part.folder``: what the whole recording in one process
+    gives for these frames (every frame is recognised on its own, in the same inference batches)."""
+    fitted = load_model(part.model) if part.model is not None else None
+    if fitted is not None:
+        place_model(fitted, part.device)
+    recogniser: FittedMethod | Generalist = fitted if fitted is not None else load_generalist()
+    folder = Path(part.folder)
+    eta_path, masks_path = folder / f"eta_{part.start:09d}.tif", folder / f"masks_{part.start:09d}.tif"
+    with open_video(part.video, **part.opened) as src:
+        measurer = MaskMeasurer(src.n_frames, calibration=src.calibration) if part.measure else None
+        count = part.stop - part.start
+        with (
+            StackWriter(eta_path, count, src.frame_shape, np.float32, None) as eta_out,
+            StackWriter(masks_path, count, src.frame_shape, np.uint8, None) as masks_out,
+        ):
+            seconds = _track_frames(recogniser, src, part.start, part.stop, part.step, part.void_px, part.batch,
+                                    part.denoise, part.device, eta_out, masks_out, measurer)  # fmt: skip
+    measured = measurer.partial() if measurer is not None else None
+    return TrackedPart(part.start, part.stop, str(eta_path), str(masks_path), measured, seconds)
+
+
+class PartRunner(Protocol):
+    """Runs :func:`track_part` on many parts (a pool of processes, a Dask cluster) and yields their results in any
+    order; ``workers`` is how many run at once."""
+
+    workers: int
+
+    def map(self, fn: Callable[[TrackPart], TrackedPart], parts: list[TrackPart]) -> Iterable[TrackedPart]: ...
+
+
+class InProcess:
+    """A :class:`PartRunner` that runs the parts one after another in this process."""
+
+    workers = 1
+
+    def map(self, fn: Callable[[TrackPart], TrackedPart], parts: list[TrackPart]) -> Iterable[TrackedPart]:
+        return map(fn, parts)
+
+
+def _span(n: int, batch: int, workers: int, span: int | None) -> int:
+    """Frames per part: ``span`` (default: the recording shared evenly by the workers), whole inference batches."""
+    span = -(-n // max(workers, 1)) if span is None else span
+    if span < 1:
+        raise ValueError(f"--span must be >= 1, got {span}")
+    return -(-span // batch) * batch
+
+
+def _stitch_parts(
+    runner: PartRunner,
+    parts: list[TrackPart],
+    n: int,
+    step: int,
+    eta_out: StackWriter,
+    masks_out: StackWriter,
+    measurer: MaskMeasurer | None,
+    progress: ProgressSink,
+) -> float:
+    """Run ``parts`` on ``runner``, then append their stacks in frame order to the writers and merge their void
+    rows into ``measurer`` (linked later in one pass, so tracks run on across part borders)."""
+    done: dict[int, TrackedPart] = {}
+    frames = 0
+    progress("tracking", 0, n)
+    for result in runner.map(track_part, parts):
+        done[result.start] = result
+        frames += result.stop - result.start
+        progress("tracking", frames, n)
+    if sorted(done) != [p.start for p in parts]:
+        raise NeuradiffError(f"{len(parts) - len(done)} of {len(parts)} parts of the recording were not tracked")
+    for start in sorted(done):
+        result = done[start]
+        for path, out in ((result.eta, eta_out), (result.masks, masks_out)):
+            with open_video(path) as stored:
+                for _, block in stored.chunks(step):
+                    out.write(block)
+            Path(path).unlink()
+        if measurer is not None and result.measured is not None:
+            measurer.merge(result.measured)
+    return sum(r.seconds for r in done.values())
 
 
 def _void_px(
