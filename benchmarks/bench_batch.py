@@ -2,16 +2,21 @@
 
 A folder of ``--recordings`` synthetic recordings (``--frames`` frames of ``--size``² px, dark voids on a noisy
 background, calibrated TIFF stacks) is tracked and measured (no overlay video) by ``run_batch`` with the shipped
-generalist recogniser (the default of ``neuradiff batch``; an untrained net would mark most of each frame as one
-tangled void, whose outlines cost more to write than the recognition), once in-process with one worker and once
-on a local Dask cluster of two worker processes (one torch thread each), cluster start-up included. Printed: wall
-seconds, frames/s and the ratio (goal ≥ 1.7× on 2 cores); the two runs' ``voids.csv`` are compared (they must be identical).
-Run on an otherwise idle machine: the ratio measures the cores that are free.
+generalist recogniser (the default of ``neuradiff batch``), once in-process with one worker and once on a local Dask
+cluster of two worker processes (one torch thread each), cluster start-up included; ``--repeats`` times, alternating,
+so that a change in the machine's speed hits both. The two runs' ``voids.csv`` must be identical.
+
+The baseline in the same run is the machine's own ceiling: a pure-Python loop (no memory traffic, no libraries) run
+alone and then as two processes at once. Printed: wall seconds, frames/s, the batch ratio 2 workers / 1 worker
+(goal ≥ 1.7×) and the ceiling ratio, each repeat and the median. Run on an otherwise idle machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -48,35 +53,67 @@ def make_recordings(folder: Path, n: int, frames: int, size: int) -> None:
         )
 
 
+SPIN = "x = 0\nfor i in range(40_000_000):\n    x += i\n"
+
+
+def ceiling() -> dict:
+    """Wall seconds of a pure-Python loop alone and as two processes at once; their throughput ratio."""
+    times = {}
+    for n in (1, 2):
+        t0 = time.perf_counter()
+        procs = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(n)]
+        for p in procs:
+            p.wait()
+        times[n] = time.perf_counter() - t0
+    return {"one_s": times[1], "two_s": times[2], "ratio": 2 * times[1] / times[2]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recordings", type=int, default=8)
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     env = environment()
     print_environment(env)
+    repeats = []
+    same = True
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data = tmp / "in"
         data.mkdir()
         make_recordings(data, args.recordings, args.frames, args.size)
         total = args.recordings * args.frames
-        rows = {}
-        for workers in (1, 2):
-            t0 = time.perf_counter()
-            s = run_batch(data, tmp / f"out{workers}", model=None, workers=workers, overlay=False)
-            seconds = time.perf_counter() - t0
-            assert not s.failed, [r.error for r in s.failed]
-            rows[workers] = {"seconds": seconds, "frames_per_s": total / seconds}
-            print(f"{workers} worker(s): {seconds:.1f} s, {total / seconds:.1f} frames/s")
-        same = pd.read_csv(tmp / "out1" / "voids.csv").equals(pd.read_csv(tmp / "out2" / "voids.csv"))
-    ratio = rows[2]["frames_per_s"] / rows[1]["frames_per_s"]
-    print(f"ratio 2 workers / 1 worker: {ratio:.2f}x (goal >= 1.7x); identical voids.csv: {same}")
+        for r in range(args.repeats):
+            rows = {"ceiling": ceiling()}
+            for workers in (1, 2):
+                t0 = time.perf_counter()
+                s = run_batch(data, tmp / f"out{r}_{workers}", model=None, workers=workers, overlay=False)
+                seconds = time.perf_counter() - t0
+                assert not s.failed, [x.error for x in s.failed]
+                rows[workers] = {"seconds": seconds, "frames_per_s": total / seconds}
+            rows["ratio"] = rows[2]["frames_per_s"] / rows[1]["frames_per_s"]
+            one, two = (pd.read_csv(tmp / f"out{r}_{w}" / "voids.csv") for w in (1, 2))
+            same = same and one.equals(two)
+            print(
+                f"repeat {r + 1}: 1 worker {rows[1]['seconds']:.1f} s ({rows[1]['frames_per_s']:.1f} frames/s), "
+                f"2 workers {rows[2]['seconds']:.1f} s ({rows[2]['frames_per_s']:.1f} frames/s): "
+                f"{rows['ratio']:.2f}x; machine ceiling (pure-Python loop, 2 processes / 1) "
+                f"{rows['ceiling']['ratio']:.2f}x"
+            )
+            repeats.append(rows)
+    ratio = statistics.median(x["ratio"] for x in repeats)
+    ceil = statistics.median(x["ceiling"]["ratio"] for x in repeats)
+    print(
+        f"median ratio 2 workers / 1 worker: {ratio:.2f}x (goal >= 1.7x); machine ceiling {ceil:.2f}x; "
+        f"batch / ceiling {ratio / ceil:.2f}; identical voids.csv: {same}"
+    )
     write_json(
         "batch_scaling.json",
-        {"environment": env, "args": vars(args), "runs": rows, "ratio": ratio, "identical_tables": same},
-    )
+        {"environment": env, "args": vars(args), "repeats": repeats, "ratio_median": ratio,
+         "ceiling_median": ceil, "identical_tables": same},
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

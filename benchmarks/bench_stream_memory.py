@@ -77,13 +77,15 @@ def track(video: Path, out: Path, chunk: int) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     watched = psutil.Process(proc.pid)
-    peak = [0]
+    peak = [0, 0.0, 0]  # tree bytes, when (s), the neuradiff process's own bytes then
     done = threading.Event()
 
     def sample() -> None:
         while not done.is_set():
             try:
-                peak[0] = max(peak[0], tree_rss(watched))
+                tree = tree_rss(watched)
+                if tree > peak[0]:
+                    peak[:] = [tree, time.perf_counter() - t0, watched.memory_info().rss]
             except psutil.Error:
                 return
             time.sleep(0.1)
@@ -101,6 +103,8 @@ def track(video: Path, out: Path, chunk: int) -> dict:
     return {
         "seconds": seconds,
         "peak_tree_rss_mib": peak[0] / 2**20,
+        "tree_peak_at_fraction_of_run": peak[1] / seconds,
+        "neuradiff_rss_at_tree_peak_mib": peak[2] / 2**20,
         "peak_process_rss_mib": after / 1024 if after > before else None,
         "output": stdout.strip().splitlines()[-1] if stdout.strip() else "",
         "files": files,
@@ -136,7 +140,8 @@ def main() -> None:
             rss = run["peak_process_rss_mib"]
             print(
                 f"{n} frames {args.size}² {args.dtype}: {run['seconds']:.0f} s ({run['ms_per_frame']:.1f} ms/frame), "
-                f"peak RSS tree {run['peak_tree_rss_mib']:.0f} MiB, largest process "
+                f"peak RSS tree {run['peak_tree_rss_mib']:.0f} MiB "
+                f"(at {100 * run['tree_peak_at_fraction_of_run']:.0f} % of the run), largest process "
                 f"{'n/a' if rss is None else f'{rss:.0f}'} MiB, {run['voids_rows']} voids"
             )
             shutil.rmtree(out)

@@ -110,6 +110,26 @@ def truncated_tiff(folder: Path, inp: Inputs):
     return _track(path), {}
 
 
+def truncated_tiff_pages(kind: str):
+    """A compressed stack cut in half (a page offset points past the end), or an ImageJ hyperstack cut to 60 %:
+    the stack's series cannot be built, so a reader that streams frames must refuse it, not read what is left."""
+
+    def build(folder: Path, inp: Inputs):
+        frames = _random((4, 32, 40), uint8=True)
+        path = folder / ("masks.tif" if kind == "masks" else "video.tif")
+        if kind == "imagej":
+            tifffile.imwrite(path, frames, imagej=True)
+        else:
+            tifffile.imwrite(path, frames, compression="zlib", photometric="minisblack")
+        data = path.read_bytes()
+        path.write_bytes(data[: int((0.6 if kind == "imagej" else 0.5) * len(data))])
+        if kind == "masks":
+            return ["measure", str(path), "--out", "out"], {}
+        return _track(path), {}
+
+    return build
+
+
 def nan_pixels(kind: str):
     def build(folder: Path, inp: Inputs):
         a = _random((6, 24, 24))
@@ -269,6 +289,9 @@ MEM = {"NEURADIFF_MAX_MEMORY_GB": "2"}
 
 CASES: dict[str, Build] = {
     "track: TIFF truncated to 90 %": truncated_tiff,
+    "track: compressed TIFF cut in half": truncated_tiff_pages("zlib"),
+    "track: ImageJ TIFF cut to 60 %": truncated_tiff_pages("imagej"),
+    "measure: compressed mask stack cut in half": truncated_tiff_pages("masks"),
     "track: video with some NaN pixels": nan_pixels("some NaN"),
     "track: all-NaN video": nan_pixels("all NaN"),
     "track: video with an inf pixel": nan_pixels("inf"),
@@ -318,6 +341,9 @@ CASES: dict[str, Build] = {
 #: Words the one line must hold, where the case needs them.
 WORDS: dict[str, list[str]] = {
     "track: TIFF truncated to 90 %": ["truncated"],
+    "track: compressed TIFF cut in half": ["truncated"],
+    "track: ImageJ TIFF cut to 60 %": ["truncated"],
+    "measure: compressed mask stack cut in half": ["truncated"],
     "track: video with some NaN pixels": ["NaN"],
     "track: all-NaN video": ["NaN"],
     "track: folder of NaN frames": ["NaN"],

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -23,6 +24,7 @@ from neuradiff.core.checks import check_memory
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.core.labels import SOLID, UNKNOWN, VOID
 from neuradiff.io.coco import decode_rle
+from neuradiff.io.stream import VideoSource, open_video
 from neuradiff.io.video import IMAGE_SUFFIXES, TIFF_SUFFIXES, Video, bad, natural_key, read_video
 
 _MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
@@ -158,12 +160,13 @@ def _frame_indices(stems: list[str], path, frame_names, n_frames) -> list[int]:
     return list(range(len(stems)))
 
 
-def _target(video: Video | None, shape, n_frames, path):
+def _target(video: Video | VideoSource | None, shape, n_frames, path):
     if video is not None:
-        vshape = tuple(int(s) for s in video.frames.shape[1:])
+        frames = video.frames if isinstance(video, Video) else video  # a VideoSource is read lazily
+        vshape = tuple(int(s) for s in frames.shape[1:])
         if shape is not None and tuple(shape) != vshape:
             raise bad(path, f"shape {tuple(shape)} differs from the video frames {vshape}")
-        return vshape, int(video.frames.shape[0]), list(video.names)
+        return vshape, int(frames.shape[0]), list(video.names)
     shape = None if shape is None else tuple(int(s) for s in shape)
     if shape is not None and (len(shape) != 2 or min(shape) < 1):
         raise NeuradiffError(f"shape must be (height, width), got {shape}")
@@ -241,6 +244,110 @@ def _read_stack(
         pad = np.full((n_frames - len(stack),) + stack.shape[1:], UNKNOWN, np.uint8)
         stack = np.concatenate([stack, pad])
     return stack
+
+
+class MaskStack:
+    """Three-state masks of a TIFF mask stack, decoded frame by frame as they are read (the stack is never held
+    whole): ``shape`` ``(T, H, W)``, ``len``, ``stack[k]``, ``stack[a:b]`` and :meth:`chunks`, like a
+    :class:`~neuradiff.io.stream.VideoSource`. Frames past the end of a stack shorter than the video are unknown.
+    Made by :func:`open_mask_stack`."""
+
+    def __init__(self, source: VideoSource, kind: str, n_frames: int):
+        self.source, self.kind, self.n_frames = source, kind, int(n_frames)
+        self.frame_shape = source.frame_shape
+        self.dtype = np.dtype(np.uint8)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.n_frames, *self.frame_shape)
+
+    @property
+    def ndim(self) -> int:
+        return 3
+
+    def __len__(self) -> int:
+        return self.n_frames
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Three-state frames ``start`` to ``stop - 1`` as uint8 ``[n, H, W]``."""
+        start, stop = max(0, int(start)), min(self.n_frames, int(stop))
+        stored = self.source.n_frames
+        out = np.full((max(stop - start, 0), *self.frame_shape), UNKNOWN, np.uint8)
+        if start < stored and stop > start:
+            out[: min(stop, stored) - start] = _decode(self.source.read(start, min(stop, stored)), self.kind)
+        return out
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, (int, np.integer)):
+            k = int(key) + (self.n_frames if key < 0 else 0)
+            if not 0 <= k < self.n_frames:
+                raise IndexError(f"frame {key} of {self.n_frames}")
+            return self.read(k, k + 1)[0]
+        if isinstance(key, slice) and key.step in (None, 1):
+            start, stop, _ = key.indices(self.n_frames)
+            return self.read(start, stop)
+        raise TypeError("a mask stack is indexed by a frame number or a contiguous slice")
+
+    def chunks(self, size: int) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first frame index, three-state masks [n, H, W])`` for consecutive chunks of at most ``size`` frames."""
+        for start in range(0, self.n_frames, size):
+            yield start, self.read(start, start + size)
+
+    def close(self) -> None:
+        self.source.close()
+
+    def __enter__(self) -> MaskStack:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_mask_stack(
+    path: str | Path, *, shape=None, n_frames: int | None = None, full_stack: bool = False, chunk: int = 64
+) -> MaskStack:
+    """Open a TIFF mask stack for reading frame by frame: what :func:`read_annotations` reads from it, in
+    constant memory (one pass over the file finds which values it holds, which decides three-state or binary).
+
+    Parameters
+    ----------
+    path : str or Path
+        A TIFF stack of masks (three-state 0 / 1 / 255, or binary).
+    shape, n_frames, full_stack
+        As in :func:`read_annotations` (the video's frame size and length; with ``full_stack`` the stack must hold
+        one frame per video frame).
+    chunk : int
+        Frames read at a time by the first pass.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, tifffile
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "masks.tif"
+    >>> tifffile.imwrite(p, np.array([[[0, 255], [255, 0]]] * 3, np.uint8))  # binary: 255 = void
+    >>> with open_mask_stack(p) as masks:
+    ...     masks.shape, masks[2].tolist()
+    ((3, 2, 2), [[0, 1], [1, 0]])
+    """
+    path = Path(path)
+    source = open_video(path)
+    try:
+        stored = source.n_frames
+        if full_stack and n_frames is not None and stored != n_frames:
+            raise NeuradiffError(
+                f"{path} holds {stored} annotation frames but the video has {n_frames}; "
+                "a three-state stack needs one frame per video frame"
+            )
+        _check_size(source.frame_shape, shape, path)
+        if n_frames is not None and stored > n_frames:
+            raise bad(path, f"has {stored} mask frames but the video has {n_frames}")
+        values: set[int] = set()
+        for _, block in source.chunks(chunk):
+            values.update(np.unique(block).tolist())
+        kind = _decoder(np.array(sorted(values)), source.dtype, path)
+    except BaseException:
+        source.close()
+        raise
+    return MaskStack(source, kind, stored if n_frames is None else n_frames)
 
 
 def _read_mask_files(files: list[Path], path, shape, n_frames, names, scheme: LabelScheme = MASKS) -> np.ndarray:
@@ -420,7 +527,7 @@ def _read_yolo(files: list[Path], path, shape, n_frames, names) -> np.ndarray:
 def read_annotations(
     path,
     *,
-    video: Video | None = None,
+    video: Video | VideoSource | None = None,
     shape=None,
     n_frames: int | None = None,
     full_stack: bool = False,
@@ -434,7 +541,7 @@ def read_annotations(
         Three-state TIFF stack (a stack holding both 0 and 255 but no 1 is read as binary:
         255 = void; one holding only 255 is unknown everywhere),
         a mask image or folder of binary masks, a COCO ``.json``, or YOLO ``.txt`` file(s).
-    video : Video, optional
+    video : Video or VideoSource, optional
         Gives the frame size, the number of frames and the frame names to match against.
     shape : (H, W), optional
         Frame size when no video is given (needed for YOLO).
@@ -521,4 +628,4 @@ def void_mask(masks: np.ndarray) -> np.ndarray:
     return np.asarray(masks) == VOID
 
 
-__all__ = ["SOLID", "UNKNOWN", "VOID", "LabelScheme", "read_annotations", "void_mask"]
+__all__ = ["SOLID", "UNKNOWN", "VOID", "LabelScheme", "MaskStack", "open_mask_stack", "read_annotations", "void_mask"]

@@ -182,10 +182,13 @@ def _tiff_source(path: Path):
     with _tifffile_errors() as errors:
         tif = tifffile.TiffFile(path)
     try:
-        series, rgb, uncompressed = tiff_series(tif, path)
+        with _tifffile_errors() as more:  # tifffile parses the series (and logs a truncated one) on first use
+            series, rgb, uncompressed = tiff_series(tif, path)
+        if errors or more:  # what reading it whole would say: refused before anything is written
+            raise bad(path, f"is truncated or corrupt ({(errors or more)[0].strip()[:160]})")
         s = series[0]
         axes = s.axes.upper()
-        if len(series) != 1 or rgb or not axes.endswith("YX") or "S" in axes or errors:
+        if len(series) != 1 or rgb or not axes.endswith("YX") or "S" in axes:
             tif.close()
             return None
         stack_sizes = {a: n for a, n in zip(axes[:-2], s.shape[:-2]) if n > 1}

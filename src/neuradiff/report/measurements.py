@@ -42,10 +42,10 @@ def write_measurements(
     meas : Measurements
     out_dir : str or Path
         Created if needed.
-    video_frames : ndarray, optional
-        ``[T, H, W]`` frames for the overlay video and the trajectory plot.
-    masks : ndarray, optional
-        ``[T, H, W]`` three-state masks, for void outlines in the overlay.
+    video_frames : ndarray or VideoSource, optional
+        ``[T, H, W]`` frames for the overlay video and the trajectory plot (read one frame at a time).
+    masks : ndarray or MaskStack, optional
+        ``[T, H, W]`` three-state masks, for void outlines in the overlay (read one frame at a time).
     plots : bool
         Write PNG plots (time series, size histograms, trajectories).
     overlay : bool
@@ -65,9 +65,12 @@ def write_measurements(
         "params": meas.params,
         "calibration": {"nm_per_px": cal.nm_per_px, "frame_interval_s": cal.frame_interval_s, "source": cal.source},
     }
-    background = video_frames
-    if background is None and masks is not None:  # solid 0, unknown 0.5, void 1
-        background = np.where(np.asarray(masks) == UNKNOWN, 0.5, np.asarray(masks) == VOID)
+    background = None  # the first frame, under the trajectories
+    if video_frames is not None and len(video_frames):
+        background = np.asarray(video_frames[0])[None]
+    elif masks is not None and len(masks):  # solid 0, unknown 0.5, void 1
+        first = np.asarray(masks[0])
+        background = np.where(first == UNKNOWN, 0.5, first == VOID)[None]
     pngs = render_plots(meas, background) if plots else {}
     created = not Path(out_dir).exists()
     out = prepare_output_dir(out_dir)
