@@ -6,6 +6,10 @@ generalist recogniser (the default of ``neuradiff batch``), once in-process with
 cluster of two worker processes (one torch thread each), cluster start-up included; ``--repeats`` times, alternating,
 so that a change in the machine's speed hits both. The two runs' ``voids.csv`` must be identical.
 
+With ``--split`` the folder holds one recording of ``--recordings`` × ``--frames`` frames instead, and the Dask run
+splits it into parts of ``--frames`` frames (``neuradiff batch --span``) tracked by both workers and linked in one
+pass.
+
 The baseline in the same run is the machine's own ceiling: a pure-Python loop (no memory traffic, no libraries) run
 alone and then as two processes at once. Printed: wall seconds, frames/s, the batch ratio 2 workers / 1 worker
 (goal ≥ 1.7×) and the ceiling ratio, each repeat and the median. Run on an otherwise idle machine.
@@ -74,6 +78,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--split", action="store_true", help="One long recording split into parts across the workers.")
     args = ap.parse_args()
     env = environment()
     print_environment(env)
@@ -83,13 +88,17 @@ def main() -> None:
         tmp = Path(tmp)
         data = tmp / "in"
         data.mkdir()
-        make_recordings(data, args.recordings, args.frames, args.size)
+        if args.split:
+            make_recordings(data, 1, args.recordings * args.frames, args.size)
+        else:
+            make_recordings(data, args.recordings, args.frames, args.size)
         total = args.recordings * args.frames
         for r in range(args.repeats):
             rows = {"ceiling": ceiling()}
             for workers in (1, 2):
                 t0 = time.perf_counter()
-                s = run_batch(data, tmp / f"out{r}_{workers}", model=None, workers=workers, overlay=False)
+                span = args.frames if args.split and workers > 1 else None
+                s = run_batch(data, tmp / f"out{r}_{workers}", model=None, workers=workers, overlay=False, span=span)
                 seconds = time.perf_counter() - t0
                 assert not s.failed, [x.error for x in s.failed]
                 rows[workers] = {"seconds": seconds, "frames_per_s": total / seconds}
@@ -110,7 +119,7 @@ def main() -> None:
         f"batch / ceiling {ratio / ceil:.2f}; identical voids.csv: {same}"
     )
     write_json(
-        "batch_scaling.json",
+        "batch_scaling_split.json" if args.split else "batch_scaling.json",
         {"environment": env, "args": vars(args), "repeats": repeats, "ratio_median": ratio,
          "ceiling_median": ceil, "identical_tables": same},
     )  # fmt: skip
