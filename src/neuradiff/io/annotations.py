@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -24,7 +23,7 @@ from neuradiff.core.checks import check_memory
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.core.labels import SOLID, UNKNOWN, VOID
 from neuradiff.io.coco import decode_rle
-from neuradiff.io.stream import VideoSource, open_video
+from neuradiff.io.stream import FrameStack, VideoSource, open_video
 from neuradiff.io.video import IMAGE_SUFFIXES, TIFF_SUFFIXES, Video, bad, natural_key, read_video
 
 _MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
@@ -246,7 +245,7 @@ def _read_stack(
     return stack
 
 
-class MaskStack:
+class MaskStack(FrameStack):
     """Three-state masks of a TIFF mask stack, decoded frame by frame as they are read (the stack is never held
     whole): ``shape`` ``(T, H, W)``, ``len``, ``stack[k]``, ``stack[a:b]`` and :meth:`chunks`, like a
     :class:`~neuradiff.io.stream.VideoSource`. Frames past the end of a stack shorter than the video are unknown.
@@ -257,17 +256,6 @@ class MaskStack:
         self.frame_shape = source.frame_shape
         self.dtype = np.dtype(np.uint8)
 
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return (self.n_frames, *self.frame_shape)
-
-    @property
-    def ndim(self) -> int:
-        return 3
-
-    def __len__(self) -> int:
-        return self.n_frames
-
     def read(self, start: int, stop: int) -> np.ndarray:
         """Three-state frames ``start`` to ``stop - 1`` as uint8 ``[n, H, W]``."""
         start, stop = max(0, int(start)), min(self.n_frames, int(stop))
@@ -277,30 +265,8 @@ class MaskStack:
             out[: min(stop, stored) - start] = _decode(self.source.read(start, min(stop, stored)), self.kind)
         return out
 
-    def __getitem__(self, key) -> np.ndarray:
-        if isinstance(key, (int, np.integer)):
-            k = int(key) + (self.n_frames if key < 0 else 0)
-            if not 0 <= k < self.n_frames:
-                raise IndexError(f"frame {key} of {self.n_frames}")
-            return self.read(k, k + 1)[0]
-        if isinstance(key, slice) and key.step in (None, 1):
-            start, stop, _ = key.indices(self.n_frames)
-            return self.read(start, stop)
-        raise TypeError("a mask stack is indexed by a frame number or a contiguous slice")
-
-    def chunks(self, size: int) -> Iterator[tuple[int, np.ndarray]]:
-        """``(first frame index, three-state masks [n, H, W])`` for consecutive chunks of at most ``size`` frames."""
-        for start in range(0, self.n_frames, size):
-            yield start, self.read(start, start + size)
-
     def close(self) -> None:
         self.source.close()
-
-    def __enter__(self) -> MaskStack:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def open_mask_stack(

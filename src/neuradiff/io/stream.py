@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import imageio.v2 as iio2
 import numpy as np
@@ -56,8 +56,68 @@ from neuradiff.io.video import (
 DEFAULT_CHUNK = 64
 
 
+_Stack = TypeVar("_Stack", bound="FrameStack")
+
+
+class FrameStack:
+    """Shape, length, frame indexing and chunks of a ``[T, H, W]`` stack whose frames a subclass reads on demand
+    with ``read(start, stop)``; it also closes as a context manager."""
+
+    n_frames: int
+    frame_shape: tuple[int, int]
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the frames are read from."""
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(T, H, W)``."""
+        return (self.n_frames, *self.frame_shape)
+
+    @property
+    def ndim(self) -> int:
+        return 3
+
+    def __len__(self) -> int:
+        return self.n_frames
+
+    def __getitem__(self, key) -> np.ndarray:
+        """One frame ``[H, W]`` (an int) or frames ``[n, H, W]`` (a slice with step 1)."""
+        if isinstance(key, (int, np.integer)):
+            k = int(key) + (self.n_frames if key < 0 else 0)
+            if not 0 <= k < self.n_frames:
+                raise IndexError(f"frame {key} is out of range for {self.n_frames} frames")
+            return self.read(k, k + 1)[0]
+        if isinstance(key, slice):
+            start, stop, step = key.indices(self.n_frames)
+            if step != 1:
+                return np.stack([self[k] for k in range(start, stop, step)]) if stop > start else self.read(0, 0)
+            return self.read(start, stop)
+        raise TypeError(f"a video source is indexed by a frame number or a slice, not {type(key).__name__}")
+
+    def chunks(
+        self, size: int = DEFAULT_CHUNK, start: int = 0, stop: int | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first frame index, frames [n, H, W])`` for consecutive chunks of at most ``size`` frames, from frame
+        ``start`` up to (not including) ``stop`` (default: the last frame)."""
+        if size < 1:
+            raise ValueError(f"chunk size must be >= 1, got {size}")
+        stop = self.n_frames if stop is None else min(stop, self.n_frames)
+        for first in range(start, stop, size):
+            yield first, self.read(first, min(first + size, stop))
+
+    def __enter__(self: _Stack) -> _Stack:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 @dataclass
-class VideoSource:
+class VideoSource(FrameStack):
     """A recording whose frames are read on demand.
 
     Attributes
@@ -85,18 +145,6 @@ class VideoSource:
     _read: Callable[[int, int], np.ndarray] = field(repr=False)
     _close: Callable[[], None] = field(default=lambda: None, repr=False)
 
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """``(T, H, W)``."""
-        return (self.n_frames, *self.frame_shape)
-
-    @property
-    def ndim(self) -> int:
-        return 3
-
-    def __len__(self) -> int:
-        return self.n_frames
-
     def read(self, start: int, stop: int) -> np.ndarray:
         """Frames ``start`` to ``stop - 1`` as one ``[stop - start, H, W]`` array (checked: size, type, finite)."""
         start, stop = max(0, int(start)), min(self.n_frames, int(stop))
@@ -114,40 +162,9 @@ class VideoSource:
         finite_array(f"{self.path} (frames {start}–{stop - 1})", frames)
         return frames
 
-    def __getitem__(self, key) -> np.ndarray:
-        """One frame ``[H, W]`` (an int) or frames ``[n, H, W]`` (a slice with step 1)."""
-        if isinstance(key, (int, np.integer)):
-            k = int(key) + (self.n_frames if key < 0 else 0)
-            if not 0 <= k < self.n_frames:
-                raise IndexError(f"frame {key} is out of range for {self.n_frames} frames")
-            return self.read(k, k + 1)[0]
-        if isinstance(key, slice):
-            start, stop, step = key.indices(self.n_frames)
-            if step != 1:
-                return np.stack([self[k] for k in range(start, stop, step)]) if stop > start else self.read(0, 0)
-            return self.read(start, stop)
-        raise TypeError(f"a video source is indexed by a frame number or a slice, not {type(key).__name__}")
-
-    def chunks(
-        self, size: int = DEFAULT_CHUNK, start: int = 0, stop: int | None = None
-    ) -> Iterator[tuple[int, np.ndarray]]:
-        """``(first frame index, frames [n, H, W])`` for consecutive chunks of at most ``size`` frames, from frame
-        ``start`` up to (not including) ``stop`` (default: the last frame)."""
-        if size < 1:
-            raise ValueError(f"chunk size must be >= 1, got {size}")
-        stop = self.n_frames if stop is None else min(stop, self.n_frames)
-        for first in range(start, stop, size):
-            yield first, self.read(first, min(first + size, stop))
-
     def close(self) -> None:
         """Release the file (open file, TIFF or movie reader)."""
         self._close()
-
-    def __enter__(self) -> VideoSource:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 # --------------------------------------------------------------------------- TIFF

@@ -276,9 +276,11 @@ def run_track(
                                             eta_out, masks_out, measurer, progress)  # fmt: skip
                 else:
                     span = _span(n, batch, runner.workers, span)
-                    parts = [
-                        TrackPart(str(video), None if model is None else str(model), str(stage / ".parts"), a,
-                                  min(a + span, n), opened, void_px, batch, step, denoise, measure, str(device))
+                    far = {**opened, "frame_times": None if frame_times is None else str(Path(frame_times).resolve())}
+                    parts = [  # absolute paths: a worker may run elsewhere
+                        TrackPart(str(Path(video).resolve()), None if model is None else str(Path(model).resolve()),
+                                  str((stage / ".parts").resolve()), a, min(a + span, n), far, void_px, batch, step,
+                                  denoise, measure, str(device))
                         for a in range(0, n, span)
                     ]  # fmt: skip
                     (stage / ".parts").mkdir()
