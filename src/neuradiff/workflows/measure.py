@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from neuradiff.core.allocator import release_free_memory
 from neuradiff.core.checks import check_frame_interval, check_pixel_size, in_range
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.core.files import check_output_dir, staged_output
@@ -121,6 +122,7 @@ def run_measure(
         for start in range(0, n, DEFAULT_CHUNK):
             measurer.add(three_state[start : start + DEFAULT_CHUNK], start, progress)
         meas = measurer.finish()
+        release_free_memory()  # linking's scratch memory goes back before the overlay's encoder starts
         inputs = {"masks": masks, "video": video, "frame_times": frame_times}
         record = provenance("measure", inputs=inputs, settings=settings, calibration=calibration.describe(n))
         with staged_output(out) as stage:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from neuradiff.core.allocator import release_free_memory
 from neuradiff.core.checks import check_frame_interval, check_memory, check_pixel_size
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.core.files import check_output_dir, staged_output, write_text
@@ -291,6 +292,7 @@ def run_track(
                 write_mask_formats(stage, stored, src.names, cal)
                 if measurer is not None:
                     meas = measurer.finish()
+                    release_free_memory()  # linking's scratch memory goes back before the overlay's encoder starts
                     write_measurements(meas, stage, video_frames=src, masks=stored, overlay=overlay, progress=progress)
             write_provenance(stage, record)
     return TrackSummary(n, seconds, Path(out))
