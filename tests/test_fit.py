@@ -168,6 +168,7 @@ def test_resume_reaches_the_uninterrupted_result(tiny_dataset, tmp_path):
     assert full.kept["val_loss"] == resumed.kept["val_loss"]
 
 
+@pytest.mark.slow
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_dataset, tmp_path):
     class Poisoned(NeuraDiffObjective):
         def joint_loss(self, it):

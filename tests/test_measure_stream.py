@@ -26,7 +26,7 @@ def _masks(n: int, size: int = 40) -> np.ndarray:
 
 
 def test_measure_streams_a_mask_stack(tmp_path, monkeypatch):
-    n = 2 * DEFAULT_CHUNK + 17
+    n = DEFAULT_CHUNK + 17
     masks = _masks(n)
     path = tmp_path / "masks.tif"
     tifffile.imwrite(path, masks, imagej=True, resolution=(2.0, 2.0), metadata={"axes": "TYX", "unit": "nm"})

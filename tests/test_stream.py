@@ -105,6 +105,7 @@ def _save(tmp_path):
     return tmp_path / "m.tif"
 
 
+@pytest.mark.slow
 def test_track_chunked_equals_one_chunk(tmp_path):
     _recording(tmp_path / "a.tif", n=10)
     run_track(tmp_path / "a.tif", None, tmp_path / "one", chunk=1000, overlay=False)

@@ -52,12 +52,13 @@ def whole(recording, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("span", [1, 7, 20])
+@pytest.mark.parametrize("span", [pytest.param(1, marks=pytest.mark.slow), 7, pytest.param(20, marks=pytest.mark.slow)])
 def test_parts_equal_one_pass(recording, whole, tmp_path, span):
     run_track(recording, None, tmp_path / "parts", overlay=False, chunk=4, runner=InProcess(), span=span)
     _same_outputs(whole, tmp_path / "parts")
 
 
+@pytest.mark.slow
 def test_tracks_run_on_across_part_borders(recording, tmp_path):
     run_track(recording, None, tmp_path / "parts", overlay=False, runner=InProcess(), span=6)
     voids = pd.read_csv(tmp_path / "parts" / "voids.csv")
@@ -67,6 +68,7 @@ def test_tracks_run_on_across_part_borders(recording, tmp_path):
     assert (spans["min"] == 0).all() and (spans["max"] == 19).all() and (spans["count"] == 20).all()
 
 
+@pytest.mark.slow
 def test_temporal_denoising_reads_across_part_borders(recording, tmp_path):
     median = Denoise("temporal", window=3)
     run_track(recording, None, tmp_path / "one", overlay=False, denoise=median)

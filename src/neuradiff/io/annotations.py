@@ -289,10 +289,11 @@ def open_mask_stack(
     --------
     >>> import tempfile, pathlib, tifffile
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "masks.tif"
-    >>> tifffile.imwrite(p, np.array([[[0, 255], [255, 0]]] * 3, np.uint8))  # binary: 255 = void
+    >>> frame = np.kron([[0, 255], [255, 0]], np.ones((2, 2), np.uint8)).astype(np.uint8)  # binary: 255 = void
+    >>> tifffile.imwrite(p, np.stack([frame] * 3), photometric="minisblack")
     >>> with open_mask_stack(p) as masks:
     ...     masks.shape, masks[2].tolist()
-    ((3, 2, 2), [[0, 1], [1, 0]])
+    ((3, 4, 4), [[0, 0, 1, 1], [0, 0, 1, 1], [1, 1, 0, 0], [1, 1, 0, 0]])
     """
     path = Path(path)
     source = open_video(path)

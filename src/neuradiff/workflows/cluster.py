@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import torch
+
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.workflows.track import TrackedPart, TrackPart
 
@@ -92,8 +94,6 @@ class DaskRunner:
 
 
 def _in_threads(fn: Callable[[TrackPart], TrackedPart], part: TrackPart, threads: int) -> TrackedPart:
-    import torch
-
     torch.set_num_threads(threads)
     return fn(part)
 
