@@ -107,10 +107,10 @@ def _build(suffix: str) -> Any:
     dll = ctypes.CDLL(str(out))
     ptr, i, d = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
     fwd = getattr(dll, f"void_forward_{suffix}")
-    fwd.argtypes = [ptr, ptr, i, i, i, i, ptr, d, d, i, ptr, d, ptr, ptr]
+    fwd.argtypes = [ptr, ptr, i, i, i, i, ptr, d, d, i, ptr, d, ptr, ptr, ptr]
     fwd.restype = i
     bwd = getattr(dll, f"void_backward_{suffix}")
-    bwd.argtypes = [ptr, ptr, ptr, ptr, i, i, i, i, ptr, d, d, i, ptr]
+    bwd.argtypes = [ptr, ptr, ptr, ptr, i, i, i, i, ptr, d, d, i, ptr, ptr]
     bwd.restype = i
     return dll
 
@@ -181,6 +181,8 @@ class _FusedStep(torch.autograd.Function):
         f = None if forcing is None else forcing.detach().to(s.dtype).contiguous()
         counts = torch.zeros((b, 3), dtype=torch.int64)
         mask = torch.empty((b, hh, ww), dtype=torch.uint8) if project else None
+        # the potentials, kept for the backward (four fields: a step's tape is its state and these)
+        pot = torch.empty((b, 4, hh, ww), dtype=s.dtype) if any(ctx.needs_input_grad) else None
         lib = _library(s.dtype)
         assert lib is not None
         rc = getattr(lib, f"void_forward_{_DTYPES[s.dtype]}")(
@@ -198,10 +200,11 @@ class _FusedStep(torch.autograd.Function):
             float(fdiv),
             counts.data_ptr() if project else None,
             None if mask is None else mask.data_ptr(),
+            None if pot is None else pot.data_ptr(),
         )
         if rc != 0:
             raise MemoryError("the fused kernel could not allocate its work buffers")
-        ctx.save_for_backward(s, mask)
+        ctx.save_for_backward(s, mask, pot)
         ctx.values, ctx.h, ctx.dx, ctx.imex, ctx.fdiv, ctx.periodic = values, h, dx, imex, fdiv, periodic
         ctx.has_forcing = forcing is not None
         ctx.leaf_meta = [(leaf.dtype, leaf.shape) if isinstance(leaf, Tensor) else None for leaf in leaves]
@@ -210,7 +213,7 @@ class _FusedStep(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads):
-        s, mask = ctx.saved_tensors
+        s, mask, pot = ctx.saved_tensors
         ubar = grads[0].contiguous()
         need_fbar = ctx.has_forcing and ctx.needs_input_grad[1]
         kernel_mask = mask
@@ -237,6 +240,7 @@ class _FusedStep(torch.autograd.Function):
             ctx.dx,
             int(ctx.imex),
             None if kernel_mask is None else kernel_mask.data_ptr(),
+            None if pot is None else pot.data_ptr(),
         )
         if rc != 0:
             raise MemoryError("the fused kernel could not allocate its work buffers")

@@ -175,21 +175,23 @@ static void project(REAL *u, const REAL *f, REAL fdiv, long long *counts, unsign
     }
 }
 
-/* With counts != NULL the conservative projection follows the update (see project): out = P(u + f / fdiv). */
+/* With counts != NULL the conservative projection follows the update (see project): out = P(u + f / fdiv).
+ * With pot != NULL the potentials (mu_v, mu_i, mu_eta, d_eta; [B, 4, H, W]) are written there for the backward. */
 int FN(void_forward)(const REAL *state, REAL *out, int B, int H, int W, int periodic, const double *pd, double h_,
-                     double dx,
-                     int imex, const REAL *forcing, double fdiv, long long *counts, unsigned char *mask) {
+                     double dx, int imex, const REAL *forcing, double fdiv, long long *counts, unsigned char *mask,
+                     REAL *pot) {
     REAL p[P_COUNT];
     for (int i = 0; i < P_COUNT; ++i) p[i] = (REAL)pd[i];
     const REAL h = (REAL)h_, idx2 = (REAL)(1.0 / (dx * dx));
     const size_t n = (size_t)H * (size_t)W;
-    REAL *mu = (REAL *)malloc(sizeof(REAL) * 4 * n);
-    if (!mu) return 1;
-    REAL *de = mu + 3 * n;
+    REAL *work = pot ? NULL : (REAL *)malloc(sizeof(REAL) * 4 * n);
+    if (!pot && !work) return 1;
     const REAL mobv = p[P_DV] / p[P_T], mobi = p[P_DI] / p[P_T];
     for (int b = 0; b < B; ++b) {
         const REAL *s = state + (size_t)b * 3 * n;
         REAL *u = out + (size_t)b * 3 * n;
+        REAL *mu = pot ? pot + (size_t)b * 4 * n : work;
+        REAL *de = mu + 3 * n;
         potentials(s, mu, de, H, W, periodic, p, idx2);
         const REAL *cv = s, *ci = s + n, *eta = s + 2 * n;
         if (imex) {
@@ -216,7 +218,7 @@ int FN(void_forward)(const REAL *state, REAL *out, int B, int H, int W, int peri
         if (counts)
             project(u, forcing ? forcing + (size_t)b * 3 * n : NULL, (REAL)fdiv, counts + 3 * b, mask + (size_t)b * n, n);
     }
-    free(mu);
+    free(work);
     return 0;
 }
 
@@ -240,16 +242,19 @@ int FN(void_forward)(const REAL *state, REAL *out, int B, int H, int W, int peri
         gD = mbar * cp;                                                                                       \
     }
 
+/* pot: the forward's potentials ([B, 4, H, W]), or NULL to recompute them. */
 int FN(void_backward)(const REAL *state, const REAL *ubar, REAL *sbar, double *pbar, int B, int H, int W,
-                      int periodic, const double *pd, double h_, double dx, int imex, const unsigned char *mask) {
+                      int periodic, const double *pd, double h_, double dx, int imex, const unsigned char *mask,
+                      const REAL *pot) {
     REAL p[P_COUNT];
     for (int i = 0; i < P_COUNT; ++i) p[i] = (REAL)pd[i];
     const REAL h = (REAL)h_, idx2 = (REAL)(1.0 / (dx * dx));
     const size_t n = (size_t)H * (size_t)W;
-    /* mu (3), d_eta (1), rbar = h q ubar (3), mubar (3), per-pixel parameter terms (9) */
-    REAL *buf = (REAL *)malloc(sizeof(REAL) * 19 * n);
+    /* mu (3), d_eta (1), rbar = h q ubar (3), mubar (3), per-pixel parameter terms (9), masked eta adjoint (1) */
+    REAL *buf = (REAL *)malloc(sizeof(REAL) * 20 * n);
     if (!buf) return 1;
-    REAL *mu = buf, *de = buf + 3 * n, *rb = buf + 4 * n, *mb = buf + 7 * n;
+    REAL *ueb_buf = buf + 19 * n;
+    REAL *rb = buf + 4 * n, *mb = buf + 7 * n;
     REAL *aE = buf + 10 * n, *aEi = buf + 11 * n, *aT = buf + 12 * n, *aKv = buf + 13 * n, *aKi = buf + 14 * n;
     REAL *aKe = buf + 15 * n, *aDv = buf + 16 * n, *aDi = buf + 17 * n, *aL = buf + 18 * n;
     const REAL mobv = p[P_DV] / p[P_T], mobi = p[P_DI] / p[P_T];
@@ -261,19 +266,36 @@ int FN(void_backward)(const REAL *state, const REAL *ubar, REAL *sbar, double *p
         /* the gradient of the projection's clamp of eta: passed where eta was inside [0, 1] */
         const unsigned char *mk = mask ? mask + (size_t)b * n : NULL;
         const REAL *cv = s, *ci = s + n, *eta = s + 2 * n;
-        potentials(s, mu, de, H, W, periodic, p, idx2);
+        const REAL *mu = buf, *de = buf + 3 * n;
+        if (pot) {
+            mu = pot + (size_t)b * 4 * n;
+            de = mu + 3 * n;
+        } else {
+            potentials(s, buf, buf + 3 * n, H, W, periodic, p, idx2);
+        }
+        /* the adjoint of eta after the clamp's mask (branch-free loops below read it unconditionally) */
+        const REAL *ueb = ub + 2 * n;
+        if (mk) {
+            for (size_t k = 0; k < n; ++k) ueb_buf[k] = ub[2 * n + k] * (REAL)mk[k];
+            ueb = ueb_buf;
+        }
         /* pass 1: rate adjoints rbar = h q ubar */
-        for (size_t k = 0; k < n; ++k) {
-            REAL qv = 1, qi = 1, qe = 1;
-            if (imex) {
+        if (imex) {
+            for (size_t k = 0; k < n; ++k) {
                 const REAL kr = p[P_RB] + p[P_RS] * eta[k] * eta[k];
-                qv = (REAL)1 / ((REAL)1 + h * kr * (ci[k] > 0 ? ci[k] : (REAL)0));
-                qi = (REAL)1 / ((REAL)1 + h * kr * (cv[k] > 0 ? cv[k] : (REAL)0));
-                qe = (REAL)1 / ((REAL)1 + h * de[k]);
+                const REAL qv = (REAL)1 / ((REAL)1 + h * kr * (ci[k] > 0 ? ci[k] : (REAL)0));
+                const REAL qi = (REAL)1 / ((REAL)1 + h * kr * (cv[k] > 0 ? cv[k] : (REAL)0));
+                const REAL qe = (REAL)1 / ((REAL)1 + h * de[k]);
+                rb[k] = h * qv * ub[k];
+                rb[n + k] = h * qi * ub[n + k];
+                rb[2 * n + k] = h * qe * ueb[k];
             }
-            rb[k] = h * qv * ub[k];
-            rb[n + k] = h * qi * ub[n + k];
-            rb[2 * n + k] = h * qe * (mk ? ub[2 * n + k] * (REAL)mk[k] : ub[2 * n + k]);
+        } else {
+            for (size_t k = 0; k < n; ++k) {
+                rb[k] = h * ub[k];
+                rb[n + k] = h * ub[n + k];
+                rb[2 * n + k] = h * ueb[k];
+            }
         }
         /* pass 2: adjoints of the transport, recombination and implicit diagonal; mubar; local state parts */
         GRID_LOOP({
@@ -298,7 +320,7 @@ int FN(void_backward)(const REAL *state, const REAL *ubar, REAL *sbar, double *p
             aL[k] = -rb[2 * n + k] * mu[2 * n + k];
             sb[k] = ub[k] + gcv;
             sb[n + k] = ub[n + k] + gci;
-            sb[2 * n + k] = (mk ? ub[2 * n + k] * (REAL)mk[k] : ub[2 * n + k]) + geta;
+            sb[2 * n + k] = ueb[k] + geta;
         })
         if (imex) {
             /* adjoint of the implicit diagonal: d_bar = -rbar * h * rate * q (rbar = h q ubar already) */
@@ -374,7 +396,7 @@ int FN(void_backward)(const REAL *state, const REAL *ubar, REAL *sbar, double *p
             aT[k] += bv * hh * l.dvs + bi * hh * l.dis + be * (REAL)2 * (e - (REAL)1) * l.ent;
         })
         /* the parameter gradients: per-pixel terms summed in double */
-        for (size_t k = 0; k < n; ++k) {
+        _Pragma("omp simd reduction(+ : gEv, gEi, gT, gkv, gki, gke, gDv, gDi, gL)") for (size_t k = 0; k < n; ++k) {
             gEv += aE[k];
             gEi += aEi[k];
             gT += (double)aT[k] - (double)(aDv[k] * mobv + aDi[k] * mobi) / p[P_T];
