@@ -23,8 +23,20 @@ def naive_laplacian(x, dx=1.0):
     return F.conv2d(x.unsqueeze(1), LAP_KERNEL.to(x.dtype)).squeeze(1) / (dx * dx)
 
 
-def naive_step(c_v, c_i, eta, p, dt, dx=1.0, eps=1e-6):
-    """One deterministic explicit step of the reference discretisation, operation by operation."""
+def naive_forcing(eta, p, generator=None):
+    """The published code's random terms of one step, drawn fresh per pixel as it does: cascades (R₁, R₂ ~ U[0, 1);
+    P = V_g R₂ where η < 0.8 and R₁ ≤ p_casc; P_v = b P, P_i = (1 − b) P, P_η = (2b − 1) P) and the "thermal
+    fluctuation" N(0, 1)/100 added to each field's rate. Returns the three rate increments."""
+    r1 = torch.rand(eta.shape, generator=generator, dtype=eta.dtype)
+    r2 = torch.rand(eta.shape, generator=generator, dtype=eta.dtype)
+    cascade = p.V_g * r2 * ((eta < 0.8) & (r1 <= p.p_casc)).to(eta.dtype)
+    xi = [torch.randn(eta.shape, generator=generator, dtype=eta.dtype) / 100.0 for _ in range(3)]
+    return (xi[0] + p.bias * cascade, xi[1] + (1.0 - p.bias) * cascade, xi[2] + (2.0 * p.bias - 1.0) * cascade)
+
+
+def naive_step(c_v, c_i, eta, p, dt, dx=1.0, eps=1e-6, forcing=None):
+    """One explicit step of the reference discretisation, operation by operation; ``forcing``: the rate increments
+    of :func:`naive_forcing` (``None``: deterministic)."""
     s = 1.0 - c_v - c_i
     ln_v = torch.log(torch.clamp(c_v, min=eps))
     ln_i = torch.log(torch.clamp(c_i, min=eps))
@@ -43,9 +55,14 @@ def naive_step(c_v, c_i, eta, p, dt, dx=1.0, eps=1e-6):
     M_v = p.D_v * c_v / p.kBT
     M_i = p.D_i * c_i / p.kBT
     R = (p.R_bulk + p.R_surf * eta**2) * c_v * c_i
-    c_v_new = c_v + dt * (M_v * naive_laplacian(mu_v, dx) - R)
-    c_i_new = c_i + dt * (M_i * naive_laplacian(mu_i, dx) - R)
-    eta_new = eta - dt * p.L * mu_eta
+    rate_v = M_v * naive_laplacian(mu_v, dx) - R
+    rate_i = M_i * naive_laplacian(mu_i, dx) - R
+    rate_eta = -p.L * mu_eta
+    if forcing is not None:
+        rate_v, rate_i, rate_eta = rate_v + forcing[0], rate_i + forcing[1], rate_eta + forcing[2]
+    c_v_new = c_v + dt * rate_v
+    c_i_new = c_i + dt * rate_i
+    eta_new = eta + dt * rate_eta
     return (torch.clamp(c_v_new, 0.0, 1.0), torch.clamp(c_i_new, 0.0, 1.0), torch.clamp(eta_new, 0.0, 1.0))
 
 

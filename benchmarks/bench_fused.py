@@ -14,7 +14,12 @@ the minimum over the repeats is kept, so the ratios come from the same run under
 Also: the raw kernel call (no projection or bookkeeping) at 256² against the bandwidth floor (read and
 write the three float32 fields once at the measured DRAM copy bandwidth).
 
-Run:  python benchmarks/bench_fused.py [--repeats 3] [--quick]
+``--stochastic``: every step with its random terms, as the published code always steps (it draws cascades and
+noise fresh inside every call, training included): ``published`` draws them per pixel as the published code does
+(``_naive.naive_forcing``), ``torch`` and ``fused`` take the engine's seeded keyed stream
+(``RandomForcing``: cascades and conservative Langevin noise, replayable in the backward pass).
+
+Run:  python benchmarks/bench_fused.py [--repeats 3] [--quick] [--stochastic]
 Writes benchmarks/results/bench_fused.json.
 """
 
@@ -34,8 +39,9 @@ single_thread(1)
 
 import torch
 
-from _naive import copy_bandwidth, naive_step
+from _naive import copy_bandwidth, naive_forcing, naive_step
 from neuradiff.physics import VoidModel, VoidParameters, single_void
+from neuradiff.physics.forcing import NoForcing, RandomForcing
 from neuradiff.physics.fused import fused_step, fused_unavailable
 from neuradiff.physics.integrators import explicit_euler
 
@@ -55,34 +61,40 @@ def state(n: int, b: int) -> torch.Tensor:
     return single_void((n, n), dtype=torch.float32).repeat(b, 1, 1, 1).contiguous()
 
 
-def engine(kernel: str):
+def engine(kernel: str, stochastic: bool = False):
     model = VoidModel("conservative", kernel=kernel)
+    source = RandomForcing(7) if stochastic else NoForcing()
 
     def fb(s0: torch.Tensor, n: int) -> None:
         leaves, p = leaves_and_params()
         s = s0.clone().requires_grad_(True)
         x = s
-        for _ in range(n):
-            x = explicit_euler(model, x, p, DT, guard="off")[0]
+        for k in range(n):
+            x = explicit_euler(model, x, p, DT, guard="off", draws=source.draws(model, k, x))[0]
         torch.autograd.grad(x.sum(), [s, *leaves])
 
     def fwd(s0: torch.Tensor, n: int) -> None:
         p = VoidParameters()
         with torch.no_grad():
             x = s0
-            for _ in range(n):
-                x = explicit_euler(model, x, p, DT, guard="off")[0]
+            for k in range(n):
+                x = explicit_euler(model, x, p, DT, guard="off", draws=source.draws(model, k, x))[0]
 
     return fb, fwd
 
 
-def published():
+def published(stochastic: bool = False):
+    gen = torch.Generator().manual_seed(7)
+
+    def forcing(eta, p):
+        return naive_forcing(eta.detach(), p, gen) if stochastic else None
+
     def fb(s0: torch.Tensor, n: int) -> None:
         leaves, p = leaves_and_params()
         fields = [s0[:, k].clone().contiguous().requires_grad_(True) for k in range(3)]
         c_v, c_i, eta = fields
         for _ in range(n):
-            c_v, c_i, eta = naive_step(c_v, c_i, eta, p, DT)
+            c_v, c_i, eta = naive_step(c_v, c_i, eta, p, DT, forcing=forcing(eta, p))
         torch.autograd.grad(c_v.sum() + c_i.sum() + eta.sum(), [*fields, *leaves])
 
     def fwd(s0: torch.Tensor, n: int) -> None:
@@ -90,7 +102,7 @@ def published():
         with torch.no_grad():
             c_v, c_i, eta = (s0[:, k].contiguous() for k in range(3))
             for _ in range(n):
-                c_v, c_i, eta = naive_step(c_v, c_i, eta, p, DT)
+                c_v, c_i, eta = naive_step(c_v, c_i, eta, p, DT, forcing=forcing(eta, p))
 
     return fb, fwd
 
@@ -110,6 +122,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="one configuration (8 × 128²), 2 repeats")
+    ap.add_argument("--stochastic", action="store_true", help="steps with cascades and noise (the published code's)")
     args = ap.parse_args()
     reason = fused_unavailable(torch.zeros(1, 3, 8, 8), VoidParameters(), boundary="periodic", face="upwind")
     if reason is not None:
@@ -118,7 +131,8 @@ def main() -> None:
     print_environment(env)
     configs = CONFIGS[:1] if args.quick else CONFIGS
     repeats = 2 if args.quick else args.repeats
-    impls = {"published": published(), "torch": engine("torch"), "fused": engine("fused")}
+    st = args.stochastic
+    impls = {"published": published(st), "torch": engine("torch", st), "fused": engine("fused", st)}
     rows = []
     for n, b, n_fb in configs:
         s0 = state(n, b)
@@ -184,7 +198,8 @@ def main() -> None:
         ("fwd_speedup_vs_published", "fwd × published", ".1f"),
     ]
     print(table(rows, cols))
-    path = write_json("bench_fused.json", {"environment": env, "rows": rows, "floor": floor_row, "dt": DT})
+    name = "bench_fused_stochastic.json" if st else "bench_fused.json"
+    path = write_json(name, {"environment": env, "stochastic": st, "rows": rows, "floor": floor_row, "dt": DT})
     print(f"wrote {path}")
 
 

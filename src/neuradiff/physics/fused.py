@@ -3,8 +3,9 @@ hand-derived adjoint.
 
 The kernel (``kernels/void_step.c``) computes ``u = s + h·rate(s) / (1 + h·d(s))`` (``d = 0`` for the explicit
 step) in two passes over the fields, and its adjoint (the gradients with respect to the state and the nine
-learned parameters) in three, recomputing what it needs from the state instead of storing intermediates: the
-tape of a step is its input state. It is the same arithmetic as the plain PyTorch path of
+learned parameters) in three more, recomputing what it needs from the state and the chemical potentials instead
+of storing intermediates: the tape of a step is its input state and four potential fields (μ_v, μ_i, μ_η and the
+implicit diagonal of η), seven fields in all. Every pixel loop is branch-free, so the compiler vectorises it. It is the same arithmetic as the plain PyTorch path of
 :class:`~neuradiff.physics.void_model.ConservativeVoidModel` (the readable reference, which the tests compare
 it with), on periodic grids or between no-flux walls, with upwind face mobilities, in float32 or float64. In
 float32 the logarithm is a branch-free polynomial (Cephes' minimax for the mantissa) instead of libm's, so the

@@ -90,8 +90,9 @@ class FitConfig:
     crop_margin: Count = 8
     #: of the learned simulator: "periodic", "no-flux", or "auto" (no-flux when cropping)
     boundary: Literal["auto", "periodic", "no-flux"] = "auto"
-    #: the simulator's Euler steps: "torch" (plain PyTorch) or "fused" (compiled CPU kernel)
-    kernel: Literal["torch", "fused"] = "torch"
+    #: the simulator's Euler steps: "fused" (compiled CPU kernel, several times faster), "torch" (plain PyTorch)
+    #: or "auto" (fused for the conservative discretisation, which is the one it implements, else torch)
+    kernel: Literal["auto", "torch", "fused"] = "auto"
     #: Levenberg-Marquardt steps on the whole video's void-area curve after joint training
     refine_iters: Count = 6
     #: identifiability and Laplace posterior at the optimum (methods.posterior)
@@ -159,8 +160,15 @@ class FitConfig:
             dt=self.dt,
             time_per_frame=time_per_frame,
             boundary=boundary,
-            kernel=self.kernel,
+            kernel=self.kernel_name(),
         )
+
+    def kernel_name(self) -> str:
+        """The simulator kernel this fit uses: ``kernel``, with ``"auto"`` resolved (``"fused"`` for the
+        conservative discretisation, else ``"torch"``)."""
+        if self.kernel != "auto":
+            return self.kernel
+        return "fused" if self.discretisation == "conservative" else "torch"
 
     def initial_parameters(self) -> VoidParameters:
         """The starting guess with the fixed parameters applied."""
