@@ -1,7 +1,8 @@
 """A fit at real size, end to end: ``neuradiff fit`` of a 512² × 100-frame multi-void recording, 10 % annotated.
 
 Makes the recording with ``neuradiff simulate --scenario multi-void --size 512 --frames 100`` (seeded; the
-default annotation: every tenth frame, whole frames), then runs ``neuradiff fit`` on it once per simulator
+default annotation: every tenth frame, whole frames; simulated with the fused kernel unless ``--sim-kernel
+torch``), then runs ``neuradiff fit`` on it once per simulator
 kernel (``--kernels fused,torch``: the compiled kernel and the plain PyTorch step, the baseline) with the
 default settings otherwise (256² training windows with a rollout per window, 150 + 50 iterations), each as a
 subprocess on one torch thread. Records the wall-clock time of each fit (Python start-up included), the peak
@@ -53,6 +54,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--kernels", default="fused,torch", help="simulator kernels to fit with, in order")
     ap.add_argument("--data", type=Path, default=None, help="reuse a dataset folder made by an earlier run")
+    ap.add_argument("--sim-kernel", default="fused", help="kernel of the recording's simulation (torch or fused)")
     ap.add_argument("--keep", type=Path, default=None, help="keep the dataset and model folders here")
     ap.add_argument("--out", default="fit_size.json")
     args = ap.parse_args()
@@ -69,6 +71,9 @@ def main() -> None:
             shutil.rmtree(data)
         cmd = ["neuradiff", "simulate", "--out", str(data), "--scenario", "multi-void", "--size", str(args.size)]
         cmd += ["--frames", str(args.frames), "--seed", str(args.seed), "--threads", "1"]
+        sim_config = base / "simulate.json"
+        sim_config.write_text(json.dumps({"simulation": {"kernel": args.sim_kernel}}))
+        cmd += ["--config", str(sim_config)]
         sim_seconds, _, proc = run_measured(cmd, env_vars)
         if proc.returncode != 0:
             raise SystemExit(f"neuradiff simulate failed:\n{proc.stderr[-2000:]}")

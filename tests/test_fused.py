@@ -1,5 +1,6 @@
 """The fused void-model kernel against the plain PyTorch path (the reference), and its float64 gradients."""
 
+import numpy as np
 import pytest
 import torch
 from torch.autograd import gradcheck
@@ -153,3 +154,25 @@ def test_a_fit_can_choose_the_fused_kernel():
     assert "kernel" not in Simulator().to_dict()  # the default leaves model files as they were
     with pytest.raises(ValueError, match="kernel"):
         FitConfig(kernel="gpu").validate()
+
+
+def test_fits_use_the_fused_kernel_by_default_where_it_applies():
+    assert FitConfig().kernel_name() == "fused"
+    assert FitConfig().simulator(1.0).model.kernel == "fused"
+    assert FitConfig(discretisation="reference").kernel_name() == "torch"  # it implements the conservative one
+    assert FitConfig(kernel="torch").simulator(1.0).model.kernel == "torch"
+    with pytest.raises(ValueError, match="conservative"):
+        FitConfig(kernel="fused", discretisation="reference").validate()
+
+
+def test_a_simulation_can_step_with_the_fused_kernel():
+    from neuradiff.synth.simulation import SimulationConfig, run_simulation
+
+    kw = {"initial": "single-disk", "size": 32, "steps": 60, "save_every": 20, "stochastic": True, "seed": 3}
+    plain = run_simulation(SimulationConfig(**kw))
+    fused = run_simulation(SimulationConfig(**kw, kernel="fused"))
+    assert fused.config.to_dict()["kernel"] == "fused"
+    assert fused.substeps == plain.substeps
+    np.testing.assert_allclose(fused.fields, plain.fields, atol=2e-5, rtol=0)
+    with pytest.raises(ValueError, match="kernel"):
+        SimulationConfig(**kw, kernel="gpu").validate()

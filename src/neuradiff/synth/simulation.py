@@ -40,6 +40,9 @@ class SimulationConfig:
     dx: float = 1.0
     save_every: int = 100
     discretisation: str = "conservative"
+    #: the Euler steps: "torch" (plain PyTorch, the default: datasets of earlier versions bit for bit) or "fused"
+    #: (the compiled CPU kernel, several times faster, equal within float32 round-off; conservative only)
+    kernel: str = "torch"
     integrator: str = "euler"
     guard_every: int = 10  # the stability limit changes slowly along a physical trajectory
     stochastic: bool = True
@@ -69,7 +72,9 @@ class SimulationConfig:
             raise ValueError(
                 f"unknown initial condition {self.initial!r}; choose one of {', '.join(INITIAL_CONDITIONS)}"
             )
-        get_integrator(self.integrator).check(VoidModel(self.discretisation))
+        if self.kernel not in ("torch", "fused"):
+            raise ValueError(f"kernel must be 'torch' or 'fused', got {self.kernel!r}")
+        get_integrator(self.integrator).check(VoidModel(self.discretisation, kernel=self.kernel))
         self.parameters()  # raises on bad values
         torch_device(self.device)
         self.check_resources()
@@ -148,7 +153,7 @@ def run_simulation(
     """Run ``config`` (from ``state`` if given, else its named initial condition); ``progress(steps_done)``."""
     config.validate()
     params = config.parameters()
-    model = VoidModel(config.discretisation)
+    model = VoidModel(config.discretisation, kernel=config.kernel)
     device = torch.device(config.device)
     s = (make_initial_state(config) if state is None else state).to(device=device, dtype=DTYPES[config.dtype])
     forcing = RandomForcing(config.seed) if config.stochastic else None
