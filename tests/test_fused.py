@@ -176,3 +176,19 @@ def test_a_simulation_can_step_with_the_fused_kernel():
     np.testing.assert_allclose(fused.fields, plain.fields, atol=2e-5, rtol=0)
     with pytest.raises(ValueError, match="kernel"):
         SimulationConfig(**kw, kernel="gpu").validate()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("boundary", ["periodic", "no-flux"])
+def test_the_stability_estimate_from_the_kernel_equals_the_plain_one(dtype, boundary):
+    s = _rough_state(dtype)
+    s[0, 0, 3, 4] = -0.002  # a negative c_v: the low-concentration term with its wrapped neighbours
+    p = VoidParameters(L=3.0, kappa_eta=2.0)
+    plain, fused = VoidModel(boundary=boundary), VoidModel(boundary=boundary, kernel="fused")
+    for rate in ("stability_rate", "implicit_stability_rate"):
+        a = float(getattr(plain, rate)(s, p, 0.7))
+        b = float(getattr(fused, rate)(s, p, 0.7))
+        assert b == pytest.approx(a, rel=1e-6 if dtype == torch.float32 else 1e-12), rate
+    bad = s.clone()
+    bad[1, 2, 5, 5] = float("nan")
+    assert not torch.isfinite(fused.stability_rate(bad, p, 1.0))

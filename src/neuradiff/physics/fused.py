@@ -5,9 +5,11 @@ The kernel (``kernels/void_step.c``) computes ``u = s + h·rate(s) / (1 + h·d(s
 step) in two passes over the fields, and its adjoint (the gradients with respect to the state and the nine
 learned parameters) in three more, recomputing what it needs from the state and the chemical potentials instead
 of storing intermediates: the tape of a step is its input state and four potential fields (μ_v, μ_i, μ_η and the
-implicit diagonal of η), seven fields in all. Every pixel loop is branch-free, so the compiler vectorises it. It is the same arithmetic as the plain PyTorch path of
+implicit diagonal of η), seven fields in all. Every pixel loop is branch-free, so the compiler vectorises it.
+It is the same arithmetic as the plain PyTorch path of
 :class:`~neuradiff.physics.void_model.ConservativeVoidModel` (the readable reference, which the tests compare
-it with), on periodic grids or between no-flux walls, with upwind face mobilities, in float32 or float64. In
+it with), on periodic grids or between no-flux walls, with upwind face mobilities, in float32 or float64. The
+stability guard's estimate of a state (:func:`fused_stability`) is one more pass. In
 float32 the logarithm is a branch-free polynomial (Cephes' minimax for the mantissa) instead of libm's, so the
 pixel loops vectorise: over every float in [1e-6, 4) it is within 0.83 ulp of the exact result where
 |ln x| > 1e-3 (8.1e-8 relative, 5.0e-7 absolute at most).
@@ -113,6 +115,9 @@ def _build(suffix: str) -> Any:
     bwd = getattr(dll, f"void_backward_{suffix}")
     bwd.argtypes = [ptr, ptr, ptr, ptr, i, i, i, i, ptr, d, d, i, ptr, ptr]
     bwd.restype = i
+    stab = getattr(dll, f"void_stability_{suffix}")
+    stab.argtypes = [ptr, i, i, i, ptr, d, i, ptr]
+    stab.restype = i
     return dll
 
 
@@ -252,6 +257,26 @@ class _FusedStep(torch.autograd.Function):
             None if meta is None else pbar[k].to(meta[0]).reshape(meta[1]) for k, meta in enumerate(ctx.leaf_meta)
         ]
         return (sbar, fbar, None, None, None, None, None, None, None, *leaf_grads)
+
+
+def fused_stability(
+    state: Tensor, params: Any, dx: float, *, imex: bool, log_floor: float, saturation_floor: float
+) -> tuple[float, float, float]:
+    """The maxima over the pixels of ``state`` (``[B, 3, H, W]``) that the explicit stability estimate of
+    :class:`~neuradiff.physics.void_model.ConservativeVoidModel` takes, in one pass: the c_v and c_i stiffness
+    ``f + M·κ·k`` (``k = 8/dx²``) and the η curvature term (``|∂²f/∂η²|``, or its negative part with ``imex``).
+    NaN anywhere gives NaN. Call :func:`fused_unavailable` first."""
+    s = state.detach().contiguous()
+    values = _values(params, log_floor, saturation_floor)
+    out = torch.zeros(3, dtype=torch.float64)
+    lib = _library(s.dtype)
+    assert lib is not None
+    b, _, hh, ww = s.shape
+    getattr(lib, f"void_stability_{_DTYPES[s.dtype]}")(
+        s.data_ptr(), b, hh, ww, values.data_ptr(), float(dx), int(imex), out.data_ptr()
+    )
+    tv, ti, te = out.tolist()
+    return tv, ti, te
 
 
 def fused_step(

@@ -38,7 +38,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from neuradiff.physics.fused import fused_step, fused_unavailable
+from neuradiff.physics.fused import fused_stability, fused_step, fused_unavailable
 from neuradiff.physics.model import PhaseFieldModel
 from neuradiff.physics.operators import LAPLACIAN_MAX_EIGENVALUE, flux_divergence, laplacian
 from neuradiff.physics.parameters import ParameterSet, parameter
@@ -392,6 +392,25 @@ class ConservativeVoidModel(VoidModel):
         if self.kernel != "fused":
             return False
         return fused_unavailable(state, params, boundary=self.boundary, face=self.face_mobility) is None
+
+    def stability_rate(self, state: Tensor, params: VoidParameters, dx: float) -> Tensor:
+        if self._fused(state, params):
+            return self._fused_stability_rate(state, params, dx, imex=False)
+        return super().stability_rate(state, params, dx)
+
+    def implicit_stability_rate(self, state: Tensor, params: VoidParameters, dx: float) -> Tensor:
+        if self._fused(state, params):
+            return self._fused_stability_rate(state, params, dx, imex=True)
+        return super().implicit_stability_rate(state, params, dx)
+
+    def _fused_stability_rate(self, state: Tensor, params: VoidParameters, dx: float, *, imex: bool) -> Tensor:
+        """The plain path's estimate (:meth:`VoidModel.stability_rate`) from one pass of the fused kernel."""
+        tv, ti, te = fused_stability(
+            state, params, dx, imex=imex, log_floor=self.log_floor, saturation_floor=self.saturation_floor
+        )
+        k = LAPLACIAN_MAX_EIGENVALUE / (dx * dx)
+        lam_eta = float(params.L) * (te + float(params.kappa_eta) * k)
+        return torch.tensor([k * tv, k * ti, lam_eta], dtype=torch.float64).amax()
 
     def euler_update(
         self, state: Tensor, params: VoidParameters, h: float, dx: float, *, implicit_local: bool = False

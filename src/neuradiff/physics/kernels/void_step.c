@@ -420,3 +420,74 @@ int FN(void_backward)(const REAL *state, const REAL *ubar, REAL *sbar, double *p
     free(buf);
     return 0;
 }
+
+/* The explicit stability estimate of the state (ConservativeVoidModel.stability_rate and implicit_stability_rate,
+ * term by term): out[0], out[1] = max over pixels of the c_v and c_i stiffness f + M kappa k (without the factor
+ * k), out[2] = max of |d2f/deta2| (explicit) or of max(-d2f/deta2, 0) (imex). k = 8 / dx^2 is the Laplacian
+ * bound; the neighbours of the low-concentration term wrap around the grid, as in the plain path. */
+int FN(void_stability)(const REAL *state, int B, int H, int W, const double *pd, double dx, int imex, double *out) {
+    REAL p[P_COUNT];
+    for (int i = 0; i < P_COUNT; ++i) p[i] = (REAL)pd[i];
+    const REAL k = (REAL)(8.0 / (dx * dx));
+    const size_t n = (size_t)H * (size_t)W;
+    const REAL mobv = p[P_DV] / p[P_T], mobi = p[P_DI] / p[P_T];
+    const REAL kv = mobv * p[P_KV] * k, ki = mobi * p[P_KI] * k;
+    REAL best_v = -INFINITY, best_i = -INFINITY, best_e = -INFINITY;
+    int nans = 0; /* NaN in any term makes the estimate NaN, as the plain path's amax does */
+    for (int b = 0; b < B; ++b) {
+        const REAL *cv = state + (size_t)b * 3 * n, *ci = cv + n, *eta = cv + 2 * n;
+        for (int y = 0; y < H; ++y) {
+            const size_t r_ = (size_t)y * (size_t)W;
+            const size_t rn_ = (size_t)(y == 0 ? H - 1 : y - 1) * (size_t)W;
+            const size_t rs_ = (size_t)(y == H - 1 ? 0 : y + 1) * (size_t)W;
+            REAL rv = -INFINITY, ri = -INFINITY, re = -INFINITY;
+            REAL rnan = 0;
+#define STAB_PIXEL(k0, ke, kw, ks, kn)                                                                        \
+    {                                                                                                      \
+        const REAL c_v = cv[k0], c_i = ci[k0], e = eta[k0];                                                \
+        const REAL h = (e - (REAL)1) * (e - (REAL)1), j = e * e;                                           \
+        const REAL pv = c_v > 0 ? c_v : (REAL)0, pi = c_i > 0 ? c_i : (REAL)0;                             \
+        const REAL sat = (REAL)1 - c_v - c_i;                                                              \
+        const REAL inv_s = h / (sat > p[P_SAT] ? sat : p[P_SAT]);                                          \
+        const REAL nbv = MAX2(MAX2(POS(cv[kw]), POS(cv[ke])), MAX2(POS(cv[kn]), POS(cv[ks])));             \
+        const REAL nbi = MAX2(MAX2(POS(ci[kw]), POS(ci[ke])), MAX2(POS(ci[kn]), POS(ci[ks])));             \
+        const REAL lowv = pv < p[P_EPS] ? nbv / p[P_EPS] : (REAL)0;                                         \
+        const REAL lowi = pi < p[P_EPS] ? nbi / p[P_EPS] : (REAL)0;                                         \
+        const REAL fv = p[P_DV] * h + (REAL)2 * j * (mobv * pv) + p[P_DV] * pv * inv_s + p[P_DV] * lowv;   \
+        const REAL fi = p[P_DI] * h + (REAL)2 * j * (mobi * pi) + p[P_DI] * pi * inv_s + p[P_DI] * lowi;   \
+        const REAL tv = fv + pv * kv, ti = fi + pi * ki;                                                   \
+        Local l;                                                                                           \
+        local_terms(c_v, c_i, p, &l);                                                                      \
+        const REAL curv = (REAL)2 * (l.fs + (c_v - (REAL)1) * (c_v - (REAL)1) + c_i * c_i);                \
+        const REAL te = curv < 0 ? -curv : (imex ? (REAL)0 : curv);                                        \
+        rv = tv > rv ? tv : rv;                                                                            \
+        ri = ti > ri ? ti : ri;                                                                            \
+        re = te > re ? te : re;                                                                            \
+        rnan += tv + ti + te; /* NaN propagates through the sum (the maxima skip it) */                    \
+    }
+#define POS(q) ((q) > 0 ? (q) : (REAL)0)
+#define MAX2(a, b) ((a) > (b) ? (a) : (b))
+            STAB_PIXEL(r_, r_ + (W > 1 ? 1 : 0), r_ + (size_t)W - 1, rs_, rn_)
+            _Pragma("omp simd reduction(max : rv, ri, re) reduction(+ : rnan)")
+            for (size_t x = 1; x < (size_t)W - 1; ++x) {
+                const size_t k0 = r_ + x;
+                STAB_PIXEL(k0, k0 + 1, k0 - 1, rs_ + x, rn_ + x)
+            }
+            if (W > 1) {
+                const size_t k0 = r_ + (size_t)W - 1;
+                STAB_PIXEL(k0, r_, k0 - 1, rs_ + (size_t)W - 1, rn_ + (size_t)W - 1)
+            }
+#undef POS
+#undef MAX2
+#undef STAB_PIXEL
+            nans |= rnan != rnan;
+            best_v = rv > best_v ? rv : best_v;
+            best_i = ri > best_i ? ri : best_i;
+            best_e = re > best_e ? re : best_e;
+        }
+    }
+    out[0] = nans ? NAN : (double)best_v;
+    out[1] = nans ? NAN : (double)best_i;
+    out[2] = nans ? NAN : (double)best_e;
+    return 0;
+}
