@@ -320,3 +320,158 @@ def fused_step(
         *leaves,
     )
     return out, counts
+
+
+def _forward_call(
+    lib: Any,
+    s: Tensor,
+    out: Tensor,
+    values: Tensor,
+    h: float,
+    dx: float,
+    imex: bool,
+    periodic: bool,
+    f: Tensor | None,
+    fdiv: float,
+    counts: Tensor,
+    mask: Tensor,
+    pot: Tensor | None,
+) -> None:
+    b, _, hh, ww = s.shape
+    rc = getattr(lib, f"void_forward_{_DTYPES[s.dtype]}")(
+        s.data_ptr(),
+        out.data_ptr(),
+        b,
+        hh,
+        ww,
+        int(periodic),
+        values.data_ptr(),
+        h,
+        dx,
+        int(imex),
+        None if f is None else f.data_ptr(),
+        float(fdiv),
+        counts.data_ptr(),
+        mask.data_ptr(),
+        None if pot is None else pot.data_ptr(),
+    )
+    if rc != 0:
+        raise MemoryError("the fused kernel could not allocate its work buffers")
+
+
+class _FusedSubsteps(torch.autograd.Function):
+    """``count`` projected sub-steps in one call: the same kernel calls as ``count`` :class:`_FusedStep` calls, and
+    the same tape (each sub-step's input state, potentials and clamp mask), without autograd's per-call work."""
+
+    @staticmethod
+    def forward(ctx, state, forcing, values, h, dx, imex, fdiv, periodic, count, *leaves):
+        s = state.detach().contiguous()
+        b, _, hh, ww = s.shape
+        f = None if forcing is None else forcing.detach().to(s.dtype).contiguous()
+        grad = any(ctx.needs_input_grad)
+        lib = _library(s.dtype)
+        assert lib is not None
+        counts = torch.zeros((b, 3), dtype=torch.int64)
+        step_counts = torch.zeros((b, 3), dtype=torch.int64)
+        mask = torch.empty((b, hh, ww), dtype=torch.uint8)
+        tape: list[Tensor] = []
+        for _ in range(count):
+            out = torch.empty_like(s)
+            pot = torch.empty((b, 4, hh, ww), dtype=s.dtype) if grad else None
+            m = torch.empty((b, hh, ww), dtype=torch.uint8) if grad else mask
+            _forward_call(lib, s, out, values, h, dx, imex, periodic, f, fdiv, step_counts, m, pot)
+            counts += step_counts
+            if grad:
+                assert pot is not None
+                tape += [s, pot, m]
+            s = out
+        ctx.save_for_backward(*tape)
+        ctx.values, ctx.h, ctx.dx, ctx.imex, ctx.fdiv, ctx.periodic = values, h, dx, imex, fdiv, periodic
+        ctx.has_forcing = forcing is not None
+        ctx.leaf_meta = [(leaf.dtype, leaf.shape) if isinstance(leaf, Tensor) else None for leaf in leaves]
+        ctx.mark_non_differentiable(counts)
+        return s, counts
+
+    @staticmethod
+    def backward(ctx, *grads):
+        tape = ctx.saved_tensors
+        ubar = grads[0].contiguous()
+        need_fbar = ctx.has_forcing and ctx.needs_input_grad[1]
+        fbar = None
+        ptotal = torch.zeros(len(KERNEL_LEARNED), dtype=torch.float64)
+        lib = _library(ubar.dtype)
+        assert lib is not None
+        bwd = getattr(lib, f"void_backward_{_DTYPES[ubar.dtype]}")
+        for k in range(len(tape) // 3 - 1, -1, -1):
+            s, pot, mask = tape[3 * k : 3 * k + 3]
+            kernel_mask = mask
+            if need_fbar:  # the clamp of eta passes the gradient where eta was inside [0, 1]
+                ubar = ubar.clone()
+                ubar[:, 2] *= mask.to(ubar.dtype)
+                kernel_mask = None  # already applied
+                part = ubar if ctx.fdiv == 1 else ubar / ctx.fdiv
+                fbar = part.clone() if fbar is None else fbar + part
+            sbar = torch.empty_like(s)
+            pbar = torch.zeros(len(KERNEL_LEARNED), dtype=torch.float64)
+            b, _, hh, ww = s.shape
+            rc = bwd(
+                s.data_ptr(),
+                ubar.data_ptr(),
+                sbar.data_ptr(),
+                pbar.data_ptr(),
+                b,
+                hh,
+                ww,
+                int(ctx.periodic),
+                ctx.values.data_ptr(),
+                ctx.h,
+                ctx.dx,
+                int(ctx.imex),
+                None if kernel_mask is None else kernel_mask.data_ptr(),
+                pot.data_ptr(),
+            )
+            if rc != 0:
+                raise MemoryError("the fused kernel could not allocate its work buffers")
+            ptotal += pbar
+            ubar = sbar
+        leaf_grads = [
+            None if meta is None else ptotal[k].to(meta[0]).reshape(meta[1]) for k, meta in enumerate(ctx.leaf_meta)
+        ]
+        return (ubar, fbar, None, None, None, None, None, None, None, *leaf_grads)
+
+
+def fused_substeps(
+    state: Tensor,
+    params: Any,
+    h: float,
+    dx: float,
+    count: int,
+    *,
+    imex: bool,
+    log_floor: float,
+    saturation_floor: float,
+    forcing: Tensor | None = None,
+    forcing_divisor: int = 1,
+    boundary: str = "periodic",
+) -> tuple[Tensor, Tensor]:
+    """``count`` projected sub-steps of :func:`fused_step` (``project=True``, the same ``forcing`` each), in one
+    call; returns the state and the out-of-bounds counts summed over the sub-steps. The same arithmetic and
+    gradients as ``count`` :func:`fused_step` calls, with the per-call work of autograd and of the parameter
+    checks done once."""
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}")
+    values = _values(params, log_floor, saturation_floor)
+    leaves = [getattr(params, k) for k in KERNEL_LEARNED]
+    out, counts = _FusedSubsteps.apply(
+        state,
+        forcing,
+        values,
+        float(h),
+        float(dx),
+        bool(imex),
+        int(forcing_divisor),
+        boundary == "periodic",
+        int(count),
+        *leaves,
+    )
+    return out, counts

@@ -161,12 +161,9 @@ def _euler(
     h = dt / n
 
     def substeps(s: Tensor, f: Tensor | None, count: int) -> tuple[Tensor, Tensor]:
-        clamped = None
-        for _ in range(count):
-            s, c = model.euler_substep(s, params, h, dx, implicit_local=implicit_local, forcing=f, forcing_divisor=n)
-            clamped = c if clamped is None else clamped + c
-        assert clamped is not None  # count >= 1
-        return s, clamped
+        return model.euler_substeps(
+            s, params, h, dx, count, implicit_local=implicit_local, forcing=f, forcing_divisor=n
+        )
 
     group = checkpoint_substeps if checkpoint_substeps and torch.is_grad_enabled() else n
     if group >= n:

@@ -95,6 +95,30 @@ class PhaseFieldModel:
             new = new + (forcing if forcing_divisor == 1 else forcing / forcing_divisor)
         return self.project(new)
 
+    def euler_substeps(
+        self,
+        state: Tensor,
+        params: ParameterSet,
+        h: float,
+        dx: float,
+        count: int,
+        *,
+        implicit_local: bool = False,
+        forcing: Tensor | None = None,
+        forcing_divisor: int = 1,
+    ) -> tuple[Tensor, Tensor]:
+        """``count`` :meth:`euler_substep` calls in a row (the sub-steps of a split step); returns (state, the
+        counts of :meth:`project` summed over them). Models with a faster way of taking several sub-steps
+        override it."""
+        clamped = None
+        for _ in range(count):
+            state, c = self.euler_substep(
+                state, params, h, dx, implicit_local=implicit_local, forcing=forcing, forcing_divisor=forcing_divisor
+            )
+            clamped = c if clamped is None else clamped + c
+        assert clamped is not None, "count must be at least 1"
+        return state, clamped
+
     def implicit_stability_rate(self, state: Tensor, params: ParameterSet, dx: float) -> Tensor:
         """λ of the fastest mode left explicit when :meth:`local_stiffness_diagonal` is implicit (default: all)."""
         return self.stability_rate(state, params, dx)

@@ -38,7 +38,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from neuradiff.physics.fused import fused_stability, fused_step, fused_unavailable
+from neuradiff.physics.fused import fused_stability, fused_step, fused_substeps, fused_unavailable
 from neuradiff.physics.model import PhaseFieldModel
 from neuradiff.physics.operators import LAPLACIAN_MAX_EIGENVALUE, flux_divergence, laplacian
 from neuradiff.physics.parameters import ParameterSet, parameter
@@ -90,6 +90,10 @@ def _smooth_entropy(x: Tensor, delta: float) -> tuple[Tensor, Tensor, Tensor]:
     d = x - xc
     g = xc * lg + (lg + 1.0) * d + d * d / (2.0 * delta)
     return g, lg + d / delta, 1.0 / xc
+
+
+def _float(v: float | Tensor) -> float:
+    return float(v.detach()) if isinstance(v, Tensor) else float(v)
 
 
 def _harmonic_mean(a: Tensor, b: Tensor) -> Tensor:
@@ -409,7 +413,7 @@ class ConservativeVoidModel(VoidModel):
             state, params, dx, imex=imex, log_floor=self.log_floor, saturation_floor=self.saturation_floor
         )
         k = LAPLACIAN_MAX_EIGENVALUE / (dx * dx)
-        lam_eta = float(params.L) * (te + float(params.kappa_eta) * k)
+        lam_eta = _float(params.L) * (te + _float(params.kappa_eta) * k)
         return torch.tensor([k * tv, k * ti, lam_eta], dtype=torch.float64).amax()
 
     def euler_update(
@@ -458,6 +462,43 @@ class ConservativeVoidModel(VoidModel):
             params,
             h,
             dx,
+            implicit_local=implicit_local,
+            forcing=forcing,
+            forcing_divisor=forcing_divisor,
+        )
+
+    def euler_substeps(
+        self,
+        state: Tensor,
+        params: VoidParameters,
+        h: float,
+        dx: float,
+        count: int,
+        *,
+        implicit_local: bool = False,
+        forcing: Tensor | None = None,
+        forcing_divisor: int = 1,
+    ) -> tuple[Tensor, Tensor]:
+        if self._fused(state, params) and (forcing is None or forcing.shape == state.shape):
+            return fused_substeps(
+                state,
+                params,
+                h,
+                dx,
+                count,
+                imex=implicit_local,
+                forcing=forcing,
+                forcing_divisor=forcing_divisor,
+                boundary=self.boundary,
+                log_floor=self.log_floor,
+                saturation_floor=self.saturation_floor,
+            )
+        return super().euler_substeps(
+            state,
+            params,
+            h,
+            dx,
+            count,
             implicit_local=implicit_local,
             forcing=forcing,
             forcing_divisor=forcing_divisor,
