@@ -178,6 +178,96 @@ def _values(params: Any, log_floor: float, saturation_floor: float) -> Tensor:
     return torch.tensor([*vals, log_floor, saturation_floor], dtype=torch.float64)
 
 
+def _forward_call(
+    lib: Any,
+    s: Tensor,
+    out: Tensor,
+    values: Tensor,
+    h: float,
+    dx: float,
+    imex: bool,
+    periodic: bool,
+    f: Tensor | None,
+    fdiv: float,
+    counts: Tensor | None,
+    mask: Tensor | None,
+    pot: Tensor | None,
+) -> None:
+    """One forward kernel call ``s → out``; with ``counts`` (and ``mask``) the projection follows."""
+    b, _, hh, ww = s.shape
+    rc = getattr(lib, f"void_forward_{_DTYPES[s.dtype]}")(
+        s.data_ptr(),
+        out.data_ptr(),
+        b,
+        hh,
+        ww,
+        int(periodic),
+        values.data_ptr(),
+        h,
+        dx,
+        int(imex),
+        None if f is None else f.data_ptr(),
+        float(fdiv),
+        None if counts is None else counts.data_ptr(),
+        None if mask is None else mask.data_ptr(),
+        None if pot is None else pot.data_ptr(),
+    )
+    if rc != 0:
+        raise MemoryError("the fused kernel could not allocate its work buffers")
+
+
+def _backward_call(ctx: Any, s: Tensor, ubar: Tensor, mask: Tensor | None, pot: Tensor | None) -> tuple[Tensor, Tensor]:
+    """One backward kernel call: the adjoint of the state and the nine parameter sums (float64) of one step."""
+    lib = _library(s.dtype)
+    assert lib is not None
+    sbar = torch.empty_like(s)
+    pbar = torch.zeros(len(KERNEL_LEARNED), dtype=torch.float64)
+    b, _, hh, ww = s.shape
+    rc = getattr(lib, f"void_backward_{_DTYPES[s.dtype]}")(
+        s.data_ptr(),
+        ubar.data_ptr(),
+        sbar.data_ptr(),
+        pbar.data_ptr(),
+        b,
+        hh,
+        ww,
+        int(ctx.periodic),
+        ctx.values.data_ptr(),
+        ctx.h,
+        ctx.dx,
+        int(ctx.imex),
+        None if mask is None else mask.data_ptr(),
+        None if pot is None else pot.data_ptr(),
+    )
+    if rc != 0:
+        raise MemoryError("the fused kernel could not allocate its work buffers")
+    return sbar, pbar
+
+
+def _remember(ctx: Any, values, h, dx, imex, fdiv, periodic, forcing, leaves) -> None:
+    ctx.values, ctx.h, ctx.dx, ctx.imex, ctx.fdiv, ctx.periodic = values, h, dx, imex, fdiv, periodic
+    ctx.has_forcing = forcing is not None
+    ctx.leaf_meta = [(leaf.dtype, leaf.shape) if isinstance(leaf, Tensor) else None for leaf in leaves]
+
+
+def _clamp_adjoint(ctx: Any, ubar: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """(the adjoint the kernel takes, the clamp mask left for the kernel to apply, the forcing's adjoint or None).
+
+    The clamp of eta passes the gradient where eta was inside [0, 1]. When the forcing needs its gradient the
+    mask is applied here (the forcing's adjoint is the masked one divided by the sub-step count), else inside
+    the kernel."""
+    if not (ctx.has_forcing and ctx.needs_input_grad[1]):
+        return ubar, mask, None
+    if mask is not None:
+        ubar = ubar.clone()
+        ubar[:, 2] *= mask.to(ubar.dtype)
+    return ubar, None, ubar if ctx.fdiv == 1 else ubar / ctx.fdiv
+
+
+def _leaf_grads(ctx: Any, pbar: Tensor) -> list[Tensor | None]:
+    return [None if meta is None else pbar[k].to(meta[0]).reshape(meta[1]) for k, meta in enumerate(ctx.leaf_meta)]
+
+
 class _FusedStep(torch.autograd.Function):
     @staticmethod
     def forward(ctx, state, forcing, values, h, dx, imex, fdiv, project, periodic, *leaves):
@@ -191,72 +281,18 @@ class _FusedStep(torch.autograd.Function):
         pot = torch.empty((b, 4, hh, ww), dtype=s.dtype) if any(ctx.needs_input_grad) else None
         lib = _library(s.dtype)
         assert lib is not None
-        rc = getattr(lib, f"void_forward_{_DTYPES[s.dtype]}")(
-            s.data_ptr(),
-            out.data_ptr(),
-            b,
-            hh,
-            ww,
-            int(periodic),
-            values.data_ptr(),
-            h,
-            dx,
-            int(imex),
-            None if f is None else f.data_ptr(),
-            float(fdiv),
-            counts.data_ptr() if project else None,
-            None if mask is None else mask.data_ptr(),
-            None if pot is None else pot.data_ptr(),
-        )
-        if rc != 0:
-            raise MemoryError("the fused kernel could not allocate its work buffers")
+        _forward_call(lib, s, out, values, h, dx, imex, periodic, f, fdiv, counts if project else None, mask, pot)
         ctx.save_for_backward(s, mask, pot)
-        ctx.values, ctx.h, ctx.dx, ctx.imex, ctx.fdiv, ctx.periodic = values, h, dx, imex, fdiv, periodic
-        ctx.has_forcing = forcing is not None
-        ctx.leaf_meta = [(leaf.dtype, leaf.shape) if isinstance(leaf, Tensor) else None for leaf in leaves]
+        _remember(ctx, values, h, dx, imex, fdiv, periodic, forcing, leaves)
         ctx.mark_non_differentiable(counts)
         return out, counts
 
     @staticmethod
     def backward(ctx, *grads):
         s, mask, pot = ctx.saved_tensors
-        ubar = grads[0].contiguous()
-        need_fbar = ctx.has_forcing and ctx.needs_input_grad[1]
-        kernel_mask = mask
-        if mask is not None and need_fbar:  # the clamp of eta passes the gradient where eta was inside [0, 1]
-            ubar = ubar.clone()
-            ubar[:, 2] *= mask.to(ubar.dtype)
-            kernel_mask = None  # already applied
-        sbar = torch.empty_like(s)
-        pbar = torch.zeros(len(KERNEL_LEARNED), dtype=torch.float64)
-        b, _, hh, ww = s.shape
-        lib = _library(s.dtype)
-        assert lib is not None
-        rc = getattr(lib, f"void_backward_{_DTYPES[s.dtype]}")(
-            s.data_ptr(),
-            ubar.data_ptr(),
-            sbar.data_ptr(),
-            pbar.data_ptr(),
-            b,
-            hh,
-            ww,
-            int(ctx.periodic),
-            ctx.values.data_ptr(),
-            ctx.h,
-            ctx.dx,
-            int(ctx.imex),
-            None if kernel_mask is None else kernel_mask.data_ptr(),
-            None if pot is None else pot.data_ptr(),
-        )
-        if rc != 0:
-            raise MemoryError("the fused kernel could not allocate its work buffers")
-        fbar = None
-        if need_fbar:
-            fbar = ubar if ctx.fdiv == 1 else ubar / ctx.fdiv
-        leaf_grads = [
-            None if meta is None else pbar[k].to(meta[0]).reshape(meta[1]) for k, meta in enumerate(ctx.leaf_meta)
-        ]
-        return (sbar, fbar, None, None, None, None, None, None, None, *leaf_grads)
+        ubar, kernel_mask, fbar = _clamp_adjoint(ctx, grads[0].contiguous(), mask)
+        sbar, pbar = _backward_call(ctx, s, ubar, kernel_mask, pot)
+        return (sbar, fbar, None, None, None, None, None, None, None, *_leaf_grads(ctx, pbar))
 
 
 def fused_stability(
@@ -322,43 +358,6 @@ def fused_step(
     return out, counts
 
 
-def _forward_call(
-    lib: Any,
-    s: Tensor,
-    out: Tensor,
-    values: Tensor,
-    h: float,
-    dx: float,
-    imex: bool,
-    periodic: bool,
-    f: Tensor | None,
-    fdiv: float,
-    counts: Tensor,
-    mask: Tensor,
-    pot: Tensor | None,
-) -> None:
-    b, _, hh, ww = s.shape
-    rc = getattr(lib, f"void_forward_{_DTYPES[s.dtype]}")(
-        s.data_ptr(),
-        out.data_ptr(),
-        b,
-        hh,
-        ww,
-        int(periodic),
-        values.data_ptr(),
-        h,
-        dx,
-        int(imex),
-        None if f is None else f.data_ptr(),
-        float(fdiv),
-        counts.data_ptr(),
-        mask.data_ptr(),
-        None if pot is None else pot.data_ptr(),
-    )
-    if rc != 0:
-        raise MemoryError("the fused kernel could not allocate its work buffers")
-
-
 class _FusedSubsteps(torch.autograd.Function):
     """``count`` projected sub-steps in one call: the same kernel calls as ``count`` :class:`_FusedStep` calls, and
     the same tape (each sub-step's input state, potentials and clamp mask), without autograd's per-call work."""
@@ -386,9 +385,7 @@ class _FusedSubsteps(torch.autograd.Function):
                 tape += [s, pot, m]
             s = out
         ctx.save_for_backward(*tape)
-        ctx.values, ctx.h, ctx.dx, ctx.imex, ctx.fdiv, ctx.periodic = values, h, dx, imex, fdiv, periodic
-        ctx.has_forcing = forcing is not None
-        ctx.leaf_meta = [(leaf.dtype, leaf.shape) if isinstance(leaf, Tensor) else None for leaf in leaves]
+        _remember(ctx, values, h, dx, imex, fdiv, periodic, forcing, leaves)
         ctx.mark_non_differentiable(counts)
         return s, counts
 
@@ -396,48 +393,16 @@ class _FusedSubsteps(torch.autograd.Function):
     def backward(ctx, *grads):
         tape = ctx.saved_tensors
         ubar = grads[0].contiguous()
-        need_fbar = ctx.has_forcing and ctx.needs_input_grad[1]
         fbar = None
         ptotal = torch.zeros(len(KERNEL_LEARNED), dtype=torch.float64)
-        lib = _library(ubar.dtype)
-        assert lib is not None
-        bwd = getattr(lib, f"void_backward_{_DTYPES[ubar.dtype]}")
         for k in range(len(tape) // 3 - 1, -1, -1):
             s, pot, mask = tape[3 * k : 3 * k + 3]
-            kernel_mask = mask
-            if need_fbar:  # the clamp of eta passes the gradient where eta was inside [0, 1]
-                ubar = ubar.clone()
-                ubar[:, 2] *= mask.to(ubar.dtype)
-                kernel_mask = None  # already applied
-                part = ubar if ctx.fdiv == 1 else ubar / ctx.fdiv
+            ubar, kernel_mask, part = _clamp_adjoint(ctx, ubar, mask)
+            if part is not None:
                 fbar = part.clone() if fbar is None else fbar + part
-            sbar = torch.empty_like(s)
-            pbar = torch.zeros(len(KERNEL_LEARNED), dtype=torch.float64)
-            b, _, hh, ww = s.shape
-            rc = bwd(
-                s.data_ptr(),
-                ubar.data_ptr(),
-                sbar.data_ptr(),
-                pbar.data_ptr(),
-                b,
-                hh,
-                ww,
-                int(ctx.periodic),
-                ctx.values.data_ptr(),
-                ctx.h,
-                ctx.dx,
-                int(ctx.imex),
-                None if kernel_mask is None else kernel_mask.data_ptr(),
-                pot.data_ptr(),
-            )
-            if rc != 0:
-                raise MemoryError("the fused kernel could not allocate its work buffers")
+            ubar, pbar = _backward_call(ctx, s, ubar, kernel_mask, pot)
             ptotal += pbar
-            ubar = sbar
-        leaf_grads = [
-            None if meta is None else ptotal[k].to(meta[0]).reshape(meta[1]) for k, meta in enumerate(ctx.leaf_meta)
-        ]
-        return (ubar, fbar, None, None, None, None, None, None, None, *leaf_grads)
+        return (ubar, fbar, None, None, None, None, None, None, None, *_leaf_grads(ctx, ptotal))
 
 
 def fused_substeps(
