@@ -131,7 +131,7 @@ def main() -> None:
             "environment": env,
             "size": args.size,
             "frames": args.frames,
-            "annotated_frames": info.get("annotated_frames"),
+            "annotated_frames": info.get("annotations", {}).get("annotated_frames"),
             "simulate_seconds": sim_seconds,
             "goal_seconds": GOAL_SECONDS,
             "runs": rows,
