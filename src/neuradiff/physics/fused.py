@@ -301,7 +301,19 @@ def fused_stability(
     """The maxima over the pixels of ``state`` (``[B, 3, H, W]``) that the explicit stability estimate of
     :class:`~neuradiff.physics.void_model.ConservativeVoidModel` takes, in one pass: the c_v and c_i stiffness
     ``f + M·κ·k`` (``k = 8/dx²``) and the η curvature term (``|∂²f/∂η²|``, or its negative part with ``imex``).
-    NaN anywhere gives NaN. Call :func:`fused_unavailable` first."""
+    NaN anywhere gives NaN. Call :func:`fused_unavailable` first.
+
+    Examples
+    --------
+    A model with ``kernel="fused"`` takes its stability estimate from it (the same value as the plain path's):
+
+    >>> from neuradiff.physics import VoidModel, VoidParameters, single_void
+    >>> s, p = single_void((16, 16), 4.0), VoidParameters()
+    >>> fused = float(VoidModel("conservative", kernel="fused").stability_rate(s, p, 1.0))
+    >>> plain = float(VoidModel("conservative").stability_rate(s, p, 1.0))
+    >>> abs(fused - plain) <= 1e-5 * plain
+    True
+    """
     s = state.detach().contiguous()
     values = _values(params, log_floor, saturation_floor)
     out = torch.zeros(3, dtype=torch.float64)
@@ -422,7 +434,20 @@ def fused_substeps(
     """``count`` projected sub-steps of :func:`fused_step` (``project=True``, the same ``forcing`` each), in one
     call; returns the state and the out-of-bounds counts summed over the sub-steps. The same arithmetic and
     gradients as ``count`` :func:`fused_step` calls, with the per-call work of autograd and of the parameter
-    checks done once."""
+    checks done once. ``state``: ``[B, 3, H, W]`` (c_v, c_i, η); ``h``: the sub-step length (simulation time
+    units); ``dx``: the grid spacing; counts ``[B, 3]``.
+
+    Examples
+    --------
+    A model with ``kernel="fused"`` calls it for the sub-steps of a split step (and steps on the plain path where
+    the kernel cannot run):
+
+    >>> from neuradiff.physics import VoidModel, VoidParameters, single_void
+    >>> model = VoidModel("conservative", kernel="fused")
+    >>> out, counts = model.euler_substeps(single_void((16, 16), 4.0), VoidParameters(), 0.01, 1.0, 3)
+    >>> tuple(out.shape), tuple(counts.shape)
+    ((1, 3, 16, 16), (1, 3))
+    """
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
     values = _values(params, log_floor, saturation_floor)
