@@ -239,3 +239,43 @@ def test_gradcheck_several_substeps_with_a_forcing():
 
     inputs = (s0.clone().requires_grad_(True), f0.clone().requires_grad_(True), *leaves)
     assert gradcheck(run, inputs, eps=1e-7, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_stochastic_increment_from_the_kernel_equals_the_plain_one(dtype):
+    s0 = _rough_state(dtype)
+    s0[0, 0, 2, 3] = 0.0  # a cell exactly empty: zero face mobilities, no noise flux and no NaN gradient
+    plain, fused = VoidModel(), VoidModel(kernel="fused")
+    draws = plain.draw(torch.Generator().manual_seed(4), tuple(s0.shape), dtype)
+    draws["gate"][:, :4] = 0.0  # cascades in a few rows
+    results = []
+    for model in (plain, fused):
+        leaves = [torch.tensor(getattr(VoidParameters(), n), dtype=dtype, requires_grad=True) for n in LEARNED]
+        p = VoidParameters(noise=0.05).replace(**dict(zip(LEARNED, leaves)))
+        s = s0.clone().requires_grad_(True)
+        inc = model.forcing_increment(s, p, draws, 0.3, 0.8)
+        weight = torch.linspace(-1.0, 2.0, inc.numel(), dtype=dtype).reshape(inc.shape)
+        results.append((inc.detach(), torch.autograd.grad((inc * weight).sum(), [s, *leaves], allow_unused=True)))
+    (a, ga), (b, gb) = results
+    tol = 1e-12 if dtype == torch.float64 else 2e-6
+    assert float((a - b).abs().max()) <= tol * float(a.abs().max())
+    for name, x, y in zip(["state", *LEARNED], ga, gb):
+        x = torch.zeros(()) if x is None else x
+        y = torch.zeros(()) if y is None else y
+        assert bool(torch.isfinite(y).all()), name
+        scale = max(float(x.abs().max()), 1e-8)
+        assert float((x - y).abs().max()) <= (1e-9 if dtype == torch.float64 else 1e-4) * scale, name
+
+
+def test_gradcheck_the_stochastic_increment():
+    from neuradiff.physics.fused import fused_forcing
+
+    s0 = _rough_state(torch.float64, batch=1)[:, :, :9, :8].contiguous()
+    draws = VoidModel().draw(torch.Generator().manual_seed(5), tuple(s0.shape), torch.float64)
+    p, leaves = tensor_params()
+
+    def run(s, *vals):
+        q = p.replace(**dict(zip(LEARNED, vals)))
+        return fused_forcing(s, q, draws, 0.1, 1.0, eta_max=0.8)
+
+    assert gradcheck(run, (s0.clone().requires_grad_(True), *leaves), eps=1e-7, atol=1e-7, rtol=1e-4)

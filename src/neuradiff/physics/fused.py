@@ -118,6 +118,12 @@ def _build(suffix: str) -> Any:
     stab = getattr(dll, f"void_stability_{suffix}")
     stab.argtypes = [ptr, i, i, i, ptr, d, i, ptr]
     stab.restype = i
+    frc = getattr(dll, f"void_forcing_{suffix}")
+    frc.argtypes = [ptr, ptr, ptr, ptr, ptr, i, i, i, ptr, ptr, d]
+    frc.restype = i
+    frcb = getattr(dll, f"void_forcing_backward_{suffix}")
+    frcb.argtypes = [ptr, ptr, ptr, ptr, ptr, i, i, i, ptr, ptr, d]
+    frcb.restype = i
     return dll
 
 
@@ -465,3 +471,86 @@ def fused_substeps(
         *leaves,
     )
     return out, counts
+
+
+#: Parameters of the stochastic increment that the kernel reads but does not differentiate.
+FORCING_FIXED = ("p_casc", "V_g", "bias", "noise")
+
+
+def fused_forcing_unavailable(state: Tensor, params: Any, draws: dict[str, Tensor]) -> str | None:
+    """Why :func:`fused_forcing` cannot compute this increment (``None`` if it can); call after
+    :func:`fused_unavailable` said the step can run."""
+    for name in FORCING_FIXED:
+        v = getattr(params, name)
+        if isinstance(v, Tensor) and (v.numel() != 1 or v.requires_grad):
+            return f"the fused kernel does not differentiate {name}"
+    xi = draws.get("xi")
+    if xi is None or tuple(xi.shape) != (state.shape[0], 5, *state.shape[2:]):
+        return "the draws are not those of the conservative model"
+    return None
+
+
+class _FusedForcing(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, state, gate, ampl, xi, values, extra, dx, *leaves):
+        s = state.detach().contiguous()
+        g, a, x = (t.detach().to(s.dtype).contiguous() for t in (gate, ampl, xi))
+        out = torch.empty_like(s)
+        lib = _library(s.dtype)
+        assert lib is not None
+        b, _, hh, ww = s.shape
+        rc = getattr(lib, f"void_forcing_{_DTYPES[s.dtype]}")(
+            s.data_ptr(), g.data_ptr(), a.data_ptr(), x.data_ptr(), out.data_ptr(), b, hh, ww,
+            values.data_ptr(), extra.data_ptr(), dx,
+        )  # fmt: skip
+        if rc != 0:
+            raise MemoryError("the fused kernel could not allocate its work buffers")
+        ctx.save_for_backward(s, x)
+        ctx.values, ctx.extra, ctx.dx = values, extra, dx
+        ctx.leaf_meta = [(leaf.dtype, leaf.shape) if isinstance(leaf, Tensor) else None for leaf in leaves]
+        return out
+
+    @staticmethod
+    def backward(ctx, obar):
+        s, x = ctx.saved_tensors
+        ob = obar.contiguous()
+        sbar = torch.empty_like(s)
+        pbar = torch.zeros(len(KERNEL_LEARNED), dtype=torch.float64)
+        lib = _library(s.dtype)
+        assert lib is not None
+        b, _, hh, ww = s.shape
+        rc = getattr(lib, f"void_forcing_backward_{_DTYPES[s.dtype]}")(
+            s.data_ptr(), x.data_ptr(), ob.data_ptr(), sbar.data_ptr(), pbar.data_ptr(), b, hh, ww,
+            ctx.values.data_ptr(), ctx.extra.data_ptr(), ctx.dx,
+        )  # fmt: skip
+        if rc != 0:
+            raise MemoryError("the fused kernel could not allocate its work buffers")
+        return (sbar, None, None, None, None, None, None, *_leaf_grads(ctx, pbar))
+
+
+def fused_forcing(
+    state: Tensor, params: Any, draws: dict[str, Tensor], dt: float, dx: float, *, eta_max: float
+) -> Tensor:
+    """The stochastic increment of one step of the conservative void model, ``[B, 3, H, W]``, from its draws
+    (``gate``, ``amplitude`` ``[B, H, W]``, ``xi`` ``[B, 5, H, W]``): cascades where η < ``eta_max`` and
+    conservative Langevin noise, as :meth:`~neuradiff.physics.void_model.ConservativeVoidModel.forcing_increment`
+    computes them, in two passes. Differentiable with respect to ``state`` (c_v and c_i through the mobilities)
+    and kBT, D_v, D_i and L. Call :func:`fused_unavailable` and :func:`fused_forcing_unavailable` first.
+
+    Examples
+    --------
+    A model with ``kernel="fused"`` takes a stochastic step's increment from it:
+
+    >>> import torch
+    >>> from neuradiff.physics import VoidModel, VoidParameters, single_void
+    >>> model, s = VoidModel("conservative", kernel="fused"), single_void((16, 16), 4.0)
+    >>> draws = model.draw(torch.Generator().manual_seed(0), tuple(s.shape), s.dtype)
+    >>> tuple(model.forcing_increment(s, VoidParameters(), draws, 0.02, 1.0).shape)
+    (1, 3, 16, 16)
+    """
+    values = _values(params, 0.0, 0.0)
+    extra = torch.tensor(
+        [*(_scalar(getattr(params, k)) for k in FORCING_FIXED[:4]), float(eta_max), float(dt)], dtype=torch.float64
+    )
+    leaves = [getattr(params, k) for k in KERNEL_LEARNED]
+    return _FusedForcing.apply(state, draws["gate"], draws["amplitude"], draws["xi"], values, extra, float(dx), *leaves)

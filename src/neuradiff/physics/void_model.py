@@ -38,7 +38,14 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from neuradiff.physics.fused import fused_stability, fused_step, fused_substeps, fused_unavailable
+from neuradiff.physics.fused import (
+    fused_forcing,
+    fused_forcing_unavailable,
+    fused_stability,
+    fused_step,
+    fused_substeps,
+    fused_unavailable,
+)
 from neuradiff.physics.model import PhaseFieldModel
 from neuradiff.physics.operators import LAPLACIAN_MAX_EIGENVALUE, flux_divergence, laplacian
 from neuradiff.physics.parameters import ParameterSet, parameter
@@ -396,6 +403,13 @@ class ConservativeVoidModel(VoidModel):
         if self.kernel != "fused":
             return False
         return fused_unavailable(state, params, boundary=self.boundary, face=self.face_mobility) is None
+
+    def forcing_increment(
+        self, state: Tensor, params: VoidParameters, draws: dict[str, Tensor] | None, dt: float, dx: float
+    ) -> Tensor | None:
+        if draws is not None and self._fused(state, params) and fused_forcing_unavailable(state, params, draws) is None:
+            return fused_forcing(state, params, draws, dt, dx, eta_max=self.cascade_eta_max)
+        return super().forcing_increment(state, params, draws, dt, dx)
 
     def stability_rate(self, state: Tensor, params: VoidParameters, dx: float) -> Tensor:
         if self._fused(state, params):

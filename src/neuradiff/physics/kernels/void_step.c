@@ -491,3 +491,166 @@ int FN(void_stability)(const REAL *state, int B, int H, int W, const double *pd,
     out[2] = nans ? NAN : (double)best_e;
     return 0;
 }
+
+/* The stochastic increment of one step (ConservativeVoidModel.forcing_increment, term by term): cascades
+ * dt * (b, 1 - b, 2b - 1) * V_g * amplitude where eta < eta_max and gate <= p_casc, conservative Langevin noise on
+ * c_v and c_i through face mobilities (harmonic means of the cells' M = D max(c, 0) / kBT, periodic neighbours, as
+ * the plain path's roll), and point noise on eta. xi: [B, 5, H, W] (x faces of c_v, c_i; y faces; eta).
+ * ex: p_casc, V_g, b, noise, eta_max, dt. */
+#ifdef FAST_LOG
+#define TINY ((REAL)1.17549435e-38f)
+#else
+#define TINY ((REAL)2.2250738585072014e-308)
+#endif
+
+static inline __attribute__((always_inline)) REAL harmonic(REAL a, REAL b) { return (REAL)2 * a * b / (a + b + TINY); }
+
+/* z[0..3] <- face noise fluxes (x faces of c_v, c_i; y faces of c_v, c_i) of one batch element. */
+static void face_noise(const REAL *cv, const REAL *ci, const REAL *xi, REAL *z, int H, int W, REAL mobv, REAL mobi) {
+    const size_t n = (size_t)H * (size_t)W;
+    for (int y = 0; y < H; ++y) {
+        const size_t r = (size_t)y * (size_t)W, rs = (size_t)(y == H - 1 ? 0 : y + 1) * (size_t)W;
+        for (int x = 0; x < W; ++x) {
+            const size_t k = r + (size_t)x, ke = r + (size_t)(x == W - 1 ? 0 : x + 1), ks = rs + (size_t)x;
+#define MV(q) ((cv[q] > 0 ? cv[q] : (REAL)0) * mobv)
+#define MI(q) ((ci[q] > 0 ? ci[q] : (REAL)0) * mobi)
+            const REAL fev = harmonic(MV(k), MV(ke)), fei = harmonic(MI(k), MI(ke));
+            const REAL fsv = harmonic(MV(k), MV(ks)), fsi = harmonic(MI(k), MI(ks));
+#undef MV
+#undef MI
+            z[k] = (fev > 0 ? (REAL)sqrt(fev) : (REAL)0) * xi[k];
+            z[n + k] = (fei > 0 ? (REAL)sqrt(fei) : (REAL)0) * xi[n + k];
+            z[2 * n + k] = (fsv > 0 ? (REAL)sqrt(fsv) : (REAL)0) * xi[2 * n + k];
+            z[3 * n + k] = (fsi > 0 ? (REAL)sqrt(fsi) : (REAL)0) * xi[3 * n + k];
+        }
+    }
+}
+
+int FN(void_forcing)(const REAL *state, const REAL *gate, const REAL *ampl, const REAL *xi, REAL *out, int B, int H,
+                     int W, const double *pd, const double *ex, double dx_) {
+    const REAL kbt = (REAL)pd[P_T], mobv = (REAL)pd[P_DV] / kbt, mobi = (REAL)pd[P_DI] / kbt;
+    const REAL pcasc = (REAL)ex[0], vg = (REAL)ex[1], b = (REAL)ex[2], noise = (REAL)ex[3], emax = (REAL)ex[4];
+    const REAL dt = (REAL)ex[5], dx = (REAL)dx_;
+    const REAL amp = noise * (REAL)sqrt((REAL)2 * kbt * dt) / dx;
+    const REAL ampe = noise * (REAL)sqrt((REAL)2 * kbt * (REAL)pd[P_L] * dt);
+    const size_t n = (size_t)H * (size_t)W;
+    REAL *z = (REAL *)malloc(sizeof(REAL) * 4 * n);
+    if (!z) return 1;
+    for (int bb = 0; bb < B; ++bb) {
+        const REAL *cv = state + (size_t)bb * 3 * n, *ci = cv + n, *eta = cv + 2 * n;
+        const REAL *g = gate + (size_t)bb * n, *a = ampl + (size_t)bb * n, *x5 = xi + (size_t)bb * 5 * n;
+        REAL *o = out + (size_t)bb * 3 * n;
+        face_noise(cv, ci, x5, z, H, W, mobv, mobi);
+        for (int y = 0; y < H; ++y) {
+            const size_t r = (size_t)y * (size_t)W, rn = (size_t)(y == 0 ? H - 1 : y - 1) * (size_t)W;
+            for (int x = 0; x < W; ++x) {
+                const size_t k = r + (size_t)x, kw = r + (size_t)(x == 0 ? W - 1 : x - 1), kn = rn + (size_t)x;
+                const REAL casc = vg * a[k] * ((eta[k] < emax) & (g[k] <= pcasc) ? (REAL)1 : (REAL)0);
+                const REAL divv = (z[k] - z[kw] + z[2 * n + k] - z[2 * n + kn]) / dx;
+                const REAL divi = (z[n + k] - z[n + kw] + z[3 * n + k] - z[3 * n + kn]) / dx;
+                o[k] = dt * (b * casc) + amp * divv;
+                o[n + k] = dt * (((REAL)1 - b) * casc) + amp * divi;
+                o[2 * n + k] = dt * (((REAL)2 * b - (REAL)1) * casc) + ampe * x5[4 * n + k];
+            }
+        }
+    }
+    free(z);
+    return 0;
+}
+
+/* Adjoint of void_forcing: sbar (c_v, c_i; eta gets none: the cascade gate is a step) and the sums for kBT, D_v,
+ * D_i, L (pbar[P_T], pbar[P_DV], pbar[P_DI], pbar[P_L]; the others are left alone). */
+int FN(void_forcing_backward)(const REAL *state, const REAL *xi, const REAL *obar, REAL *sbar, double *pbar, int B,
+                              int H, int W, const double *pd, const double *ex, double dx_) {
+    const REAL kbt = (REAL)pd[P_T], mobv = (REAL)pd[P_DV] / kbt, mobi = (REAL)pd[P_DI] / kbt;
+    const REAL noise = (REAL)ex[3], dt = (REAL)ex[5], dx = (REAL)dx_, L = (REAL)pd[P_L];
+    const REAL amp = noise * (REAL)sqrt((REAL)2 * kbt * dt) / dx;
+    const REAL ampe = noise * (REAL)sqrt((REAL)2 * kbt * L * dt);
+    const size_t n = (size_t)H * (size_t)W;
+    /* per species: the adjoint reaching each face mobility, times its two partial derivatives (east/south face of
+     * k: d/d(own cell), d/d(neighbour)) */
+    REAL *w = (REAL *)malloc(sizeof(REAL) * 8 * n);
+    if (!w) return 1;
+    double g_t = 0, g_dv = 0, g_di = 0, g_l = 0;
+    for (int bb = 0; bb < B; ++bb) {
+        const REAL *cv = state + (size_t)bb * 3 * n, *ci = cv + n;
+        const REAL *x5 = xi + (size_t)bb * 5 * n, *ob = obar + (size_t)bb * 3 * n;
+        REAL *sb = sbar + (size_t)bb * 3 * n;
+        for (int y = 0; y < H; ++y) {
+            const size_t r = (size_t)y * (size_t)W, rs = (size_t)(y == H - 1 ? 0 : y + 1) * (size_t)W;
+            const size_t rn = (size_t)(y == 0 ? H - 1 : y - 1) * (size_t)W;
+            for (int x = 0; x < W; ++x) {
+                const size_t k = r + (size_t)x, ke = r + (size_t)(x == W - 1 ? 0 : x + 1), ks = rs + (size_t)x;
+                const size_t kw = r + (size_t)(x == 0 ? W - 1 : x - 1), kn = rn + (size_t)x;
+                for (int sp = 0; sp < 2; ++sp) {
+                    const REAL *c = sp ? ci : cv;
+                    const REAL mob = sp ? mobi : mobv;
+                    const REAL *gs = ob + (size_t)sp * n;
+                    const REAL ma = (c[k] > 0 ? c[k] : (REAL)0) * mob;
+                    for (int f = 0; f < 2; ++f) { /* 0: east face, 1: south face */
+                        const size_t kb = f ? ks : ke;
+                        const REAL mb = (c[kb] > 0 ? c[kb] : (REAL)0) * mob;
+                        const REAL den = ma + mb + TINY;
+                        const REAL face = (REAL)2 * ma * mb / den;
+                        const REAL s = face > 0 ? (REAL)sqrt(face) : (REAL)0;
+                        const REAL zbar = amp / dx * (gs[k] - gs[kb]); /* z enters div at k and at its neighbour */
+                        const REAL fbar = s > 0 ? zbar * x5[(size_t)(2 * f + sp) * n + k] * (REAL)0.5 / s : (REAL)0;
+                        /* (a face of zero mobility passes nothing, and its den² may underflow) */
+                        const REAL q = s > 0 ? fbar / den : (REAL)0;
+                        w[(size_t)(4 * sp + 2 * f) * n + k] = s > 0 ? q * (REAL)2 * mb * ((mb + TINY) / den) : (REAL)0;
+                        w[(size_t)(4 * sp + 2 * f + 1) * n + k] = s > 0 ? q * (REAL)2 * ma * ((ma + TINY) / den) : (REAL)0;
+                    }
+                }
+                (void)kw;
+                (void)kn;
+            }
+        }
+        for (int y = 0; y < H; ++y) {
+            const size_t r = (size_t)y * (size_t)W, rn = (size_t)(y == 0 ? H - 1 : y - 1) * (size_t)W;
+            const size_t rs = (size_t)(y == H - 1 ? 0 : y + 1) * (size_t)W;
+            for (int x = 0; x < W; ++x) {
+                const size_t k = r + (size_t)x, kw = r + (size_t)(x == 0 ? W - 1 : x - 1), kn = rn + (size_t)x;
+                const size_t ke = r + (size_t)(x == W - 1 ? 0 : x + 1), ks = rs + (size_t)x;
+                for (int sp = 0; sp < 2; ++sp) {
+                    const REAL *c = sp ? ci : cv;
+                    const REAL mob = sp ? mobi : mobv;
+                    const REAL *ww = w + (size_t)(4 * sp) * n;
+                    /* the mobility's adjoint: own east and south faces, and the faces of the west and north
+                     * neighbours, whose second cell this is */
+                    const REAL mbar = ww[k] + ww[2 * n + k] + ww[n + kw] + ww[3 * n + kn];
+                    const REAL cp = c[k] > 0 ? c[k] : (REAL)0;
+                    sb[(size_t)sp * n + k] = c[k] >= 0 ? mbar * mob : (REAL)0;
+                    g_t -= (double)(mbar * cp * mob) / (double)kbt;
+                    if (sp)
+                        g_di += (double)(mbar * cp) / (double)kbt;
+                    else
+                        g_dv += (double)(mbar * cp) / (double)kbt;
+                }
+                sb[2 * n + k] = 0;
+                const REAL ne = ampe * x5[4 * n + k];
+                g_t += (double)(ob[2 * n + k] * ne) / (2.0 * (double)kbt);
+                g_l += (double)(ob[2 * n + k] * ne) / (2.0 * (double)L);
+                (void)ke;
+                (void)ks;
+            }
+        }
+        /* sum of obar_c * noise_c for the amplitude's kBT dependence: recompute the face noise */
+        REAL *z = w; /* w is free now */
+        face_noise(cv, ci, x5, z, H, W, mobv, mobi);
+        for (int y = 0; y < H; ++y) {
+            const size_t r = (size_t)y * (size_t)W, rn = (size_t)(y == 0 ? H - 1 : y - 1) * (size_t)W;
+            for (int x = 0; x < W; ++x) {
+                const size_t k = r + (size_t)x, kw = r + (size_t)(x == 0 ? W - 1 : x - 1), kn = rn + (size_t)x;
+                const REAL nv = amp * (z[k] - z[kw] + z[2 * n + k] - z[2 * n + kn]) / dx;
+                const REAL ni = amp * (z[n + k] - z[n + kw] + z[3 * n + k] - z[3 * n + kn]) / dx;
+                g_t += (double)(ob[k] * nv + ob[n + k] * ni) / (2.0 * (double)kbt);
+            }
+        }
+    }
+    pbar[P_T] += g_t;
+    pbar[P_DV] += g_dv;
+    pbar[P_DI] += g_di;
+    pbar[P_L] += g_l;
+    free(w);
+    return 0;
+}
