@@ -175,12 +175,13 @@ def fused_unavailable(state: Tensor, params: Any, *, boundary: str, face: str) -
     return None
 
 
-def _scalar(v: Any) -> float:
+def scalar(v: Any) -> float:
+    """A parameter's value as a float (a tensor is detached first)."""
     return float(v.detach()) if isinstance(v, Tensor) else float(v)
 
 
 def _values(params: Any, log_floor: float, saturation_floor: float) -> Tensor:
-    vals = [_scalar(getattr(params, k)) for k in (*KERNEL_LEARNED, *KERNEL_FIXED)]
+    vals = [scalar(getattr(params, k)) for k in (*KERNEL_LEARNED, *KERNEL_FIXED)]
     return torch.tensor([*vals, log_floor, saturation_floor], dtype=torch.float64)
 
 
@@ -550,7 +551,7 @@ def fused_forcing(
     """
     values = _values(params, 0.0, 0.0)
     extra = torch.tensor(
-        [*(_scalar(getattr(params, k)) for k in FORCING_FIXED[:4]), float(eta_max), float(dt)], dtype=torch.float64
+        [*(scalar(getattr(params, k)) for k in FORCING_FIXED), float(eta_max), float(dt)], dtype=torch.float64
     )
     leaves = [getattr(params, k) for k in KERNEL_LEARNED]
     return _FusedForcing.apply(state, draws["gate"], draws["amplitude"], draws["xi"], values, extra, float(dx), *leaves)

@@ -45,6 +45,7 @@ from neuradiff.physics.fused import (
     fused_step,
     fused_substeps,
     fused_unavailable,
+    scalar,
 )
 from neuradiff.physics.model import PhaseFieldModel
 from neuradiff.physics.operators import LAPLACIAN_MAX_EIGENVALUE, flux_divergence, laplacian
@@ -97,10 +98,6 @@ def _smooth_entropy(x: Tensor, delta: float) -> tuple[Tensor, Tensor, Tensor]:
     d = x - xc
     g = xc * lg + (lg + 1.0) * d + d * d / (2.0 * delta)
     return g, lg + d / delta, 1.0 / xc
-
-
-def _float(v: float | Tensor) -> float:
-    return float(v.detach()) if isinstance(v, Tensor) else float(v)
 
 
 def _harmonic_mean(a: Tensor, b: Tensor) -> Tensor:
@@ -427,7 +424,7 @@ class ConservativeVoidModel(VoidModel):
             state, params, dx, imex=imex, log_floor=self.log_floor, saturation_floor=self.saturation_floor
         )
         k = LAPLACIAN_MAX_EIGENVALUE / (dx * dx)
-        lam_eta = _float(params.L) * (te + _float(params.kappa_eta) * k)
+        lam_eta = scalar(params.L) * (te + scalar(params.kappa_eta) * k)
         return torch.tensor([k * tv, k * ti, lam_eta], dtype=torch.float64).amax()
 
     def euler_update(
