@@ -95,15 +95,15 @@ static inline __attribute__((always_inline)) void local_terms(REAL cv, REAL ci, 
 
 #define IDX(y, x) ((size_t)(y) * (size_t)W + (size_t)(x))
 
-/* Run the statements given for every pixel k of an H x W grid with its neighbours ke, kw, ks, kn: wrapped around
- * on a periodic grid (periodic != 0), else the cell itself beyond a wall (mirror ghost cells: zero normal gradient
- * and zero flux through the wall). The interior columns form a loop without edge handling, which the compiler
- * vectorises. */
-#define GRID_LOOP(...)                                                                                          \
-    for (int y = 0; y < H; ++y) {                                                                               \
-        const size_t r_ = (size_t)y * (size_t)W;                                                                \
-        const size_t rn_ = (size_t)(y == 0 ? (periodic ? H - 1 : 0) : y - 1) * (size_t)W;                       \
-        const size_t rs_ = (size_t)(y == H - 1 ? (periodic ? 0 : H - 1) : y + 1) * (size_t)W;                   \
+/* ROW_LOOP(y, statements) runs the statements for every pixel k of row y of an H x W grid with its neighbours
+ * ke, kw, ks, kn: wrapped around on a periodic grid (periodic != 0), else the cell itself beyond a wall (mirror ghost
+ * cells: zero normal gradient and zero flux through the wall). The interior columns form a loop without edge
+ * handling, which the compiler vectorises. GRID_LOOP runs them for every row. */
+#define ROW_LOOP(y, ...)                                                                                        \
+    {                                                                                                           \
+        const size_t r_ = (size_t)(y) * (size_t)W;                                                              \
+        const size_t rn_ = (size_t)((y) == 0 ? (periodic ? H - 1 : 0) : (y) - 1) * (size_t)W;                   \
+        const size_t rs_ = (size_t)((y) == H - 1 ? (periodic ? 0 : H - 1) : (y) + 1) * (size_t)W;               \
         {                                                                                                       \
             const size_t k = r_, ke = r_ + (W > 1 ? 1 : 0), kw = periodic ? r_ + (size_t)W - 1 : r_;           \
             const size_t ks = rs_, kn = rn_;                                                                    \
@@ -120,24 +120,83 @@ static inline __attribute__((always_inline)) void local_terms(REAL cv, REAL ci, 
         }                                                                                                       \
     }
 
-static void potentials(const REAL *s, REAL *mu, REAL *de, int H, int W, int periodic, const REAL *p, REAL idx2) {
+#define GRID_LOOP(...)                                                                                          \
+    for (int y = 0; y < H; ++y) ROW_LOOP(y, __VA_ARGS__)
+
+/* ROW_LOOP for statements that write only their own pixel's outputs, from inputs the loop does not write (the
+ * forward's potentials and update): the interior runs in whole vectors of VEC pixels, the last one shifted left to
+ * end at column W - 2, so the few pixels it shares with the one before are computed twice with the same result
+ * instead of in a scalar remainder loop. Not for loops that accumulate. */
+#ifndef VEC
+#define VEC 8
+#endif
+#define ROW_LOOP_IDEMPOTENT(y, ...)                                                                             \
+    {                                                                                                           \
+        const size_t r_ = (size_t)(y) * (size_t)W;                                                              \
+        const size_t rn_ = (size_t)((y) == 0 ? (periodic ? H - 1 : 0) : (y) - 1) * (size_t)W;                   \
+        const size_t rs_ = (size_t)((y) == H - 1 ? (periodic ? 0 : H - 1) : (y) + 1) * (size_t)W;               \
+        {                                                                                                       \
+            const size_t k = r_, ke = r_ + (W > 1 ? 1 : 0), kw = periodic ? r_ + (size_t)W - 1 : r_;           \
+            const size_t ks = rs_, kn = rn_;                                                                    \
+            __VA_ARGS__                                                                                         \
+        }                                                                                                       \
+        const size_t in_ = W > 2 ? (size_t)W - 2 : 0;                                                           \
+        if (in_ >= VEC) {                                                                                       \
+            for (size_t x0_ = 1;; x0_ += VEC) {                                                                 \
+                if (x0_ + VEC > in_ + 1) x0_ = in_ + 1 - VEC;                                                   \
+                _Pragma("omp simd") for (size_t j_ = 0; j_ < VEC; ++j_) {                                      \
+                    const size_t k = r_ + x0_ + j_, ke = k + 1, kw = k - 1, ks = rs_ + x0_ + j_;                \
+                    const size_t kn = rn_ + x0_ + j_;                                                           \
+                    __VA_ARGS__                                                                                 \
+                }                                                                                               \
+                if (x0_ + VEC >= in_ + 1) break;                                                                \
+            }                                                                                                   \
+        } else {                                                                                                \
+            for (size_t x_ = 1; x_ < (size_t)W - 1; ++x_) {                                                     \
+                const size_t k = r_ + x_, ke = k + 1, kw = k - 1, ks = rs_ + x_, kn = rn_ + x_;                 \
+                __VA_ARGS__                                                                                     \
+            }                                                                                                   \
+        }                                                                                                       \
+        if (W > 1) {                                                                                            \
+            const size_t x_ = (size_t)W - 1, k = r_ + x_, ke = periodic ? r_ : k, kw = k - 1;                   \
+            const size_t ks = rs_ + x_, kn = rn_ + x_;                                                          \
+            __VA_ARGS__                                                                                         \
+        }                                                                                                       \
+    }
+
+/* The chemical potentials of pixel k (the statements of potential_rows' loops); d_eta too where store_de. */
+#define POTENTIAL_PIXEL(store_de)                                                                               \
+    {                                                                                                           \
+        const REAL cv = cvp[k], ci = cip[k], eta = etp[k];                                                      \
+        Local l;                                                                                                \
+        local_terms(cv, ci, p, &l);                                                                             \
+        const REAL lv = (cvp[ke] + cvp[kw] + cvp[ks] + cvp[kn] - (REAL)4 * cv) * idx2;                          \
+        const REAL li = (cip[ke] + cip[kw] + cip[ks] + cip[kn] - (REAL)4 * ci) * idx2;                          \
+        const REAL le = (etp[ke] + etp[kw] + etp[ks] + etp[kn] - (REAL)4 * eta) * idx2;                         \
+        const REAL hh = (eta - (REAL)1) * (eta - (REAL)1), j = eta * eta;                                       \
+        const REAL fv = (cv - (REAL)1) * (cv - (REAL)1) + ci * ci;                                              \
+        mu[k] = hh * l.av + (REAL)2 * j * (cv - (REAL)1) - p[P_KV] * lv;                                        \
+        mu[n + k] = hh * l.ai + (REAL)2 * j * ci - p[P_KI] * li;                                                \
+        mu[2 * n + k] = (REAL)2 * (eta - (REAL)1) * l.fs + (REAL)2 * eta * fv - p[P_KE] * le;                   \
+        if (store_de) {                                                                                         \
+            const REAL x2 = (REAL)2 * (l.fs + fv);                                                              \
+            de[k] = p[P_L] * (x2 > 0 ? x2 : (REAL)0);                                                           \
+        }                                                                                                       \
+    }
+
+/* The chemical potentials mu (3 fields) and eta's implicit diagonal de (unless de is NULL) of rows y0 <= y < y1. */
+static void potential_rows(const REAL *s, REAL *mu, REAL *de, int H, int W, int periodic, const REAL *p, REAL idx2,
+                           int y0, int y1) {
     const size_t n = (size_t)H * (size_t)W;
     const REAL *cvp = s, *cip = s + n, *etp = s + 2 * n;
-    GRID_LOOP({
-        const REAL cv = cvp[k], ci = cip[k], eta = etp[k];
-        Local l;
-        local_terms(cv, ci, p, &l);
-        const REAL lv = (cvp[ke] + cvp[kw] + cvp[ks] + cvp[kn] - (REAL)4 * cv) * idx2;
-        const REAL li = (cip[ke] + cip[kw] + cip[ks] + cip[kn] - (REAL)4 * ci) * idx2;
-        const REAL le = (etp[ke] + etp[kw] + etp[ks] + etp[kn] - (REAL)4 * eta) * idx2;
-        const REAL hh = (eta - (REAL)1) * (eta - (REAL)1), j = eta * eta;
-        const REAL fv = (cv - (REAL)1) * (cv - (REAL)1) + ci * ci;
-        mu[k] = hh * l.av + (REAL)2 * j * (cv - (REAL)1) - p[P_KV] * lv;
-        mu[n + k] = hh * l.ai + (REAL)2 * j * ci - p[P_KI] * li;
-        mu[2 * n + k] = (REAL)2 * (eta - (REAL)1) * l.fs + (REAL)2 * eta * fv - p[P_KE] * le;
-        const REAL x2 = (REAL)2 * (l.fs + fv);
-        de[k] = p[P_L] * (x2 > 0 ? x2 : (REAL)0);
-    })
+    if (de)
+        for (int y = y0; y < y1; ++y) ROW_LOOP_IDEMPOTENT(y, POTENTIAL_PIXEL(1))
+    else
+        for (int y = y0; y < y1; ++y) ROW_LOOP_IDEMPOTENT(y, POTENTIAL_PIXEL(0))
+}
+
+static void potentials(const REAL *s, REAL *mu, REAL *de, int H, int W, int periodic, const REAL *p, REAL idx2) {
+    potential_rows(s, mu, de, H, W, periodic, p, idx2, 0, H);
 }
 
 /* Upwind flux divergence of species c at k (without 1/dx^2). */
@@ -191,29 +250,41 @@ int FN(void_forward)(const REAL *state, REAL *out, int B, int H, int W, int peri
         const REAL *s = state + (size_t)b * 3 * n;
         REAL *u = out + (size_t)b * 3 * n;
         REAL *mu = pot ? pot + (size_t)b * 4 * n : work;
-        REAL *de = mu + 3 * n;
-        potentials(s, mu, de, H, W, periodic, p, idx2);
+        REAL *de = (pot || imex) ? mu + 3 * n : NULL; /* the explicit update itself does not read d_eta */
         const REAL *cv = s, *ci = s + n, *eta = s + 2 * n;
-        if (imex) {
-            GRID_LOOP({
-                const REAL tv = transport(cv, mu, k, ke, kw, ks, kn, mobv) * idx2;
-                const REAL ti = transport(ci, mu + n, k, ke, kw, ks, kn, mobi) * idx2;
-                const REAL kr = p[P_RB] + p[P_RS] * eta[k] * eta[k];
-                const REAL r = kr * cv[k] * ci[k];
-                const REAL dv = kr * (ci[k] > 0 ? ci[k] : (REAL)0), di = kr * (cv[k] > 0 ? cv[k] : (REAL)0);
-                u[k] = cv[k] + h * (tv - r) / ((REAL)1 + h * dv);
-                u[n + k] = ci[k] + h * (ti - r) / ((REAL)1 + h * di);
-                u[2 * n + k] = eta[k] + h * (-p[P_L] * mu[2 * n + k]) / ((REAL)1 + h * de[k]);
-            })
-        } else {
-            GRID_LOOP({
-                const REAL tv = transport(cv, mu, k, ke, kw, ks, kn, mobv) * idx2;
-                const REAL ti = transport(ci, mu + n, k, ke, kw, ks, kn, mobi) * idx2;
-                const REAL r = (p[P_RB] + p[P_RS] * eta[k] * eta[k]) * cv[k] * ci[k];
-                u[k] = cv[k] + h * (tv - r);
-                u[n + k] = ci[k] + h * (ti - r);
-                u[2 * n + k] = eta[k] + h * (-p[P_L] * mu[2 * n + k]);
-            })
+        /* Row y's update reads the potentials of rows y - 1, y and y + 1: each row's potentials are computed just
+         * before the update that first needs them, so they are read back from cache (on a periodic grid row
+         * H - 1 first, for row 0). */
+        const int last = (periodic && H > 1) ? H - 1 : H;
+        if (last < H) potential_rows(s, mu, de, H, W, periodic, p, idx2, H - 1, H);
+        int done = 0;
+        for (int y = 0; y < H; ++y) {
+            const int need = y + 2 < last ? y + 2 : last;
+            if (need > done) {
+                potential_rows(s, mu, de, H, W, periodic, p, idx2, done, need);
+                done = need;
+            }
+            if (imex) {
+                ROW_LOOP_IDEMPOTENT(y, {
+                    const REAL tv = transport(cv, mu, k, ke, kw, ks, kn, mobv) * idx2;
+                    const REAL ti = transport(ci, mu + n, k, ke, kw, ks, kn, mobi) * idx2;
+                    const REAL kr = p[P_RB] + p[P_RS] * eta[k] * eta[k];
+                    const REAL r = kr * cv[k] * ci[k];
+                    const REAL dv = kr * (ci[k] > 0 ? ci[k] : (REAL)0), di = kr * (cv[k] > 0 ? cv[k] : (REAL)0);
+                    u[k] = cv[k] + h * (tv - r) / ((REAL)1 + h * dv);
+                    u[n + k] = ci[k] + h * (ti - r) / ((REAL)1 + h * di);
+                    u[2 * n + k] = eta[k] + h * (-p[P_L] * mu[2 * n + k]) / ((REAL)1 + h * de[k]);
+                })
+            } else {
+                ROW_LOOP_IDEMPOTENT(y, {
+                    const REAL tv = transport(cv, mu, k, ke, kw, ks, kn, mobv) * idx2;
+                    const REAL ti = transport(ci, mu + n, k, ke, kw, ks, kn, mobi) * idx2;
+                    const REAL r = (p[P_RB] + p[P_RS] * eta[k] * eta[k]) * cv[k] * ci[k];
+                    u[k] = cv[k] + h * (tv - r);
+                    u[n + k] = ci[k] + h * (ti - r);
+                    u[2 * n + k] = eta[k] + h * (-p[P_L] * mu[2 * n + k]);
+                })
+            }
         }
         if (counts)
             project(u, forcing ? forcing + (size_t)b * 3 * n : NULL, (REAL)fdiv, counts + 3 * b, mask + (size_t)b * n, n);
