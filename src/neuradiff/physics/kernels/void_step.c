@@ -104,7 +104,10 @@ static inline __attribute__((always_inline)) void local_terms(REAL cv, REAL ci, 
  * ke, kw, ks, kn: wrapped around on a periodic grid (periodic != 0), else the cell itself beyond a wall (mirror ghost
  * cells: zero normal gradient and zero flux through the wall). The interior columns form a loop without edge
  * handling, which the compiler vectorises. GRID_LOOP runs them for every row. */
-#define ROW_LOOP(y, ...)                                                                                        \
+#define ROW_LOOP(y, ...) ROW_LOOP_P(y, _Pragma("omp simd"), __VA_ARGS__)
+
+/* ROW_LOOP with the given pragma before the interior loop (e.g. a simd reduction). */
+#define ROW_LOOP_P(y, PRAGMA, ...)                                                                              \
     {                                                                                                           \
         const size_t r_ = (size_t)(y) * (size_t)W;                                                              \
         const size_t rn_ = (size_t)((y) == 0 ? (periodic ? H - 1 : 0) : (y) - 1) * (size_t)W;                   \
@@ -114,7 +117,7 @@ static inline __attribute__((always_inline)) void local_terms(REAL cv, REAL ci, 
             const size_t ks = rs_, kn = rn_;                                                                    \
             __VA_ARGS__                                                                                         \
         }                                                                                                       \
-        _Pragma("omp simd") for (size_t x_ = 1; x_ < (size_t)W - 1; ++x_) {                                      \
+        PRAGMA for (size_t x_ = 1; x_ < (size_t)W - 1; ++x_) {                                                 \
             const size_t k = r_ + x_, ke = k + 1, kw = k - 1, ks = rs_ + x_, kn = rn_ + x_;                     \
             __VA_ARGS__                                                                                         \
         }                                                                                                       \
@@ -326,15 +329,15 @@ int FN(void_backward)(const REAL *state, const REAL *ubar, REAL *sbar, double *p
     for (int i = 0; i < P_COUNT; ++i) p[i] = (REAL)pd[i];
     const REAL h = (REAL)h_, idx2 = (REAL)(1.0 / (dx * dx));
     const size_t n = (size_t)H * (size_t)W;
-    /* mu (3), d_eta (1), rbar = h q ubar (3), mubar (3), per-pixel parameter terms (9), masked eta adjoint (1) */
-    REAL *buf = (REAL *)malloc(sizeof(REAL) * 20 * n);
+    /* mu (3), d_eta (1), rbar = h q ubar (3), mubar (3), masked eta adjoint (1) */
+    REAL *buf = (REAL *)malloc(sizeof(REAL) * 11 * n);
     if (!buf) return 1;
-    REAL *ueb_buf = buf + 19 * n;
+    REAL *ueb_buf = buf + 10 * n;
     REAL *rb = buf + 4 * n, *mb = buf + 7 * n;
-    REAL *aE = buf + 10 * n, *aEi = buf + 11 * n, *aT = buf + 12 * n, *aKv = buf + 13 * n, *aKi = buf + 14 * n;
-    REAL *aKe = buf + 15 * n, *aDv = buf + 16 * n, *aDi = buf + 17 * n, *aL = buf + 18 * n;
     const REAL mobv = p[P_DV] / p[P_T], mobi = p[P_DI] / p[P_T];
-    double gEv = 0, gEi = 0, gT = 0, gkv = 0, gki = 0, gke = 0, gDv = 0, gDi = 0, gL = 0;
+    /* The parameter gradients: each row's per-pixel terms summed in REAL by the vectorised loops, the rows in
+     * double. sDv, sDi: the D_v, D_i terms before the factor 1 / kBT (kBT's gradient takes them too). */
+    double gEv = 0, gEi = 0, gT = 0, gkv = 0, gki = 0, gke = 0, sDv = 0, sDi = 0, gL = 0;
     for (int b = 0; b < B; ++b) {
         const REAL *s = state + (size_t)b * 3 * n;
         const REAL *ub = ubar + (size_t)b * 3 * n;
@@ -374,17 +377,21 @@ int FN(void_backward)(const REAL *state, const REAL *ubar, REAL *sbar, double *p
             }
         }
         /* pass 2: adjoints of the transport, recombination and implicit diagonal; mubar; local state parts */
-        GRID_LOOP({
-            REAL gcv = 0, gci = 0, geta = 0;
+        for (int y = 0; y < H; ++y) {
+            REAL rDv = 0, rDi = 0, rL = 0;
+            ROW_LOOP_P(y, _Pragma("omp simd reduction(+ : rDv, rDi, rL)"), {
+            REAL gcv = 0, gci = 0, geta = 0, tDv, tDi;
             /* both species: flux adjoints from the neighbouring rate adjoints */
             {
                 REAL *mb_ = mb;
-                SPECIES(cv, mu, rb, mobv, gcv, aDv[k])
+                SPECIES(cv, mu, rb, mobv, gcv, tDv)
             }
             {
                 REAL *mb_ = mb + n;
-                SPECIES(ci, (mu + n), (rb + n), mobi, gci, aDi[k])
+                SPECIES(ci, (mu + n), (rb + n), mobi, gci, tDi)
             }
+            rDv += tDv;
+            rDi += tDi;
             /* recombination R = kr cv ci enters both rates with a minus sign */
             const REAL kr = p[P_RB] + p[P_RS] * eta[k] * eta[k];
             const REAL rbar = -(rb[k] + rb[n + k]);
@@ -393,14 +400,20 @@ int FN(void_backward)(const REAL *state, const REAL *ubar, REAL *sbar, double *p
             geta += rbar * (REAL)2 * p[P_RS] * eta[k] * cv[k] * ci[k];
             /* eta rate = -L mu_eta */
             mb[2 * n + k] = -p[P_L] * rb[2 * n + k];
-            aL[k] = -rb[2 * n + k] * mu[2 * n + k];
+            rL += -rb[2 * n + k] * mu[2 * n + k];
             sb[k] = ub[k] + gcv;
             sb[n + k] = ub[n + k] + gci;
             sb[2 * n + k] = ueb[k] + geta;
-        })
+            })
+            sDv += rDv;
+            sDi += rDi;
+            gL += rL;
+        }
         if (imex) {
             /* adjoint of the implicit diagonal: d_bar = -rbar * h * rate * q (rbar = h q ubar already) */
-            GRID_LOOP({
+            for (int y = 0; y < H; ++y) {
+            REAL rL = 0, rE = 0, rEi = 0, rT = 0;
+            ROW_LOOP_P(y, _Pragma("omp simd reduction(+ : rL, rE, rEi, rT)"), {
                 const REAL tv = transport(cv, mu, k, ke, kw, ks, kn, mobv) * idx2;
                 const REAL ti = transport(ci, mu + n, k, ke, kw, ks, kn, mobi) * idx2;
                 const REAL kr = p[P_RB] + p[P_RS] * eta[k] * eta[k];
@@ -420,22 +433,27 @@ int FN(void_backward)(const REAL *state, const REAL *ubar, REAL *sbar, double *p
                 local_terms(cv[k], ci[k], p, &l);
                 const REAL fv = (cv[k] - (REAL)1) * (cv[k] - (REAL)1) + ci[k] * ci[k];
                 const REAL x2 = (REAL)2 * (l.fs + fv);
-                aL[k] += dbe * (x2 > 0 ? x2 : (REAL)0);
+                rL += dbe * (x2 > 0 ? x2 : (REAL)0);
                 const REAL xb = x2 >= 0 ? (REAL)2 * dbe * p[P_L] : (REAL)0; /* adjoint of f_s and of f_v */
                 gcv += xb * (l.av + (REAL)2 * (cv[k] - (REAL)1));
                 gci += xb * (l.ai + (REAL)2 * ci[k]);
-                aE[k] = xb * cv[k];
-                aEi[k] = xb * ci[k];
-                aT[k] = xb * l.ent;
+                rE += xb * cv[k];
+                rEi += xb * ci[k];
+                rT += xb * l.ent;
                 sb[k] += gcv;
                 sb[n + k] += gci;
                 sb[2 * n + k] += geta;
             })
-        } else {
-            for (size_t k = 0; k < n; ++k) aE[k] = aEi[k] = aT[k] = 0;
+            gL += rL;
+            gEv += rE;
+            gEi += rEi;
+            gT += rT;
+            }
         }
         /* pass 3: adjoint of the chemical potentials (local part and -kappa Laplacian) */
-        GRID_LOOP({
+        for (int y = 0; y < H; ++y) {
+        REAL rKv = 0, rKi = 0, rKe = 0, rE = 0, rEi = 0, rT = 0;
+        ROW_LOOP_P(y, _Pragma("omp simd reduction(+ : rKv, rKi, rKe, rE, rEi, rT)"), {
             const REAL c_v = cv[k], c_i = ci[k], e = eta[k];
             const REAL bv = mb[k], bi = mb[n + k], be = mb[2 * n + k];
             Local l;
@@ -464,34 +482,30 @@ int FN(void_backward)(const REAL *state, const REAL *ubar, REAL *sbar, double *p
             const REAL lv = (cv[ke] + cv[kw] + cv[ks] + cv[kn] - (REAL)4 * c_v) * idx2;
             const REAL li = (ci[ke] + ci[kw] + ci[ks] + ci[kn] - (REAL)4 * c_i) * idx2;
             const REAL le = (eta[ke] + eta[kw] + eta[ks] + eta[kn] - (REAL)4 * e) * idx2;
-            aKv[k] = -bv * lv;
-            aKi[k] = -bi * li;
-            aKe[k] = -be * le;
-            aE[k] += bv * hh + be * (REAL)2 * (e - (REAL)1) * c_v;
-            aEi[k] += bi * hh + be * (REAL)2 * (e - (REAL)1) * c_i;
-            aT[k] += bv * hh * l.dvs + bi * hh * l.dis + be * (REAL)2 * (e - (REAL)1) * l.ent;
+            rKv += -bv * lv;
+            rKi += -bi * li;
+            rKe += -be * le;
+            rE += bv * hh + be * (REAL)2 * (e - (REAL)1) * c_v;
+            rEi += bi * hh + be * (REAL)2 * (e - (REAL)1) * c_i;
+            rT += bv * hh * l.dvs + bi * hh * l.dis + be * (REAL)2 * (e - (REAL)1) * l.ent;
         })
-        /* the parameter gradients: per-pixel terms summed in double */
-        _Pragma("omp simd reduction(+ : gEv, gEi, gT, gkv, gki, gke, gDv, gDi, gL)") for (size_t k = 0; k < n; ++k) {
-            gEv += aE[k];
-            gEi += aEi[k];
-            gT += (double)aT[k] - (double)(aDv[k] * mobv + aDi[k] * mobi) / p[P_T];
-            gkv += aKv[k];
-            gki += aKi[k];
-            gke += aKe[k];
-            gDv += (double)aDv[k] / p[P_T];
-            gDi += (double)aDi[k] / p[P_T];
-            gL += aL[k];
+        gkv += rKv;
+        gki += rKi;
+        gke += rKe;
+        gEv += rE;
+        gEi += rEi;
+        gT += rT;
         }
     }
+    /* D_v and D_i enter through the mobilities D / kBT */
     pbar[0] = gEv;
     pbar[1] = gEi;
-    pbar[2] = gT;
+    pbar[2] = gT - (sDv * (double)mobv + sDi * (double)mobi) / (double)p[P_T];
     pbar[3] = gkv;
     pbar[4] = gki;
     pbar[5] = gke;
-    pbar[6] = gDv;
-    pbar[7] = gDi;
+    pbar[6] = sDv / (double)p[P_T];
+    pbar[7] = sDi / (double)p[P_T];
     pbar[8] = gL;
     free(buf);
     return 0;
