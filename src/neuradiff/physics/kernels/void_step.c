@@ -321,6 +321,73 @@ int FN(void_forward)(const REAL *state, REAL *out, int B, int H, int W, int peri
         gD = mbar * cp;                                                                                       \
     }
 
+/* Pass 3 of the backward at pixel k: the adjoint of the chemical potentials (local part and -kappa Laplacian),
+ * with IMEX also the adjoint of the implicit diagonal (d_bar = -rbar h rate q, rbar = h q ubar already); both
+ * need the same local terms. Adds to sb[k] and to the row sums rKv ... rL. */
+#define BACKWARD_PIXEL(IMEX)                                                                                    \
+    {                                                                                                           \
+        const REAL c_v = cv[k], c_i = ci[k], e = eta[k];                                                        \
+        Local l;                                                                                                \
+        local_terms(c_v, c_i, p, &l);                                                                           \
+        const REAL fv = (c_v - (REAL)1) * (c_v - (REAL)1) + c_i * c_i;                                          \
+        REAL gcv = 0, gci = 0, geta = 0;                                                                        \
+        if (IMEX) {                                                                                             \
+            const REAL tv = transport(cv, mu, k, ke, kw, ks, kn, mobv) * idx2;                                  \
+            const REAL ti = transport(ci, mu + n, k, ke, kw, ks, kn, mobi) * idx2;                              \
+            const REAL kr = p[P_RB] + p[P_RS] * e * e;                                                          \
+            const REAL r = kr * c_v * c_i;                                                                      \
+            const REAL civ = c_i > 0 ? c_i : (REAL)0, cvv = c_v > 0 ? c_v : (REAL)0;                            \
+            const REAL qv = (REAL)1 / ((REAL)1 + h * kr * civ), qi = (REAL)1 / ((REAL)1 + h * kr * cvv);        \
+            const REAL qe = (REAL)1 / ((REAL)1 + h * de[k]);                                                    \
+            const REAL dbv = -rb[k] * h * (tv - r) * qv;                                                        \
+            const REAL dbi = -rb[n + k] * h * (ti - r) * qi;                                                    \
+            const REAL dbe = -rb[2 * n + k] * h * (-p[P_L] * mu[2 * n + k]) * qe;                               \
+            /* d_v = kr max(ci, 0), d_i = kr max(cv, 0) */                                                      \
+            gcv = c_v >= 0 ? dbi * kr : (REAL)0;                                                                \
+            gci = c_i >= 0 ? dbv * kr : (REAL)0;                                                                \
+            geta = (dbv * civ + dbi * cvv) * (REAL)2 * p[P_RS] * e;                                             \
+            /* d_eta = L max(2 (f_s + f_v), 0) */                                                               \
+            const REAL x2 = (REAL)2 * (l.fs + fv);                                                              \
+            rL += dbe * (x2 > 0 ? x2 : (REAL)0);                                                                \
+            const REAL xb = x2 >= 0 ? (REAL)2 * dbe * p[P_L] : (REAL)0; /* adjoint of f_s and of f_v */        \
+            gcv += xb * (l.av + (REAL)2 * (c_v - (REAL)1));                                                     \
+            gci += xb * (l.ai + (REAL)2 * c_i);                                                                 \
+            rE += xb * c_v;                                                                                     \
+            rEi += xb * c_i;                                                                                    \
+            rT += xb * l.ent;                                                                                   \
+        }                                                                                                       \
+        const REAL bv = mb[k], bi = mb[n + k], be = mb[2 * n + k];                                              \
+        const REAL hh = (e - (REAL)1) * (e - (REAL)1), j = e * e;                                               \
+        const REAL ts = p[P_T] * l.is;                                                                          \
+        const REAL avv = p[P_T] * l.ivs + ts, avi = ts, aiv = ts, aii = p[P_T] * l.iis + ts;                    \
+        gcv += bv * (hh * avv + (REAL)2 * j) + bi * hh * aiv +                                                  \
+               be * ((REAL)2 * (e - (REAL)1) * l.av + (REAL)4 * e * (c_v - (REAL)1));                           \
+        gci += bv * hh * avi + bi * (hh * aii + (REAL)2 * j) +                                                  \
+               be * ((REAL)2 * (e - (REAL)1) * l.ai + (REAL)4 * e * c_i);                                       \
+        geta += bv * ((REAL)2 * (e - (REAL)1) * l.av + (REAL)4 * e * (c_v - (REAL)1)) +                         \
+                bi * ((REAL)2 * (e - (REAL)1) * l.ai + (REAL)4 * e * c_i) + be * (REAL)2 * (l.fs + fv);         \
+        /* -kappa * Laplacian: self-adjoint on the periodic grid */                                             \
+        const REAL lbv = (mb[ke] + mb[kw] + mb[ks] + mb[kn] - (REAL)4 * bv) * idx2;                             \
+        const REAL lbi = (mb[n + ke] + mb[n + kw] + mb[n + ks] + mb[n + kn] - (REAL)4 * bi) * idx2;             \
+        const REAL lbe = (mb[2 * n + ke] + mb[2 * n + kw] + mb[2 * n + ks] + mb[2 * n + kn] - (REAL)4 * be) * idx2; \
+        gcv -= p[P_KV] * lbv;                                                                                   \
+        gci -= p[P_KI] * lbi;                                                                                   \
+        geta -= p[P_KE] * lbe;                                                                                  \
+        sb[k] += gcv;                                                                                           \
+        sb[n + k] += gci;                                                                                       \
+        sb[2 * n + k] += geta;                                                                                  \
+        /* parameters: kappa (sum mubar * -lap), E and kBT through A and f_s */                                 \
+        const REAL lv = (cv[ke] + cv[kw] + cv[ks] + cv[kn] - (REAL)4 * c_v) * idx2;                             \
+        const REAL li = (ci[ke] + ci[kw] + ci[ks] + ci[kn] - (REAL)4 * c_i) * idx2;                             \
+        const REAL le = (eta[ke] + eta[kw] + eta[ks] + eta[kn] - (REAL)4 * e) * idx2;                          \
+        rKv += -bv * lv;                                                                                        \
+        rKi += -bi * li;                                                                                        \
+        rKe += -be * le;                                                                                        \
+        rE += bv * hh + be * (REAL)2 * (e - (REAL)1) * c_v;                                                     \
+        rEi += bi * hh + be * (REAL)2 * (e - (REAL)1) * c_i;                                                    \
+        rT += bv * hh * l.dvs + bi * hh * l.dis + be * (REAL)2 * (e - (REAL)1) * l.ent;                         \
+    }
+
 /* pot: the forward's potentials ([B, 4, H, W]), or NULL to recompute them. */
 int FN(void_backward)(const REAL *state, const REAL *ubar, REAL *sbar, double *pbar, int B, int H, int W,
                       int periodic, const double *pd, double h_, double dx, int imex, const unsigned char *mask,
@@ -376,125 +443,59 @@ int FN(void_backward)(const REAL *state, const REAL *ubar, REAL *sbar, double *p
                 rb[2 * n + k] = h * ueb[k];
             }
         }
-        /* pass 2: adjoints of the transport, recombination and implicit diagonal; mubar; local state parts */
+        /* pass 2 (rows in order, each with pass 3 of the row above it once the rows it reads are done; on a periodic
+         * grid row H - 1 first): pass 2 row yy writes mubar and the transport/recombination parts of sbar; pass 3
+         * row y reads mubar of rows y - 1, y, y + 1, so it follows pass 2 of row y + 1 and finds them in cache. */
+        const int last = (periodic && H > 1) ? H - 1 : H;
+        int next2 = 0, wrap = last < H;
         for (int y = 0; y < H; ++y) {
-            REAL rDv = 0, rDi = 0, rL = 0;
-            ROW_LOOP_P(y, _Pragma("omp simd reduction(+ : rDv, rDi, rL)"), {
-            REAL gcv = 0, gci = 0, geta = 0, tDv, tDi;
-            /* both species: flux adjoints from the neighbouring rate adjoints */
-            {
-                REAL *mb_ = mb;
-                SPECIES(cv, mu, rb, mobv, gcv, tDv)
+            const int need = y + 2 < last ? y + 2 : last;
+            while (wrap || next2 < need) {
+                const int yy = wrap ? H - 1 : next2++;
+                wrap = 0;
+                REAL rDv = 0, rDi = 0, rL = 0;
+                ROW_LOOP_P(yy, _Pragma("omp simd reduction(+ : rDv, rDi, rL)"), {
+                    REAL gcv = 0, gci = 0, geta = 0, tDv, tDi;
+                    /* both species: flux adjoints from the neighbouring rate adjoints */
+                    {
+                        REAL *mb_ = mb;
+                        SPECIES(cv, mu, rb, mobv, gcv, tDv)
+                    }
+                    {
+                        REAL *mb_ = mb + n;
+                        SPECIES(ci, (mu + n), (rb + n), mobi, gci, tDi)
+                    }
+                    rDv += tDv;
+                    rDi += tDi;
+                    /* recombination R = kr cv ci enters both rates with a minus sign */
+                    const REAL kr = p[P_RB] + p[P_RS] * eta[k] * eta[k];
+                    const REAL rbar = -(rb[k] + rb[n + k]);
+                    gcv += rbar * kr * ci[k];
+                    gci += rbar * kr * cv[k];
+                    geta += rbar * (REAL)2 * p[P_RS] * eta[k] * cv[k] * ci[k];
+                    /* eta rate = -L mu_eta */
+                    mb[2 * n + k] = -p[P_L] * rb[2 * n + k];
+                    rL += -rb[2 * n + k] * mu[2 * n + k];
+                    sb[k] = ub[k] + gcv;
+                    sb[n + k] = ub[n + k] + gci;
+                    sb[2 * n + k] = ueb[k] + geta;
+                })
+                sDv += rDv;
+                sDi += rDi;
+                gL += rL;
             }
-            {
-                REAL *mb_ = mb + n;
-                SPECIES(ci, (mu + n), (rb + n), mobi, gci, tDi)
-            }
-            rDv += tDv;
-            rDi += tDi;
-            /* recombination R = kr cv ci enters both rates with a minus sign */
-            const REAL kr = p[P_RB] + p[P_RS] * eta[k] * eta[k];
-            const REAL rbar = -(rb[k] + rb[n + k]);
-            gcv += rbar * kr * ci[k];
-            gci += rbar * kr * cv[k];
-            geta += rbar * (REAL)2 * p[P_RS] * eta[k] * cv[k] * ci[k];
-            /* eta rate = -L mu_eta */
-            mb[2 * n + k] = -p[P_L] * rb[2 * n + k];
-            rL += -rb[2 * n + k] * mu[2 * n + k];
-            sb[k] = ub[k] + gcv;
-            sb[n + k] = ub[n + k] + gci;
-            sb[2 * n + k] = ueb[k] + geta;
-            })
-            sDv += rDv;
-            sDi += rDi;
-            gL += rL;
-        }
-        if (imex) {
-            /* adjoint of the implicit diagonal: d_bar = -rbar * h * rate * q (rbar = h q ubar already) */
-            for (int y = 0; y < H; ++y) {
-            REAL rL = 0, rE = 0, rEi = 0, rT = 0;
-            ROW_LOOP_P(y, _Pragma("omp simd reduction(+ : rL, rE, rEi, rT)"), {
-                const REAL tv = transport(cv, mu, k, ke, kw, ks, kn, mobv) * idx2;
-                const REAL ti = transport(ci, mu + n, k, ke, kw, ks, kn, mobi) * idx2;
-                const REAL kr = p[P_RB] + p[P_RS] * eta[k] * eta[k];
-                const REAL r = kr * cv[k] * ci[k];
-                const REAL civ = ci[k] > 0 ? ci[k] : (REAL)0, cvv = cv[k] > 0 ? cv[k] : (REAL)0;
-                const REAL qv = (REAL)1 / ((REAL)1 + h * kr * civ), qi = (REAL)1 / ((REAL)1 + h * kr * cvv);
-                const REAL qe = (REAL)1 / ((REAL)1 + h * de[k]);
-                const REAL dbv = -rb[k] * h * (tv - r) * qv;
-                const REAL dbi = -rb[n + k] * h * (ti - r) * qi;
-                const REAL dbe = -rb[2 * n + k] * h * (-p[P_L] * mu[2 * n + k]) * qe;
-                /* d_v = kr max(ci, 0), d_i = kr max(cv, 0) */
-                REAL gcv = cv[k] >= 0 ? dbi * kr : (REAL)0;
-                REAL gci = ci[k] >= 0 ? dbv * kr : (REAL)0;
-                const REAL geta = (dbv * civ + dbi * cvv) * (REAL)2 * p[P_RS] * eta[k];
-                /* d_eta = L max(2 (f_s + f_v), 0) */
-                Local l;
-                local_terms(cv[k], ci[k], p, &l);
-                const REAL fv = (cv[k] - (REAL)1) * (cv[k] - (REAL)1) + ci[k] * ci[k];
-                const REAL x2 = (REAL)2 * (l.fs + fv);
-                rL += dbe * (x2 > 0 ? x2 : (REAL)0);
-                const REAL xb = x2 >= 0 ? (REAL)2 * dbe * p[P_L] : (REAL)0; /* adjoint of f_s and of f_v */
-                gcv += xb * (l.av + (REAL)2 * (cv[k] - (REAL)1));
-                gci += xb * (l.ai + (REAL)2 * ci[k]);
-                rE += xb * cv[k];
-                rEi += xb * ci[k];
-                rT += xb * l.ent;
-                sb[k] += gcv;
-                sb[n + k] += gci;
-                sb[2 * n + k] += geta;
-            })
-            gL += rL;
+            REAL rKv = 0, rKi = 0, rKe = 0, rE = 0, rEi = 0, rT = 0, rL = 0;
+            if (imex)
+                ROW_LOOP_P(y, _Pragma("omp simd reduction(+ : rKv, rKi, rKe, rE, rEi, rT, rL)"), BACKWARD_PIXEL(1))
+            else
+                ROW_LOOP_P(y, _Pragma("omp simd reduction(+ : rKv, rKi, rKe, rE, rEi, rT)"), BACKWARD_PIXEL(0))
+            gkv += rKv;
+            gki += rKi;
+            gke += rKe;
             gEv += rE;
             gEi += rEi;
             gT += rT;
-            }
-        }
-        /* pass 3: adjoint of the chemical potentials (local part and -kappa Laplacian) */
-        for (int y = 0; y < H; ++y) {
-        REAL rKv = 0, rKi = 0, rKe = 0, rE = 0, rEi = 0, rT = 0;
-        ROW_LOOP_P(y, _Pragma("omp simd reduction(+ : rKv, rKi, rKe, rE, rEi, rT)"), {
-            const REAL c_v = cv[k], c_i = ci[k], e = eta[k];
-            const REAL bv = mb[k], bi = mb[n + k], be = mb[2 * n + k];
-            Local l;
-            local_terms(c_v, c_i, p, &l);
-            const REAL hh = (e - (REAL)1) * (e - (REAL)1), j = e * e;
-            const REAL ts = p[P_T] * l.is;
-            const REAL avv = p[P_T] * l.ivs + ts, avi = ts, aiv = ts, aii = p[P_T] * l.iis + ts;
-            const REAL fv = (c_v - (REAL)1) * (c_v - (REAL)1) + c_i * c_i;
-            REAL gcv = bv * (hh * avv + (REAL)2 * j) + bi * hh * aiv +
-                       be * ((REAL)2 * (e - (REAL)1) * l.av + (REAL)4 * e * (c_v - (REAL)1));
-            REAL gci = bv * hh * avi + bi * (hh * aii + (REAL)2 * j) +
-                       be * ((REAL)2 * (e - (REAL)1) * l.ai + (REAL)4 * e * c_i);
-            REAL geta = bv * ((REAL)2 * (e - (REAL)1) * l.av + (REAL)4 * e * (c_v - (REAL)1)) +
-                        bi * ((REAL)2 * (e - (REAL)1) * l.ai + (REAL)4 * e * c_i) + be * (REAL)2 * (l.fs + fv);
-            /* -kappa * Laplacian: self-adjoint on the periodic grid */
-            const REAL lbv = (mb[ke] + mb[kw] + mb[ks] + mb[kn] - (REAL)4 * bv) * idx2;
-            const REAL lbi = (mb[n + ke] + mb[n + kw] + mb[n + ks] + mb[n + kn] - (REAL)4 * bi) * idx2;
-            const REAL lbe = (mb[2 * n + ke] + mb[2 * n + kw] + mb[2 * n + ks] + mb[2 * n + kn] - (REAL)4 * be) * idx2;
-            gcv -= p[P_KV] * lbv;
-            gci -= p[P_KI] * lbi;
-            geta -= p[P_KE] * lbe;
-            sb[k] += gcv;
-            sb[n + k] += gci;
-            sb[2 * n + k] += geta;
-            /* parameters: kappa (sum mubar * -lap), E and kBT through A and f_s */
-            const REAL lv = (cv[ke] + cv[kw] + cv[ks] + cv[kn] - (REAL)4 * c_v) * idx2;
-            const REAL li = (ci[ke] + ci[kw] + ci[ks] + ci[kn] - (REAL)4 * c_i) * idx2;
-            const REAL le = (eta[ke] + eta[kw] + eta[ks] + eta[kn] - (REAL)4 * e) * idx2;
-            rKv += -bv * lv;
-            rKi += -bi * li;
-            rKe += -be * le;
-            rE += bv * hh + be * (REAL)2 * (e - (REAL)1) * c_v;
-            rEi += bi * hh + be * (REAL)2 * (e - (REAL)1) * c_i;
-            rT += bv * hh * l.dvs + bi * hh * l.dis + be * (REAL)2 * (e - (REAL)1) * l.ent;
-        })
-        gkv += rKv;
-        gki += rKi;
-        gke += rKe;
-        gEv += rE;
-        gEi += rEi;
-        gT += rT;
+            gL += rL;
         }
     }
     /* D_v and D_i enter through the mobilities D / kBT */
