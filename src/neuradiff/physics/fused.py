@@ -2,10 +2,13 @@
 hand-derived adjoint.
 
 The kernel (``kernels/void_step.c``) computes ``u = s + h·rate(s) / (1 + h·d(s))`` (``d = 0`` for the explicit
-step) in one sweep over the rows (each row's chemical potentials just before the update that reads them), and its adjoint (the gradients with respect to the state and the nine
-learned parameters) in three more, recomputing what it needs from the state and the chemical potentials instead
-of storing intermediates: the tape of a step is its input state and four potential fields (μ_v, μ_i, μ_η and the
-implicit diagonal of η), seven fields in all. Every pixel loop is branch-free, so the compiler vectorises it.
+step) in one sweep over the rows, each row's chemical potentials computed just before the update that reads
+them. Its adjoint (the gradients with respect to the state and the nine learned parameters) takes one more
+sweep of two row passes and an elementwise one before it, recomputing what it needs from the state and the
+chemical potentials instead of storing intermediates: the tape of a step is its input state and four potential
+fields (μ_v, μ_i, μ_η and the implicit diagonal of η), seven fields in all. The parameter gradients are summed
+row by row inside the vectorised loops, the rows in double. Every pixel loop is branch-free, so the compiler
+vectorises it.
 It is the same arithmetic as the plain PyTorch path of
 :class:`~neuradiff.physics.void_model.ConservativeVoidModel` (the readable reference, which the tests compare
 it with), on periodic grids or between no-flux walls, with upwind face mobilities, in float32 or float64. The
