@@ -354,3 +354,40 @@ def test_gradients_reach_every_parameter(embedding, stride):
             assert used.tolist() == [False, True, False, False, True, False]
         else:
             assert p.grad.abs().max() > 0, name
+
+
+def test_the_pixel_shuffle_equals_the_library_one_values_and_gradients():
+    from neuradiff.nets.unet import _pixel_shuffle
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 12, 5, 7, generator=g).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    w = torch.randn(2, 3, 10, 14, generator=g)
+    ours = _pixel_shuffle(z, 2)
+    ref = torch.nn.functional.pixel_shuffle(z, 2)
+    assert torch.equal(ours, ref)
+    (ga,) = torch.autograd.grad((ours * w).sum(), z)
+    (gb,) = torch.autograd.grad((ref * w).sum(), z)
+    assert torch.equal(ga, gb)
+
+
+def test_folding_the_batch_norms_keeps_the_outputs_and_the_original_net():
+    from neuradiff.nets.unet import fuse_batch_norm
+
+    torch.manual_seed(0)
+    net = RecognitionNet(NetConfig(width=4, depth=2, embedding="none", norm="batch", stride=2))
+    with torch.no_grad():  # non-trivial running statistics and affine terms
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    net.eval()
+    fused = fuse_batch_norm(net)
+    frames = torch.randn(2, 32, 48)
+    with torch.no_grad():
+        a = net.logits(frames, torch.zeros(2))
+        b = fused.logits(frames, torch.zeros(2))
+    assert float((a - b).abs().max()) <= 1e-4 * max(1.0, float(a.abs().max()))
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) > 0
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())

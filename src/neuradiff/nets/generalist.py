@@ -9,7 +9,7 @@ The weights live in ``neuradiff/nets/weights/`` (``generalist.pt``, read with ``
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from skimage.measure import label
 
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.nets.tiles import Tiling, back_to, eta_tiled, normalise_frame, resample, resample_factor
-from neuradiff.nets.unet import RecognitionNet, load_net
+from neuradiff.nets.unet import RecognitionNet, fuse_batch_norm, load_net
 
 GENERALIST_FORMAT = "neuradiff-generalist"
 #: Smallest void region kept in the masks, pixels.
@@ -51,6 +51,13 @@ class Generalist:
     tiling: Tiling
     meta: dict
     min_peak_eta: float = 0.5
+    _inference: RecognitionNet | None = field(default=None, init=False, repr=False, compare=False)
+
+    def _inference_net(self) -> RecognitionNet:
+        """``net`` with its batch norms folded into the convolutions (built once; ``net`` stays trainable)."""
+        if self._inference is None:
+            self._inference = fuse_batch_norm(self.net)
+        return self._inference
 
     def eta(self, frames: np.ndarray, *, void_px: float | None = None, progress=None) -> np.ndarray:
         """Void probability eta ``[T, H, W]`` float32 of frames ``[T, H, W]`` (or one ``[H, W]`` frame).
@@ -81,7 +88,7 @@ class Generalist:
         out = np.empty(a.shape, np.float32)
         for k in range(a.shape[0]):
             x = resample(normalise_frame(a[k], index=k), factor)
-            out[k] = back_to(eta_tiled(self.net, x, self.tiling), (h, w))
+            out[k] = back_to(eta_tiled(self._inference_net(), x, self.tiling), (h, w))
             if progress is not None:
                 progress(k + 1, a.shape[0])
         return out

@@ -8,6 +8,7 @@ channel 2 the void order parameter ``eta`` in [0, 1]. A time embedding is append
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from dataclasses import asdict, dataclass, fields
@@ -187,6 +188,29 @@ class SinusoidalEmbedding(nn.Module):
         return self.mlp(torch.cat([torch.sin(phase), torch.cos(phase)], dim=1))
 
 
+def _pixel_shuffle(z: Tensor, r: int) -> Tensor:
+    """``F.pixel_shuffle(z, r)`` (``[B, C r², H, W]`` → ``[B, C, H r, W r]``, the same values) as one reshape and
+    permute: on a channels-last tensor about 4× faster than the library call."""
+    b, c, h, w = z.shape
+    return z.reshape(b, c // (r * r), r, r, h, w).permute(0, 1, 4, 2, 5, 3).reshape(b, c // (r * r), h * r, w * r)
+
+
+def fuse_batch_norm(net: "RecognitionNet") -> "RecognitionNet":
+    """A copy of ``net`` for inference with each batch norm folded into the convolution before it (the same
+    outputs to float round-off, one pass fewer per layer); ``net`` itself is left as it is."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    fused = copy.deepcopy(net).eval()
+    for module in fused.modules():
+        if isinstance(module, _DoubleConv):
+            for i in (0, 3):
+                conv, bn = module[i], module[i + 1]
+                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                    module[i] = fuse_conv_bn_eval(conv, bn)
+                    module[i + 1] = nn.Identity()
+    return fused
+
+
 def _logit(p: float) -> float:
     p = min(max(p, 0.01), 0.99)
     return math.log(p / (1.0 - p))
@@ -316,7 +340,7 @@ class RecognitionNet(nn.Module):
             x = conv(torch.cat([up(x), skip], dim=1))
         z = self.head(x)
         if stride > 1:
-            z = F.pixel_shuffle(z, stride)
+            z = _pixel_shuffle(z, stride)
         if ph or pw:
             z = z[:, :, ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w]
         return z
