@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from neuradiff.core.checks import check_memory
 from neuradiff.core.errors import NeuradiffError
@@ -198,8 +199,6 @@ def _pixel_shuffle(z: Tensor, r: int) -> Tensor:
 def fuse_batch_norm(net: "RecognitionNet") -> "RecognitionNet":
     """A copy of ``net`` for inference with each batch norm folded into the convolution before it (the same
     outputs to float round-off, one pass fewer per layer); ``net`` itself is left as it is."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
     fused = copy.deepcopy(net).eval()
     for module in fused.modules():
         if isinstance(module, _DoubleConv):
