@@ -162,3 +162,39 @@ def test_config_sections_update_the_preset_key_by_key(tmp_path):
     assert cfg.fit_seeds == 4 and cfg.fit_config().joint_iters == 6
     assert cfg.fit_config().pretrain_iters == quick.fit_config().pretrain_iters  # kept from the preset
     assert cfg.data["frames"] == 14 and cfg.data["simulation"] == quick.data["simulation"]
+
+
+def test_a_suite_can_train_on_a_multi_void_video(tmp_path):
+    path = tmp_path / "suite.json"
+    path.write_text(json.dumps({"train_scenario": "multi-void"}))
+    cfg = suite_config(quick=True, path=path, overrides={"data": {"simulation": {"size": 48, "n_voids": 3}}})
+    cfg.validate()
+    assert cfg.train_scenario == "multi-void" and suite_config(quick=True).train_scenario == "single-void"
+
+
+def test_an_unknown_training_scenario_is_one_line_and_exit_2(tmp_path):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"train_scenario": "nucleation"}))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["evaluate", "--quick", "--out", str(out), "--config", str(cfg)])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "train_scenario" in lines[0]
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.slow
+def test_quick_suite_trained_on_a_multi_void_video_transfers_to_another(tmp_path):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(
+        json.dumps({"train_scenario": "multi-void", "data": {"simulation": {"size": 48, "n_voids": 3}}})
+    )
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["evaluate", "--quick", "--config", str(cfg), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "data/multi-void/video.tif").is_file() and (out / "data/multi-void-transfer/truth.npz").is_file()
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["train_scenario"] == "multi-void"
+    transfer = {r["method"] for r in _rows(out / "tables/fig6_forecast.csv")}
+    assert "NeuraDiff" in {m.split(",")[0] for m in transfer}
+    assert "multi-void training video" in (out / "report.html").read_text()

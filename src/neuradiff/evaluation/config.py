@@ -15,6 +15,8 @@ from neuradiff.methods.surrogate import SurrogateConfig
 from neuradiff.synth.datasets import dataset_config
 
 SUITES = ("paper",)
+#: Scenarios a suite can train on (the transfer video is always an unseen multi-void video).
+TRAIN_SCENARIOS = ("single-void", "multi-void")
 
 
 @settings_class("evaluation")
@@ -28,7 +30,10 @@ class SuiteConfig:
     fit_seeds : NeuraDiff fits (seeds ``seed, seed + 1, ...``) on the same video, for the parameters' spread.
     surrogate_seeds : autoregressive surrogates trained (seeds ``seed, seed + 1, ...``): their rollouts are
         chaotic, so one seed can collapse where another holds; every seed's forecast is reported.
-    data, transfer_data : overrides of the single-void (training) and multi-void (transfer) datasets, as in
+    train_scenario : the training video: ``"single-void"`` (the paper's Figure 4, default) or ``"multi-void"``
+        (several voids of different sizes, seed ``seed``; the transfer video is another multi-void video, seed
+        ``seed + 1``, in both cases).
+    data, transfer_data : overrides of the training and the multi-void (transfer) datasets, as in
         ``neuradiff simulate --config`` (e.g. ``{"simulation": {"size": 128}, "frames": 100}``).
     fit : :class:`~neuradiff.methods.neuradiff.FitConfig` overrides, shared by NeuraDiff and the baselines that
         have the same settings (supervised net, physics-only fit, residual fit).
@@ -42,6 +47,7 @@ class SuiteConfig:
 
     name: str = "paper"
     seed: Annotated[int, Field(ge=0)] = 0
+    train_scenario: str = "single-void"
     fit_seeds: Annotated[int, Field(ge=1)] = 3
     surrogate_seeds: Annotated[int, Field(ge=1)] = 3
     data: dict[str, Any] = field(default_factory=dict)
@@ -56,9 +62,13 @@ class SuiteConfig:
     def validate(self) -> None:
         """Check the nested settings (fit, surrogate, both datasets); each problem is one line naming its key."""
         resolve_device(self.device)
+        if self.train_scenario not in TRAIN_SCENARIOS:
+            raise ValueError(
+                f"train_scenario must be one of {', '.join(TRAIN_SCENARIOS)}, got {self.train_scenario!r}"
+            )
         self.fit_config()
         self.surrogate_config()
-        for key, scenario in (("data", "single-void"), ("transfer_data", "multi-void")):
+        for key, scenario in (("data", self.train_scenario), ("transfer_data", "multi-void")):
             try:
                 dataset_config(scenario, overrides=getattr(self, key))
             except ValueError as exc:

@@ -64,16 +64,18 @@ def trackers(fits: Fits) -> dict[str, FittedMethod]:
 
 
 def forecasters(fits: Fits, fit_cfg: FitConfig) -> dict[str, FittedMethod]:
-    """Every forecasting method (each seed of the surrogate as ``surrogate``, ``surrogate_seed<s>``) and
-    ``initial_guess``: the first NeuraDiff fit with the starting parameters."""
+    """Every forecasting method (each seed of the surrogate as ``surrogate``, ``surrogate_seed<s>``; each NeuraDiff
+    fit as ``neuradiff``, ``neuradiff_seed<s>``) and ``initial_guess``: the first NeuraDiff fit with the starting
+    parameters."""
     out: dict[str, FittedMethod] = {}
     for name, fit in fits.items():
         entries = _entries(fit)
         if not entries[0].model.can_forecast:
             continue
-        if name == "surrogate":  # every seed is reported: its rollouts are chaotic
+        if name in ("surrogate", "neuradiff"):  # every seed is reported: the spread over seeds is part of the result
             for k, entry in enumerate(entries):
-                out["surrogate" if k == 0 else f"surrogate_seed{entry.model.seed}"] = entry.model
+                seed = getattr(entry.model, "seed", fit_cfg.seed + k)  # NeuraDiff fits: seeds seed, seed + 1, ...
+                out[name if k == 0 else f"{name}_seed{seed}"] = entry.model
         else:
             out[name] = entries[0].model
     first = _entries(fits["neuradiff"])[0].model

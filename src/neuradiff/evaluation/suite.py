@@ -147,7 +147,8 @@ def run_suite(
     device = str(resolve_device(config.device))  # an unavailable device is refused before anything runs
     stage = stage or (lambda _msg: None)
     t0 = time.perf_counter()
-    cfg_train = dataset_config("single-void", overrides=config.data, seed=config.seed)
+    cfg_train = dataset_config(config.train_scenario, overrides=config.data, seed=config.seed)
+    train_key = "data: single void" if config.train_scenario == "single-void" else f"data: {config.train_scenario}"
     cfg_transfer = dataset_config("multi-void", overrides=config.transfer_data, seed=config.seed + 1)
     fit_cfg = config.fit_config()
     results: dict[str, JobResult] = {}
@@ -156,8 +157,8 @@ def run_suite(
     cache.check_saved()
     with JobRunner(config.workers, config.threads, report) as pool:
         runner = _CachedRunner(pool, cache)
-        stage("making the training video (single void)")
-        runner.submit("data: single void", "dataset", cfg_train)
+        stage(f"making the training video ({config.train_scenario})")
+        runner.submit(train_key, "dataset", cfg_train)
         first = runner.next()
         assert first is not None and first[1].dataset is not None
         key, res = first

@@ -231,7 +231,8 @@ def build(result: dict[str, Any]) -> dict[str, bytes]:
             ds.truth["time_s"],
             cal["nm_per_px"],
         )
-    figs["fig4_curves"] = figures.curves(scores["forecast"], "single-void video: forecasts from frame 0")
+    scenario = result.get("config", {}).get("train_scenario", "single-void")
+    figs["fig4_curves"] = figures.curves(scores["forecast"], f"{scenario} training video: forecasts from frame 0")
     figs["fig6_curves"] = figures.curves(
         scores["transfer"]["forecast"], "unseen multi-void video (no fine-tuning): forecasts from frame 0"
     )
@@ -267,6 +268,7 @@ def _html(result: dict[str, Any], figs: dict[str, bytes], tables: dict[str, list
     scores = result["scores"]
     train_ds, transfer_ds = result["datasets"]
     cfg = result["config"]
+    scenario = cfg.get("train_scenario", "single-void")
     tm, tr = train_ds.metadata, transfer_ds.metadata
     p = scores["parameters"]
     n_ann = len(tm["annotations"]["annotated_frames"])
@@ -348,7 +350,8 @@ def _html(result: dict[str, Any], figs: dict[str, bytes], tables: dict[str, list
         _img(figs["fig4_curves"], "Figure 4 analogue: void area and radius against time"),
         _table(tables["fig4_forecast"]),
         "<h2>Figure 6 analogue: transfer to an unseen multi-void video</h2>",
-        "<p>The models trained on the single-void video, applied without fine-tuning. Tracking on every frame:</p>",
+        f"<p>The models trained on the {html.escape(scenario)} training video, applied without fine-tuning. Tracking on "
+        "every frame:</p>",
         _table(tables["fig6_tracking"]),
         _img(figs["fig6_frames"], "Figure 6 analogue: frames"),
         _img(figs["fig6_curves"], "Figure 6 analogue: void area and radius against time"),
@@ -385,8 +388,12 @@ def write_report(result: dict[str, Any], out: str | Path) -> Path:
         for rel, blob in files.items():
             (stage / rel).parent.mkdir(parents=True, exist_ok=True)
             write_bytes(stage / rel, blob)
-        for ds in result["datasets"]:
-            folder = stage / "data" / ds.metadata["scenario"]
+        train_ds, transfer_ds = result["datasets"]
+        for ds in (train_ds, transfer_ds):
+            name = ds.metadata["scenario"]
+            if ds is transfer_ds and name == train_ds.metadata["scenario"]:
+                name += "-transfer"  # a multi-void training video beside the multi-void transfer video
+            folder = stage / "data" / name
             folder.mkdir(parents=True, exist_ok=True)
             write_dataset(ds, folder)
     return Path(out) / "report.html"

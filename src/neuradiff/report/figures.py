@@ -23,14 +23,17 @@ STYLE = {
 }
 FORECAST_ROWS = ("neuradiff", "physics_only", "residual", "surrogate")
 SURROGATE_SEED = "surrogate_seed"  # prefix of the further surrogate seeds' method names
+NEURADIFF_SEED = "neuradiff_seed"  # prefix of the further NeuraDiff fits' method names
 
 
 def style(name: str) -> tuple[str, str, str]:
-    """(label, colour, line style) of a method; further surrogate seeds are dotted or dashed purple lines."""
-    if name.startswith(SURROGATE_SEED):
-        label, colour, _ = STYLE["surrogate"]
-        seed = name[len(SURROGATE_SEED) :]
-        return f"{label}, seed {seed}", colour, (":", "-.", "--")[int(seed) % 3]
+    """(label, colour, line style) of a method; the further seeds of the surrogate and of NeuraDiff are dotted or
+    dashed lines in their method's colour."""
+    for prefix, method in ((SURROGATE_SEED, "surrogate"), (NEURADIFF_SEED, "neuradiff")):
+        if name.startswith(prefix):
+            label, colour, _ = STYLE[method]
+            seed = name[len(prefix) :]
+            return f"{label}, seed {seed}", colour, (":", "-.", "--")[int(seed) % 3]
     return STYLE[name]
 
 
