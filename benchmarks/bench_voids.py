@@ -20,18 +20,22 @@ Baseline, in the same run: ``skimage.feature.blob_log`` on the per-frame normali
 blobs or both, each blob drawn as a disk of radius √2σ; polarity and threshold are chosen for the best object
 F1 on ``--tune`` training-corpus stills (seeds 0 …), sigma covering the corpus's 3–60 px voids.
 
-Speed: the generalist on one 1024² frame (minimum of ``--repeats``), with 1 and 2 torch threads.
+Speed: the generalist on one 1024² frame (minimum of ``--repeats``), with 1 and 2 torch threads; in the same
+run the same net without its batch norms folded into the convolutions (the inference path before, as baseline).
+``--speed-only`` measures only that.
 
 Recognisers: the shipped one, and any number of ``--compare LABEL=FOLDER`` (e.g. an earlier version's weights,
 ``git show REV:src/neuradiff/nets/weights/generalist.pt`` and ``.json`` into FOLDER), all scored in the same run.
 
 Run:  python benchmarks/bench_voids.py [--weights FOLDER] [--compare v1=FOLDER] [--stills 40] [--clips 6] [--tune 40]
-Writes benchmarks/results/bench_voids.json.
+      python benchmarks/bench_voids.py --speed-only --repeats 10 --out bench_voids_speed.json
+Writes benchmarks/results/bench_voids.json (``--out`` to change).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
@@ -144,6 +148,30 @@ def tune_log(n: int) -> tuple[float, str, dict]:
     return best[1], best[2], scores
 
 
+def speed_1024(gens: dict, repeats: int) -> dict[str, dict]:
+    """Seconds per 1024² frame (minimum and median of ``repeats``) of each recogniser, with 1 and 2 threads."""
+    rng = np.random.default_rng(0)
+    big = rng.normal(100, 10, (1024, 1024)).astype(np.float32)
+    speed: dict[str, dict] = {}
+    for method, gen in gens.items():
+        speed[method] = {}
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            gen.eta(big)
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                gen.eta(big)
+                times.append(time.perf_counter() - t0)
+            speed[method][threads] = {"min_s": min(times), "median_s": float(np.median(times))}
+            print(
+                f"{method}, 1024² frame, {threads} thread(s): {min(times):.3f} s (min of {repeats}), "
+                f"median {np.median(times):.3f} s"
+            )
+    torch.set_num_threads(1)
+    return speed
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--weights", type=Path, default=None, help="generalist folder (default: the shipped one)")
@@ -154,6 +182,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--compare", action="append", default=[], metavar="LABEL=FOLDER", help="another recogniser")
     ap.add_argument("--tag", default="")
+    ap.add_argument("--speed-only", action="store_true", help="only the 1024² speed, against the unfolded net")
+    ap.add_argument("--out", default="bench_voids.json", help="file name under benchmarks/results")
     args = ap.parse_args()
     torch.set_num_threads(1)
     env = environment()
@@ -167,6 +197,18 @@ def main() -> None:
         other = load_generalist(folder)
         gens[f"generalist {label_} (v{other.version})"] = other
     t_all = time.perf_counter()
+    if args.speed_only:
+        unfolded = dataclasses.replace(shipped)
+        unfolded._inference = shipped.net  # the net as stored: batch norm after every convolution
+        speed = speed_1024({"folded (default)": shipped, "batch norm not folded": unfolded}, args.repeats)
+        for threads in (1, 2):
+            a, b = speed["folded (default)"][threads], speed["batch norm not folded"][threads]
+            print(f"{threads} thread(s): folded / not folded = {a['min_s'] / b['min_s']:.2f}")
+        write_json(
+            args.out,
+            {"environment": env, "weights_version": shipped.version, "speed_1024": speed, "settings": vars(args)},
+        )
+        return
 
     thr, pol, tuning = tune_log(args.tune)
     print(f"LoG baseline tuned on {args.tune} training stills: {pol} blobs, threshold {thr}")
@@ -232,24 +274,7 @@ def main() -> None:
                 f"{name}: F1 {method} / LoG = {g['f1']:.3f} / {b['f1']:.3f} (ratio {g['f1'] / max(b['f1'], 1e-9):.2f})"
             )
 
-    rng = np.random.default_rng(0)
-    big = rng.normal(100, 10, (1024, 1024)).astype(np.float32)
-    speed: dict[str, dict] = {}
-    for method, gen in gens.items():
-        speed[method] = {}
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            gen.eta(big)
-            times = []
-            for _ in range(args.repeats):
-                t0 = time.perf_counter()
-                gen.eta(big)
-                times.append(time.perf_counter() - t0)
-            speed[method][threads] = {"min_s": min(times), "median_s": float(np.median(times))}
-            print(
-                f"{method}, 1024² frame, {threads} thread(s): {min(times):.3f} s (min of {args.repeats}), "
-                f"median {np.median(times):.3f} s"
-            )
+    speed = speed_1024(gens, args.repeats)
     torch.set_num_threads(1)
     out = {
         "environment": env,
@@ -264,7 +289,7 @@ def main() -> None:
         "settings": vars(args) | {"weights": str(args.weights)},
         "seconds": time.perf_counter() - t_all,
     }
-    path = write_json(f"bench_voids{args.tag}.json", out)
+    path = write_json(f"bench_voids{args.tag}.json" if args.tag else args.out, out)
     print(f"wrote {path} ({out['seconds']:.0f} s)")
 
 
