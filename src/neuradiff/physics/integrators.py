@@ -1,5 +1,5 @@
-"""Time integrators: explicit Euler with a stability guard, its linearly implicit (IMEX) variant, and a
-semi-implicit spectral scheme.
+"""Time integrators: explicit Euler with a stability guard, its linearly implicit (IMEX) variant, a
+semi-implicit spectral scheme and (in :mod:`~neuradiff.physics.exponential`) a second-order exponential one.
 
 An integrator is a pure function ``(model, state, params, dt, *, dx, draws, guard) -> (state, StepInfo)``
 for one step of length ``dt`` (simulation time units); ``draws`` are the step's random numbers (or
@@ -216,6 +216,16 @@ def semi_implicit_spectral(
     return state, StepInfo(clamped, 1)
 
 
+def etdrk2_step(
+    model: PhaseFieldModel, state: Tensor, params: ParameterSet, dt: float, **kw
+) -> tuple[Tensor, StepInfo]:
+    """One second-order exponential step: :func:`neuradiff.physics.exponential.etdrk2_spectral` (the integrator
+    ``"etdrk2"``; imported when first used, since that module builds on this one)."""
+    from neuradiff.physics.exponential import etdrk2_spectral
+
+    return etdrk2_spectral(model, state, params, dt, **kw)
+
+
 StepFunction = Callable[..., tuple[Tensor, StepInfo]]
 
 
@@ -258,11 +268,12 @@ INTEGRATORS: dict[str, Integrator] = {
     "euler": Integrator("euler", explicit_euler, guarded=True),
     "imex": Integrator("imex", imex_euler, guarded=True, implicit_local=True),
     "spectral": Integrator("spectral", semi_implicit_spectral, guarded=False, spectral=True),
+    "etdrk2": Integrator("etdrk2", etdrk2_step, guarded=False, spectral=True),
 }
 
 
 def get_integrator(name: str) -> Integrator:
-    """The :class:`Integrator` called ``name`` (``euler``, ``imex`` or ``spectral``)."""
+    """The :class:`Integrator` called ``name`` (``euler``, ``imex``, ``spectral`` or ``etdrk2``)."""
     try:
         return INTEGRATORS[name]
     except KeyError:
