@@ -211,3 +211,37 @@ def test_bad_input_gives_clear_errors():
         etdrk2_spectral(model, c, p, 0.0)
     with pytest.raises(SimulationError, match="dt_min"):
         adaptive_spectral(model, c, p, t_end=10.0, tol=1e-30, dt_min=1e-3, dt0=1.0)
+
+
+def test_the_stabilisation_constant_changes_the_split_not_the_solution():
+    # the two splits differ by their O(dt²) errors only: the gap shrinks ×4 when dt halves
+    c = smooth_field(32, seed=4)
+    p = SpinodalParameters()
+    gaps = []
+    for dt in (0.02, 0.01):
+        a, b = (
+            rollout(SpinodalModel(stabilisation=s), c, p, dt=dt, n_steps=round(3 / dt), integrator="etdrk2").final
+            for s in (1.0, 0.25)
+        )
+        gaps.append(rms(a - b))
+    assert 3.0 < gaps[0] / gaps[1] < 5.0, gaps
+    with pytest.raises(ValueError, match="stabilisation"):
+        SpinodalModel(stabilisation=-1.0)
+
+
+@pytest.mark.slow
+def test_pfhub1a_adaptive_free_energy_matches_a_tight_run_to_t100():
+    # the benchmark's production settings (tolerance 5e-3, stabilisation 0.25) against tolerance 1e-4
+    c = pfhub1_initial_condition()
+    p = SpinodalParameters()
+    saves = [10.0, 20.0, 50.0, 100.0]
+    out = []
+    for tol in (5e-3, 1e-4):
+        with torch.no_grad():
+            tr = adaptive_spectral(
+                SpinodalModel(stabilisation=0.25), c, p, t_end=100.0, tol=tol, norm="relative", save_times=saves
+            )
+        out.append(tr.diagnostics["free_energy"][1:, 0])
+        assert tr.diagnostics["free_energy"][0, 0] > tr.diagnostics["free_energy"][-1, 0]
+    rel = ((out[0] - out[1]) / out[1]).abs()
+    assert float(rel.max()) < 0.02, rel.tolist()
