@@ -16,7 +16,7 @@ from neuradiff.physics import (
     pfhub1_initial_condition,
     rollout,
 )
-from neuradiff.physics.exponential import _Split, etd_coefficients, wavenumber_squared
+from neuradiff.physics.etd import ETDSplit, etd_coefficients, wavenumber_squared
 
 
 def smooth_field(n: int, seed: int, mean: float = 0.5, amplitude: float = 0.05, modes: int = 4) -> torch.Tensor:
@@ -82,7 +82,7 @@ def test_fixed_step_etdrk2_is_second_order_and_its_error_estimate_is_of_second_o
     # the stiff modes make it first order until h is small: they relax to values slaved to N̂, which ETD1
     # takes from the start of the step.)
     c = smooth_field(32, seed=1, modes=2)
-    split = _Split(model, c, p, 1.0, "five-point")
+    split = ETDSplit(model, c, p, 1.0, "five-point")
     c_hat = torch.fft.rfft2(c)
     n0 = split.remainder(c, c_hat)
     est, true1, true2 = [], [], []

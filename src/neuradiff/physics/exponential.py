@@ -1,17 +1,8 @@
-"""Exponential time differencing on periodic grids: a second-order step with an embedded error estimate and an
-adaptive driver.
+"""Adaptive exponential time stepping on periodic grids: ETDRK2 steps (:mod:`~neuradiff.physics.etd`) whose
+length follows the embedded ETD1 error estimate, with accept/reject control and exact output times.
 
-The model's rate is split in Fourier space as φ̂' = −a(k)·φ̂ + N̂(φ), with a(k) the model's linear stabiliser
-(Cahn-Hilliard: a = M k²(κk² + S)) and N̂ the remainder
-(:meth:`~neuradiff.physics.model.PhaseFieldModel.spectral_remainder`). The linear part is integrated exactly:
-
-- ETD1 (exponential Euler): φ̂₁ = e^{−ah}·φ̂ + h·φ₁(−ah)·N̂(φ), first order;
-- ETDRK2 (Cox & Matthews 2002): φ̂₂ = φ̂₁ + h·φ₂(−ah)·(N̂(φ₁) − N̂(φ)), second order,
-
-with φ₁(z) = (eᶻ − 1)/z and φ₂(z) = (eᶻ − 1 − z)/z². φ₂ − φ₁ is the local error of the first-order step
-(O(h²)), the error estimate of :func:`adaptive_spectral`, which advances with the second-order solution. A step
-costs two evaluations of N̂ and two inverse transforms (four real FFTs for the spinodal model); the remainder at
-the end of an accepted step is the next step's first evaluation.
+The remainder at the end of an accepted step is the next step's first evaluation, so an accepted step costs
+four real FFTs for the spinodal model.
 """
 
 from __future__ import annotations
@@ -25,200 +16,21 @@ import torch
 from torch import Tensor
 
 from neuradiff.core.errors import SimulationError
-from neuradiff.physics.integrators import StepInfo, _check_dt
+from neuradiff.physics.etd import ETDSplit
+from neuradiff.physics.integrators import _check_dt
 from neuradiff.physics.model import PhaseFieldModel
-from neuradiff.physics.operators import laplacian_symbol
 from neuradiff.physics.parameters import ParameterSet
 from neuradiff.physics.rollout import check_finite
 
-LAPLACIANS = ("five-point", "spectral")
 #: Proposed steps are rounded down to 2^(j/STEP_LEVELS) (at most 6 % shorter), so that step lengths recur and
 #: their ETD coefficients are computed once.
 STEP_LEVELS = 12
 NORMS = ("max", "rms", "relative")
 
 
-def wavenumber_squared(
-    shape: tuple[int, int], dx: float, laplacian: str = "five-point", *, device=None, dtype=torch.float64
-) -> Tensor:
-    """Symbol of −∇² on an ``rfft2`` grid, shape ``[H, W//2+1]``.
-
-    Parameters
-    ----------
-    shape : (int, int)
-        Grid ``(H, W)``.
-    dx : float
-        Grid spacing.
-    laplacian : {"five-point", "spectral"}
-        ``"five-point"``: (4/dx²)[sin²(k_x dx/2) + sin²(k_y dx/2)], the engine's stencil (what
-        :meth:`~neuradiff.physics.model.PhaseFieldModel.rate` computes); ``"spectral"``: k_x² + k_y², the exact
-        Laplacian of the band-limited interpolant.
-
-    Examples
-    --------
-    >>> k2 = wavenumber_squared((8, 8), 1.0, "spectral")
-    >>> tuple(k2.shape), round(float(k2[0, 4]), 4)  # Nyquist in x: π²
-    ((8, 5), 9.8696)
-    """
-    if laplacian == "five-point":
-        return laplacian_symbol(shape, dx, device=device, dtype=dtype)
-    if laplacian == "spectral":
-        h, w = shape
-        ky = 2.0 * math.pi * torch.fft.fftfreq(h, d=dx, device=device, dtype=dtype)
-        kx = 2.0 * math.pi * torch.fft.rfftfreq(w, d=dx, device=device, dtype=dtype)
-        return ky[:, None] ** 2 + kx[None, :] ** 2
-    raise ValueError(f"unknown laplacian {laplacian!r}; choose one of {', '.join(LAPLACIANS)}")
-
-
-def _series_coefficients(dtype: torch.dtype, device) -> Tensor:
-    """[9, 2]: 1/(n+1)! and 1/(n+2)!, the Taylor coefficients of φ₁ and φ₂."""
-    return torch.tensor(
-        [[1.0 / math.factorial(n + 1), 1.0 / math.factorial(n + 2)] for n in range(9)], dtype=dtype, device=device
-    )
-
-
-def etd_coefficients(a: Tensor, h: float, *, small: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """e^{−ah}, h·φ₁(−ah) and h·φ₂(−ah) for a step of length ``h`` (each shaped like ``a``, ``a ≥ 0``).
-
-    φ₁(z) = (eᶻ − 1)/z and φ₂(z) = (eᶻ − 1 − z)/z² are evaluated by their Taylor series where |z| < 0.1 (no
-    cancellation; φ₁(0) = 1, φ₂(0) = ½; relative error ≲ 10⁻¹³ everywhere). ``small``: the indices into
-    ``a.reshape(-1)`` of the entries with a·h < 0.1, if the caller knows them (found here otherwise).
-
-    Examples
-    --------
-    >>> e, p1, p2 = etd_coefficients(torch.tensor([0.0, 1.0], dtype=torch.float64), 0.5)
-    >>> [round(float(x), 6) for x in (e[1], p1[0], p2[0], p1[1])]  # e^-0.5, h, h/2, 1 − e^-0.5
-    [0.606531, 0.5, 0.25, 0.393469]
-    """
-    z = (a * (-h)).reshape(-1)
-    e = torch.exp(z)
-    if small is None:
-        small = (z > -0.1).nonzero().squeeze(1)
-    zs = z.index_fill(0, small, 1.0)
-    phi1 = (e - 1.0).div_(zs)
-    phi2 = (phi1 - 1.0).div_(zs)
-    if small.numel():
-        y = z[small]
-        powers = y.unsqueeze(1).pow(torch.arange(9, dtype=y.dtype, device=y.device))  # yⁿ, n ≤ 8
-        series = powers @ _series_coefficients(y.dtype, y.device)  # φ₁ = Σ yⁿ/(n+1)!, φ₂ = Σ yⁿ/(n+2)!
-        s1, s2 = series[:, 0], series[:, 1]
-        phi1[small] = s1
-        phi2[small] = s2
-    return e.view_as(a), phi1.mul_(h).view_as(a), phi2.mul_(h).view_as(a)
-
-
 def _quantise(h: float) -> float:
     """The largest 2^(j/STEP_LEVELS) ≤ h (integer j)."""
     return 2.0 ** (math.floor(math.log2(h) * STEP_LEVELS + 1e-9) / STEP_LEVELS)
-
-
-class _Split:
-    """The linear symbol and remainder of one model on one grid (built once per run)."""
-
-    def __init__(self, model: PhaseFieldModel, state: Tensor, params: ParameterSet, dx: float, laplacian: str) -> None:
-        if model.boundary != "periodic":
-            raise ValueError("exponential integrators need periodic boundaries; use the explicit integrator")
-        if not model.supports_spectral:
-            raise ValueError(model.spectral_unsupported)
-        if laplacian != "five-point" and not model.spectral_remainder_uses_k2:
-            raise ValueError(
-                f"{model.name} computes its rate with the 5-point stencil; laplacian={laplacian!r} needs a model "
-                "whose spectral_remainder uses the symbol it is given"
-            )
-        self.model, self.params, self.dx = model, params, dx
-        self.shape = (state.shape[-2], state.shape[-1])
-        self.k2 = wavenumber_squared(self.shape, dx, laplacian, device=state.device, dtype=state.dtype)
-        self.a = model.stabiliser(state, params, self.k2).to(state.dtype)
-        self.project = type(model).project is not PhaseFieldModel.project
-        flat = self.a.reshape(-1)
-        self._order = flat.argsort()
-        self._a_sorted = flat[self._order].contiguous()
-        self.complex = torch.complex128 if state.dtype == torch.float64 else torch.complex64
-        self._cache: dict[float, tuple[Tensor, Tensor, Tensor]] = {}
-
-    def coefficients(self, h: float) -> tuple[Tensor, Tensor, Tensor]:
-        """The step's ETD coefficients, computed once per step length (the last 32 lengths are kept)."""
-        got = self._cache.pop(h, None)  # re-inserted last: the dict is in order of use
-        if got is None:
-            n_small = int(torch.searchsorted(self._a_sorted, torch.tensor(0.1 / h, dtype=self._a_sorted.dtype)))
-            # complex copies: products with the complex spectra then need no promotion on every step
-            got = tuple(x.to(self.complex) for x in etd_coefficients(self.a, h, small=self._order[:n_small]))
-            if len(self._cache) >= 32:
-                del self._cache[next(iter(self._cache))]
-        self._cache[h] = got
-        return got
-
-    def remainder(self, state: Tensor, state_hat: Tensor) -> Tensor:
-        return self.model.spectral_remainder(state, state_hat, self.params, self.k2, self.a, self.dx)
-
-    def real(self, state_hat: Tensor) -> Tensor:
-        return torch.fft.irfft2(state_hat, s=self.shape)
-
-    def step(self, u_hat: Tensor, n0: Tensor, h: float) -> tuple[Tensor, Tensor, Tensor]:
-        """(φ̂₂, φ₂, φ₁) of one step of length h from φ̂ with remainder n0."""
-        e, p1, p2 = self.coefficients(h)
-        u1_hat = torch.addcmul(e * u_hat, p1, n0)
-        u1 = self.real(u1_hat)
-        n1 = self.remainder(u1, u1_hat)
-        u2_hat = torch.addcmul(u1_hat, p2, n1.sub_(n0))  # n1 is not needed after this
-        return u2_hat, self.real(u2_hat), u1
-
-
-def etdrk2_spectral(
-    model: PhaseFieldModel,
-    state: Tensor,
-    params: ParameterSet,
-    dt: float,
-    *,
-    dx: float = 1.0,
-    draws: dict[str, Tensor] | None = None,
-    guard: str = "off",
-    limit: float | None = None,
-    max_substeps: int = 1000,
-    checkpoint_substeps: int | None = None,
-    laplacian: str = "five-point",
-) -> tuple[Tensor, StepInfo]:
-    """One second-order exponential (ETDRK2) step on a periodic grid.
-
-    The integrator ``"etdrk2"`` of :func:`~neuradiff.physics.rollout.rollout`: the step of
-    :func:`adaptive_spectral` at a fixed ``dt`` (see the module docstring). Sources and noise (``draws``) are
-    added after the deterministic step (first order in them). ``guard``, ``limit``, ``max_substeps`` and
-    ``checkpoint_substeps`` are accepted for a common signature (the step is never split).
-
-    Parameters
-    ----------
-    model : PhaseFieldModel
-        A model with a spectral stabiliser on a periodic grid.
-    state : Tensor
-        ``[batch, field, H, W]``, floating point.
-    params : ParameterSet
-    dt : float
-        Step length (simulation time units).
-    laplacian : {"five-point", "spectral"}
-        Symbol of −∇² (see :func:`wavenumber_squared`; ``"spectral"`` only for models whose remainder uses it).
-
-    Returns
-    -------
-    (Tensor, StepInfo)
-        The state after the step, ``[batch, field, H, W]``, and what the step did.
-
-    Examples
-    --------
-    >>> from neuradiff.physics import SpinodalModel, SpinodalParameters, pfhub1_initial_condition
-    >>> c = pfhub1_initial_condition((32, 32))
-    >>> c1, info = etdrk2_spectral(SpinodalModel(), c, SpinodalParameters(), 0.5)
-    >>> tuple(c1.shape), abs(float(c1.mean() - c.mean())) < 1e-15
-    ((1, 1, 32, 32), True)
-    """
-    dt = _check_dt(dt)
-    split = _Split(model, state, params, dx, laplacian)
-    u_hat = torch.fft.rfft2(state)
-    _, new, _ = split.step(u_hat, split.remainder(state, u_hat), dt)
-    forcing = model.forcing_increment(state, params, draws, dt, dx)
-    if forcing is not None:
-        new = new + forcing
-    new, clamped = model.project(new)
-    return new, StepInfo(clamped, 1)
 
 
 @dataclass
@@ -372,7 +184,7 @@ def adaptive_spectral(
     if outputs[0] <= t_start or outputs[-1] > t_end:
         raise ValueError(f"save_times must lie in (t_start, t_end] = ({t_start:g}, {t_end:g}]")
     check_finite(state, model, 0)
-    split = _Split(model, state, params, dx, laplacian)
+    split = ETDSplit(model, state, params, dx, laplacian)
 
     wall = time.perf_counter()
     c = state

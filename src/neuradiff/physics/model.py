@@ -140,7 +140,7 @@ class PhaseFieldModel:
     ) -> Tensor:
         """What the linear stabiliser leaves of the rate, in Fourier space: N̂ = rate(φ)^ + a(k)·φ̂.
 
-        The exponential integrators (:mod:`~neuradiff.physics.exponential`) solve φ̂' = −a(k)·φ̂ + N̂(φ)
+        The exponential integrators (:mod:`~neuradiff.physics.etd`) solve φ̂' = −a(k)·φ̂ + N̂(φ)
         exactly in the linear part. ``state`` is ``[batch, field, H, W]``, ``state_hat`` its ``rfft2``,
         ``a`` the stabiliser ``[field, H, W//2+1]``; returns ``[batch, field, H, W//2+1]`` (complex).
         Models that know their rate in Fourier space override this (one transform fewer).

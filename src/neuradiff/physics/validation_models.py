@@ -36,7 +36,7 @@ class SpinodalModel(PhaseFieldModel):
     ``stabilisation``: the constant S of the spectral stabiliser a(k) = M k²(κk² + S) as a fraction of the
     double well's curvature at its minima, 2ρ(c_β − c_α)² (default 1: S = 1.6 for the benchmark). The
     semi-implicit step needs about that much to stay stable at large steps; the exponential steps
-    (:mod:`~neuradiff.physics.exponential`) integrate a(k) exactly and treat the rest explicitly, so a smaller
+    (:mod:`~neuradiff.physics.etd`) integrate a(k) exactly and treat the rest explicitly, so a smaller
     S leaves less to the explicit part (smaller errors per step, less stability at very long steps). The
     equations and their solution do not depend on it.
     """
