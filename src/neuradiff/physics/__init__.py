@@ -5,17 +5,22 @@
 - :mod:`~neuradiff.physics.validation_models`: PFHub benchmark 1 and double-well Allen-Cahn;
 - :mod:`~neuradiff.physics.integrators`: explicit Euler with a stability guard, its IMEX variant, semi-implicit
   spectral;
+- :mod:`~neuradiff.physics.etd`: exponential time differencing on periodic grids (the split, ETDRK2 steps);
+- :mod:`~neuradiff.physics.exponential`: the adaptive driver ``adaptive_spectral`` (embedded error estimate,
+  step-size control, exact output times);
 - :mod:`~neuradiff.physics.rollout`: many steps, diagnostics, gradient checkpointing;
 - :mod:`~neuradiff.physics.simulator`: ``Simulator``, the frozen numerics of a learned simulator (steps per frame);
 - :mod:`~neuradiff.physics.forcing`: deterministic, seeded or recorded random numbers;
 - :mod:`~neuradiff.physics.parameters`: typed parameter sets and their learnable form.
 """
 
+from neuradiff.physics.exponential import AdaptiveTrajectory, adaptive_spectral
 from neuradiff.physics.forcing import NoForcing, RandomForcing, RecordedForcing
 from neuradiff.physics.initial import initial_condition, several_voids, single_void, supersaturated, void_disks
 from neuradiff.physics.integrators import (
     INTEGRATORS,
     Integrator,
+    etdrk2_spectral,
     explicit_euler,
     explicit_stability_limit,
     get_integrator,
@@ -44,6 +49,7 @@ from neuradiff.physics.void_model import (
 
 __all__ = [
     "INTEGRATORS",
+    "AdaptiveTrajectory",
     "AllenCahnModel",
     "AllenCahnParameters",
     "ConservativeVoidModel",
@@ -61,7 +67,9 @@ __all__ = [
     "Trajectory",
     "VoidModel",
     "VoidParameters",
+    "adaptive_spectral",
     "equilibrium_vacancy_fraction",
+    "etdrk2_spectral",
     "explicit_euler",
     "explicit_stability_limit",
     "flux_divergence",

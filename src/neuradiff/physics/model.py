@@ -130,7 +130,23 @@ class PhaseFieldModel:
         """
         raise NotImplementedError
 
+    #: :meth:`spectral_remainder` is written with the symbol ``k2`` it is given (so any Laplacian symbol is
+    #: consistent); the default goes through :meth:`rate`, which uses the 5-point stencil.
+    spectral_remainder_uses_k2: ClassVar[bool] = False
+
     # ---- defaults --------------------------------------------------------------------------------
+    def spectral_remainder(
+        self, state: Tensor, state_hat: Tensor, params: ParameterSet, k2: Tensor, a: Tensor, dx: float
+    ) -> Tensor:
+        """What the linear stabiliser leaves of the rate, in Fourier space: N̂ = rate(φ)^ + a(k)·φ̂.
+
+        The exponential integrators (:mod:`~neuradiff.physics.etd`) solve φ̂' = −a(k)·φ̂ + N̂(φ)
+        exactly in the linear part. ``state`` is ``[batch, field, H, W]``, ``state_hat`` its ``rfft2``,
+        ``a`` the stabiliser ``[field, H, W//2+1]``; returns ``[batch, field, H, W//2+1]`` (complex).
+        Models that know their rate in Fourier space override this (one transform fewer).
+        """
+        return torch.fft.rfft2(self.rate(state, params, dx)) + a * state_hat
+
     def draw(self, generator: torch.Generator, shape: tuple[int, ...], dtype: torch.dtype) -> dict[str, Tensor] | None:
         """Random numbers one step needs, drawn on the CPU from ``generator``; ``None`` if the model has none."""
         return None
