@@ -21,7 +21,8 @@ blobs or both, each blob drawn as a disk of radius √2σ; polarity and threshol
 F1 on ``--tune`` training-corpus stills (seeds 0 …), sigma covering the corpus's 3–60 px voids.
 
 Speed: the generalist on one 1024² frame (minimum of ``--repeats``), with 1 and 2 torch threads; in the same
-run the same net without its batch norms folded into the convolutions (the inference path before, as baseline).
+run the same net without its batch norms folded into the convolutions, and the inference path of the version
+before (that, and the library's pixel shuffle), as baselines.
 ``--speed-only`` measures only that.
 
 Recognisers: the shipped one, and any number of ``--compare LABEL=FOLDER`` (e.g. an earlier version's weights,
@@ -54,6 +55,7 @@ from skimage.draw import disk
 from skimage.feature import blob_log
 from skimage.measure import label
 
+from neuradiff.nets import unet
 from neuradiff.nets.generalist import load_generalist
 from neuradiff.nets.tiles import normalise_frame
 from neuradiff.synth.corpus import CorpusSettings, corpus_sample
@@ -200,10 +202,18 @@ def main() -> None:
     if args.speed_only:
         unfolded = dataclasses.replace(shipped)
         unfolded._inference = shipped.net  # the net as stored: batch norm after every convolution
-        speed = speed_1024({"folded (default)": shipped, "batch norm not folded": unfolded}, args.repeats)
+        speed = speed_1024({"this version": shipped, "batch norm not folded": unfolded}, args.repeats)
+        # the inference path of the version before: batch norms not folded and the library's pixel shuffle
+        shuffle = unet._pixel_shuffle
+        unet._pixel_shuffle = torch.nn.functional.pixel_shuffle
+        try:
+            speed |= speed_1024({"before (library pixel shuffle, batch norm not folded)": unfolded}, args.repeats)
+        finally:
+            unet._pixel_shuffle = shuffle
         for threads in (1, 2):
-            a, b = speed["folded (default)"][threads], speed["batch norm not folded"][threads]
-            print(f"{threads} thread(s): folded / not folded = {a['min_s'] / b['min_s']:.2f}")
+            a = speed["this version"][threads]["min_s"]
+            for name in list(speed)[1:]:
+                print(f"{threads} thread(s): this version / {name} = {a / speed[name][threads]['min_s']:.2f}")
         write_json(
             args.out,
             {"environment": env, "weights_version": shipped.version, "speed_1024": speed, "settings": vars(args)},
