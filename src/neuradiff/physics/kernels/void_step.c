@@ -106,26 +106,35 @@ static inline __attribute__((always_inline)) void local_terms(REAL cv, REAL ci, 
  * handling, which the compiler vectorises. GRID_LOOP runs them for every row. */
 #define ROW_LOOP(y, ...) ROW_LOOP_P(y, _Pragma("omp simd"), __VA_ARGS__)
 
+/* The parts every row loop shares: the row offsets (r_, rn_, rs_ of row y and its north and south neighbours) and
+ * the statements at the first and the last column, whose east or west neighbour wraps around or is a wall. */
+#define ROW_HEAD(y)                                                                                             \
+    const size_t r_ = (size_t)(y) * (size_t)W;                                                                  \
+    const size_t rn_ = (size_t)((y) == 0 ? (periodic ? H - 1 : 0) : (y) - 1) * (size_t)W;                       \
+    const size_t rs_ = (size_t)((y) == H - 1 ? (periodic ? 0 : H - 1) : (y) + 1) * (size_t)W;
+#define ROW_FIRST(...)                                                                                          \
+    {                                                                                                           \
+        const size_t k = r_, ke = r_ + (W > 1 ? 1 : 0), kw = periodic ? r_ + (size_t)W - 1 : r_;               \
+        const size_t ks = rs_, kn = rn_;                                                                        \
+        __VA_ARGS__                                                                                             \
+    }
+#define ROW_LAST(...)                                                                                           \
+    if (W > 1) {                                                                                                \
+        const size_t x_ = (size_t)W - 1, k = r_ + x_, ke = periodic ? r_ : k, kw = k - 1;                       \
+        const size_t ks = rs_ + x_, kn = rn_ + x_;                                                              \
+        __VA_ARGS__                                                                                             \
+    }
+
 /* ROW_LOOP with the given pragma before the interior loop (e.g. a simd reduction). */
 #define ROW_LOOP_P(y, PRAGMA, ...)                                                                              \
     {                                                                                                           \
-        const size_t r_ = (size_t)(y) * (size_t)W;                                                              \
-        const size_t rn_ = (size_t)((y) == 0 ? (periodic ? H - 1 : 0) : (y) - 1) * (size_t)W;                   \
-        const size_t rs_ = (size_t)((y) == H - 1 ? (periodic ? 0 : H - 1) : (y) + 1) * (size_t)W;               \
-        {                                                                                                       \
-            const size_t k = r_, ke = r_ + (W > 1 ? 1 : 0), kw = periodic ? r_ + (size_t)W - 1 : r_;           \
-            const size_t ks = rs_, kn = rn_;                                                                    \
-            __VA_ARGS__                                                                                         \
-        }                                                                                                       \
+        ROW_HEAD(y)                                                                                             \
+        ROW_FIRST(__VA_ARGS__)                                                                                  \
         PRAGMA for (size_t x_ = 1; x_ < (size_t)W - 1; ++x_) {                                                 \
             const size_t k = r_ + x_, ke = k + 1, kw = k - 1, ks = rs_ + x_, kn = rn_ + x_;                     \
             __VA_ARGS__                                                                                         \
         }                                                                                                       \
-        if (W > 1) {                                                                                            \
-            const size_t x_ = (size_t)W - 1, k = r_ + x_, ke = periodic ? r_ : k, kw = k - 1;                   \
-            const size_t ks = rs_ + x_, kn = rn_ + x_;                                                          \
-            __VA_ARGS__                                                                                         \
-        }                                                                                                       \
+        ROW_LAST(__VA_ARGS__)                                                                                   \
     }
 
 #define GRID_LOOP(...)                                                                                          \
@@ -140,14 +149,8 @@ static inline __attribute__((always_inline)) void local_terms(REAL cv, REAL ci, 
 #endif
 #define ROW_LOOP_IDEMPOTENT(y, ...)                                                                             \
     {                                                                                                           \
-        const size_t r_ = (size_t)(y) * (size_t)W;                                                              \
-        const size_t rn_ = (size_t)((y) == 0 ? (periodic ? H - 1 : 0) : (y) - 1) * (size_t)W;                   \
-        const size_t rs_ = (size_t)((y) == H - 1 ? (periodic ? 0 : H - 1) : (y) + 1) * (size_t)W;               \
-        {                                                                                                       \
-            const size_t k = r_, ke = r_ + (W > 1 ? 1 : 0), kw = periodic ? r_ + (size_t)W - 1 : r_;           \
-            const size_t ks = rs_, kn = rn_;                                                                    \
-            __VA_ARGS__                                                                                         \
-        }                                                                                                       \
+        ROW_HEAD(y)                                                                                             \
+        ROW_FIRST(__VA_ARGS__)                                                                                  \
         const size_t in_ = W > 2 ? (size_t)W - 2 : 0;                                                           \
         if (in_ >= VEC) {                                                                                       \
             for (size_t x0_ = 1;; x0_ += VEC) {                                                                 \
@@ -165,11 +168,7 @@ static inline __attribute__((always_inline)) void local_terms(REAL cv, REAL ci, 
                 __VA_ARGS__                                                                                     \
             }                                                                                                   \
         }                                                                                                       \
-        if (W > 1) {                                                                                            \
-            const size_t x_ = (size_t)W - 1, k = r_ + x_, ke = periodic ? r_ : k, kw = k - 1;                   \
-            const size_t ks = rs_ + x_, kn = rn_ + x_;                                                          \
-            __VA_ARGS__                                                                                         \
-        }                                                                                                       \
+        ROW_LAST(__VA_ARGS__)                                                                                   \
     }
 
 /* The chemical potentials of pixel k (the statements of potential_rows' loops); d_eta too where store_de. */
