@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -15,8 +15,6 @@ from neuradiff.methods.surrogate import SurrogateConfig
 from neuradiff.synth.datasets import dataset_config
 
 SUITES = ("paper",)
-#: Scenarios a suite can train on (the transfer video is always an unseen multi-void video).
-TRAIN_SCENARIOS = ("single-void", "multi-void")
 
 
 @settings_class("evaluation")
@@ -47,7 +45,7 @@ class SuiteConfig:
 
     name: str = "paper"
     seed: Annotated[int, Field(ge=0)] = 0
-    train_scenario: str = "single-void"
+    train_scenario: Literal["single-void", "multi-void"] = "single-void"
     fit_seeds: Annotated[int, Field(ge=1)] = 3
     surrogate_seeds: Annotated[int, Field(ge=1)] = 3
     data: dict[str, Any] = field(default_factory=dict)
@@ -62,10 +60,6 @@ class SuiteConfig:
     def validate(self) -> None:
         """Check the nested settings (fit, surrogate, both datasets); each problem is one line naming its key."""
         resolve_device(self.device)
-        if self.train_scenario not in TRAIN_SCENARIOS:
-            raise ValueError(
-                f"train_scenario must be one of {', '.join(TRAIN_SCENARIOS)}, got {self.train_scenario!r}"
-            )
         self.fit_config()
         self.surrogate_config()
         for key, scenario in (("data", self.train_scenario), ("transfer_data", "multi-void")):
