@@ -186,9 +186,7 @@ def test_an_unknown_training_scenario_is_one_line_and_exit_2(tmp_path):
 @pytest.mark.slow
 def test_quick_suite_trained_on_a_multi_void_video_transfers_to_another(tmp_path):
     cfg = tmp_path / "cfg.json"
-    cfg.write_text(
-        json.dumps({"train_scenario": "multi-void", "data": {"simulation": {"size": 48, "n_voids": 3}}})
-    )
+    cfg.write_text(json.dumps({"train_scenario": "multi-void", "data": {"simulation": {"size": 48, "n_voids": 3}}}))
     out = tmp_path / "report"
     result = runner.invoke(app, ["evaluate", "--quick", "--config", str(cfg), "--out", str(out)])
     assert result.exit_code == 0, result.output

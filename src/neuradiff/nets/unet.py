@@ -196,7 +196,7 @@ def _pixel_shuffle(z: Tensor, r: int) -> Tensor:
     return z.reshape(b, c // (r * r), r, r, h, w).permute(0, 1, 4, 2, 5, 3).reshape(b, c // (r * r), h * r, w * r)
 
 
-def fuse_batch_norm(net: "RecognitionNet") -> "RecognitionNet":
+def fuse_batch_norm(net: RecognitionNet) -> RecognitionNet:
     """A copy of ``net`` for inference with each batch norm folded into the convolution before it (the same
     outputs to float round-off, one pass fewer per layer); ``net`` itself is left as it is."""
     fused = copy.deepcopy(net).eval()

@@ -127,7 +127,8 @@ class ETDSplit:
         if got is None:
             n_small = int(torch.searchsorted(self._a_sorted, torch.tensor(0.1 / h, dtype=self._a_sorted.dtype)))
             # complex copies: products with the complex spectra then need no promotion on every step
-            got = tuple(x.to(self.complex) for x in etd_coefficients(self.a, h, small=self._order[:n_small]))
+            e, phi1, phi2 = etd_coefficients(self.a, h, small=self._order[:n_small])
+            got = (e.to(self.complex), phi1.to(self.complex), phi2.to(self.complex))
             if len(self._cache) >= 32:
                 del self._cache[next(iter(self._cache))]
         self._cache[h] = got

@@ -350,8 +350,8 @@ def _html(result: dict[str, Any], figs: dict[str, bytes], tables: dict[str, list
         _img(figs["fig4_curves"], "Figure 4 analogue: void area and radius against time"),
         _table(tables["fig4_forecast"]),
         "<h2>Figure 6 analogue: transfer to an unseen multi-void video</h2>",
-        f"<p>The models trained on the {html.escape(scenario)} training video, applied without fine-tuning. Tracking on "
-        "every frame:</p>",
+        f"<p>The models trained on the {html.escape(scenario)} training video, applied without fine-tuning. "
+        "Tracking on every frame:</p>",
         _table(tables["fig6_tracking"]),
         _img(figs["fig6_frames"], "Figure 6 analogue: frames"),
         _img(figs["fig6_curves"], "Figure 6 analogue: void area and radius against time"),
