@@ -285,3 +285,58 @@ def test_large_frames_get_the_stride_2_net_unless_the_config_says(side, config, 
         TrainingData(frames, ann, 1.0, 1.0, 1.0), FitConfig(net={"width": 4, "depth": 1, **config})
     )
     assert objective.net.config.stride == stride
+
+
+def test_a_fit_can_start_from_the_generalist(tiny_dataset, tmp_path):
+    # The generalist's net, its batch norms folded, normalised to the video's percentiles: before any training it
+    # recognises as the generalist does; the fit trains it, saves it and reads it back.
+    from neuradiff.nets.generalist import load_generalist, percentile_normalisation, trainable_net
+    from neuradiff.nets.tiles import normalise_frame
+    from neuradiff.training.recognition import RecognitionTraining
+
+    data = _data(tiny_dataset)
+    cfg = FitConfig(**{**TINY_FIT, "net": {}, "init": "generalist", "joint_iters": 0})
+    start = RecognitionTraining(data, cfg).new_net().eval()
+    assert start.config.norm == "none" and start.config.embedding == "none"
+    gen = load_generalist()
+    frame = data.frames[0]
+    with torch.no_grad():
+        ours = torch.sigmoid(start.eta_logits(torch.from_numpy(frame)[None], torch.zeros(1)))[0].numpy()
+        mean, std = percentile_normalisation(data.frames)
+        theirs = torch.sigmoid(gen.net.eval().eta_logits(torch.from_numpy((frame - mean) / std)[None], torch.zeros(1)))
+    assert np.abs(ours - theirs[0].numpy()).max() < 1e-4
+    assert trainable_net(gen, input_mean=0.0, input_std=1.0).config.stride == gen.net.config.stride
+    assert normalise_frame(frame).shape == frame.shape
+
+    out = tmp_path / "model"
+    r = runner.invoke(
+        app,
+        [
+            "fit",
+            str(tiny_dataset / "video.tif"),
+            "--annotations",
+            str(tiny_dataset / "annotations.tif"),
+            "--out",
+            str(out),
+            "--config",
+            str(_fit_config(tmp_path, net={}, init="generalist", joint_iters=2)),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "model.json").read_text())["net"]["norm"] == "none"
+    r = runner.invoke(
+        app, ["track", str(tiny_dataset / "video.tif"), "--model", str(out), "--out", str(tmp_path / "t")]
+    )
+    assert r.exit_code == 0, r.output
+
+
+def test_a_generalist_start_refuses_net_settings():
+    with pytest.raises(ValueError, match="generalist"):
+        FitConfig(**{**TINY_FIT, "init": "generalist"}).validate()
+
+
+def test_fits_start_from_the_generalist_unless_a_net_is_given():
+    assert FitConfig().starts_from_generalist()
+    assert not FitConfig(net={"width": 4}).starts_from_generalist()
+    assert not FitConfig(init="scratch").starts_from_generalist()
+    assert FitConfig(init="generalist").starts_from_generalist()

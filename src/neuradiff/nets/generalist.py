@@ -19,7 +19,7 @@ from skimage.measure import label
 
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.nets.tiles import Tiling, back_to, eta_tiled, normalise_frame, resample, resample_factor
-from neuradiff.nets.unet import RecognitionNet, fuse_batch_norm, load_net
+from neuradiff.nets.unet import NetConfig, RecognitionNet, fuse_batch_norm, load_net
 
 GENERALIST_FORMAT = "neuradiff-generalist"
 #: Smallest void region kept in the masks, pixels.
@@ -99,6 +99,46 @@ class Generalist:
         return void_masks(self.eta(frames, void_px=void_px), min_peak_eta=self.min_peak_eta)
 
 
+def trainable_net(generalist: Generalist, *, input_mean: float, input_std: float) -> RecognitionNet:
+    """The generalist's net as a fit's starting point: its batch norms folded into the convolutions (``norm
+    "none"``: no statistics that a batch of a few crops would disturb), normalising frames as ``(x − input_mean) /
+    input_std`` inside the net, which is the generalist's per-frame mapping when the mean and half-range come from
+    the frame's 1st and 99th grey-level percentiles (see :func:`percentile_normalisation`).
+
+    Examples
+    --------
+    >>> net = trainable_net(load_generalist(), input_mean=100.0, input_std=20.0)
+    >>> net.config.norm, net.config.embedding
+    ('none', 'none')
+    """
+    fused = fuse_batch_norm(generalist.net)
+    config = NetConfig.from_dict({**generalist.net.config.to_dict(), "norm": "none"})
+    net = RecognitionNet(config, input_mean=input_mean, input_std=input_std)
+    state = {k: v for k, v in fused.state_dict().items() if k not in ("input_mean", "input_std")}
+    net.load_state_dict(state, strict=False)
+    missing = set(net.state_dict()) - set(state) - {"input_mean", "input_std"}
+    if missing:
+        raise NeuradiffError(f"the generalist's weights do not fill the trainable net ({sorted(missing)[:3]} ...)")
+    return net
+
+
+def percentile_normalisation(frames: np.ndarray) -> tuple[float, float]:
+    """``(mean, std)`` for a net's input normalisation that maps the 1st and 99th grey-level percentiles of
+    ``frames`` (``[T, H, W]``, up to 16 frames sampled evenly) to −1 and +1, as the generalist sees each frame.
+
+    Examples
+    --------
+    >>> percentile_normalisation(np.linspace(0, 100, 1001).reshape(1, 7, 143))
+    (50.0, 49.0)
+    """
+    a = np.asarray(frames, dtype=np.float32)
+    if a.ndim == 2:
+        a = a[None]
+    pick = a[np.unique(np.linspace(0, a.shape[0] - 1, min(16, a.shape[0])).round().astype(int))]
+    lo, hi = (float(v) for v in np.percentile(pick, [1, 99]))
+    return (lo + hi) / 2, max((hi - lo) / 2, 1e-6)
+
+
 def void_masks(eta: np.ndarray, *, min_area_px: int = MIN_AREA_PX, min_peak_eta: float = 0.5) -> np.ndarray:
     """Void masks ``[T, H, W]`` bool from eta ``[T, H, W]``: eta ≥ 0.5, without regions (8-connected) smaller
     than ``min_area_px`` pixels (a region under 4 px is below the 2 px a void needs to be resolved; the same
@@ -168,4 +208,13 @@ def load_generalist(folder: str | Path | None = None) -> Generalist:
     )
 
 
-__all__ = ["GENERALIST_FORMAT", "MIN_AREA_PX", "Generalist", "load_generalist", "void_masks", "weights_folder"]
+__all__ = [
+    "GENERALIST_FORMAT",
+    "MIN_AREA_PX",
+    "Generalist",
+    "load_generalist",
+    "percentile_normalisation",
+    "trainable_net",
+    "void_masks",
+    "weights_folder",
+]

@@ -27,7 +27,7 @@ from neuradiff.core.files import atomic_path
 FORMAT = "neuradiff-recognition-net"
 VERSION = 1
 EMBEDDINGS = ("sinusoidal", "per-frame", "none")
-NORMS = ("group", "batch")
+NORMS = ("group", "batch", "none")
 N_FREQUENCIES = 16  # sinusoidal embedding: 16 sin + 16 cos features
 #: Frames whose shorter side has at least this many pixels are recognised at stride 2 unless a config says otherwise.
 LARGE_FRAME_PX = 256
@@ -50,7 +50,9 @@ class NetConfig:
     n_frames : number of frame codes, only for ``"per-frame"``.
     emb_grid : side ``b`` of the ``b×b`` grid of a per-frame code (resized bilinearly to the bottleneck grid
         when the frame size gives another one); only for ``"per-frame"``.
-    norm : ``"group"`` (GroupNorm, independent of batch size) or ``"batch"``.
+    norm : ``"group"`` (GroupNorm, independent of batch size), ``"batch"``, or ``"none"`` (no normalisation layer;
+        the convolutions have a bias: a net whose batch norms were folded into them, e.g. the generalist as a
+        fit's starting point).
     stride : 1, or 2 to work on a grid twice as coarse as the frame: each 2×2 block of pixels enters as 4
         channels and each output pixel comes from its own channel of the coarse grid (pixel unshuffle /
         shuffle, nothing is interpolated); about 4× less compute per frame, for fast tracking of large frames.
@@ -155,6 +157,8 @@ def default_stride(height: int, width: int) -> int:
 def _norm(kind: str, channels: int) -> nn.Module:
     if kind == "batch":
         return nn.BatchNorm2d(channels)
+    if kind == "none":  # the convolutions carry a bias instead (e.g. batch norms folded into them)
+        return nn.Identity()
     return nn.GroupNorm(math.gcd(channels, 8), channels)
 
 
@@ -163,10 +167,10 @@ class _DoubleConv(nn.Sequential):
 
     def __init__(self, c_in: int, c_out: int, norm: str):
         super().__init__(
-            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+            nn.Conv2d(c_in, c_out, 3, padding=1, bias=norm == "none"),
             _norm(norm, c_out),
             nn.ReLU(inplace=True),
-            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=norm == "none"),
             _norm(norm, c_out),
             nn.ReLU(inplace=True),
         )

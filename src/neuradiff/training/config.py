@@ -50,6 +50,10 @@ class FitConfig:
     seed: Count = 0
     #: :class:`~neuradiff.nets.NetConfig` overrides (stride: default_stride of the frames)
     net: dict[str, Any] = field(default_factory=dict)
+    #: the recognition net's start: "generalist" (the shipped generalist void recogniser's architecture and
+    #: weights, its batch norms folded into the convolutions, frames mapped as it sees them; ``net`` must then be
+    #: empty), "scratch" (random weights, ``net``'s architecture) or "auto" (generalist unless ``net`` is given)
+    init: Literal["auto", "generalist", "scratch"] = "auto"
     discretisation: Literal["conservative", "reference"] = "conservative"
     integrator: Literal["euler", "imex", "spectral"] = "imex"
     #: learner's time step (simulation time units; the guard sub-steps when needed)
@@ -107,6 +111,10 @@ class FitConfig:
     #: Gauss-Newton steps that refit the determined combinations to each of those draws (one simulation each)
     nuisance_steps: PositiveInt = 4
 
+    def starts_from_generalist(self) -> bool:
+        """Whether the recognition net starts from the generalist (``init``, with ``"auto"`` resolved)."""
+        return self.init == "generalist" or (self.init == "auto" and not self.net)
+
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad setting that depends on others (types and ranges of single
         settings are checked on construction)."""
@@ -117,6 +125,8 @@ class FitConfig:
             if unknown:
                 raise ValueError(f"learn: unknown parameter {unknown[0]!r}; known: {', '.join(VoidParameters.specs())}")
         if self.net:
+            if self.init == "generalist":
+                raise ValueError("net: a fit that starts from the generalist takes its architecture; leave net empty")
             NetConfig.from_dict(self.net)
         self.simulator(1.0)  # raises on an unknown discretisation or integrator, or a bad dt
         self.initial_parameters()

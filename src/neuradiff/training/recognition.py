@@ -18,6 +18,7 @@ from torch import Tensor
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.core.labels import UNKNOWN, VOID, known
 from neuradiff.nets import NetConfig, RecognitionNet, annotation_loss, default_stride
+from neuradiff.nets.generalist import load_generalist, percentile_normalisation, trainable_net
 from neuradiff.training.config import FitConfig
 from neuradiff.training.crops import Window, anchored_window, cut_batch, resolve_crop
 from neuradiff.training.data import TrainingData, split_frames
@@ -89,8 +90,12 @@ class RecognitionTraining:
         return [anchored_window(rng, annotations[i], self.crop) for i in idx.tolist()]
 
     def new_net(self) -> RecognitionNet:
-        """A fresh net (seeded by ``config.seed``), normalised to the video's intensities."""
+        """A fresh net (seeded by ``config.seed``), normalised to the video's intensities; starting from the
+        generalist (``init``), its net, normalised to the video's grey-level percentiles."""
         torch.manual_seed(self.config.seed)
+        if self.config.starts_from_generalist():
+            mean, std = percentile_normalisation(self.frames.cpu().numpy())
+            return trainable_net(load_generalist(), input_mean=mean, input_std=std)
         net_cfg = NetConfig.from_dict({"stride": default_stride(*self.frames.shape[-2:]), **self.config.net})
         mean, std = float(self.frames.mean()), float(self.frames.std())
         return RecognitionNet(net_cfg, input_mean=mean, input_std=max(std, 1e-6))
