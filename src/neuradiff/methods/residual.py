@@ -17,6 +17,7 @@ the same way.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -123,7 +124,14 @@ def fit_residual(
     progress: Progress | None = None,
     device: torch.device | None = None,
 ) -> FitResult[ResidualModel]:
-    """The residual fit of ``data``; ``result.model`` is a :class:`ResidualModel`."""
+    """The residual fit of ``data``; ``result.model`` is a :class:`ResidualModel`.
+
+    Its recognition net starts from random weights unless ``config.init`` is ``"generalist"`` explicitly: started
+    from the generalist by default (``"auto"``), the residual loss drove the recognised voids away altogether
+    (void IoU 0 on the paper suite's video), so ``"auto"`` means ``"scratch"`` here.
+    """
+    if config.init == "auto":
+        config = replace(config, init="scratch")
     return run_objective(
         ResidualObjective(data, config),
         config,
