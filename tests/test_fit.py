@@ -44,6 +44,12 @@ def _fit_config(tmp_path, **extra):
     return path
 
 
+def _fit_cli(dataset, out, config, *extra):
+    """``neuradiff fit`` of a dataset folder's video and annotations into ``out`` with the settings file ``config``."""
+    args = ["fit", str(dataset / "video.tif"), "--annotations", str(dataset / "annotations.tif")]
+    return runner.invoke(app, [*args, "--out", str(out), "--config", str(config), *extra])
+
+
 def _data(folder):
     video = tifffile.imread(folder / "video.tif").astype(np.float32)
     return TrainingData(video, tifffile.imread(folder / "annotations.tif"), 1.0, 1.0, 0.2)
@@ -52,21 +58,7 @@ def _data(folder):
 @pytest.mark.slow
 def test_fit_writes_every_output_and_metrics(tiny_dataset, tmp_path):
     out = tmp_path / "model"
-    r = runner.invoke(
-        app,
-        [
-            "fit",
-            str(tiny_dataset / "video.tif"),
-            "--annotations",
-            str(tiny_dataset / "annotations.tif"),
-            "--out",
-            str(out),
-            "--config",
-            str(_fit_config(tmp_path)),
-            "--truth",
-            str(tiny_dataset),
-        ],
-    )
+    r = _fit_cli(tiny_dataset, out, _fit_config(tmp_path), "--truth", str(tiny_dataset))
     assert r.exit_code == 0, r.output
     for name in ("model.pt", "model.json", "params.json", "history.csv", "config.json", "metrics.json"):
         assert (out / name).is_file(), name
@@ -309,19 +301,7 @@ def test_a_fit_can_start_from_the_generalist(tiny_dataset, tmp_path):
     assert normalise_frame(frame).shape == frame.shape
 
     out = tmp_path / "model"
-    r = runner.invoke(
-        app,
-        [
-            "fit",
-            str(tiny_dataset / "video.tif"),
-            "--annotations",
-            str(tiny_dataset / "annotations.tif"),
-            "--out",
-            str(out),
-            "--config",
-            str(_fit_config(tmp_path, net={}, init="generalist", joint_iters=2)),
-        ],
-    )
+    r = _fit_cli(tiny_dataset, out, _fit_config(tmp_path, net={}, init="generalist", joint_iters=2))
     assert r.exit_code == 0, r.output
     assert json.loads((out / "model.json").read_text())["net"]["norm"] == "none"
     r = runner.invoke(
