@@ -69,7 +69,11 @@ def one_video(k: int, args: argparse.Namespace) -> dict:
     )
     ds = make_dataset(cfg)
     fit_cfg = FitConfig(
-        refine_iters=args.refine, prior_spread=args.spread, nuisance_samples=args.samples, nuisance_steps=args.steps
+        refine_iters=args.refine,
+        prior_spread=args.spread,
+        nuisance_samples=args.samples,
+        nuisance_steps=args.steps,
+        interval_scale=args.scale,
     )
     sim = fit_cfg.simulator(time_per_frame(ds.metadata))
     t = ds.truth
@@ -223,6 +227,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=48)
     ap.add_argument("--frames", type=int, default=24)
     ap.add_argument("--refine", type=int, default=10)
+    ap.add_argument("--scale", type=float, default=FitConfig().interval_scale, help="interval_scale of the fit")
     ap.add_argument("--spread", type=float, default=FitConfig().prior_spread, help="prior_spread of the fit")
     ap.add_argument("--samples", type=int, default=FitConfig().nuisance_samples, help="nuisance_samples")
     ap.add_argument("--steps", type=int, default=FitConfig().nuisance_steps, help="nuisance_steps")
@@ -252,6 +257,7 @@ def main() -> None:
         "prior_spread": args.spread,
         "nuisance_samples": args.samples,
         "nuisance_steps": args.steps,
+        "interval_scale": args.scale,
         "reduced": "recognition replaced by the truth (observed area and start state from truth.npz)",
     }
     rows = []

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from neuradiff.core.errors import NeuradiffError
 from neuradiff.methods.neuradiff import AreaCurve, NeuraDiffModel
 from neuradiff.methods.posterior import Z90, Posterior, analyse, log_jacobian, nuisance_covariance, refine
 from neuradiff.nets import NetConfig, RecognitionNet
@@ -42,6 +43,22 @@ def test_fisher_of_a_known_linear_curve_names_the_combination_and_its_width():
     assert combo.interval90[1] == pytest.approx(combo.value * math.exp(Z90 * expected), rel=1e-5)
     assert "a/b is determined to ±" in ident.statement() and "c, d are not determined" in ident.statement()
     assert post.rank == 1 and post.interval("a") is None
+
+
+def test_a_calibration_scale_widens_every_interval_and_can_leave_a_direction_undetermined():
+    J, noise = _linear_case(0)
+    values = {"a": 2.0, "b": 1.0, "c": 3.0, "d": 4.0}
+    ident, narrow = analyse(noise, J, list(values), values)
+    wide, post = analyse(noise, J, list(values), values, scale=2.5)
+    assert [c.label for c in wide.determined] == ["a/b"]
+    assert wide.determined[0].log_std == pytest.approx(2.5 * ident.determined[0].log_std, rel=1e-9)
+    assert post.log_std[0] == pytest.approx(2.5 * narrow.log_std[0], rel=1e-9)
+    # A scale that pushes the direction's 90 % interval beyond a factor 2 either way: nothing is determined.
+    limit = math.log(2.0) / Z90 / narrow.log_std[0]
+    none, post = analyse(noise, J, list(values), values, scale=1.01 * limit)
+    assert none.determined == [] and post.rank == 0 and none.status["a"] == "not determined"
+    with pytest.raises(NeuradiffError, match="interval scale"):
+        analyse(noise, J, list(values), values, scale=0.0)
 
 
 def test_laplace_intervals_cover_at_their_level_on_the_linear_case():

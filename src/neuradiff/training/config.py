@@ -110,6 +110,9 @@ class FitConfig:
     nuisance_samples: Count = 8
     #: Gauss-Newton steps that refit the determined combinations to each of those draws (one simulation each)
     nuisance_steps: PositiveInt = 4
+    #: factor on the standard deviations of the determined combinations (statistical and nuisance parts
+    #: together), calibrated by the coverage study (benchmarks/bench_coverage.py); 1: the analytic intervals
+    interval_scale: PositiveFloat = 2.5
 
     def starts_from_generalist(self) -> bool:
         """Whether the recognition net starts from the generalist (``init``, with ``"auto"`` resolved)."""
