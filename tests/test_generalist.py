@@ -35,9 +35,10 @@ def test_shipped_files_are_small_versioned_and_load_without_pickle():
     assert payload["format"] == "neuradiff-recognition-net"
     meta = json.loads((folder / "generalist.json").read_text())
     assert meta["version"] and "python -m neuradiff.training.generalist" in meta["command"]
-    assert meta["config"]["seed"] == 0
+    assert meta["stages"][-1] == meta["command"] and meta["config"]["seed"] == 1
     card = (folder / "MODEL_CARD.md").read_text()
-    assert meta["command"].split(" --out")[0] in card
+    assert all(stage in card for stage in meta["stages"])  # every training stage, as run
+    assert f"version {meta['version']}" in card
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert '"neuradiff.nets" = ["weights/*.pt", "weights/*.json", "weights/*.md"]' in pyproject
 

@@ -591,6 +591,7 @@ def track(
     model: FittedModel | FittedMethod | PathLike | None = None,
     *,
     void_size_px: float | None = None,
+    min_contrast: float | None = None,
     batch: int = 1,
     nm_per_px: float | None = None,
     frame_interval_s: float | None = None,
@@ -609,6 +610,9 @@ def track(
         recogniser shipped with the package (trained on synthetic frames only: fit a model for trustworthy counts).
     void_size_px : float, optional
         Expected void diameter in px (generalist only): frames are resampled to the net's scale.
+    min_contrast : float, optional
+        Generalist only: keep a void only if its contrast-to-noise statistic reaches this
+        (:func:`neuradiff.nets.contrast.contrast_significance`; None: the shipped threshold, 0: every void).
     batch : int
         Frames per inference batch.
     nm_per_px, frame_interval_s : float, optional
@@ -635,7 +639,11 @@ def track(
     ((6, 24, 24), ['frame', 'particle', 'x', 'y'])
     """
     vid = _video(video, nm_per_px, frame_interval_s)
-    recogniser: FittedMethod | Generalist = load_generalist() if model is None else _model(model)
+    if model is not None and min_contrast is not None:
+        raise NeuradiffError("min_contrast applies to the generalist recogniser (no model)")
+    recogniser: FittedMethod | Generalist = (
+        load_generalist(min_contrast=min_contrast) if model is None else _model(model)
+    )
     eta, masks, seconds = recognise_masks(
         recogniser, vid.frames, void_px=void_size_px, batch=batch, device=device, progress=progress
     )

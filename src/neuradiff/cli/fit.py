@@ -159,9 +159,10 @@ def parse_size(text: str | None) -> tuple[float | None, str]:
 
 #: Said on stderr after every run with the shipped recogniser, while its false-void rate on real frames is high.
 GENERALIST_NOTE = (
-    "neuradiff: note: no --model, so the shipped generalist recogniser (version 1.1) is used; it was trained on "
-    "synthetic frames only and marks about 150 false voids per frame on real 512² frames of dislocation loops "
-    "(see benchmarks/README.md): fit a model on a few annotated frames of your recording for trustworthy counts"
+    "neuradiff: note: no --model, so the shipped generalist recogniser (version 1.2) is used; it was trained on "
+    "synthetic frames only and marks about 90 false voids per frame on real 512² frames of dislocation loops "
+    "(--min-contrast 5.5: 0.3, and fewer faint voids; see benchmarks/README.md): fit a model on a few annotated "
+    "frames of your recording for trustworthy counts"
 )
 
 
@@ -177,6 +178,12 @@ def track(
         None,
         "--void-size",
         help="Expected void diameter, e.g. 12px or 4nm (generalist only): frames are resampled to the net's scale.",
+    ),
+    min_contrast: Optional[float] = typer.Option(
+        None,
+        "--min-contrast",
+        help="Generalist only: keep a void only if its contrast-to-noise statistic reaches this (default: the "
+        "shipped recogniser's threshold, in its model card; 0 keeps every void the net finds).",
     ),
     batch: int = typer.Option(1, help="Frames per inference batch (1 is fastest on a few CPU cores)."),
     nm_per_px: Optional[float] = typer.Option(None, "--nm-per-px", help="Override the pixel size (nm)."),
@@ -249,6 +256,7 @@ def track(
             batch=batch,
             void_size=size,
             void_size_unit=unit,
+            min_contrast=min_contrast,
             nm_per_px=nm_per_px,
             frame_interval_s=frame_interval,
             frame_times=frame_times,

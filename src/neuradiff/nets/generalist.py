@@ -18,6 +18,7 @@ from scipy import ndimage
 from skimage.measure import label
 
 from neuradiff.core.errors import NeuradiffError
+from neuradiff.nets.contrast import drop_faint
 from neuradiff.nets.tiles import Tiling, back_to, eta_tiled, normalise_frame, resample, resample_factor
 from neuradiff.nets.unet import NetConfig, RecognitionNet, fuse_batch_norm, load_net
 
@@ -43,6 +44,8 @@ class Generalist:
     tiling : tiles and overlap used on large frames.
     meta : how the weights were made (seed, command, corpus, iterations).
     min_peak_eta : a void region (eta ≥ 0.5) is kept only if its largest eta reaches this (0.5: all are kept).
+    min_contrast : a void region is kept only if its contrast-to-noise statistic in the frame reaches this
+        (:func:`neuradiff.nets.contrast.contrast_significance`; 0: all are kept).
     """
 
     net: RecognitionNet
@@ -51,6 +54,7 @@ class Generalist:
     tiling: Tiling
     meta: dict
     min_peak_eta: float = 0.5
+    min_contrast: float = 0.0
     _inference: RecognitionNet | None = field(default=None, init=False, repr=False, compare=False)
 
     def _inference_net(self) -> RecognitionNet:
@@ -94,9 +98,18 @@ class Generalist:
         return out
 
     def masks(self, frames: np.ndarray, *, void_px: float | None = None) -> np.ndarray:
-        """Void masks ``[T, H, W]`` bool: :meth:`eta` ≥ 0.5 without regions under 4 px or whose eta never reaches
-        :attr:`min_peak_eta` (see :func:`void_masks`)."""
-        return void_masks(self.eta(frames, void_px=void_px), min_peak_eta=self.min_peak_eta)
+        """Void masks ``[T, H, W]`` bool of frames ``[T, H, W]``: :meth:`masks_of` their :meth:`eta`."""
+        a = np.asarray(frames)
+        a = a[None] if a.ndim == 2 else a
+        return self.masks_of(self.eta(a, void_px=void_px), a)
+
+    def masks_of(self, eta: np.ndarray, frames: np.ndarray) -> np.ndarray:
+        """Void masks ``[T, H, W]`` bool from this recogniser's ``eta`` of ``frames`` (both ``[T, H, W]``): eta ≥
+        0.5 without regions under 4 px, whose eta never reaches :attr:`min_peak_eta` (see :func:`void_masks`) or
+        whose contrast in the frame stays below :attr:`min_contrast` (see
+        :func:`neuradiff.nets.contrast.drop_faint`)."""
+        masks = void_masks(eta, min_peak_eta=self.min_peak_eta)
+        return drop_faint(frames, masks, self.min_contrast) if self.min_contrast > 0 else masks
 
 
 def trainable_net(generalist: Generalist, *, input_mean: float, input_std: float) -> RecognitionNet:
@@ -171,8 +184,10 @@ def void_masks(eta: np.ndarray, *, min_area_px: int = MIN_AREA_PX, min_peak_eta:
     return out
 
 
-def load_generalist(folder: str | Path | None = None) -> Generalist:
-    """Read the shipped generalist recogniser (or one written by the training command into ``folder``).
+def load_generalist(folder: str | Path | None = None, *, min_contrast: float | None = None) -> Generalist:
+    """Read the shipped generalist recogniser (or one written by the training command into ``folder``);
+    ``min_contrast`` replaces the contrast threshold of its masks (``min_contrast`` in ``generalist.json``; 0 keeps
+    every region the net finds).
 
     Examples
     --------
@@ -198,6 +213,10 @@ def load_generalist(folder: str | Path | None = None) -> Generalist:
     min_peak = float(meta.get("min_peak_eta", 0.5))
     if not 0.5 <= min_peak <= 1.0:
         raise NeuradiffError(f"{meta_path}: min_peak_eta must be in [0.5, 1], got {min_peak}")
+    contrast = float(meta.get("min_contrast", 0.0)) if min_contrast is None else float(min_contrast)
+    if not (np.isfinite(contrast) and contrast >= 0):
+        where = f"{meta_path}: " if min_contrast is None else ""
+        raise NeuradiffError(f"{where}the minimum void contrast must be a number >= 0, got {contrast:g}")
     return Generalist(
         net=net.eval(),
         version=str(meta["version"]),
@@ -205,6 +224,7 @@ def load_generalist(folder: str | Path | None = None) -> Generalist:
         tiling=tiling,
         meta=meta,
         min_peak_eta=min_peak,
+        min_contrast=contrast,
     )
 
 

@@ -37,7 +37,7 @@ GAP_WEIGHT = 5.0
 
 @dataclass(frozen=True)
 class GeneralistConfig:
-    """Settings of the generalist training (the defaults made the shipped weights)."""
+    """Settings of the generalist training (the defaults made the first of the shipped weights' two stages)."""
 
     seed: int = 0
     pool: int = 3000
@@ -56,6 +56,9 @@ class GeneralistConfig:
     #: masks keep a region only where eta peaks at or above this (chosen for object F1 on validation corpus seeds
     #: from :data:`VALIDATION_SEED`, see ``benchmarks/README.md``)
     min_peak_eta: float = 0.95
+    #: masks keep a region only where its contrast-to-noise statistic in the frame reaches this (0: off; 5.5
+    #: gives fewer than one false void per noisy loop frame at a cost in recall, see ``benchmarks/README.md``)
+    min_contrast: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("pool", "size", "iters", "batch", "width", "depth"):
@@ -138,7 +141,7 @@ def write_generalist(
     save_net(net, out / "generalist.pt")
     command = (
         f"python -m neuradiff.training.generalist --out OUT --seed {config.seed} --iters {config.iters} "
-        f"--pool {config.pool} --first-seed {config.first_seed} --lr {config.lr:g}"
+        f"--pool {config.pool} --first-seed {config.first_seed} --lr {config.lr:g} --version {config.version}"
     )
     stages = list(stages or [])
     if stages:
@@ -150,6 +153,7 @@ def write_generalist(
         "train_diameter_px": list(config.train_diameter_px),
         "tiling": {"tile": config.tile, "overlap": config.overlap},
         "min_peak_eta": config.min_peak_eta,
+        "min_contrast": config.min_contrast,
         "input": "each frame mapped so that its 1st and 99th grey-level percentiles are -1 and +1",
         "command": command,
         "stages": [*stages, command],
@@ -175,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--first-seed", type=int, default=0, help="first corpus seed of the pool")
     parser.add_argument("--lr", type=float, default=GeneralistConfig.lr)
     parser.add_argument("--init", type=Path, help="continue from the generalist in this folder (a second stage)")
+    parser.add_argument("--version", default=GeneralistConfig.version, help="version written to generalist.json")
     args = parser.parse_args(argv)
     if args.contact_sheet is not None:
         corpus_contact_sheet(args.contact_sheet, range(12), CorpusSettings(size=GeneralistConfig.size))
@@ -182,7 +187,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.out is None:
         parser.error("--out is required")
-    config = GeneralistConfig(seed=args.seed, iters=args.iters, pool=args.pool, first_seed=args.first_seed, lr=args.lr)
+    config = GeneralistConfig(
+        seed=args.seed, iters=args.iters, pool=args.pool, first_seed=args.first_seed, lr=args.lr, version=args.version
+    )
     if args.first_seed + args.pool > HELD_OUT_SEED:
         parser.error(f"training seeds must stay below the held-out seeds ({HELD_OUT_SEED})")
     init = load_generalist(args.init) if args.init is not None else None

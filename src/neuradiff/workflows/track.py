@@ -29,7 +29,7 @@ from neuradiff.measure.denoise import Denoise
 from neuradiff.measure.drift import estimate_drift, shift_frames
 from neuradiff.measure.voids import MaskMeasurer, MeasuredChunk, Measurements, measure_masks
 from neuradiff.methods import FittedMethod, load_model, place_model
-from neuradiff.nets.generalist import Generalist, load_generalist, void_masks
+from neuradiff.nets.generalist import Generalist, load_generalist
 from neuradiff.report.measurements import write_measurements
 
 #: Bytes per pixel and frame tracking holds besides the video: eta (float32), its float copy and the masks.
@@ -154,6 +154,7 @@ def run_track(
     batch: int = 1,
     void_size: float | None = None,
     void_size_unit: str = "px",
+    min_contrast: float | None = None,
     nm_per_px: float | None = None,
     frame_interval_s: float | None = None,
     frame_times: str | Path | None = None,
@@ -187,6 +188,10 @@ def run_track(
         Expected void diameter, in ``"px"`` or ``"nm"`` (nm needs a calibration): with the generalist, frames
         are resampled so that such voids reach the net at a size it was trained on. Sizes below 2 px or larger
         than a tile are refused.
+    min_contrast : float, optional
+        With the generalist, keep a void only if its contrast-to-noise statistic reaches this
+        (:func:`~neuradiff.nets.contrast.contrast_significance`); None: the shipped recogniser's own threshold
+        (``min_contrast`` in its ``generalist.json``), 0: every void the net finds.
     nm_per_px, frame_interval_s : float, optional
         Override the recording's calibration.
     frame_times : path, optional
@@ -236,6 +241,8 @@ def run_track(
         raise NeuradiffError(f"void size unit must be px or nm, got {void_size_unit!r}")
     if model is not None and void_size is not None:
         raise NeuradiffError("--void-size applies to the generalist recogniser (no --model)")
+    if model is not None and min_contrast is not None:
+        raise NeuradiffError("--min-contrast applies to the generalist recogniser (no --model)")
     nm_per_px = check_pixel_size("--nm-per-px", nm_per_px)
     frame_interval_s = check_frame_interval("--frame-interval", frame_interval_s)
     if chunk < 1:
@@ -243,6 +250,8 @@ def run_track(
     denoise = Denoise() if denoise is None else denoise
     check_output_dir(out)
     fitted = load_model(model) if model is not None else None
+    # the generalist is read (and a bad threshold refused) before anything is written
+    recogniser: FittedMethod | Generalist = fitted if fitted is not None else load_generalist(min_contrast=min_contrast)
     if fitted is not None and not fitted.can_track:
         raise NeuradiffError(f"{model} holds a {fitted.method} model, which does not track")
     if fitted is not None:
@@ -251,11 +260,10 @@ def run_track(
         raise NeuradiffError("--register reads the recording whole, in one process: drop --workers/--scheduler")
     if register:  # drift is estimated against the whole recording: read it whole
         return _run_track_whole(
-            video, model, fitted, out, batch=batch, void_size=void_size, void_size_unit=void_size_unit,
+            video, model, recogniser, out, batch=batch, void_size=void_size, void_size_unit=void_size_unit,
             nm_per_px=nm_per_px, frame_interval_s=frame_interval_s, frame_times=frame_times, measure=measure,
             overlay=overlay, require_nm=require_nm, denoise=denoise, device=device, progress=progress,
         )  # fmt: skip
-    recogniser: FittedMethod | Generalist = fitted if fitted is not None else load_generalist()
     opened = {"nm_per_px": nm_per_px, "frame_interval_s": frame_interval_s, "frame_times": frame_times}
     with open_video(video, **opened) as src:
         cal = src.calibration
@@ -281,7 +289,7 @@ def run_track(
                     parts = [  # absolute paths: a worker may run elsewhere
                         TrackPart(str(Path(video).resolve()), None if model is None else str(Path(model).resolve()),
                                   str((stage / ".parts").resolve()), a, min(a + span, n), far, void_px, batch, step,
-                                  denoise, measure, str(device))
+                                  denoise, measure, str(device), min_contrast)
                         for a in range(0, n, span)
                     ]  # fmt: skip
                     (stage / ".parts").mkdir()
@@ -350,6 +358,7 @@ class TrackPart:
     denoise: Denoise
     measure: bool
     device: str
+    min_contrast: float | None = None  #: the generalist's contrast threshold (None: its own)
 
 
 @dataclass
@@ -371,7 +380,7 @@ def track_part(part: TrackPart) -> TrackedPart:
     fitted = load_model(part.model) if part.model is not None else None
     if fitted is not None:
         place_model(fitted, part.device)
-    recogniser: FittedMethod | Generalist = fitted if fitted is not None else load_generalist()
+    recogniser = fitted if fitted is not None else load_generalist(min_contrast=part.min_contrast)
     folder = Path(part.folder)
     eta_path, masks_path = folder / f"eta_{part.start:09d}.tif", folder / f"masks_{part.start:09d}.tif"
     with open_video(part.video, **part.opened) as src:
@@ -480,7 +489,7 @@ def recognise_masks(
         eta = recogniser.eta(
             frames, void_px=void_px, progress=lambda k, _: progress("tracking", first_index + k, total)
         ).astype(np.float32)
-        masks = void_masks(eta, min_peak_eta=recogniser.min_peak_eta).astype(np.uint8)
+        masks = recogniser.masks_of(eta, np.asarray(frames)).astype(np.uint8)
         return eta, masks, time.perf_counter() - t0
     if void_px is not None:
         raise NeuradiffError("a void size applies to the generalist recogniser only")
@@ -514,7 +523,7 @@ def _track_record(
 
 
 def _run_track_whole(
-    video, model, fitted: FittedMethod | None, out, *, batch, void_size, void_size_unit, nm_per_px,
+    video, model, recogniser: FittedMethod | Generalist, out, *, batch, void_size, void_size_unit, nm_per_px,
     frame_interval_s, frame_times, measure, overlay, require_nm, denoise: Denoise, device, progress,
 ) -> TrackSummary:  # fmt: skip
     """Tracking with drift registration: the recording is read whole (the drift of every frame is estimated
@@ -535,7 +544,6 @@ def _run_track_whole(
         progress("denoising", 0, 1)
         source = denoise.apply(source)
         progress("denoising", 1, 1)
-    recogniser: FittedMethod | Generalist = fitted if fitted is not None else load_generalist()
     void_px = _void_px(recogniser, void_size, void_size_unit, vid.calibration)
     eta, masks, seconds = recognise_masks(
         recogniser, source, 0, n, void_px=void_px, batch=batch, device=device, progress=progress
@@ -582,6 +590,6 @@ def model_record(fitted: FittedMethod | Generalist) -> dict[str, Any]:
     """What ``provenance.json`` says about a model: its method and, with physics, its parameters; for the shipped
     generalist recogniser its version."""
     if isinstance(fitted, Generalist):
-        return {"method": "generalist", "version": fitted.version}
+        return {"method": "generalist", "version": fitted.version, "min_contrast": fitted.min_contrast}
     params = fitted.parameters()
     return {"method": fitted.method, "parameters": None if params is None else params.as_floats()}

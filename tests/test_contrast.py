@@ -1,0 +1,135 @@
+"""The contrast-to-noise statistic of recognised voids: it measures the noise (white or grain), does not change
+under gain and offset, keeps clear voids, drops regions drawn on texture, and its threshold is refused when bad."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+from scipy import ndimage
+from typer.testing import CliRunner
+
+from neuradiff.cli import app
+from neuradiff.core.errors import NeuradiffError
+from neuradiff.nets.contrast import contrast_significance, drop_faint, null_spread, ring_width
+from neuradiff.nets.generalist import load_generalist, weights_folder
+from neuradiff.synth.corpus import CorpusSettings, corpus_sample
+from neuradiff.training.generalist import HELD_OUT_SEED
+
+runner = CliRunner()
+
+
+def _random_specks(shape, count, rng, size=3):
+    """``count`` square specks of ``size`` px at random places, apart from each other."""
+    mask = np.zeros(shape, bool)
+    for _ in range(count):
+        y, x = rng.integers(4, shape[0] - 4 - size), rng.integers(4, shape[1] - 4 - size)
+        if not ndimage.binary_dilation(mask, iterations=3)[y : y + size, x : x + size].any():
+            mask[y : y + size, x : x + size] = True
+    return mask
+
+
+@pytest.mark.parametrize("grain_px", [0.0, 1.5, 2.5])
+def test_regions_drawn_on_noise_are_rarely_significant(grain_px):
+    """Specks placed blindly on pure noise, white or grain: t is about |N(0, 1)| (calibrated on white noise,
+    conservative on grain), so the shipped threshold keeps none of them."""
+    rng = np.random.default_rng(3)
+    noise = rng.normal(0.0, 1.0, (256, 256))
+    if grain_px:
+        noise = ndimage.gaussian_filter(noise, grain_px)
+    mask = _random_specks(noise.shape, 200, rng)
+    _, t = contrast_significance(noise, mask)
+    assert t.size > 100
+    if grain_px == 0:
+        assert 0.55 < np.median(t) < 0.85  # the median of |N(0, 1)| is 0.674
+    else:
+        assert np.median(t) < 0.85
+    assert np.mean(t >= 2.0) < 0.1
+    assert not (t >= 5.0).any()
+
+
+@pytest.mark.parametrize("side", [1, 3, 8])
+def test_null_spread_of_white_noise_is_the_analytic_one(side):
+    rng = np.random.default_rng(side)
+    sigma = 3.0
+    noise = rng.normal(10.0, sigma, (512, 512))
+    outer = side + 2 * ring_width(side * side)
+    expected = sigma * np.sqrt(1 / side**2 + 1 / (outer**2 - side**2))
+    assert null_spread(noise, np.zeros(noise.shape, bool), side) == pytest.approx(expected, rel=0.05)
+
+
+def test_null_spread_grows_with_grain_where_specks_live():
+    """Grain of 1.5 px makes a 3 px speck's difference to its ring vary more than white noise of the same pixel
+    spread would: the null is measured on the frame, not assumed white."""
+    rng = np.random.default_rng(0)
+    white = rng.normal(0.0, 1.0, (256, 256))
+    grain = ndimage.gaussian_filter(white, 1.5)
+    grain /= grain.std()
+    none = np.zeros(white.shape, bool)
+    assert null_spread(grain, none, 3) > 1.5 * null_spread(white, none, 3)
+
+
+def test_statistic_does_not_change_under_gain_and_offset():
+    rng = np.random.default_rng(1)
+    frame = rng.normal(100.0, 5.0, (96, 96))
+    yy, xx = np.mgrid[:96, :96]
+    disc = (yy - 40) ** 2 + (xx - 50) ** 2 < 64
+    frame[disc] -= 12.0
+    mask = disc | _random_specks(frame.shape, 10, rng)
+    _, t = contrast_significance(frame, mask)
+    _, t2 = contrast_significance(3.7 * frame - 250.0, mask)
+    np.testing.assert_allclose(t, t2, rtol=1e-9)
+
+
+def test_clear_voids_are_kept_and_the_threshold_only_removes():
+    s = corpus_sample(HELD_OUT_SEED + 10, CorpusSettings(size=128))  # three bright voids with a dark rim
+    truth = s.masks[:1].astype(bool)
+    kept = drop_faint(s.frames[:1], truth, 5.5)
+    np.testing.assert_array_equal(kept, truth)
+    specks = truth | _random_specks(truth.shape[1:], 30, np.random.default_rng(0))[None]
+    kept = drop_faint(s.frames[:1], specks, 5.5)
+    assert (kept <= specks).all() and kept[truth].all() and kept.sum() < specks.sum()
+    np.testing.assert_array_equal(drop_faint(s.frames[:1], specks, 0.0), specks)
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
+def test_bad_threshold_is_refused(bad):
+    with pytest.raises(NeuradiffError, match="minimum void contrast"):
+        drop_faint(np.zeros((1, 8, 8)), np.zeros((1, 8, 8), bool), bad)
+    with pytest.raises(NeuradiffError, match="minimum void contrast"):
+        load_generalist(min_contrast=bad)
+
+
+def test_shipped_threshold_and_its_override(tmp_path):
+    meta = json.loads((weights_folder() / "generalist.json").read_text())
+    assert load_generalist().min_contrast == meta["min_contrast"] >= 0
+    s = corpus_sample(HELD_OUT_SEED + 7, CorpusSettings(size=128))
+    strict, loose = load_generalist(min_contrast=5.5), load_generalist(min_contrast=0.0)
+    m_strict, m_loose = strict.masks(s.frames), loose.masks(s.frames)
+    assert (m_strict <= m_loose).all() and m_loose.sum() >= m_strict.sum()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--min-contrast", "-2"], "minimum void contrast"), (["--min-contrast", "3", "--model", "m"], "applies to the")],
+)
+def test_track_refuses_a_bad_contrast_threshold_in_one_line(tmp_path, args, message):
+    video = tmp_path / "v.tif"
+    tifffile.imwrite(video, np.random.default_rng(0).integers(0, 255, (1, 64, 64), dtype=np.uint8))
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["track", str(video), "--out", str(out), *args])
+    assert res.exit_code == 2, res.output
+    assert message in res.output and len(res.output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_track_records_the_threshold_it_used(tmp_path):
+    s = corpus_sample(HELD_OUT_SEED + 3, CorpusSettings(size=96, frames=2))
+    video = tmp_path / "v.tif"
+    tifffile.imwrite(video, s.frames)
+    res = runner.invoke(app, ["track", str(video), "--out", str(tmp_path / "o"), "--no-measure", "--min-contrast", "0"])
+    assert res.exit_code == 0, res.output
+    record = json.loads((tmp_path / "o" / "provenance.json").read_text())
+    assert record["model"]["min_contrast"] == 0.0
