@@ -20,7 +20,8 @@ Baseline, in the same run: ``skimage.feature.blob_log`` on the per-frame normali
 blobs or both, each blob drawn as a disk of radius √2σ; polarity and threshold are chosen for the best object
 F1 on ``--tune`` training-corpus stills (seeds 0 …), sigma covering the corpus's 3–60 px voids.
 
-Speed: the generalist on one 1024² frame (minimum of ``--repeats``), with 1 and 2 torch threads; in the same
+Speed: the generalist from one dense 1024² frame (4 × 4 held-out stills, about 1 600 voids) to void masks, filters
+included (minimum of ``--repeats``), with 1 and 2 torch threads; in the same
 run the same net without its batch norms folded into the convolutions, and the inference path of the version
 before (that, and the library's pixel shuffle), as baselines.
 ``--speed-only`` measures only that.

@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 from scipy import ndimage
+from skimage.measure import label
 
 from neuradiff.core.errors import NeuradiffError
 
@@ -118,7 +119,8 @@ def contrast_significance(frame: np.ndarray, void: np.ndarray) -> tuple[np.ndarr
     void = np.asarray(void, dtype=bool)
     if x.ndim != 2 or x.shape != void.shape:
         raise NeuradiffError(f"frame {x.shape} and void mask {void.shape} must be [H, W] of one size")
-    labels, n = ndimage.label(void, structure=np.ones((3, 3)))
+    labels = np.asarray(label(void, connectivity=2))
+    n = int(labels.max())
     if n == 0:
         return labels, np.zeros(0)
     area = np.bincount(labels.ravel(), minlength=n + 1)[1:].astype(np.float64)
@@ -129,12 +131,12 @@ def contrast_significance(frame: np.ndarray, void: np.ndarray) -> tuple[np.ndarr
     spread = {int(a): background.spread(int(a)) for a in np.unique(side_of)}
     # rings: every region grown one pixel (4-connected) at a time; a region's ring is what it has grown into,
     # outside every void, after its own width (where two grow into one pixel, the higher label takes it)
-    widths = np.concatenate([[0], [ring_width(a) for a in area]])
+    widths = np.array([0, *(ring_width(a) for a in area)], dtype=np.int64)
     ring_sum, ring_n = np.zeros(n + 1), np.zeros(n + 1)
-    grown = labels
+    grown = labels.astype(np.intp)
     cross = ndimage.generate_binary_structure(2, 1)
     for step in range(1, int(widths.max()) + 1):
-        grown = ndimage.grey_dilation(grown, footprint=cross)
+        grown: np.ndarray = np.asarray(ndimage.grey_dilation(grown, footprint=cross), dtype=np.intp)
         done = (widths[grown] == step) & ~void
         ring_sum += np.bincount(grown[done], weights=x[done], minlength=n + 1)
         ring_n += np.bincount(grown[done], minlength=n + 1)
