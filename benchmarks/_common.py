@@ -30,12 +30,13 @@ def cpu_model() -> str:
 
 
 def source_hash() -> str:
-    """SHA-256 (first 12 hex digits) of the engine's sources (src/neuradiff/physics/*.py): ties figures to a version."""
+    """SHA-256 (first 12 hex digits) of the engine's sources (src/neuradiff/physics/*.py and the kernels' C sources):
+    ties figures to a version."""
     import hashlib
 
     root = Path(__file__).resolve().parent.parent / "src" / "neuradiff" / "physics"
     h = hashlib.sha256()
-    for f in sorted(root.glob("*.py")):
+    for f in sorted([*root.glob("*.py"), *root.glob("kernels/*.c")]):
         h.update(f.name.encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:12]

@@ -1,6 +1,7 @@
 """The fused void-model kernel against the plain PyTorch step and the published code's step, in one run.
 
-Float32, CPU, one thread, deterministic explicit Euler (dt = 0.02, guard off), the paper's single void.
+Float32, CPU, one thread (``--threads N``: N for all three implementations and the copy floor), deterministic
+explicit Euler (dt = 0.02, guard off), the paper's single void.
 For each configuration (grid, batch):
 
 - ``fb``: forward through N steps with autograd + backward of ``final.sum()`` to the initial state and
@@ -19,8 +20,8 @@ noise fresh inside every call, training included): ``published`` draws them per 
 (``_naive.naive_forcing``), ``torch`` and ``fused`` take the engine's seeded keyed stream
 (``RandomForcing``: cascades and conservative Langevin noise, replayable in the backward pass).
 
-Run:  python benchmarks/bench_fused.py [--repeats 3] [--quick] [--stochastic]
-Writes benchmarks/results/bench_fused.json.
+Run:  python benchmarks/bench_fused.py [--repeats 3] [--quick] [--stochastic] [--threads 2]
+Writes benchmarks/results/bench_fused[_stochastic][_threadsN].json.
 """
 
 from __future__ import annotations
@@ -35,7 +36,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import environment, print_environment, single_thread, table, write_json
 
-single_thread(1)
+
+def _threads_argument() -> int:
+    """``--threads N`` read before torch is imported (OpenMP takes its thread count at start-up)."""
+    argv = sys.argv[1:]
+    for k, a in enumerate(argv):
+        if a == "--threads" and k + 1 < len(argv):
+            return int(argv[k + 1])
+        if a.startswith("--threads="):
+            return int(a.split("=", 1)[1])
+    return 1
+
+
+THREADS = _threads_argument()
+single_thread(THREADS)
 
 import torch
 
@@ -45,7 +59,7 @@ from neuradiff.physics.forcing import NoForcing, RandomForcing
 from neuradiff.physics.fused import fused_step, fused_unavailable
 from neuradiff.physics.integrators import explicit_euler
 
-torch.set_num_threads(1)
+torch.set_num_threads(THREADS)
 DT = 0.02
 LEARNED = VoidParameters.default_learned()
 #: (grid, batch, fb steps): the issue's 8 × 128² and 30 steps, one 256² field, the paper's training batch.
@@ -123,6 +137,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="one configuration (8 × 128²), 2 repeats")
     ap.add_argument("--stochastic", action="store_true", help="steps with cascades and noise (the published code's)")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads for all three implementations (and the copy floor)"
+    )
     args = ap.parse_args()
     reason = fused_unavailable(torch.zeros(1, 3, 8, 8), VoidParameters(), boundary="periodic", face="upwind")
     if reason is not None:
@@ -198,7 +215,7 @@ def main() -> None:
         ("fwd_speedup_vs_published", "fwd × published", ".1f"),
     ]
     print(table(rows, cols))
-    name = "bench_fused_stochastic.json" if st else "bench_fused.json"
+    name = "bench_fused" + ("_stochastic" if st else "") + (f"_threads{THREADS}" if THREADS != 1 else "") + ".json"
     path = write_json(name, {"environment": env, "stochastic": st, "rows": rows, "floor": floor_row, "dt": DT})
     print(f"wrote {path}")
 

@@ -18,6 +18,11 @@ mantissa) instead of libm's, so the pixel loops vectorise: over every float in [
 the exact result where |ln x| > 1e-3 (1.03e-7 relative, 5.1e-7 absolute at most; :func:`kernel_log` exposes it
 for checking).
 
+The kernel uses torch's intra-op thread count (``torch.set_num_threads``): a call shares its batch elements
+between the threads, or the rows of a single field (OpenMP; on Linux the runtime torch itself loaded); every
+thread count gives bit-identical results, since the parameter gradients are summed per row and the rows added in
+order.
+
 It is compiled with the machine's C compiler (``cc``, or ``$CC``) on first use into a cache folder
 (``$NEURADIFF_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/neuradiff/kernels`` or ``~/.cache/neuradiff/kernels``);
 nothing is built at install time. Without a compiler, on a non-CPU device, or for a configuration the kernel
@@ -99,9 +104,10 @@ def _build(suffix: str) -> Any:
             src.write_text(source)
             lib = Path(tmp) / out.name
             proc = None
-            for arch in (["-march=native"], []):  # this machine's vector units where the compiler knows them
+            # this machine's vector units and OpenMP threads where the compiler knows them
+            for extra in (["-march=native", "-fopenmp"], ["-fopenmp"], ["-march=native"], []):
                 proc = subprocess.run(
-                    [cc, *flags, *arch, str(src), "-o", str(lib), "-lm"], capture_output=True, text=True
+                    [cc, *flags, *extra, str(src), "-o", str(lib), "-lm"], capture_output=True, text=True
                 )
                 if proc.returncode == 0:
                     break
@@ -114,10 +120,10 @@ def _build(suffix: str) -> Any:
     dll = ctypes.CDLL(str(out))
     ptr, i, d = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
     fwd = getattr(dll, f"void_forward_{suffix}")
-    fwd.argtypes = [ptr, ptr, i, i, i, i, ptr, d, d, i, ptr, d, ptr, ptr, ptr]
+    fwd.argtypes = [ptr, ptr, i, i, i, i, ptr, d, d, i, ptr, d, ptr, ptr, ptr, i]
     fwd.restype = i
     bwd = getattr(dll, f"void_backward_{suffix}")
-    bwd.argtypes = [ptr, ptr, ptr, ptr, i, i, i, i, ptr, d, d, i, ptr, ptr]
+    bwd.argtypes = [ptr, ptr, ptr, ptr, i, i, i, i, ptr, d, d, i, ptr, ptr, i]
     bwd.restype = i
     stab = getattr(dll, f"void_stability_{suffix}")
     stab.argtypes = [ptr, i, i, i, ptr, d, i, ptr]
@@ -244,6 +250,7 @@ def _forward_call(
         None if counts is None else counts.data_ptr(),
         None if mask is None else mask.data_ptr(),
         None if pot is None else pot.data_ptr(),
+        torch.get_num_threads(),
     )
     if rc != 0:
         raise MemoryError("the fused kernel could not allocate its work buffers")
@@ -271,6 +278,7 @@ def _backward_call(ctx: Any, s: Tensor, ubar: Tensor, mask: Tensor | None, pot: 
         int(ctx.imex),
         None if mask is None else mask.data_ptr(),
         None if pot is None else pot.data_ptr(),
+        torch.get_num_threads(),
     )
     if rc != 0:
         raise MemoryError("the fused kernel could not allocate its work buffers")

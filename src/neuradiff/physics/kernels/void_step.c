@@ -8,10 +8,17 @@
  * With FAST_LOG (float32 builds) the logarithm is a branch-free polynomial instead of libm's.
  * The formulas mirror ConservativeVoidModel in void_model.py term by term (the plain PyTorch path is the
  * reference; the tests compare the two).
+ * Threads (OpenMP, where the compiler has it): a call shares its batch elements between the threads it is given, or
+ * with fewer elements than threads the rows of each element (bands in the forward; the backward's passes row by row).
+ * Every thread count gives the same bits: the updates are per pixel and the parameter sums are kept per row and added
+ * in row order.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #ifndef REAL
 #define REAL float
@@ -23,8 +30,15 @@
 #define CAT(a, b) CAT_(a, b)
 #define FN(name) CAT(name, SUFFIX)
 
-/* parameter vector */
+/* parameter vector: the P_COUNT values passed in, then the reciprocals of the two floors (P_ALL in all) */
 enum { P_EV, P_EI, P_T, P_KV, P_KI, P_KE, P_DV, P_DI, P_L, P_RB, P_RS, P_EPS, P_SAT, P_COUNT };
+enum { P_IEPS = P_COUNT, P_ISAT, P_ALL };
+
+static void load_params(REAL *p, const double *pd) {
+    for (int i = 0; i < P_COUNT; ++i) p[i] = (REAL)pd[i];
+    p[P_IEPS] = (REAL)(1.0 / pd[P_EPS]);
+    p[P_ISAT] = (REAL)(1.0 / pd[P_SAT]);
+}
 
 #ifdef FAST_LOG
 /* Natural logarithm of a positive normal float: exponent by bit manipulation, then ln(1 + m) = m - m^2/2 + m^3 P(m)
@@ -66,13 +80,16 @@ void fast_log_array(const float *x, float *out, long long n) {
 #define LOG(x) ((REAL)log(x))
 #endif
 
-/* x ln x continued below delta by its quadratic Taylor expansion: g, g' - 1 and g'' (= 1 / max(x, delta)). */
-static inline __attribute__((always_inline)) void entropy(REAL x, REAL delta, REAL *g, REAL *dg, REAL *ddg) {
+/* x ln x continued below delta by its quadratic Taylor expansion: g, g' - 1 and g'' (= 1 / max(x, delta)).
+ * inv = 1 / delta: multiplications instead of two divisions per call (d = 0 above delta, so only the continued part,
+ * rarely reached, can differ from the plain path's d / delta, by an ulp). */
+static inline __attribute__((always_inline)) void entropy(REAL x, REAL delta, REAL inv, REAL *g, REAL *dg,
+                                                          REAL *ddg) {
     REAL xc = x > delta ? x : delta;
     REAL lg = LOG(xc);
     REAL d = x - xc;
-    *g = xc * lg + (lg + (REAL)1) * d + d * d / ((REAL)2 * delta);
-    *dg = lg + d / delta;
+    *g = xc * lg + (lg + (REAL)1) * d + d * d * ((REAL)0.5 * inv);
+    *dg = lg + d * inv;
     *ddg = (REAL)1 / xc;
 }
 
@@ -84,9 +101,9 @@ typedef struct {
 
 static inline __attribute__((always_inline)) void local_terms(REAL cv, REAL ci, const REAL *p, Local *o) {
     REAL gv, dv, hv, gi, di, hi, gs, ds, hs;
-    entropy(cv, p[P_EPS], &gv, &dv, &hv);
-    entropy(ci, p[P_EPS], &gi, &di, &hi);
-    entropy((REAL)1 - cv - ci, p[P_SAT], &gs, &ds, &hs);
+    entropy(cv, p[P_EPS], p[P_IEPS], &gv, &dv, &hv);
+    entropy(ci, p[P_EPS], p[P_IEPS], &gi, &di, &hi);
+    entropy((REAL)1 - cv - ci, p[P_SAT], p[P_ISAT], &gs, &ds, &hs);
     o->ent = gv + gi + gs;
     o->fs = p[P_EV] * cv + p[P_EI] * ci + p[P_T] * o->ent;
     o->dvs = dv - ds;
@@ -116,12 +133,16 @@ static inline __attribute__((always_inline)) void local_terms(REAL cv, REAL ci, 
     {                                                                                                           \
         const size_t k = r_, ke = r_ + (W > 1 ? 1 : 0), kw = periodic ? r_ + (size_t)W - 1 : r_;               \
         const size_t ks = rs_, kn = rn_;                                                                        \
+        const REAL w_ = 1;                                                                                      \
+        (void)w_;                                                                                               \
         __VA_ARGS__                                                                                             \
     }
 #define ROW_LAST(...)                                                                                           \
     if (W > 1) {                                                                                                \
         const size_t x_ = (size_t)W - 1, k = r_ + x_, ke = periodic ? r_ : k, kw = k - 1;                       \
         const size_t ks = rs_ + x_, kn = rn_ + x_;                                                              \
+        const REAL w_ = 1;                                                                                      \
+        (void)w_;                                                                                               \
         __VA_ARGS__                                                                                             \
     }
 
@@ -145,7 +166,7 @@ static inline __attribute__((always_inline)) void local_terms(REAL cv, REAL ci, 
  * end at column W - 2, so the few pixels it shares with the one before are computed twice with the same result
  * instead of in a scalar remainder loop. Not for loops that accumulate. */
 #ifndef VEC
-#define VEC 8
+#define VEC 16
 #endif
 #define ROW_LOOP_IDEMPOTENT(y, ...)                                                                             \
     {                                                                                                           \
@@ -165,6 +186,35 @@ static inline __attribute__((always_inline)) void local_terms(REAL cv, REAL ci, 
         } else {                                                                                                \
             for (size_t x_ = 1; x_ < (size_t)W - 1; ++x_) {                                                     \
                 const size_t k = r_ + x_, ke = k + 1, kw = k - 1, ks = rs_ + x_, kn = rn_ + x_;                 \
+                __VA_ARGS__                                                                                     \
+            }                                                                                                   \
+        }                                                                                                       \
+        ROW_LAST(__VA_ARGS__)                                                                                   \
+    }
+
+/* ROW_LOOP_P for statements that accumulate (the backward's passes): the interior runs in whole vectors of VEC
+ * pixels; the pixels left over at the end of the row (fewer than VEC) run as one more whole vector shifted left to
+ * end at column W - 2, whose lanes that repeat pixels already done carry the weight w_ = 0 (else w_ = 1). The
+ * statements multiply what they add by w_ and may only assign what is the same when computed twice. A scalar
+ * remainder loop would cost as much as the rest of a 128-pixel row. */
+#define ROW_LOOP_ACCUM(y, PRAGMA, ...)                                                                          \
+    {                                                                                                           \
+        ROW_HEAD(y)                                                                                             \
+        ROW_FIRST(__VA_ARGS__)                                                                                  \
+        const size_t in_ = W > 2 ? (size_t)W - 2 : 0;                                                           \
+        const size_t m_ = in_ >= VEC ? in_ - in_ % VEC : in_;                                                   \
+        PRAGMA for (size_t x_ = 1; x_ < 1 + m_; ++x_) {                                                         \
+            const size_t k = r_ + x_, ke = k + 1, kw = k - 1, ks = rs_ + x_, kn = rn_ + x_;                     \
+            const REAL w_ = 1;                                                                                  \
+            (void)w_;                                                                                           \
+            __VA_ARGS__                                                                                         \
+        }                                                                                                       \
+        if (m_ < in_) {                                                                                         \
+            const size_t x0_ = in_ + 1 - VEC;                                                                   \
+            PRAGMA for (size_t j_ = 0; j_ < VEC; ++j_) {                                                        \
+                const size_t x_ = x0_ + j_;                                                                     \
+                const size_t k = r_ + x_, ke = k + 1, kw = k - 1, ks = rs_ + x_, kn = rn_ + x_;                 \
+                const REAL w_ = x_ >= 1 + m_ ? (REAL)1 : (REAL)0;                                               \
                 __VA_ARGS__                                                                                     \
             }                                                                                                   \
         }                                                                                                       \
@@ -202,10 +252,6 @@ static void potential_rows(const REAL *s, REAL *mu, REAL *de, int H, int W, int 
         for (int y = y0; y < y1; ++y) ROW_LOOP_IDEMPOTENT(y, POTENTIAL_PIXEL(0))
 }
 
-static void potentials(const REAL *s, REAL *mu, REAL *de, int H, int W, int periodic, const REAL *p, REAL idx2) {
-    potential_rows(s, mu, de, H, W, periodic, p, idx2, 0, H);
-}
-
 /* Upwind flux divergence of species c at k (without 1/dx^2). */
 static inline __attribute__((always_inline)) REAL transport(const REAL *c, const REAL *mu, size_t k, size_t ke, size_t kw, size_t ks, size_t kn,
                              REAL mob) {
@@ -219,82 +265,237 @@ static inline __attribute__((always_inline)) REAL transport(const REAL *c, const
     return fe - fw + fs - fn;
 }
 
-/* The conservative projection of one batch element in place: add the forcing increment f / fdiv (if any), count
- * the values outside [0, 1] per field, clamp eta to [0, 1] and record where it was inside (the clamp's gradient
- * mask). */
-static void project(REAL *u, const REAL *f, REAL fdiv, long long *counts, unsigned char *mask, size_t n) {
+/* The conservative projection of the pixels [r, r + w) of one batch element in place: add the forcing increment
+ * f / fdiv (if any), count the values outside [0, 1] per field (added to counts), clamp eta to [0, 1] and record
+ * where it was inside (the clamp's gradient mask). The forward runs it on each row right after the row's update,
+ * while the row is in cache. */
+static inline __attribute__((always_inline)) void project_span(REAL *u, const REAL *f, REAL fdiv, long long *counts,
+                                                               unsigned char *mask, size_t n, size_t r, size_t w) {
     for (int c = 0; c < 3; ++c) {
-        REAL *v = u + (size_t)c * n;
+        REAL *v = u + (size_t)c * n + r;
         if (f) {
-            const REAL *g = f + (size_t)c * n;
-            for (size_t k = 0; k < n; ++k) v[k] = v[k] + (fdiv == (REAL)1 ? g[k] : g[k] / fdiv);
+            const REAL *g = f + (size_t)c * n + r;
+            if (fdiv == (REAL)1) {
+                _Pragma("omp simd") for (size_t k = 0; k < w; ++k) v[k] = v[k] + g[k];
+            } else {
+                _Pragma("omp simd") for (size_t k = 0; k < w; ++k) v[k] = v[k] + g[k] / fdiv;
+            }
         }
         long long out = 0;
-        for (size_t k = 0; k < n; ++k) out += (v[k] < 0) | (v[k] > 1);
-        counts[c] = out;
+        _Pragma("omp simd reduction(+ : out)") for (size_t k = 0; k < w; ++k) out += (v[k] < 0) | (v[k] > 1);
+        counts[c] += out;
     }
-    REAL *e = u + 2 * n;
-    for (size_t k = 0; k < n; ++k) {
+    REAL *e = u + 2 * n + r;
+    unsigned char *m = mask + r;
+    _Pragma("omp simd") for (size_t k = 0; k < w; ++k) {
         const REAL x = e[k];
-        mask[k] = (unsigned char)((x >= 0) & (x <= 1));
+        m[k] = (unsigned char)((x >= 0) & (x <= 1));
         e[k] = x < 0 ? (REAL)0 : (x > 1 ? (REAL)1 : x);
     }
 }
 
-/* With counts != NULL the conservative projection follows the update (see project): out = P(u + f / fdiv).
- * With pot != NULL the potentials (mu_v, mu_i, mu_eta, d_eta; [B, 4, H, W]) are written there for the backward. */
+/* What one step of one batch element reads and writes (the kernels' per-element arguments). */
+typedef struct {
+    const REAL *s; /* state [3, H, W] */
+    REAL *u;       /* updated state [3, H, W] */
+    REAL *mu, *de; /* potentials [3, H, W] and eta's implicit diagonal [H, W] (de may be NULL: explicit, no tape) */
+    const REAL *f; /* forcing increment [3, H, W] or NULL */
+    long long *counts;   /* [3] or NULL (no projection) */
+    unsigned char *mask; /* [H, W] with counts */
+} Element;
+
+typedef struct {
+    int H, W, periodic, imex;
+    REAL p[P_ALL];
+    REAL h, idx2, mobv, mobi, fdiv;
+    size_t n;
+} Step;
+
+static void step_init(Step *st, int H, int W, int periodic, const double *pd, double h, double dx, int imex,
+                      double fdiv) {
+    load_params(st->p, pd);
+    st->H = H;
+    st->W = W;
+    st->periodic = periodic;
+    st->imex = imex;
+    st->h = (REAL)h;
+    st->idx2 = (REAL)(1.0 / (dx * dx));
+    st->mobv = st->p[P_DV] / st->p[P_T];
+    st->mobi = st->p[P_DI] / st->p[P_T];
+    st->fdiv = (REAL)fdiv;
+    st->n = (size_t)H * (size_t)W;
+}
+
+/* The update of row y from the potentials of rows y - 1, y and y + 1, then the row's projection (with counts); the
+ * counts of the row are added to cnt. */
+static inline __attribute__((always_inline)) void update_row(const Step *st, const Element *e, int y, long long *cnt) {
+    const int H = st->H, W = st->W, periodic = st->periodic;
+    const size_t n = st->n;
+    const REAL *p = st->p, h = st->h, idx2 = st->idx2, mobv = st->mobv, mobi = st->mobi;
+    const REAL *cv = e->s, *ci = e->s + n, *eta = e->s + 2 * n, *mu = e->mu, *de = e->de;
+    REAL *u = e->u;
+    if (st->imex) {
+        ROW_LOOP_IDEMPOTENT(y, {
+            const REAL tv = transport(cv, mu, k, ke, kw, ks, kn, mobv) * idx2;
+            const REAL ti = transport(ci, mu + n, k, ke, kw, ks, kn, mobi) * idx2;
+            const REAL kr = p[P_RB] + p[P_RS] * eta[k] * eta[k];
+            const REAL r = kr * cv[k] * ci[k];
+            const REAL dv = kr * (ci[k] > 0 ? ci[k] : (REAL)0), di = kr * (cv[k] > 0 ? cv[k] : (REAL)0);
+            u[k] = cv[k] + h * (tv - r) / ((REAL)1 + h * dv);
+            u[n + k] = ci[k] + h * (ti - r) / ((REAL)1 + h * di);
+            u[2 * n + k] = eta[k] + h * (-p[P_L] * mu[2 * n + k]) / ((REAL)1 + h * de[k]);
+        })
+    } else {
+        ROW_LOOP_IDEMPOTENT(y, {
+            const REAL tv = transport(cv, mu, k, ke, kw, ks, kn, mobv) * idx2;
+            const REAL ti = transport(ci, mu + n, k, ke, kw, ks, kn, mobi) * idx2;
+            const REAL r = (p[P_RB] + p[P_RS] * eta[k] * eta[k]) * cv[k] * ci[k];
+            u[k] = cv[k] + h * (tv - r);
+            u[n + k] = ci[k] + h * (ti - r);
+            u[2 * n + k] = eta[k] + h * (-p[P_L] * mu[2 * n + k]);
+        })
+    }
+    if (e->counts) project_span(u, e->f, st->fdiv, cnt, e->mask, n, (size_t)y * (size_t)W, (size_t)W);
+}
+
+/* One step of one batch element on one thread. Row y's update reads the potentials of rows y - 1, y and y + 1: each
+ * row's potentials are computed just before the update that first needs them, so they are read back from cache (on
+ * a periodic grid row H - 1 first, for row 0). */
+static void forward_element(const Step *st, const Element *e) {
+    const int H = st->H;
+    long long cnt[3] = {0, 0, 0};
+    const int last = (st->periodic && H > 1) ? H - 1 : H;
+    if (last < H) potential_rows(e->s, e->mu, e->de, H, st->W, st->periodic, st->p, st->idx2, H - 1, H);
+    int done = 0;
+    for (int y = 0; y < H; ++y) {
+        const int need = y + 2 < last ? y + 2 : last;
+        if (need > done) {
+            potential_rows(e->s, e->mu, e->de, H, st->W, st->periodic, st->p, st->idx2, done, need);
+            done = need;
+        }
+        update_row(st, e, y, cnt);
+    }
+    if (e->counts)
+        for (int c = 0; c < 3; ++c) e->counts[c] = cnt[c];
+}
+
+/* The most threads one element's rows are split between. */
+#define MAX_THREADS 64
+
+/* The rows y0 <= y < y1 of one step of one batch element, with the potentials in scratch (4 fields, the element's
+ * size): the band's own rows and the rows next to it that its updates read, computed in the same pipelined order as
+ * forward_element. The band's potentials are then copied to e->mu if it is the tape (keep_tape). Bands of one element
+ * can run at the same time: each writes only its own rows of u, mask and the tape. */
+static void forward_band(const Step *st, const Element *e, REAL *scratch, int keep_tape, int y0, int y1,
+                         long long *counts) {
+    const int H = st->H, W = st->W;
+    const size_t n = st->n;
+    Element w = *e;
+    w.mu = scratch;
+    w.de = e->de ? scratch + 3 * n : NULL;
+    const int north = y0 > 0 ? y0 - 1 : (st->periodic && H > 1 ? H - 1 : -1);
+    const int south = y1 < H ? y1 : (st->periodic && H > 1 ? 0 : -1);
+    long long cnt[3] = {0, 0, 0}; /* kept here: bands next to each other in counts would share a cache line */
+#define OUTSIDE(r) ((r) >= 0 && ((r) < y0 || (r) >= y1))
+#define POT_ROWS(r0, r1) potential_rows(w.s, w.mu, w.de, H, W, st->periodic, st->p, st->idx2, (r0), (r1))
+    if (OUTSIDE(north)) POT_ROWS(north, north + 1);
+    int done = y0;
+    for (int y = y0; y < y1; ++y) {
+        const int need = y + 2 < y1 ? y + 2 : y1;
+        if (need > done) {
+            POT_ROWS(done, need);
+            done = need;
+        }
+        if (y == y1 - 1 && OUTSIDE(south)) POT_ROWS(south, south + 1);
+        update_row(st, &w, y, cnt);
+    }
+#undef POT_ROWS
+#undef OUTSIDE
+    for (int c = 0; c < 3; ++c) counts[c] = cnt[c];
+    if (keep_tape) {
+        const size_t k0 = (size_t)y0 * (size_t)W, len = (size_t)(y1 - y0) * (size_t)W;
+        for (int c = 0; c < (e->de ? 4 : 3); ++c) memcpy(e->mu + c * n + k0, scratch + c * n + k0, sizeof(REAL) * len);
+    }
+}
+
+/* One step of one batch element on `threads` threads, each a band of rows with its own potentials in scratch
+ * (threads x 4 fields); the counts are added in band order. */
+static void forward_element_rows(const Step *st, const Element *e, REAL *scratch, int keep_tape, int threads) {
+    (void)threads; /* without OpenMP the pragmas go and the bands run in turn */
+    const int H = st->H;
+    long long cnt[MAX_THREADS][3] = {{0}};
+    const int bands = threads < MAX_THREADS ? threads : MAX_THREADS;
+#pragma omp parallel for num_threads(bands) schedule(static, 1)
+    for (int t = 0; t < bands; ++t)
+        forward_band(st, e, scratch + (size_t)t * 4 * st->n, keep_tape, (int)((long long)H * t / bands),
+                     (int)((long long)H * (t + 1) / bands), cnt[t]);
+    if (e->counts)
+        for (int c = 0; c < 3; ++c) {
+            long long sum = 0;
+            for (int t = 0; t < bands; ++t) sum += cnt[t][c];
+            e->counts[c] = sum;
+        }
+}
+
+/* Rows per thread below which the kernels run on one thread (the threads' start-up would cost more). */
+#define MIN_ROWS_PER_THREAD 16
+
+/* How a call spreads over `threads` threads: 0 one thread, 1 batch elements in parallel, 2 rows in parallel. */
+static int thread_plan(int threads, int B, int H, int W) {
+    if (threads <= 1 || (size_t)B * (size_t)H * (size_t)W < (size_t)2 * MIN_ROWS_PER_THREAD * 64) return 0;
+    if (B >= threads) return 1;
+    return H >= threads * MIN_ROWS_PER_THREAD ? 2 : 0;
+}
+
+/* Batch element b of a forward call; its potentials go to the tape (pot) if there is one, else to work. */
+static Element element(const Step *st, const REAL *state, REAL *out, int b, REAL *pot, REAL *work, const REAL *forcing,
+                       long long *counts, unsigned char *mask) {
+    const size_t n = st->n;
+    Element e;
+    e.s = state + (size_t)b * 3 * n;
+    e.u = out + (size_t)b * 3 * n;
+    e.mu = pot ? pot + (size_t)b * 4 * n : work;
+    e.de = (pot || st->imex) ? e.mu + 3 * n : NULL; /* the explicit update itself does not read d_eta */
+    e.f = forcing ? forcing + (size_t)b * 3 * n : NULL;
+    e.counts = counts ? counts + 3 * b : NULL;
+    e.mask = counts ? mask + (size_t)b * n : NULL;
+    return e;
+}
+
+/* With counts != NULL the conservative projection follows the update (see project_span): out = P(u + f / fdiv).
+ * With pot != NULL the potentials (mu_v, mu_i, mu_eta, d_eta; [B, 4, H, W]) are written there for the backward.
+ * threads: how many threads may share the work (batch elements, or rows of a single element); the result does not
+ * depend on it. Returns 1 if a work buffer could not be allocated. */
 int FN(void_forward)(const REAL *state, REAL *out, int B, int H, int W, int periodic, const double *pd, double h_,
                      double dx, int imex, const REAL *forcing, double fdiv, long long *counts, unsigned char *mask,
-                     REAL *pot) {
-    REAL p[P_COUNT];
-    for (int i = 0; i < P_COUNT; ++i) p[i] = (REAL)pd[i];
-    const REAL h = (REAL)h_, idx2 = (REAL)(1.0 / (dx * dx));
-    const size_t n = (size_t)H * (size_t)W;
-    REAL *work = pot ? NULL : (REAL *)malloc(sizeof(REAL) * 4 * n);
-    if (!pot && !work) return 1;
-    const REAL mobv = p[P_DV] / p[P_T], mobi = p[P_DI] / p[P_T];
-    for (int b = 0; b < B; ++b) {
-        const REAL *s = state + (size_t)b * 3 * n;
-        REAL *u = out + (size_t)b * 3 * n;
-        REAL *mu = pot ? pot + (size_t)b * 4 * n : work;
-        REAL *de = (pot || imex) ? mu + 3 * n : NULL; /* the explicit update itself does not read d_eta */
-        const REAL *cv = s, *ci = s + n, *eta = s + 2 * n;
-        /* Row y's update reads the potentials of rows y - 1, y and y + 1: each row's potentials are computed just
-         * before the update that first needs them, so they are read back from cache (on a periodic grid row
-         * H - 1 first, for row 0). */
-        const int last = (periodic && H > 1) ? H - 1 : H;
-        if (last < H) potential_rows(s, mu, de, H, W, periodic, p, idx2, H - 1, H);
-        int done = 0;
-        for (int y = 0; y < H; ++y) {
-            const int need = y + 2 < last ? y + 2 : last;
-            if (need > done) {
-                potential_rows(s, mu, de, H, W, periodic, p, idx2, done, need);
-                done = need;
-            }
-            if (imex) {
-                ROW_LOOP_IDEMPOTENT(y, {
-                    const REAL tv = transport(cv, mu, k, ke, kw, ks, kn, mobv) * idx2;
-                    const REAL ti = transport(ci, mu + n, k, ke, kw, ks, kn, mobi) * idx2;
-                    const REAL kr = p[P_RB] + p[P_RS] * eta[k] * eta[k];
-                    const REAL r = kr * cv[k] * ci[k];
-                    const REAL dv = kr * (ci[k] > 0 ? ci[k] : (REAL)0), di = kr * (cv[k] > 0 ? cv[k] : (REAL)0);
-                    u[k] = cv[k] + h * (tv - r) / ((REAL)1 + h * dv);
-                    u[n + k] = ci[k] + h * (ti - r) / ((REAL)1 + h * di);
-                    u[2 * n + k] = eta[k] + h * (-p[P_L] * mu[2 * n + k]) / ((REAL)1 + h * de[k]);
-                })
-            } else {
-                ROW_LOOP_IDEMPOTENT(y, {
-                    const REAL tv = transport(cv, mu, k, ke, kw, ks, kn, mobv) * idx2;
-                    const REAL ti = transport(ci, mu + n, k, ke, kw, ks, kn, mobi) * idx2;
-                    const REAL r = (p[P_RB] + p[P_RS] * eta[k] * eta[k]) * cv[k] * ci[k];
-                    u[k] = cv[k] + h * (tv - r);
-                    u[n + k] = ci[k] + h * (ti - r);
-                    u[2 * n + k] = eta[k] + h * (-p[P_L] * mu[2 * n + k]);
-                })
-            }
+                     REAL *pot, int threads) {
+    Step st;
+    step_init(&st, H, W, periodic, pd, h_, dx, imex, fdiv);
+    const size_t n = st.n;
+    const int plan = thread_plan(threads, B, H, W);
+    const int slots = plan == 1 ? (threads < B ? threads : B) : 1;
+    /* the potentials of each thread's element (without a tape), or of each band of rows (with rows split) */
+    const int bands = threads < MAX_THREADS ? threads : MAX_THREADS;
+    const size_t fields = plan == 2 ? (size_t)bands : (pot ? 0 : (size_t)slots);
+    REAL *work = fields ? (REAL *)malloc(sizeof(REAL) * 4 * n * fields) : NULL;
+    if (fields && !work) return 1;
+    if (plan == 2) { /* rows split: the elements in turn */
+        for (int b = 0; b < B; ++b) {
+            Element e = element(&st, state, out, b, pot, work, forcing, counts, mask);
+            forward_element_rows(&st, &e, work, pot != NULL, bands);
         }
-        if (counts)
-            project(u, forcing ? forcing + (size_t)b * 3 * n : NULL, (REAL)fdiv, counts + 3 * b, mask + (size_t)b * n, n);
+    } else {
+#pragma omp parallel for num_threads(slots) schedule(static) if (plan == 1)
+        for (int b = 0; b < B; ++b) {
+#ifdef _OPENMP
+            const int slot = plan == 1 ? omp_get_thread_num() : 0;
+#else
+            const int slot = 0;
+#endif
+            REAL *mine = pot ? NULL : work + (size_t)slot * 4 * n;
+            Element e = element(&st, state, out, b, pot, mine, forcing, counts, mask);
+            forward_element(&st, &e);
+        }
     }
     free(work);
     return 0;
@@ -329,7 +530,7 @@ int FN(void_forward)(const REAL *state, REAL *out, int B, int H, int W, int peri
         Local l;                                                                                                \
         local_terms(c_v, c_i, p, &l);                                                                           \
         const REAL fv = (c_v - (REAL)1) * (c_v - (REAL)1) + c_i * c_i;                                          \
-        REAL gcv = 0, gci = 0, geta = 0;                                                                        \
+        REAL gcv = 0, gci = 0, geta = 0, pE = 0, pEi = 0, pT = 0, pL = 0;                                      \
         if (IMEX) {                                                                                             \
             const REAL tv = transport(cv, mu, k, ke, kw, ks, kn, mobv) * idx2;                                  \
             const REAL ti = transport(ci, mu + n, k, ke, kw, ks, kn, mobi) * idx2;                              \
@@ -347,13 +548,13 @@ int FN(void_forward)(const REAL *state, REAL *out, int B, int H, int W, int peri
             geta = (dbv * civ + dbi * cvv) * (REAL)2 * p[P_RS] * e;                                             \
             /* d_eta = L max(2 (f_s + f_v), 0) */                                                               \
             const REAL x2 = (REAL)2 * (l.fs + fv);                                                              \
-            rL += dbe * (x2 > 0 ? x2 : (REAL)0);                                                                \
+            pL = dbe * (x2 > 0 ? x2 : (REAL)0);                                                                 \
             const REAL xb = x2 >= 0 ? (REAL)2 * dbe * p[P_L] : (REAL)0; /* adjoint of f_s and of f_v */        \
             gcv += xb * (l.av + (REAL)2 * (c_v - (REAL)1));                                                     \
             gci += xb * (l.ai + (REAL)2 * c_i);                                                                 \
-            rE += xb * c_v;                                                                                     \
-            rEi += xb * c_i;                                                                                    \
-            rT += xb * l.ent;                                                                                   \
+            pE = xb * c_v;                                                                                      \
+            pEi = xb * c_i;                                                                                     \
+            pT = xb * l.ent;                                                                                    \
         }                                                                                                       \
         const REAL bv = mb[k], bi = mb[n + k], be = mb[2 * n + k];                                              \
         const REAL hh = (e - (REAL)1) * (e - (REAL)1), j = e * e;                                               \
@@ -372,142 +573,244 @@ int FN(void_forward)(const REAL *state, REAL *out, int B, int H, int W, int peri
         gcv -= p[P_KV] * lbv;                                                                                   \
         gci -= p[P_KI] * lbi;                                                                                   \
         geta -= p[P_KE] * lbe;                                                                                  \
-        sb[k] += gcv;                                                                                           \
-        sb[n + k] += gci;                                                                                       \
-        sb[2 * n + k] += geta;                                                                                  \
+        sb[k] += w_ * gcv;                                                                                      \
+        sb[n + k] += w_ * gci;                                                                                  \
+        sb[2 * n + k] += w_ * geta;                                                                             \
         /* parameters: kappa (sum mubar * -lap), E and kBT through A and f_s */                                 \
         const REAL lv = (cv[ke] + cv[kw] + cv[ks] + cv[kn] - (REAL)4 * c_v) * idx2;                             \
         const REAL li = (ci[ke] + ci[kw] + ci[ks] + ci[kn] - (REAL)4 * c_i) * idx2;                             \
         const REAL le = (eta[ke] + eta[kw] + eta[ks] + eta[kn] - (REAL)4 * e) * idx2;                          \
-        rKv += -bv * lv;                                                                                        \
-        rKi += -bi * li;                                                                                        \
-        rKe += -be * le;                                                                                        \
-        rE += bv * hh + be * (REAL)2 * (e - (REAL)1) * c_v;                                                     \
-        rEi += bi * hh + be * (REAL)2 * (e - (REAL)1) * c_i;                                                    \
-        rT += bv * hh * l.dvs + bi * hh * l.dis + be * (REAL)2 * (e - (REAL)1) * l.ent;                         \
+        rKv += w_ * (-bv * lv);                                                                                 \
+        rKi += w_ * (-bi * li);                                                                                 \
+        rKe += w_ * (-be * le);                                                                                 \
+        rE += w_ * (pE + bv * hh + be * (REAL)2 * (e - (REAL)1) * c_v);                                         \
+        rEi += w_ * (pEi + bi * hh + be * (REAL)2 * (e - (REAL)1) * c_i);                                       \
+        rT += w_ * (pT + bv * hh * l.dvs + bi * hh * l.dis + be * (REAL)2 * (e - (REAL)1) * l.ent);             \
+        if (IMEX) rL += w_ * pL;                                                                                \
     }
 
-/* pot: the forward's potentials ([B, 4, H, W]), or NULL to recompute them. */
-int FN(void_backward)(const REAL *state, const REAL *ubar, REAL *sbar, double *pbar, int B, int H, int W,
-                      int periodic, const double *pd, double h_, double dx, int imex, const unsigned char *mask,
-                      const REAL *pot) {
-    REAL p[P_COUNT];
-    for (int i = 0; i < P_COUNT; ++i) p[i] = (REAL)pd[i];
-    const REAL h = (REAL)h_, idx2 = (REAL)(1.0 / (dx * dx));
-    const size_t n = (size_t)H * (size_t)W;
-    /* mu (3), d_eta (1), rbar = h q ubar (3), mubar (3), masked eta adjoint (1) */
-    REAL *buf = (REAL *)malloc(sizeof(REAL) * 11 * n);
-    if (!buf) return 1;
-    REAL *ueb_buf = buf + 10 * n;
-    REAL *rb = buf + 4 * n, *mb = buf + 7 * n;
-    const REAL mobv = p[P_DV] / p[P_T], mobi = p[P_DI] / p[P_T];
-    /* The parameter gradients: each row's per-pixel terms summed in REAL by the vectorised loops, the rows in
-     * double. sDv, sDi: the D_v, D_i terms before the factor 1 / kBT (kBT's gradient takes them too). */
-    double gEv = 0, gEi = 0, gT = 0, gkv = 0, gki = 0, gke = 0, sDv = 0, sDi = 0, gL = 0;
-    for (int b = 0; b < B; ++b) {
-        const REAL *s = state + (size_t)b * 3 * n;
-        const REAL *ub = ubar + (size_t)b * 3 * n;
-        REAL *sb = sbar + (size_t)b * 3 * n;
-        /* the gradient of the projection's clamp of eta: passed where eta was inside [0, 1] */
-        const unsigned char *mk = mask ? mask + (size_t)b * n : NULL;
-        const REAL *cv = s, *ci = s + n, *eta = s + 2 * n;
-        const REAL *mu = buf, *de = buf + 3 * n;
-        if (pot) {
-            mu = pot + (size_t)b * 4 * n;
-            de = mu + 3 * n;
-        } else {
-            potentials(s, buf, buf + 3 * n, H, W, periodic, p, idx2);
+/* The parameter sums of the backward, in double: each row's per-pixel terms summed in REAL by the vectorised loops,
+ * the rows in double. S_DV, S_DI: the D_v, D_i terms before the factor 1 / kBT (kBT's gradient takes them too). */
+enum { S_EV, S_EI, S_T, S_KV, S_KI, S_KE, S_DV, S_DI, S_L, S_COUNT };
+
+/* What the backward of one batch element reads and writes. */
+typedef struct {
+    const REAL *s, *ub;      /* state and the adjoint of the update [3, H, W] */
+    REAL *sb;                /* the state's adjoint [3, H, W] */
+    const unsigned char *mk; /* the clamp's mask [H, W] or NULL */
+    const REAL *mu, *de;     /* potentials (the forward's, or recomputed into buf) */
+    REAL *rb, *mb, *ueb_buf; /* rbar = h q ubar (3), mubar (3), the masked eta adjoint (1) */
+    const REAL *ueb;         /* the eta adjoint after the mask */
+} Adjoint;
+
+/* Sets up the backward of one element in buf (11 fields): the potentials' places and the eta adjoint's. */
+static void adjoint_init(Adjoint *a, const Step *st, const REAL *s, const REAL *ub, REAL *sb,
+                         const unsigned char *mk, const REAL *pot, REAL *buf) {
+    const size_t n = st->n;
+    a->s = s;
+    a->ub = ub;
+    a->sb = sb;
+    a->mk = mk;
+    a->mu = pot ? pot : buf;
+    a->de = pot ? pot + 3 * n : buf + 3 * n;
+    a->rb = buf + 4 * n;
+    a->mb = buf + 7 * n;
+    a->ueb_buf = buf + 10 * n;
+    a->ueb = mk ? a->ueb_buf : ub + 2 * n;
+}
+
+/* Rows y0 <= y < y1 before pass 2: the potentials if they are not the forward's (recompute), the masked eta adjoint
+ * and pass 1, the rate adjoints rbar = h q ubar. */
+static void adjoint_rows(const Step *st, const Adjoint *a, int recompute, int y0, int y1) {
+    const size_t n = st->n, k0 = (size_t)y0 * (size_t)st->W, k1 = (size_t)y1 * (size_t)st->W;
+    const REAL *p = st->p, h = st->h;
+    const REAL *cv = a->s, *ci = a->s + n, *eta = a->s + 2 * n, *ub = a->ub, *ueb = a->ueb, *de = a->de;
+    REAL *rb = a->rb;
+    if (recompute) potential_rows(a->s, (REAL *)a->mu, (REAL *)a->de, st->H, st->W, st->periodic, p, st->idx2, y0, y1);
+    if (a->mk)
+        for (size_t k = k0; k < k1; ++k) a->ueb_buf[k] = ub[2 * n + k] * (REAL)a->mk[k];
+    if (st->imex) {
+        for (size_t k = k0; k < k1; ++k) {
+            const REAL kr = p[P_RB] + p[P_RS] * eta[k] * eta[k];
+            const REAL qv = (REAL)1 / ((REAL)1 + h * kr * (ci[k] > 0 ? ci[k] : (REAL)0));
+            const REAL qi = (REAL)1 / ((REAL)1 + h * kr * (cv[k] > 0 ? cv[k] : (REAL)0));
+            const REAL qe = (REAL)1 / ((REAL)1 + h * de[k]);
+            rb[k] = h * qv * ub[k];
+            rb[n + k] = h * qi * ub[n + k];
+            rb[2 * n + k] = h * qe * ueb[k];
         }
-        /* the adjoint of eta after the clamp's mask (branch-free loops below read it unconditionally) */
-        const REAL *ueb = ub + 2 * n;
-        if (mk) {
-            for (size_t k = 0; k < n; ++k) ueb_buf[k] = ub[2 * n + k] * (REAL)mk[k];
-            ueb = ueb_buf;
-        }
-        /* pass 1: rate adjoints rbar = h q ubar */
-        if (imex) {
-            for (size_t k = 0; k < n; ++k) {
-                const REAL kr = p[P_RB] + p[P_RS] * eta[k] * eta[k];
-                const REAL qv = (REAL)1 / ((REAL)1 + h * kr * (ci[k] > 0 ? ci[k] : (REAL)0));
-                const REAL qi = (REAL)1 / ((REAL)1 + h * kr * (cv[k] > 0 ? cv[k] : (REAL)0));
-                const REAL qe = (REAL)1 / ((REAL)1 + h * de[k]);
-                rb[k] = h * qv * ub[k];
-                rb[n + k] = h * qi * ub[n + k];
-                rb[2 * n + k] = h * qe * ueb[k];
-            }
-        } else {
-            for (size_t k = 0; k < n; ++k) {
-                rb[k] = h * ub[k];
-                rb[n + k] = h * ub[n + k];
-                rb[2 * n + k] = h * ueb[k];
-            }
-        }
-        /* pass 2 (rows in order, each with pass 3 of the row above it once the rows it reads are done; on a periodic
-         * grid row H - 1 first): pass 2 row yy writes mubar and the transport/recombination parts of sbar; pass 3
-         * row y reads mubar of rows y - 1, y, y + 1, so it follows pass 2 of row y + 1 and finds them in cache. */
-        const int last = (periodic && H > 1) ? H - 1 : H;
-        int next2 = 0, wrap = last < H;
-        for (int y = 0; y < H; ++y) {
-            const int need = y + 2 < last ? y + 2 : last;
-            while (wrap || next2 < need) {
-                const int yy = wrap ? H - 1 : next2++;
-                wrap = 0;
-                REAL rDv = 0, rDi = 0, rL = 0;
-                ROW_LOOP_P(yy, _Pragma("omp simd reduction(+ : rDv, rDi, rL)"), {
-                    REAL gcv = 0, gci = 0, geta = 0, tDv, tDi;
-                    /* both species: flux adjoints from the neighbouring rate adjoints */
-                    {
-                        REAL *mb_ = mb;
-                        SPECIES(cv, mu, rb, mobv, gcv, tDv)
-                    }
-                    {
-                        REAL *mb_ = mb + n;
-                        SPECIES(ci, (mu + n), (rb + n), mobi, gci, tDi)
-                    }
-                    rDv += tDv;
-                    rDi += tDi;
-                    /* recombination R = kr cv ci enters both rates with a minus sign */
-                    const REAL kr = p[P_RB] + p[P_RS] * eta[k] * eta[k];
-                    const REAL rbar = -(rb[k] + rb[n + k]);
-                    gcv += rbar * kr * ci[k];
-                    gci += rbar * kr * cv[k];
-                    geta += rbar * (REAL)2 * p[P_RS] * eta[k] * cv[k] * ci[k];
-                    /* eta rate = -L mu_eta */
-                    mb[2 * n + k] = -p[P_L] * rb[2 * n + k];
-                    rL += -rb[2 * n + k] * mu[2 * n + k];
-                    sb[k] = ub[k] + gcv;
-                    sb[n + k] = ub[n + k] + gci;
-                    sb[2 * n + k] = ueb[k] + geta;
-                })
-                sDv += rDv;
-                sDi += rDi;
-                gL += rL;
-            }
-            REAL rKv = 0, rKi = 0, rKe = 0, rE = 0, rEi = 0, rT = 0, rL = 0;
-            if (imex)
-                ROW_LOOP_P(y, _Pragma("omp simd reduction(+ : rKv, rKi, rKe, rE, rEi, rT, rL)"), BACKWARD_PIXEL(1))
-            else
-                ROW_LOOP_P(y, _Pragma("omp simd reduction(+ : rKv, rKi, rKe, rE, rEi, rT)"), BACKWARD_PIXEL(0))
-            gkv += rKv;
-            gki += rKi;
-            gke += rKe;
-            gEv += rE;
-            gEi += rEi;
-            gT += rT;
-            gL += rL;
+    } else {
+        for (size_t k = k0; k < k1; ++k) {
+            rb[k] = h * ub[k];
+            rb[n + k] = h * ub[n + k];
+            rb[2 * n + k] = h * ueb[k];
         }
     }
+}
+
+/* The local names the pixel statements of passes 2 and 3 use. */
+#define ADJOINT_NAMES                                                                                           \
+    const int H = st->H, W = st->W, periodic = st->periodic;                                                    \
+    const size_t n = st->n;                                                                                     \
+    const REAL *p = st->p, h = st->h, idx2 = st->idx2, mobv = st->mobv, mobi = st->mobi;                        \
+    const REAL *cv = a->s, *ci = a->s + n, *eta = a->s + 2 * n, *mu = a->mu, *de = a->de;                       \
+    const REAL *ub = a->ub, *ueb = a->ueb;                                                                      \
+    REAL *rb = a->rb, *mb = a->mb, *sb = a->sb;                                                                 \
+    (void)h;                                                                                                    \
+    (void)de;                                                                                                   \
+    (void)ub;                                                                                                   \
+    (void)ueb;
+
+/* Pass 2 of row yy: writes mubar and the transport/recombination parts of sbar; adds to the sums. */
+static inline __attribute__((always_inline)) void pass2_row(const Step *st, const Adjoint *a, int yy, double *sum) {
+    ADJOINT_NAMES
+    REAL rDv = 0, rDi = 0, rL = 0;
+    ROW_LOOP_ACCUM(yy, _Pragma("omp simd reduction(+ : rDv, rDi, rL)"), {
+        REAL gcv = 0, gci = 0, geta = 0, tDv, tDi;
+        /* both species: flux adjoints from the neighbouring rate adjoints */
+        {
+            REAL *mb_ = mb;
+            SPECIES(cv, mu, rb, mobv, gcv, tDv)
+        }
+        {
+            REAL *mb_ = mb + n;
+            SPECIES(ci, (mu + n), (rb + n), mobi, gci, tDi)
+        }
+        rDv += w_ * tDv;
+        rDi += w_ * tDi;
+        /* recombination R = kr cv ci enters both rates with a minus sign */
+        const REAL kr = p[P_RB] + p[P_RS] * eta[k] * eta[k];
+        const REAL rbar = -(rb[k] + rb[n + k]);
+        gcv += rbar * kr * ci[k];
+        gci += rbar * kr * cv[k];
+        geta += rbar * (REAL)2 * p[P_RS] * eta[k] * cv[k] * ci[k];
+        /* eta rate = -L mu_eta */
+        mb[2 * n + k] = -p[P_L] * rb[2 * n + k];
+        rL += w_ * (-rb[2 * n + k] * mu[2 * n + k]);
+        sb[k] = ub[k] + gcv;
+        sb[n + k] = ub[n + k] + gci;
+        sb[2 * n + k] = ueb[k] + geta;
+    })
+    sum[S_DV] += rDv;
+    sum[S_DI] += rDi;
+    sum[S_L] += rL;
+}
+
+/* Pass 3 of row y: the adjoint of the chemical potentials; reads mubar of rows y - 1, y, y + 1. */
+static inline __attribute__((always_inline)) void pass3_row(const Step *st, const Adjoint *a, int y, double *sum) {
+    ADJOINT_NAMES
+    REAL rKv = 0, rKi = 0, rKe = 0, rE = 0, rEi = 0, rT = 0, rL = 0;
+    if (st->imex)
+        ROW_LOOP_ACCUM(y, _Pragma("omp simd reduction(+ : rKv, rKi, rKe, rE, rEi, rT, rL)"), BACKWARD_PIXEL(1))
+    else
+        ROW_LOOP_ACCUM(y, _Pragma("omp simd reduction(+ : rKv, rKi, rKe, rE, rEi, rT)"), BACKWARD_PIXEL(0))
+    sum[S_KV] += rKv;
+    sum[S_KI] += rKi;
+    sum[S_KE] += rKe;
+    sum[S_EV] += rE;
+    sum[S_EI] += rEi;
+    sum[S_T] += rT;
+    sum[S_L] += rL;
+}
+
+/* The backward of one element on one thread: pass 2 rows in order, each with pass 3 of the row above it once the
+ * rows it reads are done (on a periodic grid row H - 1 first), so pass 3 finds mubar in cache. Each row's sums go to
+ * its own place in rows (H x S_COUNT, zeroed here), so that they can be added in row order whatever the thread
+ * count. */
+static void backward_element(const Step *st, const Adjoint *a, int recompute, double *rows) {
+    const int H = st->H;
+    memset(rows, 0, sizeof(double) * (size_t)H * S_COUNT);
+    adjoint_rows(st, a, recompute, 0, H);
+    const int last = (st->periodic && H > 1) ? H - 1 : H;
+    int next2 = 0, wrap = last < H;
+    for (int y = 0; y < H; ++y) {
+        const int need = y + 2 < last ? y + 2 : last;
+        while (wrap || next2 < need) {
+            const int yy = wrap ? H - 1 : next2++;
+            wrap = 0;
+            pass2_row(st, a, yy, rows + (size_t)yy * S_COUNT);
+        }
+        pass3_row(st, a, y, rows + (size_t)y * S_COUNT);
+    }
+}
+
+/* The same on `threads` threads, the rows split between them: set-up and pass 1 of every row, then pass 2, then
+ * pass 3. */
+static void backward_element_rows(const Step *st, const Adjoint *a, int recompute, double *rows, int threads) {
+    (void)threads; /* without OpenMP the pragmas go and the rows run in turn */
+    const int H = st->H;
+    memset(rows, 0, sizeof(double) * (size_t)H * S_COUNT);
+#pragma omp parallel num_threads(threads)
+    {
+#pragma omp for schedule(static)
+        for (int y = 0; y < H; ++y) adjoint_rows(st, a, recompute, y, y + 1);
+#pragma omp for schedule(static)
+        for (int y = 0; y < H; ++y) pass2_row(st, a, y, rows + (size_t)y * S_COUNT);
+#pragma omp for schedule(static)
+        for (int y = 0; y < H; ++y) pass3_row(st, a, y, rows + (size_t)y * S_COUNT);
+    }
+}
+
+/* pot: the forward's potentials ([B, 4, H, W]), or NULL to recompute them. threads: how many threads may share the
+ * batch elements; each element's sums are kept apart and added in batch order, so the gradients do not depend on
+ * the thread count. Returns 1 if a work buffer could not be allocated. */
+int FN(void_backward)(const REAL *state, const REAL *ubar, REAL *sbar, double *pbar, int B, int H, int W,
+                      int periodic, const double *pd, double h_, double dx, int imex, const unsigned char *mask,
+                      const REAL *pot, int threads) {
+    Step st;
+    step_init(&st, H, W, periodic, pd, h_, dx, imex, 1.0);
+    const size_t n = st.n;
+    const int plan = thread_plan(threads, B, H, W);
+    const int slots = plan == 1 ? (threads < B ? threads : B) : 1;
+    /* per thread: mu (3), d_eta (1), rbar (3), mubar (3), masked eta adjoint (1); the sums of each row */
+    REAL *buf = (REAL *)malloc(sizeof(REAL) * 11 * n * (size_t)slots);
+    double *sums = (double *)malloc(sizeof(double) * (size_t)B * (size_t)H * S_COUNT);
+    if (!buf || !sums) {
+        free(buf);
+        free(sums);
+        return 1;
+    }
+#define ADJOINT_OF(b, slot)                                                                                     \
+    Adjoint a;                                                                                                  \
+    adjoint_init(&a, &st, state + (size_t)(b) * 3 * n, ubar + (size_t)(b) * 3 * n, sbar + (size_t)(b) * 3 * n,  \
+                 mask ? mask + (size_t)(b) * n : NULL, pot ? pot + (size_t)(b) * 4 * n : NULL,                  \
+                 buf + (size_t)(slot) * 11 * n);                                                                \
+    double *rows = sums + (size_t)(b) * (size_t)H * S_COUNT;
+    if (plan == 2) { /* rows split: the elements in turn */
+        for (int b = 0; b < B; ++b) {
+            ADJOINT_OF(b, 0)
+            backward_element_rows(&st, &a, pot == NULL, rows, threads);
+        }
+    } else {
+#pragma omp parallel for num_threads(slots) schedule(static) if (plan == 1)
+        for (int b = 0; b < B; ++b) {
+#ifdef _OPENMP
+            const int slot = plan == 1 ? omp_get_thread_num() : 0;
+#else
+            const int slot = 0;
+#endif
+            ADJOINT_OF(b, slot)
+            backward_element(&st, &a, pot == NULL, rows);
+        }
+    }
+#undef ADJOINT_OF
+    /* the rows' sums in order: the same gradients whatever the thread count */
+    double g[S_COUNT] = {0};
+    for (size_t r = 0; r < (size_t)B * (size_t)H; ++r)
+        for (int i = 0; i < S_COUNT; ++i) g[i] += sums[r * S_COUNT + i];
     /* D_v and D_i enter through the mobilities D / kBT */
-    pbar[0] = gEv;
-    pbar[1] = gEi;
-    pbar[2] = gT - (sDv * (double)mobv + sDi * (double)mobi) / (double)p[P_T];
-    pbar[3] = gkv;
-    pbar[4] = gki;
-    pbar[5] = gke;
-    pbar[6] = sDv / (double)p[P_T];
-    pbar[7] = sDi / (double)p[P_T];
-    pbar[8] = gL;
+    const double T = (double)st.p[P_T];
+    pbar[0] = g[S_EV];
+    pbar[1] = g[S_EI];
+    pbar[2] = g[S_T] - (g[S_DV] * (double)st.mobv + g[S_DI] * (double)st.mobi) / T;
+    pbar[3] = g[S_KV];
+    pbar[4] = g[S_KI];
+    pbar[5] = g[S_KE];
+    pbar[6] = g[S_DV] / T;
+    pbar[7] = g[S_DI] / T;
+    pbar[8] = g[S_L];
     free(buf);
+    free(sums);
     return 0;
 }
 
@@ -516,8 +819,8 @@ int FN(void_backward)(const REAL *state, const REAL *ubar, REAL *sbar, double *p
  * k), out[2] = max of |d2f/deta2| (explicit) or of max(-d2f/deta2, 0) (imex). k = 8 / dx^2 is the Laplacian
  * bound; the neighbours of the low-concentration term wrap around the grid, as in the plain path. */
 int FN(void_stability)(const REAL *state, int B, int H, int W, const double *pd, double dx, int imex, double *out) {
-    REAL p[P_COUNT];
-    for (int i = 0; i < P_COUNT; ++i) p[i] = (REAL)pd[i];
+    REAL p[P_ALL];
+    load_params(p, pd);
     const REAL k = (REAL)(8.0 / (dx * dx));
     const size_t n = (size_t)H * (size_t)W;
     const REAL mobv = p[P_DV] / p[P_T], mobi = p[P_DI] / p[P_T];
