@@ -5,12 +5,12 @@ default annotation: every tenth frame, whole frames; simulated with the fused ke
 torch``), then runs ``neuradiff fit`` on it once per simulator
 kernel (``--kernels fused,torch``: the compiled kernel and the plain PyTorch step, the baseline) with the
 default settings otherwise (256² training windows with a rollout per window, 150 + 50 iterations), each as a
-subprocess on one torch thread. Records the wall-clock time of each fit (Python start-up included), the peak
-resident memory of the fit's process (``ru_maxrss``), the held-out recognition scores from ``metrics.json``
-and the learned parameters, and states the ratio of the times. Goals: ≤ 30 min and, for a 1024² recording
-(``--size 1024``), ≤ 4 GB peak.
+subprocess on one torch thread (``--threads T``: T). Records the wall-clock time of each fit (Python start-up
+included), the peak resident memory of the fit's process (``ru_maxrss``), the held-out recognition scores from
+``metrics.json`` and the learned parameters, and states the ratio of the times. Goals: ≤ 30 min and, for a 1024²
+recording (``--size 1024``), ≤ 4 GB peak.
 
-Run:  python benchmarks/bench_fit_size.py [--size 512] [--frames 100] [--kernels fused,torch] [--keep DIR]
+Run:  python benchmarks/bench_fit_size.py [--size 512] [--frames 100] [--kernels fused,torch] [--threads 1] [--keep DIR]
 Writes benchmarks/results/fit_size.json (``--out`` to change).
 """
 
@@ -56,6 +56,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=None, help="reuse a dataset folder made by an earlier run")
     ap.add_argument("--sim-kernel", default="fused", help="kernel of the recording's simulation (torch or fused)")
     ap.add_argument("--keep", type=Path, default=None, help="keep the dataset and model folders here")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of each fit (the simulation takes one)")
     ap.add_argument("--out", default="fit_size.json")
     args = ap.parse_args()
     single_thread(1)
@@ -87,8 +88,9 @@ def main() -> None:
         config = base / f"fit-{kernel}.json"
         config.write_text(json.dumps({"fit": {"kernel": kernel, "seed": args.seed}}))
         cmd = ["neuradiff", "fit", str(data / "video.tif"), "--annotations", str(data / "annotations.tif")]
-        cmd += ["--out", str(out), "--config", str(config), "--truth", str(data), "--threads", "1"]
-        seconds, peak, proc = run_measured(cmd, env_vars)
+        cmd += ["--out", str(out), "--config", str(config), "--truth", str(data), "--threads", str(args.threads)]
+        fit_env = dict(env_vars, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+        seconds, peak, proc = run_measured(cmd, fit_env)
         if proc.returncode != 0:
             raise SystemExit(f"neuradiff fit ({kernel}) failed:\n{proc.stderr[-2000:]}")
         metrics = json.loads((out / "metrics.json").read_text())
@@ -96,6 +98,7 @@ def main() -> None:
         rows.append(
             {
                 "kernel": kernel,
+                "threads": args.threads,
                 "seconds": seconds,
                 "minutes": seconds / 60,
                 "peak_rss_gib": peak,

@@ -10,10 +10,11 @@ then 0.5, dt = 0.1, and a reference dt = 0.02 up to t = 100 then 0.1. The step i
 a(k) = M k²(κ k² + 2ρ(c_β − c_α)²) slows the growing modes by 1/(1 + dt·a) (≈ 1/2 at dt = 0.5 for the
 fastest-growing wavelength ~14), so the early collapse of F needs a small dt.
 
-``--investigate`` adds two runs to find where differences from other codes come from: 400×400 with
-dx = 0.5 (same domain; interfaces are only ~2 grid points wide at dx = 1) and the initial condition
+``--investigate`` adds three runs to find where differences from other codes come from: 400×400 with
+dx = 0.5 (same domain; interfaces are only ~2 grid points wide at dx = 1), the initial condition
 sampled at the grid nodes i·dx instead of the engine's cell centres (i + ½)·dx (grid means 0.5025476
-and 0.5025229; the benchmark's is the continuum mean 0.5025227).
+and 0.5025229; the benchmark's is the continuum mean 0.5025227), and PRISMS-PF's mesh (128 × 128 on the same
+domain, dx = 1.5625, the initial condition at the nodes).
 
 Adaptive runs (``adaptive_spectral``: ETDRK2 steps with an embedded ETD1 error estimate, ``norm="relative"``,
 the model's stabiliser at ``--stabilisation`` of the wells' curvature): a tight reference (tol 1e-4) and
@@ -370,6 +371,13 @@ def main() -> None:
                 stages=[(0.0, 100.0, 0.05), (100.0, T_END, 0.25)], shape=(400, 400), dx=0.5
             ),
             "IC at i·dx dt=0.1→0.5": dict(stages=schedule("dt=0.1→0.5"), initial=sampled_initial_condition(0.0)),
+            # PRISMS-PF's upload: 128 × 128 linear quads on the 200 × 200 domain (nodes at i·dx)
+            "128² dx=1.5625 IC at i·dx": dict(
+                stages=schedule("dt=0.1→0.5"),
+                shape=(128, 128),
+                dx=200 / 128,
+                initial=sampled_initial_condition(0.0, shape=(128, 128), dx=200 / 128),
+            ),
         }
         for name, kw in extra.items():
             results[name] = run(**kw)

@@ -465,6 +465,15 @@ static int thread_plan(int threads, int B, int H, int W) {
 #endif
 }
 
+/* The calling thread's number in its team (0 in a team of one, or without OpenMP): which work buffer it uses. */
+static inline int thread_slot(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
 /* Batch element b of a forward call; its potentials go to the tape (pot) if there is one, else to work. */
 static Element element(const Step *st, const REAL *state, REAL *out, int b, REAL *pot, REAL *work, const REAL *forcing,
                        long long *counts, unsigned char *mask) {
@@ -505,11 +514,7 @@ int FN(void_forward)(const REAL *state, REAL *out, int B, int H, int W, int peri
     } else {
 #pragma omp parallel for num_threads(slots) schedule(static) if (plan == 1)
         for (int b = 0; b < B; ++b) {
-#ifdef _OPENMP
-            const int slot = plan == 1 ? omp_get_thread_num() : 0;
-#else
-            const int slot = 0;
-#endif
+            const int slot = thread_slot();
             REAL *mine = pot ? NULL : work + (size_t)slot * 4 * n;
             Element e = element(&st, state, out, b, pot, mine, forcing, counts, mask);
             forward_element(&st, &e);
@@ -802,11 +807,7 @@ int FN(void_backward)(const REAL *state, const REAL *ubar, REAL *sbar, double *p
     } else {
 #pragma omp parallel for num_threads(slots) schedule(static) if (plan == 1)
         for (int b = 0; b < B; ++b) {
-#ifdef _OPENMP
-            const int slot = plan == 1 ? omp_get_thread_num() : 0;
-#else
-            const int slot = 0;
-#endif
+            const int slot = thread_slot();
             ADJOINT_OF(b, slot)
             backward_element(&st, &a, pot == NULL, rows);
         }
