@@ -183,7 +183,8 @@ def track(
         None,
         "--min-contrast",
         help="Generalist only: keep a void only if its contrast-to-noise statistic reaches this (default: the "
-        "shipped recogniser's threshold, in its model card; 0 keeps every void the net finds).",
+        "shipped recogniser's threshold, in its model card; 0 keeps every void the net finds). Measured on the "
+        "frames the net sees: with --denoise, the denoised ones.",
     ),
     batch: int = typer.Option(1, help="Frames per inference batch (1 is fastest on a few CPU cores)."),
     nm_per_px: Optional[float] = typer.Option(None, "--nm-per-px", help="Override the pixel size (nm)."),

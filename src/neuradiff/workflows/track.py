@@ -191,7 +191,8 @@ def run_track(
     min_contrast : float, optional
         With the generalist, keep a void only if its contrast-to-noise statistic reaches this
         (:func:`~neuradiff.nets.contrast.contrast_significance`); None: the shipped recogniser's own threshold
-        (``min_contrast`` in its ``generalist.json``), 0: every void the net finds.
+        (``min_contrast`` in its ``generalist.json``), 0: every void the net finds. It is measured on the frames
+        the net sees: with ``denoise``, the denoised ones (their finer grain is smoothed away, so t is larger).
     nm_per_px, frame_interval_s : float, optional
         Override the recording's calibration.
     frame_times : path, optional
