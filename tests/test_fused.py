@@ -228,6 +228,33 @@ def test_several_substeps_in_one_call_equal_single_calls(dtype, imex):
         assert float((a - b).abs().max()) <= rel * max(float(a.abs().max()), 1e-6), name
 
 
+@pytest.mark.parametrize("project", [False, True])
+def test_a_step_with_nothing_to_differentiate_gives_the_same_bits_without_autograd(project):
+    """Under no_grad (or with no input that requires a gradient) the kernel is called without autograd's
+    bookkeeping: the same state and counts, no graph."""
+    from neuradiff.physics.fused import fused_step, fused_substeps
+
+    s = _rough_state(torch.float32)
+    f = 1e-3 * torch.randn(s.shape, generator=torch.Generator().manual_seed(2)) if project else None
+    leaves = [torch.tensor(getattr(VoidParameters(), n), requires_grad=True) for n in LEARNED]
+    p = VoidParameters().replace(**dict(zip(LEARNED, leaves)))
+    kw = {"imex": True, "log_floor": 1e-3, "saturation_floor": 1e-2, "forcing": f, "project": project}
+    recorded, counts = fused_step(s, p, 0.05, 1.0, **kw)
+    with torch.no_grad():
+        bare, bare_counts = fused_step(s, p, 0.05, 1.0, **kw)
+    plain, plain_counts = fused_step(s, VoidParameters(), 0.05, 1.0, **kw)  # float parameters: nothing to record
+    assert recorded.grad_fn is not None and bare.grad_fn is None and plain.grad_fn is None
+    assert torch.equal(recorded.detach(), bare) and torch.equal(bare, plain)
+    assert torch.equal(counts, bare_counts) and torch.equal(counts, plain_counts)
+    if project:
+        kw.pop("project")
+        many, many_counts = fused_substeps(s, p, 0.05, 1.0, 3, **kw)
+        with torch.no_grad():
+            bare, bare_counts = fused_substeps(s, p, 0.05, 1.0, 3, **kw)
+        assert many.grad_fn is not None and bare.grad_fn is None
+        assert torch.equal(many.detach(), bare) and torch.equal(many_counts, bare_counts)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(("batch", "shape"), [(1, (64, 40)), (3, (32, 24))])  # rows split / batch elements shared
 def test_results_do_not_depend_on_the_thread_count(dtype, batch, shape):

@@ -48,6 +48,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from neuradiff.core.allocator import configure_allocator
+
 #: The parameters the kernel differentiates, in its order.
 KERNEL_LEARNED = ("E_v", "E_i", "kBT", "kappa_v", "kappa_i", "kappa_eta", "D_v", "D_i", "L")
 #: Parameters the kernel reads but does not differentiate.
@@ -143,6 +145,8 @@ def _library(dtype: torch.dtype) -> Any | None:
         return _LIBS[suffix]
     if _FAILED:
         return None
+    # a step's output is a fresh field-sized buffer: reuse it from the heap instead of faulting it in each call
+    configure_allocator()
     try:
         _LIBS[suffix] = _build(suffix)
     except (OSError, RuntimeError) as exc:
@@ -309,20 +313,61 @@ def _leaf_grads(ctx: Any, pbar: Tensor) -> list[Tensor | None]:
     return [None if meta is None else pbar[k].to(meta[0]).reshape(meta[1]) for k, meta in enumerate(ctx.leaf_meta)]
 
 
+def _needs_grad(*tensors: Any) -> bool:
+    """Whether autograd must record a kernel call on these inputs."""
+    return torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in tensors)
+
+
+def _step_forward(
+    state: Tensor, forcing: Tensor | None, values: Tensor, h, dx, imex, fdiv, project, periodic, grad: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
+    """One step's kernel call: (input state, output, counts, clamp mask, potentials); the potentials (the tape
+    besides the state and the mask) only with ``grad``."""
+    s = state.detach().contiguous()
+    out = torch.empty_like(s)
+    b, _, hh, ww = s.shape
+    f = None if forcing is None else forcing.detach().to(s.dtype).contiguous()
+    counts = torch.zeros((b, 3), dtype=torch.int64)
+    mask = torch.empty((b, hh, ww), dtype=torch.uint8) if project else None
+    pot = torch.empty((b, 4, hh, ww), dtype=s.dtype) if grad else None
+    lib = _library(s.dtype)
+    assert lib is not None
+    _forward_call(lib, s, out, values, h, dx, imex, periodic, f, fdiv, counts if project else None, mask, pot)
+    return s, out, counts, mask, pot
+
+
+def _substeps_forward(
+    state: Tensor, forcing: Tensor | None, values: Tensor, h, dx, imex, fdiv, periodic, count: int, grad: bool
+) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """``count`` projected sub-steps: (state, summed counts, tape); the tape (each sub-step's input state,
+    potentials and clamp mask) only with ``grad``."""
+    s = state.detach().contiguous()
+    b, _, hh, ww = s.shape
+    f = None if forcing is None else forcing.detach().to(s.dtype).contiguous()
+    lib = _library(s.dtype)
+    assert lib is not None
+    counts = torch.zeros((b, 3), dtype=torch.int64)
+    step_counts = torch.zeros((b, 3), dtype=torch.int64)
+    mask = torch.empty((b, hh, ww), dtype=torch.uint8)
+    tape: list[Tensor] = []
+    for _ in range(count):
+        out = torch.empty_like(s)
+        pot = torch.empty((b, 4, hh, ww), dtype=s.dtype) if grad else None
+        m = torch.empty((b, hh, ww), dtype=torch.uint8) if grad else mask
+        _forward_call(lib, s, out, values, h, dx, imex, periodic, f, fdiv, step_counts, m, pot)
+        counts += step_counts
+        if grad:
+            assert pot is not None
+            tape += [s, pot, m]
+        s = out
+    return s, counts, tape
+
+
 class _FusedStep(torch.autograd.Function):
     @staticmethod
     def forward(ctx, state, forcing, values, h, dx, imex, fdiv, project, periodic, *leaves):
-        s = state.detach().contiguous()
-        out = torch.empty_like(s)
-        b, _, hh, ww = s.shape
-        f = None if forcing is None else forcing.detach().to(s.dtype).contiguous()
-        counts = torch.zeros((b, 3), dtype=torch.int64)
-        mask = torch.empty((b, hh, ww), dtype=torch.uint8) if project else None
-        # the potentials, kept for the backward (four fields: a step's tape is its state and these)
-        pot = torch.empty((b, 4, hh, ww), dtype=s.dtype) if any(ctx.needs_input_grad) else None
-        lib = _library(s.dtype)
-        assert lib is not None
-        _forward_call(lib, s, out, values, h, dx, imex, periodic, f, fdiv, counts if project else None, mask, pot)
+        grad = any(ctx.needs_input_grad)
+        s, out, counts, mask, pot = _step_forward(state, forcing, values, h, dx, imex, fdiv, project, periodic, grad)
         ctx.save_for_backward(s, mask, pot)
         _remember(ctx, values, h, dx, imex, fdiv, periodic, forcing, leaves)
         ctx.mark_non_differentiable(counts)
@@ -396,6 +441,21 @@ def fused_step(
         raise ValueError("a forcing increment is added by the projected step only (project=True)")
     values = _values(params, log_floor, saturation_floor)
     leaves = [getattr(params, k) for k in KERNEL_LEARNED]
+    periodic = boundary == "periodic"
+    if not _needs_grad(state, forcing, *leaves):  # nothing to record: the kernel call without autograd's work
+        _, out, counts, _, _ = _step_forward(
+            state,
+            forcing,
+            values,
+            float(h),
+            float(dx),
+            bool(imex),
+            int(forcing_divisor),
+            bool(project),
+            periodic,
+            False,
+        )
+        return out, counts
     out, counts = _FusedStep.apply(
         state,
         forcing,
@@ -417,26 +477,8 @@ class _FusedSubsteps(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, state, forcing, values, h, dx, imex, fdiv, periodic, count, *leaves):
-        s = state.detach().contiguous()
-        b, _, hh, ww = s.shape
-        f = None if forcing is None else forcing.detach().to(s.dtype).contiguous()
         grad = any(ctx.needs_input_grad)
-        lib = _library(s.dtype)
-        assert lib is not None
-        counts = torch.zeros((b, 3), dtype=torch.int64)
-        step_counts = torch.zeros((b, 3), dtype=torch.int64)
-        mask = torch.empty((b, hh, ww), dtype=torch.uint8)
-        tape: list[Tensor] = []
-        for _ in range(count):
-            out = torch.empty_like(s)
-            pot = torch.empty((b, 4, hh, ww), dtype=s.dtype) if grad else None
-            m = torch.empty((b, hh, ww), dtype=torch.uint8) if grad else mask
-            _forward_call(lib, s, out, values, h, dx, imex, periodic, f, fdiv, step_counts, m, pot)
-            counts += step_counts
-            if grad:
-                assert pot is not None
-                tape += [s, pot, m]
-            s = out
+        s, counts, tape = _substeps_forward(state, forcing, values, h, dx, imex, fdiv, periodic, count, grad)
         ctx.save_for_backward(*tape)
         _remember(ctx, values, h, dx, imex, fdiv, periodic, forcing, leaves)
         ctx.mark_non_differentiable(counts)
@@ -493,6 +535,20 @@ def fused_substeps(
         raise ValueError(f"count must be at least 1, got {count}")
     values = _values(params, log_floor, saturation_floor)
     leaves = [getattr(params, k) for k in KERNEL_LEARNED]
+    if not _needs_grad(state, forcing, *leaves):
+        out, counts, _ = _substeps_forward(
+            state,
+            forcing,
+            values,
+            float(h),
+            float(dx),
+            bool(imex),
+            int(forcing_divisor),
+            boundary == "periodic",
+            int(count),
+            False,
+        )
+        return out, counts
     out, counts = _FusedSubsteps.apply(
         state,
         forcing,
