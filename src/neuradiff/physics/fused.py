@@ -441,33 +441,11 @@ def fused_step(
         raise ValueError("a forcing increment is added by the projected step only (project=True)")
     values = _values(params, log_floor, saturation_floor)
     leaves = [getattr(params, k) for k in KERNEL_LEARNED]
-    periodic = boundary == "periodic"
+    args = (state, forcing, values, float(h), float(dx), bool(imex), int(forcing_divisor), bool(project))
     if not _needs_grad(state, forcing, *leaves):  # nothing to record: the kernel call without autograd's work
-        _, out, counts, _, _ = _step_forward(
-            state,
-            forcing,
-            values,
-            float(h),
-            float(dx),
-            bool(imex),
-            int(forcing_divisor),
-            bool(project),
-            periodic,
-            False,
-        )
-        return out, counts
-    out, counts = _FusedStep.apply(
-        state,
-        forcing,
-        values,
-        float(h),
-        float(dx),
-        bool(imex),
-        int(forcing_divisor),
-        bool(project),
-        boundary == "periodic",
-        *leaves,
-    )
+        _, out, counts, _, _ = _step_forward(*args, boundary == "periodic", False)
+    else:
+        out, counts = _FusedStep.apply(*args, boundary == "periodic", *leaves)
     return out, counts
 
 
@@ -535,32 +513,11 @@ def fused_substeps(
         raise ValueError(f"count must be at least 1, got {count}")
     values = _values(params, log_floor, saturation_floor)
     leaves = [getattr(params, k) for k in KERNEL_LEARNED]
-    if not _needs_grad(state, forcing, *leaves):
-        out, counts, _ = _substeps_forward(
-            state,
-            forcing,
-            values,
-            float(h),
-            float(dx),
-            bool(imex),
-            int(forcing_divisor),
-            boundary == "periodic",
-            int(count),
-            False,
-        )
-        return out, counts
-    out, counts = _FusedSubsteps.apply(
-        state,
-        forcing,
-        values,
-        float(h),
-        float(dx),
-        bool(imex),
-        int(forcing_divisor),
-        boundary == "periodic",
-        int(count),
-        *leaves,
-    )
+    args = (state, forcing, values, float(h), float(dx), bool(imex), int(forcing_divisor), boundary == "periodic")
+    if not _needs_grad(state, forcing, *leaves):  # nothing to record: the kernel calls without autograd's work
+        out, counts, _ = _substeps_forward(*args, int(count), False)
+    else:
+        out, counts = _FusedSubsteps.apply(*args, int(count), *leaves)
     return out, counts
 
 
