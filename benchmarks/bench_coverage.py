@@ -7,8 +7,9 @@ bounds), the calibration stage of ``neuradiff fit`` runs as it does after joint 
 (``methods.neuradiff.calibrate``): Levenberg-Marquardt in log-parameter space on the video's void-area curve
 from the fit's starting guess, then the identifiability analysis and the Laplace posterior, then the 90 %
 forecast band from the first frame. Reduced configuration (stated in the output): the recognition net is
-replaced by the truth (observed area = true eta ≥ 0.5 of each frame; start state = the true c_v, c_i, eta of
-frame 0), so the study measures the physics calibration and its error bars, not the recognition. Videos are
+replaced by the truth (observed area = the simulated void area of each frame, ``void_area_px`` of truth.npz,
+counted on the simulation's grid; start state = the true c_v, c_i, eta of frame 0), so the study measures the
+physics calibration and its error bars, not the recognition. Videos are
 ``--size`` px and ``--frames`` frames; the learner's simulator (IMEX, dt 0.3, deterministic) differs from the
 generator (its own dt, cascades and noise), as in a real fit.
 
@@ -78,7 +79,7 @@ def one_video(k: int, args: argparse.Namespace) -> dict:
     sim = fit_cfg.simulator(time_per_frame(ds.metadata))
     t = ds.truth
     state = torch.from_numpy(np.stack([t["c_v"][0], t["c_i"][0], t["eta"][0]])[None].astype(np.float32))
-    true_area = (t["eta"] >= 0.5).sum(axis=(1, 2)).astype(float)
+    true_area = t["void_area_px"].astype(float)
     start = fit_cfg.initial_parameters()
     model = NeuraDiffModel(RecognitionNet(NetConfig(width=4, depth=1)), start, sim)
     curve = AreaCurve(0, state, true_area[1:])
@@ -258,7 +259,7 @@ def main() -> None:
         "nuisance_samples": args.samples,
         "nuisance_steps": args.steps,
         "interval_scale": args.scale,
-        "reduced": "recognition replaced by the truth (observed area and start state from truth.npz)",
+        "reduced": "recognition replaced by the truth (observed area: void_area_px, start state: frame 0 of truth.npz)",
     }
     rows = []
     for k in range(args.first, args.first + args.videos):

@@ -82,6 +82,20 @@ def test_annotation_options_fraction_and_half_regions():
         assert known_rows.sum() == 20  # exactly half of 40 rows
 
 
+def test_the_true_void_area_is_the_simulated_one_whatever_the_stage_drift():
+    """The truth's fields follow the drifting specimen (resampled), but its void area is counted on the
+    simulation's grid: resampling the sharp interface at sub-pixel offsets drops pixels, which a specimen's area
+    does not."""
+    base = {"frames": 12, "simulation": {"size": 32}}
+    drifting = make_dataset(dataset_config("single-void", seed=3, overrides={**base, "render": {"drift": 0.3}}))
+    still = make_dataset(dataset_config("single-void", seed=3, overrides={**base, "render": {"drift": 0.0}}))
+    assert np.abs(drifting.truth["drift_px"][-1]).max() > 0.5
+    assert np.array_equal(drifting.truth["void_area_px"], still.truth["void_area_px"])
+    resampled = (drifting.truth["eta"] >= 0.5).sum(axis=(1, 2))
+    assert np.array_equal(resampled[:1], still.truth["void_area_px"][:1])  # frame 0 is not moved
+    assert (resampled < still.truth["void_area_px"]).any()
+
+
 @pytest.mark.slow
 def test_void_changes_visibly_over_the_default_video():
     cfg = dataset_config("single-void", overrides={"simulation": {"size": 48}}, frames=30)

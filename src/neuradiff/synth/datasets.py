@@ -280,7 +280,9 @@ def make_dataset(config: DatasetConfig, *, progress: Callable[[int], None] | Non
         "drift_px": drift,
         "param_names": np.array(pnames),
         "param_values": np.array([sim.params.as_floats()[n] for n in pnames]),
-        "void_area_px": (aligned["eta"] >= 0.5).sum(axis=(1, 2)).astype(np.int64),
+        # the void area as simulated, counted on the simulation's own grid: the drifted truth above is resampled,
+        # and resampling the sharp simulated interface at a sub-pixel offset drops up to ~5 % of its pixels
+        "void_area_px": (np.clip(eta[sl], 0.0, 1.0) >= 0.5).sum(axis=(1, 2)).astype(np.int64),
     }
     meta = {
         "neuradiff_version": __version__,

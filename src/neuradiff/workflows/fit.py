@@ -229,7 +229,7 @@ def uncertainty_scores(model: NeuraDiffModel, data: TrainingData, truth: dict[st
     if model.posterior is not None:
         ann = data.annotations[0] if has_annotation(data.annotations[0]) else None
         band = model.forecast_band(data.frames, 0, data.frames.shape[0] - 1, annotation=ann)
-        true_area = (truth["eta"] >= 0.5).sum(axis=(1, 2)).astype(float)
+        true_area = np.asarray(truth.get("void_area_px", (truth["eta"] >= 0.5).sum(axis=(1, 2))), dtype=float)
         out["forecast_band"] = {
             "fraction_of_frames_in_band": float(band.contains(true_area).mean()),
             "area_px2": band.area.tolist(),
