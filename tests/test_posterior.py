@@ -61,6 +61,24 @@ def test_a_calibration_scale_widens_every_interval_and_can_leave_a_direction_und
         analyse(noise, J, list(values), values, scale=0.0)
 
 
+def test_a_model_discrepancy_widens_every_combination_in_quadrature_after_the_scale():
+    J, noise = _linear_case(0)
+    values = {"a": 2.0, "b": 1.0, "c": 3.0, "d": 4.0}
+    ident, narrow = analyse(noise, J, list(values), values, scale=2.0)
+    wide, post = analyse(noise, J, list(values), values, scale=2.0, discrepancy=0.05)
+    combo, widened = ident.determined[0], wide.determined[0]
+    assert widened.exponents == combo.exponents
+    norm2 = sum(e * e for e in combo.exponents.values())  # a/b: |e|² ≈ 2
+    assert widened.log_std == pytest.approx(math.sqrt(combo.log_std**2 + 0.05**2 * norm2), rel=1e-6)
+    assert post.log_std[0] == pytest.approx(math.sqrt(narrow.log_std[0] ** 2 + 0.05**2), rel=1e-6)
+    assert widened.value == combo.value  # no point estimate moves
+    # A discrepancy beyond the "determined" limit leaves nothing determined, whatever the data say.
+    none, _ = analyse(noise, J, list(values), values, discrepancy=1.01 * math.log(2.0) / Z90)
+    assert none.determined == []
+    with pytest.raises(NeuradiffError, match="model discrepancy"):
+        analyse(noise, J, list(values), values, discrepancy=-0.1)
+
+
 def test_laplace_intervals_cover_at_their_level_on_the_linear_case():
     """Fitting ln(a/b) by least squares on 200 noise draws: the 90 % interval holds the truth ~90 % of the time."""
     covered = 0

@@ -685,13 +685,15 @@ def analyse_curve(
     """Identifiability and posterior of a void-area curve at the fit's optimum (``r``, ``jac``): the statistical
     intervals (:func:`~neuradiff.methods.posterior.analyse`), widened by what the undetermined parameters do to
     the determined combinations (:func:`~neuradiff.methods.posterior.nuisance_covariance`, ``nuisance_samples``
-    draws with ``prior_spread``, each refitted by ``nuisance_steps`` simulations), and scaled by
-    ``interval_scale``. The draws move along the directions the unscaled statistical analysis leaves undetermined."""
+    draws with ``prior_spread``, each refitted by ``nuisance_steps`` simulations), scaled by ``interval_scale``,
+    and widened by ``model_discrepancy`` along every direction. The draws move along the directions the unscaled
+    statistical analysis leaves undetermined."""
     kw: dict[str, Any] = {"unit": "px²", "floor": AREA_RESOLUTION_PX2, "observed": observed}
     ident, post = analyse(r, jac, names, values, **kw)
     nuisance = bool(post.rank and config.nuisance_samples and config.prior_spread > 0)
-    if not nuisance and config.interval_scale != 1.0:
-        ident, post = analyse(r, jac, names, values, scale=config.interval_scale, **kw)
+    widen = {"scale": config.interval_scale, "discrepancy": config.model_discrepancy}
+    if not nuisance and (config.interval_scale != 1.0 or config.model_discrepancy > 0):
+        ident, post = analyse(r, jac, names, values, **widen, **kw)
     if nuisance:
         extra = nuisance_covariance(
             residuals,
@@ -704,5 +706,5 @@ def analyse_curve(
             bounds=bounds,
             steps=config.nuisance_steps,
         )
-        ident, post = analyse(r, jac, names, values, extra_covariance=extra, scale=config.interval_scale, **kw)
+        ident, post = analyse(r, jac, names, values, extra_covariance=extra, **widen, **kw)
     return ident, post

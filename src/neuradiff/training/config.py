@@ -113,6 +113,10 @@ class FitConfig:
     #: factor on the standard deviations of the determined combinations (statistical and nuisance parts
     #: together), calibrated by the coverage study (benchmarks/bench_coverage.py); 1: the analytic intervals
     interval_scale: PositiveFloat = 2.5
+    #: standard deviation of ln θ added along every determined direction for what the model gets wrong (its
+    #: time step, the noise it leaves out), calibrated by the same study: no combination is claimed to better than
+    #: that (0: the intervals of the data alone)
+    model_discrepancy: Weight = 0.03
 
     def starts_from_generalist(self) -> bool:
         """Whether the recognition net starts from the generalist (``init``, with ``"auto"`` resolved)."""
