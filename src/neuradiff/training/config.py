@@ -116,7 +116,7 @@ class FitConfig:
     #: standard deviation of ln θ added along every determined direction for what the model gets wrong (its
     #: time step, the noise it leaves out), calibrated by the same study: no combination is claimed to better than
     #: that (0: the intervals of the data alone)
-    model_discrepancy: Weight = 0.03
+    model_discrepancy: Weight = 0.04
 
     def starts_from_generalist(self) -> bool:
         """Whether the recognition net starts from the generalist (``init``, with ``"auto"`` resolved)."""
