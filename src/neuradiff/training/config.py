@@ -113,7 +113,7 @@ class FitConfig:
     #: factor on the standard deviations of the determined combinations (statistical and nuisance parts
     #: together), calibrated by the coverage study (benchmarks/bench_coverage.py); 1: the analytic intervals
     interval_scale: PositiveFloat = 2.5
-    #: standard deviation of ln θ added along every determined direction for what the model gets wrong (its
+    #: standard deviation of ln θ added along every direction for what the model gets wrong (its
     #: time step, the noise it leaves out), calibrated by the same study: no combination is claimed to better than
     #: that (0: the intervals of the data alone)
     model_discrepancy: Weight = 0.04
