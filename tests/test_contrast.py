@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from neuradiff.cli import app
 from neuradiff.core.errors import NeuradiffError
-from neuradiff.nets.contrast import contrast_significance, drop_faint, null_spread, ring_width
+from neuradiff.nets.contrast import _rings, contrast_significance, drop_faint, null_spread, ring_width
 from neuradiff.nets.generalist import load_generalist, weights_folder
 from neuradiff.synth.corpus import CorpusSettings, corpus_sample
 from neuradiff.training.generalist import HELD_OUT_SEED
@@ -48,6 +48,34 @@ def test_regions_drawn_on_noise_are_rarely_significant(grain_px):
         assert np.median(t) < 0.85
     assert np.mean(t >= 2.0) < 0.1
     assert not (t >= 5.0).any()
+
+
+def _rings_by_growing_the_whole_frame(x, labels, void, widths):
+    """The rings as first written: every region grown over the whole frame, step by step, to the widest ring."""
+    n = widths.size - 1
+    ring_sum, ring_n = np.zeros(n + 1), np.zeros(n + 1)
+    grown = labels.astype(np.intp)
+    cross = ndimage.generate_binary_structure(2, 1)
+    for step in range(1, int(widths.max()) + 1):
+        grown = np.asarray(ndimage.grey_dilation(grown, footprint=cross), dtype=np.intp)
+        done = (widths[grown] == step) & ~void
+        ring_sum += np.bincount(grown[done], weights=x[done], minlength=n + 1)
+        ring_n += np.bincount(grown[done], minlength=n + 1)
+    return ring_sum, ring_n
+
+
+@pytest.mark.parametrize("seed", [HELD_OUT_SEED + 1, HELD_OUT_SEED + 16, HELD_OUT_SEED + 22, HELD_OUT_SEED + 28])
+def test_rings_grown_in_windows_are_the_rings_grown_over_the_frame(seed):
+    s = corpus_sample(seed, CorpusSettings(size=192))
+    x = s.frames[0].astype(np.float64)
+    for void in (s.masks[0], ndimage.binary_dilation(s.masks[0], iterations=2)):  # apart, and merged/touching
+        labels, _ = contrast_significance(x, void)
+        area = np.bincount(labels.ravel())[1:]
+        widths = np.array([0, *(ring_width(a) for a in area)], dtype=np.int64)
+        assert widths.max() > 3  # some rings are grown in windows
+        fast, slow = _rings(x, labels, void, widths), _rings_by_growing_the_whole_frame(x, labels, void, widths)
+        np.testing.assert_array_equal(fast[1], slow[1])
+        np.testing.assert_allclose(fast[0], slow[0], rtol=1e-12)
 
 
 @pytest.mark.parametrize("side", [1, 3, 8])

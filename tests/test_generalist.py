@@ -143,6 +143,10 @@ def test_masks_keep_only_regions_whose_eta_peaks_high_enough():
         assert eta[lab == region].max() >= 0.95
     loose = void_masks(eta[None], min_peak_eta=0.5)[0]
     assert (loose | ~masks).all()  # the filter only removes regions
+    lab = label(loose, connectivity=2)
+    for region in range(1, int(lab.max()) + 1):  # ... and exactly those that never reach the peak
+        inside = lab == region
+        assert masks[inside].all() == (eta[inside].max() >= 0.95) and masks[inside].all() == masks[inside].any()
 
 
 def test_bad_peak_threshold_is_refused(tmp_path):
