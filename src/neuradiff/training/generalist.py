@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from neuradiff._version import __version__
 from neuradiff.core.errors import NeuradiffError
@@ -33,6 +34,12 @@ HELD_OUT_SEED = 1_000_000
 VALIDATION_SEED = 500_000
 #: Weight of the one-pixel separation lines between touching voids in the loss.
 GAP_WEIGHT = 5.0
+#: First corpus seed of the training clips (between the validation and the held-out seeds).
+CLIP_SEED = 600_000
+#: Frames of a training clip.
+CLIP_FRAMES = 4
+#: Void area (px) from which on a void's pixels weigh 1 in the loss when small voids are weighted up.
+SMALL_AREA_PX = 50.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,11 @@ class GeneralistConfig:
     depth: int = 3
     stride: int = 2
     first_seed: int = 0
+    #: clips of :data:`CLIP_FRAMES` frames (voids evolved by the void model) added to the pool, every frame a sample
+    clips: int = 0
+    #: a void of area A < :data:`SMALL_AREA_PX` and the 2 px around it weigh (SMALL_AREA_PX / A) ** small_weight
+    #: (at most 4) in the loss, so that small voids' outlines count as much as large ones' (0: off)
+    small_weight: float = 0.0
     version: str = "1.1"
     train_diameter_px: tuple[float, float] = (4.0, 48.0)
     tile: int = 1024
@@ -64,25 +76,51 @@ class GeneralistConfig:
         for name in ("pool", "size", "iters", "batch", "width", "depth"):
             if getattr(self, name) < 1:
                 raise NeuradiffError(f"generalist {name} must be >= 1, got {getattr(self, name)}")
+        if self.clips < 0 or self.small_weight < 0:
+            raise NeuradiffError(
+                f"generalist clips and small_weight must be >= 0, got {self.clips}, {self.small_weight}"
+            )
+
+
+def loss_weights(mask: np.ndarray, eta: np.ndarray, small_weight: float = 0.0) -> np.ndarray:
+    """Per-pixel loss weights ``[S, S]`` float32 of one sample: :data:`GAP_WEIGHT` on the separation lines between
+    touching voids (``eta ≥ 0.5`` but not in ``mask``), and, with ``small_weight > 0``, small voids and the 2 px
+    around them weighted up by ``(SMALL_AREA_PX / area) ** small_weight`` (at most 4)."""
+    w = np.ones(mask.shape, np.float32)
+    if small_weight > 0 and mask.any():
+        lab, n = ndimage.label(mask, structure=np.ones((3, 3)))
+        area = np.bincount(lab.ravel(), minlength=n + 1).astype(np.float64)
+        up = np.clip((SMALL_AREA_PX / np.maximum(area, 1.0)) ** small_weight, 1.0, 4.0)
+        up[0] = 1.0
+        grown = ndimage.grey_dilation(np.where(lab > 0, up[lab], 1.0), size=5)
+        w = np.maximum(w, grown.astype(np.float32))
+    gap = (eta >= 0.5) & ~mask
+    return np.where(gap, np.float32(GAP_WEIGHT), w)
 
 
 def make_pool(config: GeneralistConfig, first_seed: int = 0, log=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Normalised frames ``[N, S, S]`` float32, masks ``[N, S, S]`` bool and loss weights ``[N, S, S]`` float32
-    of corpus seeds ``first_seed … first_seed + pool − 1``."""
+    of corpus seeds ``first_seed … first_seed + pool − 1`` (stills), followed by every frame of ``config.clips``
+    clips of seeds from :data:`CLIP_SEED`."""
     settings = CorpusSettings(size=config.size)
-    n = config.pool
+    clip_settings = CorpusSettings(size=config.size, frames=CLIP_FRAMES)
+    n = config.pool + config.clips * CLIP_FRAMES
     x = np.empty((n, config.size, config.size), np.float32)
     y = np.empty((n, config.size, config.size), bool)
     wgt = np.empty((n, config.size, config.size), np.float32)
     t0 = time.perf_counter()
-    for k in range(n):
-        s = corpus_sample(first_seed + k, settings)
-        x[k] = normalise_frame(s.frames[0], index=k)
-        y[k] = s.masks[0]
-        gap = (s.eta[0] >= 0.5) & ~s.masks[0]
-        wgt[k] = np.where(gap, GAP_WEIGHT, 1.0)
-        if log is not None and (k + 1) % 200 == 0:
-            log(f"pool {k + 1}/{n} ({time.perf_counter() - t0:.0f} s)")
+    k = 0
+    jobs = [(first_seed + j, settings) for j in range(config.pool)]
+    jobs += [(CLIP_SEED + j, clip_settings) for j in range(config.clips)]
+    for j, (seed, st) in enumerate(jobs):
+        s = corpus_sample(seed, st)
+        for t in range(s.frames.shape[0]):
+            x[k] = normalise_frame(s.frames[t], index=k)
+            y[k] = s.masks[t]
+            wgt[k] = loss_weights(s.masks[t], s.eta[t], config.small_weight)
+            k += 1
+        if log is not None and (j + 1) % 200 == 0:
+            log(f"pool {j + 1}/{len(jobs)} ({time.perf_counter() - t0:.0f} s)")
     return x, y, wgt
 
 
@@ -104,7 +142,7 @@ def train_generalist(
     net.train()
     for it in range(config.iters):
         rng = np.random.default_rng([config.seed, 1, it])
-        idx = rng.integers(0, config.pool, config.batch)
+        idx = rng.integers(0, x.shape[0], config.batch)
         k, flip = int(rng.integers(4)), bool(rng.integers(2))
         xb, yb, wb = (torch.from_numpy(a[idx]) for a in (x, y, wgt))
         xb, yb, wb = (torch.rot90(a, k, dims=(-2, -1)) for a in (xb, yb, wb))
@@ -124,10 +162,11 @@ def train_generalist(
         sched.step()
         if (it + 1) % 100 == 0 or it == 0:
             history.append({"iter": it + 1, "bce": bce.item(), "dice": dice.item()})
-            log(
-                f"iter {it + 1}/{config.iters}  bce {bce.item():.4f}  dice {dice.item():.4f}  "
-                f"{time.perf_counter() - t0:.0f} s"
-            )
+            if log is not None:
+                log(
+                    f"iter {it + 1}/{config.iters}  bce {bce.item():.4f}  dice {dice.item():.4f}  "
+                    f"{time.perf_counter() - t0:.0f} s"
+                )
     net.eval()
     record = {"seconds": time.perf_counter() - t0, "history": history}
     return net, record
@@ -143,6 +182,10 @@ def write_generalist(
         f"python -m neuradiff.training.generalist --out OUT --seed {config.seed} --iters {config.iters} "
         f"--pool {config.pool} --first-seed {config.first_seed} --lr {config.lr:g} --version {config.version}"
     )
+    if config.clips:
+        command += f" --clips {config.clips}"
+    if config.small_weight:
+        command += f" --small-weight {config.small_weight:g}"
     stages = list(stages or [])
     if stages:
         command += " --init OUT_OF_PREVIOUS_STAGE"
@@ -178,6 +221,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pool", type=int, default=GeneralistConfig.pool)
     parser.add_argument("--first-seed", type=int, default=0, help="first corpus seed of the pool")
     parser.add_argument("--lr", type=float, default=GeneralistConfig.lr)
+    parser.add_argument("--clips", type=int, default=0, help="clips added to the pool (every frame a sample)")
+    parser.add_argument("--small-weight", type=float, default=0.0, help="exponent of the small-void loss weight")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the shipped weights: 1)")
     parser.add_argument("--init", type=Path, help="continue from the generalist in this folder (a second stage)")
     parser.add_argument("--version", default=GeneralistConfig.version, help="version written to generalist.json")
     args = parser.parse_args(argv)
@@ -187,8 +233,18 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.out is None:
         parser.error("--out is required")
+    if args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
     config = GeneralistConfig(
-        seed=args.seed, iters=args.iters, pool=args.pool, first_seed=args.first_seed, lr=args.lr, version=args.version
+        seed=args.seed,
+        iters=args.iters,
+        pool=args.pool,
+        first_seed=args.first_seed,
+        lr=args.lr,
+        clips=args.clips,
+        small_weight=args.small_weight,
+        version=args.version,
     )
     if args.first_seed + args.pool > HELD_OUT_SEED:
         parser.error(f"training seeds must stay below the held-out seeds ({HELD_OUT_SEED})")

@@ -1,0 +1,76 @@
+"""Training the generalist recogniser: the loss weights (separation lines, small voids weighted up), the pool of
+stills and evolved clip frames, and a short run that is the same twice from one seed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from neuradiff.core.errors import NeuradiffError
+from neuradiff.nets.tiles import normalise_frame
+from neuradiff.synth.corpus import CorpusSettings, corpus_sample
+from neuradiff.training.generalist import (
+    CLIP_FRAMES,
+    CLIP_SEED,
+    GAP_WEIGHT,
+    SMALL_AREA_PX,
+    GeneralistConfig,
+    loss_weights,
+    make_pool,
+    train_generalist,
+)
+
+
+def _two_voids() -> tuple[np.ndarray, np.ndarray]:
+    mask = np.zeros((48, 48), bool)
+    mask[5:8, 5:8] = True  # 9 px
+    mask[20:40, 20:40] = True  # 400 px
+    eta = mask.astype(float)
+    eta[30, 20:40] = 1.0
+    mask[30, 20:40] = False  # a separation line: void in eta, left out of the mask
+    return mask, eta
+
+
+def test_loss_weights_mark_separation_lines_and_weight_small_voids_up():
+    mask, eta = _two_voids()
+    plain = loss_weights(mask, eta)
+    assert (plain[30, 20:40] == GAP_WEIGHT).all()
+    assert (plain[~((eta >= 0.5) & ~mask)] == 1).all()
+    w = loss_weights(mask, eta, small_weight=0.5)
+    up = (SMALL_AREA_PX / 9) ** 0.5
+    assert w[6, 6] == pytest.approx(up, rel=1e-6)
+    assert w[3, 3] == pytest.approx(up, rel=1e-6)  # the 2 px around the small void count with it
+    assert w[0, 0] == 1 and w[12, 12] == 1
+    assert (w[21:29, 21:39] == 1).all()  # a large void is not weighted up
+    assert (w[30, 20:40] == GAP_WEIGHT).all()
+    assert loss_weights(mask, eta, small_weight=5.0).max() == GAP_WEIGHT  # capped at 4 below the gap weight
+    assert loss_weights(mask, eta, small_weight=5.0)[6, 6] == 4.0
+
+
+def test_pool_holds_stills_then_every_frame_of_each_clip():
+    cfg = GeneralistConfig(size=32, pool=2, clips=1, small_weight=0.5)
+    x, y, w = make_pool(cfg, first_seed=7)
+    assert x.shape == y.shape == w.shape == (2 + CLIP_FRAMES, 32, 32)
+    still = corpus_sample(8, CorpusSettings(size=32))
+    np.testing.assert_array_equal(y[1], still.masks[0])
+    clip = corpus_sample(CLIP_SEED, CorpusSettings(size=32, frames=CLIP_FRAMES))
+    for t in range(CLIP_FRAMES):
+        np.testing.assert_array_equal(x[2 + t], normalise_frame(clip.frames[t], index=2 + t))
+        np.testing.assert_array_equal(y[2 + t], clip.masks[t])
+        np.testing.assert_array_equal(w[2 + t], loss_weights(clip.masks[t], clip.eta[t], 0.5))
+
+
+def test_a_short_training_run_is_the_same_twice():
+    cfg = GeneralistConfig(size=32, pool=3, iters=3, batch=2, small_weight=0.5)
+    a, rec_a = train_generalist(cfg, log=None)
+    b, rec_b = train_generalist(cfg, log=None)
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert rec_a["history"] == rec_b["history"]
+
+
+@pytest.mark.parametrize("field", ["clips", "small_weight"])
+def test_negative_pool_settings_are_refused(field):
+    with pytest.raises(NeuradiffError, match="clips and small_weight"):
+        GeneralistConfig(**{field: -1})
