@@ -29,7 +29,7 @@ before (that, and the library's pixel shuffle), as baselines.
 Recognisers: the shipped one, and any number of ``--compare LABEL=FOLDER`` (e.g. an earlier version's weights,
 ``git show REV:src/neuradiff/nets/weights/generalist.pt`` and ``.json`` into FOLDER), all scored in the same run.
 
-Run:  python benchmarks/bench_voids.py [--weights FOLDER] [--compare v1=FOLDER] [--stills 40] [--clips 6] [--tune 40]
+Run:  python benchmarks/bench_voids.py [--weights FOLDER] [--compare v1=FOLDER] [--stills 40] [--clips 24] [--tune 40]
       python benchmarks/bench_voids.py --speed-only --repeats 10 --out bench_voids_speed.json
 Writes benchmarks/results/bench_voids.json (``--out`` to change).
 """
@@ -184,7 +184,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--weights", type=Path, default=None, help="generalist folder (default: the shipped one)")
     ap.add_argument("--stills", type=int, default=40)
-    ap.add_argument("--clips", type=int, default=6)
+    ap.add_argument("--clips", type=int, default=24)
     ap.add_argument("--clip-frames", type=int, default=4)
     ap.add_argument("--tune", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=3)

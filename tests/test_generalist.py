@@ -35,7 +35,7 @@ def test_shipped_files_are_small_versioned_and_load_without_pickle():
     assert payload["format"] == "neuradiff-recognition-net"
     meta = json.loads((folder / "generalist.json").read_text())
     assert meta["version"] and "python -m neuradiff.training.generalist" in meta["command"]
-    assert meta["stages"][-1] == meta["command"] and meta["config"]["seed"] == 1
+    assert meta["stages"][-1] == meta["command"] and meta["config"]["seed"] == 2
     card = (folder / "MODEL_CARD.md").read_text()
     assert all(stage in card for stage in meta["stages"])  # every training stage, as run
     assert f"version {meta['version']}" in card

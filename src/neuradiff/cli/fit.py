@@ -159,9 +159,9 @@ def parse_size(text: str | None) -> tuple[float | None, str]:
 
 #: Said on stderr after every run with the shipped recogniser, while its false-void rate on real frames is high.
 GENERALIST_NOTE = (
-    "neuradiff: note: no --model, so the shipped generalist recogniser (version 1.2) is used; it was trained on "
-    "synthetic frames only and marks about 90 false voids per frame on real 512² frames of dislocation loops "
-    "(--min-contrast 5.5: 0.3, and fewer faint voids; see benchmarks/README.md): fit a model on a few annotated "
+    "neuradiff: note: no --model, so the shipped generalist recogniser (version 1.3) is used; it was trained on "
+    "synthetic frames only and marks about 70 false voids per frame on real 512² frames of dislocation loops "
+    "(--min-contrast 5: 0.5, and fewer faint voids; see benchmarks/README.md): fit a model on a few annotated "
     "frames of your recording for trustworthy counts"
 )
 

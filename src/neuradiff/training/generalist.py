@@ -68,8 +68,8 @@ class GeneralistConfig:
     #: masks keep a region only where eta peaks at or above this (chosen for object F1 on validation corpus seeds
     #: from :data:`VALIDATION_SEED`, see ``benchmarks/README.md``)
     min_peak_eta: float = 0.95
-    #: masks keep a region only where its contrast-to-noise statistic in the frame reaches this (0: off; 5.5
-    #: gives fewer than one false void per noisy loop frame at a cost in recall, see ``benchmarks/README.md``)
+    #: masks keep a region only where its contrast-to-noise statistic in the frame reaches this (0: off; 5
+    #: gives version 1.3 fewer than one false void per noisy loop frame at a cost in recall, see the model card)
     min_contrast: float = 0.0
 
     def __post_init__(self) -> None:
