@@ -93,9 +93,9 @@ def _rings(x: np.ndarray, labels: np.ndarray, void: np.ndarray, widths: np.ndarr
     ring_sum, ring_n = np.zeros(n + 1), np.zeros(n + 1)
     cross = ndimage.generate_binary_structure(2, 1)
     lab32 = labels.astype(np.int32)
-    grown = lab32
+    grown: np.ndarray = lab32
     for step in range(1, min(int(widths.max()), _GLOBAL_WIDTH) + 1):
-        grown = ndimage.grey_dilation(grown, footprint=cross)
+        grown = np.asarray(ndimage.grey_dilation(grown, footprint=cross))
         done = (widths[grown] == step) & ~void
         ring_sum += np.bincount(grown[done], weights=x[done], minlength=n + 1)
         ring_n += np.bincount(grown[done], minlength=n + 1)
@@ -108,9 +108,9 @@ def _rings(x: np.ndarray, labels: np.ndarray, void: np.ndarray, widths: np.ndarr
             ys, xs = boxes[k - 1]
             y0, y1 = max(0, ys.start - 2 * w), min(h, ys.stop + 2 * w)
             x0, x1 = max(0, xs.start - 2 * w), min(w_, xs.stop + 2 * w)
-            g = lab32[y0:y1, x0:x1]
+            g: np.ndarray = lab32[y0:y1, x0:x1]
             for _ in range(w):
-                g = ndimage.grey_dilation(g, footprint=cross)
+                g = np.asarray(ndimage.grey_dilation(g, footprint=cross))
             done = (g == k) & ~void[y0:y1, x0:x1]
             ring_sum[k] = x[y0:y1, x0:x1][done].sum()
             ring_n[k] = done.sum()

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
+from skimage.measure import label
 
 from neuradiff._version import __version__
 from neuradiff.core.errors import NeuradiffError
@@ -88,7 +89,8 @@ def loss_weights(mask: np.ndarray, eta: np.ndarray, small_weight: float = 0.0) -
     around them weighted up by ``(SMALL_AREA_PX / area) ** small_weight`` (at most 4)."""
     w = np.ones(mask.shape, np.float32)
     if small_weight > 0 and mask.any():
-        lab, n = ndimage.label(mask, structure=np.ones((3, 3)))
+        lab = np.asarray(label(mask, connectivity=2))
+        n = int(lab.max())
         area = np.bincount(lab.ravel(), minlength=n + 1).astype(np.float64)
         up = np.clip((SMALL_AREA_PX / np.maximum(area, 1.0)) ** small_weight, 1.0, 4.0)
         up[0] = 1.0
