@@ -3,11 +3,14 @@ stills and evolved clip frames, and a short run that is the same twice from one 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from neuradiff.core.errors import NeuradiffError
+from neuradiff.nets.generalist import load_generalist
 from neuradiff.nets.tiles import normalise_frame
 from neuradiff.synth.corpus import CorpusSettings, corpus_sample
 from neuradiff.training.generalist import (
@@ -19,6 +22,7 @@ from neuradiff.training.generalist import (
     loss_weights,
     make_pool,
     train_generalist,
+    write_generalist,
 )
 
 
@@ -59,6 +63,17 @@ def test_pool_holds_stills_then_every_frame_of_each_clip():
         np.testing.assert_array_equal(x[2 + t], normalise_frame(clip.frames[t], index=2 + t))
         np.testing.assert_array_equal(y[2 + t], clip.masks[t])
         np.testing.assert_array_equal(w[2 + t], loss_weights(clip.masks[t], clip.eta[t], 0.5))
+
+
+def test_the_written_record_names_the_clips_it_trained_on(tmp_path):
+    cfg = GeneralistConfig(size=32, pool=2, iters=1, batch=2, clips=1, small_weight=1.0, version="t")
+    net, record = train_generalist(cfg, log=None)
+    write_generalist(net, cfg, record, tmp_path)
+    meta = json.loads((tmp_path / "generalist.json").read_text())
+    assert meta["corpus"]["clip_seeds"] == [CLIP_SEED, CLIP_SEED]
+    assert meta["corpus"]["clip_settings"]["frames"] == CLIP_FRAMES
+    assert "--clips 1 --small-weight 1" in meta["command"]
+    assert load_generalist(tmp_path).version == "t"
 
 
 def test_a_short_training_run_is_the_same_twice():

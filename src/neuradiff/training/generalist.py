@@ -206,6 +206,14 @@ def write_generalist(
         "corpus": {
             "settings": CorpusSettings(size=config.size).to_dict(),
             "seeds": [config.first_seed, config.first_seed + config.pool - 1],
+            **(
+                {
+                    "clip_settings": CorpusSettings(size=config.size, frames=CLIP_FRAMES).to_dict(),
+                    "clip_seeds": [CLIP_SEED, CLIP_SEED + config.clips - 1],
+                }
+                if config.clips
+                else {}
+            ),
         },
         "held_out_first_seed": HELD_OUT_SEED,
         "training_seconds": round(record["seconds"], 1),
