@@ -28,6 +28,14 @@ Community values for comparison: the series of PFHub's 1a free-energy chart that
 (usnistgov/pfhub ``_data/charts/1a1_free_energy.json``: PRISMS-PF, FiPy and MMSP (Travis); its five other
 series, MMSP (raspi, wrksttn) and three MOOSE runs, are links to external CSV files, not data in the file).
 
+An independent discretisation as a second opinion: a pseudo-spectral semi-implicit Euler step (f′ explicit,
+κ∇⁴ implicit, every derivative spectral with the Nyquist wavenumber set to 0, the initial condition at the nodes
+i·dx, F with spectral gradients), written here in NumPy from that description. ORNL's CabanaPF publishes, as the
+reference values of its PFHub 1a unit test (``unit_test/CabanaPF_Test_PFHub.cpp``, from ORNL's own Python
+pseudo-spectral code), F(0) = 319.1097966931092 and F(250) = 112.93083808600322 on 96² with dt = 0.5 (500
+steps). The benchmark first reproduces those two numbers with this step (the run stops if it does not, to
+1e-9 relative), then runs the same step on the benchmark's 200² grid with dt = 0.5 and 0.1 to t = 1000.
+
 Run:  python benchmarks/bench_pfhub1a.py [--adaptive-only] [--ensemble N] [--investigate] [--quick]
 Writes benchmarks/results/pfhub1a_free_energy.csv (time,free_energy) and benchmarks/results/bench_pfhub1a.json.
 """
@@ -99,6 +107,10 @@ PFHUB_SERIES = {
     "FiPy (fipy_1a_travis)": FIPY,
     "MMSP (mmsp_1a_travis)": MMSP_TRAVIS,
 }
+#: The reference values of CabanaPF's PFHub 1a unit test (ORNL's pseudo-spectral code): 96² on the 200 × 200
+#: domain, dt = 0.5, F at t = 0 and after 500 steps.
+PSEUDOSPECTRAL_REFERENCE = {"grid": 96, "dt": 0.5, "F0": 319.1097966931092, "F250": 112.93083808600322}
+
 #: Adaptive runs: the error norm, the tight reference's tolerance and the default tolerances tried.
 NORM = "relative"
 TIGHT_TOL = 1e-4
@@ -333,6 +345,67 @@ def adaptive_study(args) -> dict:
     }
 
 
+def pseudospectral(n: int, dt: float, times: tuple[float, ...]) -> dict[float, float]:
+    """F at ``times`` of the pseudo-spectral semi-implicit Euler run on ``n``² over the benchmark's domain (module
+    docstring): an independent discretisation of the same problem, in NumPy float64."""
+    import numpy as np
+
+    p = SpinodalParameters()
+    side = 200.0
+    d = side / n
+    x = d * np.arange(n)
+    xx, yy = np.meshgrid(x, x, indexing="ij")
+    c = 0.5 + 0.01 * (
+        np.cos(0.105 * xx) * np.cos(0.11 * yy)
+        + (np.cos(0.13 * xx) * np.cos(0.087 * yy)) ** 2
+        + np.cos(0.025 * xx - 0.15 * yy) * np.cos(0.07 * xx - 0.02 * yy)
+    )
+    k = 2.0 * np.pi * np.fft.fftfreq(n, d=d)
+    k[n // 2] = 0.0
+    kx, ky = np.meshgrid(k, k, indexing="ij")
+    k2 = kx**2 + ky**2
+    a, b = p.c_alpha, p.c_beta
+
+    def energy(c: np.ndarray) -> float:
+        ch = np.fft.fft2(c)
+        gx, gy = np.real(np.fft.ifft2(1j * kx * ch)), np.real(np.fft.ifft2(1j * ky * ch))
+        return float(d * d * np.sum(p.rho * (c - a) ** 2 * (c - b) ** 2 + p.kappa * (gx**2 + gy**2) / 2))
+
+    out = {0.0: energy(c)} if 0.0 in times else {}
+    steps = {round(t / dt): t for t in times if t > 0}
+    for step in range(1, max(steps, default=0) + 1):
+        dfdc = 2.0 * p.rho * (c - a) * (b - c) * (a + b - 2.0 * c)
+        c_hat = (np.fft.fft2(c) - dt * p.M * k2 * np.fft.fft2(dfdc)) / (1.0 + dt * p.M * p.kappa * k2**2)
+        c = np.real(np.fft.ifft2(c_hat))
+        if step in steps:
+            out[steps[step]] = energy(c)
+    return out
+
+
+def pseudospectral_check() -> dict:
+    """Reproduce the published pseudo-spectral reference values, then run the same step on 200² to t = 1000."""
+    ref = PSEUDOSPECTRAL_REFERENCE
+    t0 = time.perf_counter()
+    got = pseudospectral(ref["grid"], ref["dt"], (0.0, 250.0))
+    for t, key in ((0.0, "F0"), (250.0, "F250")):
+        if abs(got[t] / ref[key] - 1.0) > 1e-9:
+            raise SystemExit(f"the pseudo-spectral step does not reproduce the published F({t:g}) = {ref[key]}: {got[t]}")
+    print(
+        f"pseudo-spectral step: published F(0) = {ref['F0']}, F(250) = {ref['F250']} on {ref['grid']}², dt "
+        f"{ref['dt']:g}; reproduced {got[0.0]:.13f}, {got[250.0]:.14f}"
+    )
+    runs = {"published check (96², dt 0.5)": got}
+    for dt in (0.5, 0.1):
+        runs[f"200², dt {dt:g}"] = pseudospectral(200, dt, (10.0, 20.0, 100.0, 250.0, 1000.0))
+    for name, r in runs.items():
+        print(f"  pseudo-spectral {name}: " + ", ".join(f"F({t:g}) = {f:.2f}" for t, f in r.items()))
+    return {
+        "reference": ref,
+        "runs": {name: {f"{t:g}": f for t, f in r.items()} for name, r in runs.items()},
+        "wall_s": time.perf_counter() - t0,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument(
@@ -387,6 +460,7 @@ def main() -> None:
                 f"mean {r['mean0']:.7f}",
                 flush=True,
             )
+    second_opinion = pseudospectral_check()
     study = adaptive_study(args)
     adaptive = {**study["runs"], **study["extra"]}
     aref = study["runs"][study["reference"]]
@@ -463,6 +537,14 @@ def main() -> None:
             for t, v in vals.items()
         )
         print(f"  {name}: {cells}")
+    spectral = second_opinion["runs"]["200², dt 0.1"]
+    print(
+        "  pseudo-spectral semi-implicit (200², dt 0.1): "
+        + ", ".join(
+            f"F({t}) {spectral[t]:.2f} (ours {at(ours, float(t)):.2f}, {at(ours, float(t)) / spectral[t] - 1:+.1%})"
+            for t in ("10", "100", "250", "1000")
+        )
+    )
 
     # production CSV: the chosen adaptive run
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -505,6 +587,7 @@ def main() -> None:
             "free_energy_at": compare,
             "pfhub_chart_at": pfhub_table,
             "fipy_pfhub": {f"{t:g}": f for t, f in FIPY.items()},
+            "pseudospectral": second_opinion,
         },
     )
     print(f"wrote {path}")

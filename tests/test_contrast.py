@@ -13,7 +13,15 @@ from typer.testing import CliRunner
 
 from neuradiff.cli import app
 from neuradiff.core.errors import NeuradiffError
-from neuradiff.nets.contrast import _rings, contrast_significance, drop_faint, null_spread, ring_width
+from neuradiff.nets.contrast import (
+    SHOWN_COUNT,
+    VISIBLE_CONTRAST,
+    _rings,
+    contrast_significance,
+    drop_faint,
+    null_spread,
+    ring_width,
+)
 from neuradiff.nets.generalist import load_generalist, weights_folder
 from neuradiff.synth.corpus import CorpusSettings, corpus_sample
 from neuradiff.training.generalist import HELD_OUT_SEED
@@ -120,6 +128,33 @@ def test_clear_voids_are_kept_and_the_threshold_only_removes():
     kept = drop_faint(s.frames[:1], specks, 5.5)
     assert (kept <= specks).all() and kept[truth].all() and kept.sum() < specks.sum()
     np.testing.assert_array_equal(drop_faint(s.frames[:1], specks, 0.0), specks)
+
+
+def _frame_of_discs(strong: int, faint_amplitude: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """160² white noise with ``strong`` discs of radius 5 at +3σ and one at ``faint_amplitude``σ."""
+    rng = np.random.default_rng(3)
+    frame = rng.normal(0.0, 1.0, (160, 160))
+    yy, xx = np.mgrid[:160, :160]
+    mask = np.zeros(frame.shape, bool)
+    for cy, cx in [(20, 20), (20, 70), (20, 120), (70, 20), (70, 120), (120, 20)][:strong]:
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 < 25
+        frame[disc] += 3.0
+        mask |= disc
+    faint = (yy - 120) ** 2 + (xx - 120) ** 2 < 25
+    frame[faint] += faint_amplitude
+    return frame, mask | faint, faint
+
+
+@pytest.mark.parametrize("strong", [SHOWN_COUNT + 1, SHOWN_COUNT - 1])
+def test_a_frame_that_shows_voids_keeps_the_visible_ones_and_a_texture_frame_only_the_clear_ones(strong):
+    frame, mask, faint = _frame_of_discs(strong, 0.8)
+    labels, t = contrast_significance(frame, mask)
+    t_faint = t[labels[faint][0] - 1]
+    assert VISIBLE_CONTRAST <= t_faint < 5.0 and (np.delete(t, labels[faint][0] - 1) >= 5.0).all()
+    kept = drop_faint(frame[None], mask[None], 5.0)[0]
+    assert kept[mask & ~faint].all()
+    assert kept[faint].all() == (strong >= SHOWN_COUNT)  # beside enough clear voids the faint one is a void
+    np.testing.assert_array_equal(drop_faint(frame[None], mask[None], t_faint - 0.01)[0], mask)
 
 
 @pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])

@@ -35,7 +35,7 @@ def test_shipped_files_are_small_versioned_and_load_without_pickle():
     assert payload["format"] == "neuradiff-recognition-net"
     meta = json.loads((folder / "generalist.json").read_text())
     assert meta["version"] and "python -m neuradiff.training.generalist" in meta["command"]
-    assert meta["stages"][-1] == meta["command"] and meta["config"]["seed"] == 2
+    assert meta["stages"][-1] == meta["command"] and f"--seed {meta['config']['seed']} " in meta["command"]
     card = (folder / "MODEL_CARD.md").read_text()
     assert all(stage in card for stage in meta["stages"])  # every training stage, as run
     assert f"version {meta['version']}" in card
@@ -132,7 +132,7 @@ def test_fit_refuses_an_annotation_that_marks_everything_void(tmp_path):
 
 
 def test_masks_keep_only_regions_whose_eta_peaks_high_enough():
-    g = load_generalist()
+    g = load_generalist(min_contrast=0.0)  # the peak filter alone (the contrast filter is tested in test_contrast)
     assert g.min_peak_eta == 0.95
     s = corpus_sample(HELD_OUT_SEED + 5, CorpusSettings(size=128))
     eta = g.eta(s.frames)[0]

@@ -76,6 +76,26 @@ def test_the_written_record_names_the_clips_it_trained_on(tmp_path):
     assert load_generalist(tmp_path).version == "t"
 
 
+def test_a_later_stage_gains_a_refinement_and_draws_later_clips(tmp_path):
+    first = GeneralistConfig(size=32, pool=2, iters=1, batch=2, version="a")
+    net0, _ = train_generalist(first, log=None)
+    later = GeneralistConfig(size=32, pool=2, iters=2, batch=2, clips=1, first_clip=5, refine=3, version="b")
+    x, _, _ = make_pool(later)
+    clip = corpus_sample(CLIP_SEED + 5, CorpusSettings(size=32, frames=CLIP_FRAMES))
+    np.testing.assert_array_equal(x[2], normalise_frame(clip.frames[0], index=2))
+    net, record = train_generalist(later, log=None, init=net0)
+    assert net.config.refine == 3
+    assert float(net.refine[2].weight.abs().max()) > 0  # trained away from its start at zero
+    write_generalist(net, later, record, tmp_path, stages=["the first stage"])
+    meta = json.loads((tmp_path / "generalist.json").read_text())
+    assert meta["corpus"]["clip_seeds"] == [CLIP_SEED + 5, CLIP_SEED + 5]
+    assert "--first-clip 5 --refine 3 --init OUT_OF_PREVIOUS_STAGE" in meta["command"]
+    assert load_generalist(tmp_path).net.config.refine == 3
+    wider = GeneralistConfig(size=32, pool=2, iters=1, batch=2, width=4)
+    with pytest.raises(NeuradiffError, match="does not fit"):
+        train_generalist(wider, log=None, init=net0)
+
+
 def test_a_short_training_run_is_the_same_twice():
     cfg = GeneralistConfig(size=32, pool=3, iters=3, batch=2, small_weight=0.5)
     a, rec_a = train_generalist(cfg, log=None)
@@ -86,7 +106,6 @@ def test_a_short_training_run_is_the_same_twice():
 
 
 def test_negative_pool_settings_are_refused():
-    with pytest.raises(NeuradiffError, match="clips and small_weight"):
-        GeneralistConfig(clips=-1)
-    with pytest.raises(NeuradiffError, match="clips and small_weight"):
-        GeneralistConfig(small_weight=-0.5)
+    for bad in ({"clips": -1}, {"small_weight": -0.5}, {"first_clip": -2}, {"refine": -1}):
+        with pytest.raises(NeuradiffError, match="clips, small_weight, first_clip and refine must be >= 0"):
+            GeneralistConfig(**bad)

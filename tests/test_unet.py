@@ -370,6 +370,35 @@ def test_the_pixel_shuffle_equals_the_library_one_values_and_gradients():
     assert torch.equal(ga, gb)
 
 
+def test_a_refinement_starts_as_no_change_and_then_moves_eta_only():
+    torch.manual_seed(0)
+    plain = RecognitionNet(NetConfig(width=4, depth=2, embedding="none", norm="batch", stride=2)).eval()
+    refined = RecognitionNet(NetConfig(width=4, depth=2, embedding="none", norm="batch", stride=2, refine=3)).eval()
+    missing, unexpected = refined.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == ["refine.0.bias", "refine.0.weight", "refine.2.bias", "refine.2.weight"]
+    assert not unexpected
+    frames, t = torch.randn(2, 30, 44), torch.zeros(2)  # odd sizes: padded and cropped around the refinement
+    with torch.no_grad():
+        assert torch.equal(plain.logits(frames, t), refined.logits(frames, t))
+    frame, ann = _disk_frame(n=32, radius=2.5)
+    opt = torch.optim.Adam(refined.refine.parameters(), lr=1e-2)
+    for _ in range(3):
+        loss = annotation_loss(refined.eta_logits(frame[None], torch.zeros(1)), ann[None])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(refined.refine[0].weight.grad.abs().max()) > 0
+    with torch.no_grad():
+        a, b = plain.logits(frames, t), refined.logits(frames, t)
+    assert torch.equal(a[:, :2], b[:, :2])
+    assert float((a[:, 2] - b[:, 2]).abs().max()) > 0
+    assert NetConfig(refine=5).to_dict()["refine"] == 5
+    assert NetConfig.from_dict(NetConfig(refine=5).to_dict()) == NetConfig(refine=5)
+    assert "refine" not in NetConfig().to_dict()  # files of nets without one read as before
+    with pytest.raises(NeuradiffError, match="refine"):
+        NetConfig(refine=-1)
+
+
 def test_folding_the_batch_norms_keeps_the_outputs_and_the_original_net():
     from neuradiff.nets.unet import fuse_batch_norm
 

@@ -611,8 +611,8 @@ def track(
     void_size_px : float, optional
         Expected void diameter in px (generalist only): frames are resampled to the net's scale.
     min_contrast : float, optional
-        Generalist only: keep a void only if its contrast-to-noise statistic reaches this
-        (:func:`neuradiff.nets.contrast.contrast_significance`; None: the shipped threshold, 0: every void).
+        Generalist only: the contrast filter's threshold (:func:`neuradiff.nets.contrast.drop_faint`; None: the
+        shipped threshold, 0: every void).
     batch : int
         Frames per inference batch.
     nm_per_px, frame_interval_s : float, optional

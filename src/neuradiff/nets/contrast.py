@@ -12,6 +12,13 @@ square ring of the same width around it. That null spread is measured, not model
 is (shot noise, 2–3 px speckle grain, mottle, loops and lines in the background), so a speck of grain gets a small
 t and a void that stands out of the texture a large one. It is the Rose criterion of image science: an object at
 k ≈ 5 is what an observer reliably sees. The statistic does not change under a gain and offset of the frame.
+
+The filter (:func:`drop_faint`) judges each frame as a whole first. A frame whose found regions include several
+that reach the minimum contrast (at least :data:`SHOWN_COUNT`, and at least :data:`SHOWN_FRACTION` of its
+regions) shows voids: there every region down to :data:`VISIBLE_CONTRAST` (the lower end of the Rose criterion's
+3–5) is kept, since a void that stands out by 3 beside voids that stand out more is a void. A frame where hardly
+any region reaches the minimum is texture (a grainy frame of loops, where the net reads the grain as fields of
+small voids): there only the regions that reach the minimum are kept.
 """
 
 from __future__ import annotations
@@ -30,6 +37,12 @@ RING_FRACTION = 0.6
 NULL_SIDES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 96, 128)
 #: Background positions sampled for each null spread (evenly strided).
 NULL_SAMPLES = 10_000
+#: Contrast from which a region counts as visible in a frame that shows voids (the lower end of the Rose criterion).
+VISIBLE_CONTRAST = 3.0
+#: A frame shows voids when at least this many of its regions reach the minimum contrast …
+SHOWN_COUNT = 5
+#: … and at least this fraction of its regions do.
+SHOWN_FRACTION = 0.1
 
 
 def ring_width(area: float) -> int:
@@ -181,8 +194,12 @@ def contrast_significance(frame: np.ndarray, void: np.ndarray) -> tuple[np.ndarr
 
 
 def drop_faint(frames: np.ndarray, masks: np.ndarray, min_contrast: float) -> np.ndarray:
-    """``masks`` ``[T, H, W]`` bool without the void regions whose :func:`contrast_significance` in ``frames``
-    ``[T, H, W]`` is below ``min_contrast`` (0: unchanged).
+    """``masks`` ``[T, H, W]`` bool without the void regions that do not stand out of their frame (0: unchanged).
+
+    A frame of ``frames`` ``[T, H, W]`` where at least :data:`SHOWN_COUNT` regions, and at least
+    :data:`SHOWN_FRACTION` of them, reach ``min_contrast`` (:func:`contrast_significance`) shows voids and keeps
+    every region down to :data:`VISIBLE_CONTRAST` (or ``min_contrast`` if lower); any other frame keeps only the
+    regions that reach ``min_contrast``.
 
     Examples
     --------
@@ -205,9 +222,19 @@ def drop_faint(frames: np.ndarray, masks: np.ndarray, min_contrast: float) -> np
     for k in range(masks.shape[0]):
         labels, t = contrast_significance(frames[k], masks[k])
         if t.size:
-            keep = np.concatenate([[False], t >= min_contrast])
-            out[k] = keep[labels]
+            reach = int(np.count_nonzero(t >= min_contrast))
+            shows_voids = reach >= SHOWN_COUNT and reach >= SHOWN_FRACTION * t.size
+            keep = t >= (min(VISIBLE_CONTRAST, min_contrast) if shows_voids else min_contrast)
+            out[k] = np.concatenate([[False], keep])[labels]
     return out
 
 
-__all__ = ["contrast_significance", "drop_faint", "null_spread", "ring_width"]
+__all__ = [
+    "SHOWN_COUNT",
+    "SHOWN_FRACTION",
+    "VISIBLE_CONTRAST",
+    "contrast_significance",
+    "drop_faint",
+    "null_spread",
+    "ring_width",
+]

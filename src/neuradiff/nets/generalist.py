@@ -43,8 +43,9 @@ class Generalist:
     tiling : tiles and overlap used on large frames.
     meta : how the weights were made (seed, command, corpus, iterations).
     min_peak_eta : a void region (eta ≥ 0.5) is kept only if its largest eta reaches this (0.5: all are kept).
-    min_contrast : a void region is kept only if its contrast-to-noise statistic in the frame reaches this
-        (:func:`neuradiff.nets.contrast.contrast_significance`; 0: all are kept).
+    min_contrast : the contrast filter's threshold (:func:`neuradiff.nets.contrast.drop_faint`): in a frame that
+        shows voids (enough regions reach it) every region from a contrast-to-noise statistic of 3 is kept, in any
+        other frame only the regions that reach it (0: all are kept).
     """
 
     net: RecognitionNet

@@ -136,6 +136,12 @@ class FitConfig:
                 raise ValueError("net: a fit that starts from the generalist takes its architecture; leave net empty")
             NetConfig.from_dict(self.net)
         self.simulator(1.0)  # raises on an unknown discretisation or integrator, or a bad dt
+        for name in ("initial_params", "fixed_params"):
+            unknown = [k for k in getattr(self, name) if k not in VoidParameters.specs()]
+            if unknown:
+                raise ValueError(
+                    f"{name}: unknown parameter {unknown[0]!r}; known: {', '.join(VoidParameters.specs())}"
+                )
         self.initial_parameters()
 
     def check_resources(self, n_frames: int, height: int, width: int, time_per_frame: float) -> None:

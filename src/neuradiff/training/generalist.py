@@ -62,6 +62,10 @@ class GeneralistConfig:
     #: a void of area A < :data:`SMALL_AREA_PX` and the 2 px around it weigh (SMALL_AREA_PX / A) ** small_weight
     #: (at most 4) in the loss, so that small voids' outlines count as much as large ones' (0: off)
     small_weight: float = 0.0
+    #: first clip, counted from :data:`CLIP_SEED` (a later stage draws clips an earlier one did not see)
+    first_clip: int = 0
+    #: channels of the net's full-resolution refinement (:attr:`NetConfig.refine`; 0: none)
+    refine: int = 0
     version: str = "1.1"
     train_diameter_px: tuple[float, float] = (4.0, 48.0)
     tile: int = 1024
@@ -70,16 +74,18 @@ class GeneralistConfig:
     #: from :data:`VALIDATION_SEED`, see ``benchmarks/README.md``)
     min_peak_eta: float = 0.95
     #: masks keep a region only where its contrast-to-noise statistic in the frame reaches this (0: off; 5
-    #: gives version 1.3 fewer than one false void per noisy loop frame at a cost in recall, see the model card)
+    #: gives version 1.4 fewer than one false void per noisy loop frame, see the model card; the shipped
+    #: ``generalist.json`` sets it after training)
     min_contrast: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("pool", "size", "iters", "batch", "width", "depth"):
             if getattr(self, name) < 1:
                 raise NeuradiffError(f"generalist {name} must be >= 1, got {getattr(self, name)}")
-        if self.clips < 0 or self.small_weight < 0:
+        if min(self.clips, self.small_weight, self.first_clip, self.refine) < 0:
             raise NeuradiffError(
-                f"generalist clips and small_weight must be >= 0, got {self.clips}, {self.small_weight}"
+                "generalist clips, small_weight, first_clip and refine must be >= 0, got "
+                f"{self.clips}, {self.small_weight}, {self.first_clip}, {self.refine}"
             )
 
 
@@ -103,7 +109,7 @@ def loss_weights(mask: np.ndarray, eta: np.ndarray, small_weight: float = 0.0) -
 def make_pool(config: GeneralistConfig, first_seed: int = 0, log=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Normalised frames ``[N, S, S]`` float32, masks ``[N, S, S]`` bool and loss weights ``[N, S, S]`` float32
     of corpus seeds ``first_seed … first_seed + pool − 1`` (stills), followed by every frame of ``config.clips``
-    clips of seeds from :data:`CLIP_SEED`."""
+    clips of seeds from :data:`CLIP_SEED` + ``config.first_clip``."""
     settings = CorpusSettings(size=config.size)
     clip_settings = CorpusSettings(size=config.size, frames=CLIP_FRAMES)
     n = config.pool + config.clips * CLIP_FRAMES
@@ -113,7 +119,7 @@ def make_pool(config: GeneralistConfig, first_seed: int = 0, log=None) -> tuple[
     t0 = time.perf_counter()
     k = 0
     jobs = [(first_seed + j, settings) for j in range(config.pool)]
-    jobs += [(CLIP_SEED + j, clip_settings) for j in range(config.clips)]
+    jobs += [(CLIP_SEED + config.first_clip + j, clip_settings) for j in range(config.clips)]
     for j, (seed, st) in enumerate(jobs):
         s = corpus_sample(seed, st)
         for t in range(s.frames.shape[0]):
@@ -133,10 +139,25 @@ def train_generalist(
     torch.manual_seed(config.seed)
     x, y, wgt = make_pool(config, first_seed=config.first_seed, log=log)
     net = RecognitionNet(
-        NetConfig(width=config.width, depth=config.depth, embedding="none", norm="batch", stride=config.stride)
+        NetConfig(
+            width=config.width,
+            depth=config.depth,
+            embedding="none",
+            norm="batch",
+            stride=config.stride,
+            refine=config.refine,
+        )
     )
     if init is not None:
-        net.load_state_dict(init.state_dict())
+        # a refinement the earlier stage did not have starts as it is built: adding nothing to the logits
+        try:
+            missing, unexpected = net.load_state_dict(init.state_dict(), strict=False)
+        except RuntimeError:  # weights of other shapes
+            missing, unexpected = ["(weights of other shapes)"], []
+        if unexpected or any(not k.startswith("refine.") for k in missing):
+            raise NeuradiffError(
+                f"generalist --init: the earlier net does not fit this one (missing {missing}, unexpected {unexpected})"
+            )
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.iters, pct_start=0.1)
     t0 = time.perf_counter()
@@ -188,6 +209,10 @@ def write_generalist(
         command += f" --clips {config.clips}"
     if config.small_weight:
         command += f" --small-weight {config.small_weight:g}"
+    if config.first_clip:
+        command += f" --first-clip {config.first_clip}"
+    if config.refine:
+        command += f" --refine {config.refine}"
     stages = list(stages or [])
     if stages:
         command += " --init OUT_OF_PREVIOUS_STAGE"
@@ -209,7 +234,7 @@ def write_generalist(
             **(
                 {
                     "clip_settings": CorpusSettings(size=config.size, frames=CLIP_FRAMES).to_dict(),
-                    "clip_seeds": [CLIP_SEED, CLIP_SEED + config.clips - 1],
+                    "clip_seeds": [CLIP_SEED + config.first_clip, CLIP_SEED + config.first_clip + config.clips - 1],
                 }
                 if config.clips
                 else {}
@@ -233,6 +258,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=GeneralistConfig.lr)
     parser.add_argument("--clips", type=int, default=0, help="clips added to the pool (every frame a sample)")
     parser.add_argument("--small-weight", type=float, default=0.0, help="exponent of the small-void loss weight")
+    parser.add_argument("--first-clip", type=int, default=0, help=f"first clip, counted from seed {CLIP_SEED}")
+    parser.add_argument("--refine", type=int, default=0, help="channels of a full-resolution refinement (0: none)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the shipped weights: 1)")
     parser.add_argument("--init", type=Path, help="continue from the generalist in this folder (a second stage)")
     parser.add_argument("--version", default=GeneralistConfig.version, help="version written to generalist.json")
@@ -254,10 +281,14 @@ def main(argv: list[str] | None = None) -> None:
         lr=args.lr,
         clips=args.clips,
         small_weight=args.small_weight,
+        first_clip=args.first_clip,
+        refine=args.refine,
         version=args.version,
     )
     if args.first_seed + args.pool > HELD_OUT_SEED:
         parser.error(f"training seeds must stay below the held-out seeds ({HELD_OUT_SEED})")
+    if CLIP_SEED + args.first_clip + args.clips > HELD_OUT_SEED:
+        parser.error(f"training clip seeds must stay below the held-out seeds ({HELD_OUT_SEED})")
     init = load_generalist(args.init) if args.init is not None else None
     net, record = train_generalist(config, init=None if init is None else init.net)
     stages = list(init.meta.get("stages", [init.meta["command"]])) if init is not None else []

@@ -189,8 +189,9 @@ def run_track(
         are resampled so that such voids reach the net at a size it was trained on. Sizes below 2 px or larger
         than a tile are refused.
     min_contrast : float, optional
-        With the generalist, keep a void only if its contrast-to-noise statistic reaches this
-        (:func:`~neuradiff.nets.contrast.contrast_significance`); None: the shipped recogniser's own threshold
+        With the generalist, the contrast filter's threshold (:func:`~neuradiff.nets.contrast.drop_faint`: a
+        frame where enough voids reach it keeps every void from a contrast-to-noise statistic of 3, any other
+        frame only those that reach it); None: the shipped recogniser's own threshold
         (``min_contrast`` in its ``generalist.json``), 0: every void the net finds. It is measured on the frames
         the net sees: with ``denoise``, the denoised ones (their finer grain is smoothed away, so t is larger).
     nm_per_px, frame_interval_s : float, optional
