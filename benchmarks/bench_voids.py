@@ -285,7 +285,8 @@ def main() -> None:
     for name, (frames, truths) in sets.items():
         hidden = [~visible(f, t) for f, t in zip(frames, truths)]
         n_hidden = int(sum(h.sum() for h in hidden))
-        print(f"{name}: {n_hidden} of {sum(h.size for h in hidden)} true voids do not stand out of their frame (t < {VISIBLE_T:g})")
+        n_all = sum(h.size for h in hidden)
+        print(f"{name}: {n_hidden} of {n_all} true voids do not stand out of their frame (t < {VISIBLE_T:g})")
         for method, recognise in methods():
             found = [recognise(f) for f in frames]
             for subset, s in ((name, score(found, truths)), (f"{name}, visible voids", score(found, truths, hidden))):
@@ -323,7 +324,7 @@ def main() -> None:
             ],
         )
     )
-    for name in [n for n in sets] + [f"{n}, visible voids" for n in sets]:
+    for name in list(sets) + [f"{n}, visible voids" for n in sets]:
         b = results[f"{name} / LoG blobs"]
         for method in gens:
             g = results[f"{name} / {method}"]
