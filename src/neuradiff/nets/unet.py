@@ -116,7 +116,7 @@ class NetConfig:
 
     def approx_parameters(self) -> float:
         """An upper estimate of the number of weights (two 3×3 convolutions per level down and up), computed
-        without building the net: ``45 · width² · (4^(depth+1) − 1) / 3``.
+        without building the net: ``45 · width² · (4^(depth+1) − 1) / 3 + 28 · refine``.
 
         Examples
         --------
