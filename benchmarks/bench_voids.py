@@ -64,7 +64,7 @@ from skimage.measure import label
 from neuradiff.nets import unet
 from neuradiff.nets.contrast import VISIBLE_CONTRAST, contrast_significance
 from neuradiff.nets.generalist import load_generalist
-from neuradiff.nets.tiles import normalise_frame
+from neuradiff.nets.levels import normalise_frame
 from neuradiff.synth.corpus import CorpusSettings, corpus_sample
 from neuradiff.training.generalist import HELD_OUT_SEED
 

@@ -30,7 +30,7 @@ def test_state_from_annotation_uses_the_priors():
 def test_supervised_config_keeps_the_budget_and_learns_no_physics():
     cfg = FitConfig(pretrain_iters=7, joint_iters=3)
     assert supervised_iterations(cfg) == 10
-    frames = np.zeros((4, 16, 16), np.float32)
+    frames = np.random.default_rng(0).normal(100, 10, (4, 16, 16)).astype(np.float32)
     ann = np.full(frames.shape, 255, np.uint8)
     ann[0] = 0
     objective = SupervisedObjective(TrainingData(frames, ann, 1.0, 1.0, 1.0), cfg)

@@ -9,7 +9,8 @@ import torch
 from typer.testing import CliRunner
 
 from neuradiff.cli import app
-from neuradiff.core.errors import SimulationError
+from neuradiff.core.errors import NeuradiffError, SimulationError
+from neuradiff.methods import load_model
 from neuradiff.methods.neuradiff import NeuraDiffObjective, fit_neuradiff
 from neuradiff.synth.datasets import dataset_config, make_dataset, write_dataset
 from neuradiff.training import FitConfig, TrainingData, TrainingLoop
@@ -280,34 +281,66 @@ def test_large_frames_get_the_stride_2_net_unless_the_config_says(side, config, 
 
 
 def test_a_fit_can_start_from_the_generalist(tiny_dataset, tmp_path):
-    # The generalist's net, its batch norms folded, normalised to the video's percentiles: before any training it
-    # recognises as the generalist does; the fit trains it, saves it and reads it back.
+    # The generalist's net, its batch norms folded: before any training it recognises as the generalist does, each
+    # frame mapped by its own grey levels (levels "per-frame", the default) or all by the video's ("recording");
+    # the fit trains it, saves it and reads it back.
     from neuradiff.nets.generalist import load_generalist, percentile_normalisation, trainable_net
-    from neuradiff.nets.tiles import normalise_frame
+    from neuradiff.nets.levels import normalise_frame
     from neuradiff.training.recognition import RecognitionTraining
 
     data = _data(tiny_dataset)
-    cfg = FitConfig(**{**TINY_FIT, "net": {}, "init": "generalist", "joint_iters": 0})
-    start = RecognitionTraining(data, cfg).new_net().eval()
-    assert start.config.norm == "none" and start.config.embedding == "none"
     gen = load_generalist()
     frame = data.frames[0]
-    with torch.no_grad():
-        ours = torch.sigmoid(start.eta_logits(torch.from_numpy(frame)[None], torch.zeros(1)))[0].numpy()
+    for levels in ("per-frame", "recording"):
+        cfg = FitConfig(**{**TINY_FIT, "net": {}, "init": "generalist", "joint_iters": 0, "levels": levels})
+        start = RecognitionTraining(data, cfg).new_net().eval()
+        assert start.config.norm == "none" and start.config.embedding == "none"
+        assert start.config.level == (levels == "per-frame")
         mean, std = percentile_normalisation(data.frames)
-        theirs = torch.sigmoid(gen.net.eval().eta_logits(torch.from_numpy((frame - mean) / std)[None], torch.zeros(1)))
-    assert np.abs(ours - theirs[0].numpy()).max() < 1e-4
+        x = normalise_frame(frame) if levels == "per-frame" else (frame - mean) / std
+        with torch.no_grad():
+            ours = torch.sigmoid(start.eta_logits(torch.from_numpy(start.prepare(frame[None])), torch.zeros(1)))
+            theirs = torch.sigmoid(gen.net.eval().eta_logits(torch.from_numpy(x)[None], torch.zeros(1)))
+        assert np.abs(ours[0].numpy() - theirs[0].numpy()).max() < 1e-4
     assert trainable_net(gen, input_mean=0.0, input_std=1.0).config.stride == gen.net.config.stride
-    assert normalise_frame(frame).shape == frame.shape
 
     out = tmp_path / "model"
     r = _fit_cli(tiny_dataset, out, _fit_config(tmp_path, net={}, init="generalist", joint_iters=2))
     assert r.exit_code == 0, r.output
-    assert json.loads((out / "model.json").read_text())["net"]["norm"] == "none"
+    net = json.loads((out / "model.json").read_text())["net"]
+    assert net["norm"] == "none" and net["level"] is True
     r = runner.invoke(
         app, ["track", str(tiny_dataset / "video.tif"), "--model", str(out), "--out", str(tmp_path / "t")]
     )
     assert r.exit_code == 0, r.output
+
+    # Per-frame levels: a frame made 15 % brighter with an offset is recognised as before, in tracking and as
+    # the start of a forecast.
+    fitted = load_model(out)
+    frames = data.frames[:3].astype(np.float64)
+    brighter = frames * 1.15 + 20.0
+    np.testing.assert_allclose(fitted.recognise(brighter), fitted.recognise(frames), atol=1e-5)
+    np.testing.assert_allclose(
+        fitted.start_state(brighter, 1).numpy(), fitted.start_state(frames, 1).numpy(), atol=1e-5
+    )
+
+
+def test_levels_belong_to_the_fit_not_the_net_settings():
+    with pytest.raises(ValueError, match="levels"):
+        FitConfig(**{**TINY_FIT, "net": {"width": 4, "level": True}}).validate()
+    with pytest.raises(ValueError, match="levels"):
+        FitConfig(levels="per-pixel")  # type: ignore[arg-type]
+
+
+def test_per_frame_levels_refuse_a_blank_frame_naming_it():
+    frames = np.random.default_rng(0).normal(100, 10, (4, 16, 16)).astype(np.float32)
+    frames[2] = 7.0
+    ann = np.full(frames.shape, 255, np.uint8)
+    ann[0] = 0
+    with pytest.raises(NeuradiffError, match="frame 2 holds a single grey level"):
+        NeuraDiffObjective(TrainingData(frames, ann, 1.0, 1.0, 1.0), FitConfig(**TINY_FIT))
+    objective = NeuraDiffObjective(TrainingData(frames, ann, 1.0, 1.0, 1.0), FitConfig(**TINY_FIT, levels="recording"))
+    assert not objective.net.config.level
 
 
 def test_a_generalist_start_refuses_net_settings():

@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from neuradiff.cli import app
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.nets.generalist import load_generalist, void_masks, weights_folder
-from neuradiff.nets.tiles import Tiling, eta_tiled, normalise_frame
+from neuradiff.nets.levels import normalise_frame
+from neuradiff.nets.tiles import Tiling, eta_tiled
 from neuradiff.synth.corpus import CorpusSettings, corpus_sample
 from neuradiff.training.generalist import HELD_OUT_SEED
 

@@ -11,7 +11,7 @@ import torch
 
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.nets.generalist import load_generalist
-from neuradiff.nets.tiles import normalise_frame
+from neuradiff.nets.levels import normalise_frame
 from neuradiff.synth.corpus import CorpusSettings, corpus_sample
 from neuradiff.training.generalist import (
     CLIP_FRAMES,

@@ -8,7 +8,8 @@ import torch
 
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.nets import NetConfig, RecognitionNet
-from neuradiff.nets.tiles import Tiling, back_to, eta_tiled, normalise_frame, resample, resample_factor
+from neuradiff.nets.levels import normalise_frame
+from neuradiff.nets.tiles import Tiling, back_to, eta_tiled, resample, resample_factor
 
 
 def _net(**kw) -> RecognitionNet:

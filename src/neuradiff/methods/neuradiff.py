@@ -129,7 +129,7 @@ class NeuraDiffModel:
             )
         self.net.eval()
         device = self.net.input_mean.device
-        x = torch.from_numpy(np.ascontiguousarray(frames[start : start + 1], dtype=np.float32)).to(device)
+        x = torch.from_numpy(self.net.prepare(frames[start : start + 1], first_index=start)).to(device)
         state = self.net(x, torch.tensor([float(start)], device=device))
         if annotation is not None:
             ann = torch.from_numpy(np.asarray(annotation))[None].to(device)

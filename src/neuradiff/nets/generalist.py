@@ -18,7 +18,8 @@ from skimage.measure import label
 
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.nets.contrast import drop_faint
-from neuradiff.nets.tiles import Tiling, back_to, eta_tiled, normalise_frame, resample, resample_factor
+from neuradiff.nets.levels import normalise_frame
+from neuradiff.nets.tiles import Tiling, back_to, eta_tiled, resample, resample_factor
 from neuradiff.nets.unet import NetConfig, RecognitionNet, fuse_batch_norm, load_net
 
 GENERALIST_FORMAT = "neuradiff-generalist"
@@ -112,11 +113,15 @@ class Generalist:
         return drop_faint(frames, masks, self.min_contrast) if self.min_contrast > 0 else masks
 
 
-def trainable_net(generalist: Generalist, *, input_mean: float, input_std: float) -> RecognitionNet:
+def trainable_net(
+    generalist: Generalist, *, input_mean: float, input_std: float, level: bool = False
+) -> RecognitionNet:
     """The generalist's net as a fit's starting point: its batch norms folded into the convolutions (``norm
     "none"``: no statistics that a batch of a few crops would disturb), normalising frames as ``(x − input_mean) /
     input_std`` inside the net, which is the generalist's per-frame mapping when the mean and half-range come from
-    the frame's 1st and 99th grey-level percentiles (see :func:`percentile_normalisation`).
+    the frame's 1st and 99th grey-level percentiles (see :func:`percentile_normalisation`). With ``level`` the net
+    maps each whole frame by its own percentiles (:attr:`NetConfig.level`), and ``input_mean`` 0 with ``input_std``
+    1 give the generalist's own per-frame mapping.
 
     Examples
     --------
@@ -125,7 +130,7 @@ def trainable_net(generalist: Generalist, *, input_mean: float, input_std: float
     ('none', 'none')
     """
     fused = fuse_batch_norm(generalist.net)
-    config = NetConfig.from_dict({**generalist.net.config.to_dict(), "norm": "none"})
+    config = NetConfig.from_dict({**generalist.net.config.to_dict(), "norm": "none", "level": level})
     net = RecognitionNet(config, input_mean=input_mean, input_std=input_std)
     state = {k: v for k, v in fused.state_dict().items() if k not in ("input_mean", "input_std")}
     net.load_state_dict(state, strict=False)

@@ -18,7 +18,7 @@ def recognise(
     ----------
     net : RecognitionNet
     frames : ndarray, shape (T, H, W)
-        Raw intensities (any dtype; converted to float32 batch by batch).
+        Raw intensities (any dtype; prepared batch by batch by :meth:`RecognitionNet.prepare`).
     batch : int
         Frames per forward pass.
     first_index : int
@@ -42,7 +42,7 @@ def recognise(
     device = net.input_mean.device
     out = []
     for i in range(0, frames.shape[0], batch):
-        x = torch.from_numpy(np.ascontiguousarray(frames[i : i + batch], dtype=np.float32)).to(device)
+        x = torch.from_numpy(net.prepare(frames[i : i + batch], first_index=first_index + i)).to(device)
         t = (torch.arange(i, i + x.shape[0], dtype=torch.float32) + first_index).to(device)
         y = torch.sigmoid(net.eta_logits(x, t)) if eta_only else net(x, t)
         out.append(y.cpu().numpy())

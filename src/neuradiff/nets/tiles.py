@@ -1,5 +1,5 @@
-"""Recognition of frames of any size and brightness: per-frame normalisation, tiles with overlap and blending,
-and resampling so that voids reach the net at the size it was trained on.
+"""Recognition of frames of any size: tiles with overlap and blending, and resampling so that voids reach the net
+at the size it was trained on.
 
 A net whose normalisation layers use stored statistics (``norm="batch"`` in eval mode) and no time embedding
 computes each output pixel from a bounded neighbourhood, so a frame cut into tiles that overlap by more than
@@ -19,50 +19,8 @@ import torch.nn.functional as F
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.nets.unet import RecognitionNet
 
-#: Percentiles of a frame's grey levels mapped to -1 and +1 by :func:`normalise_frame`.
-NORM_PERCENTILES = (1.0, 99.0)
 #: Smallest expected void, pixels: below this a void is not resolved in the frame.
 MIN_VOID_PX = 2.0
-
-
-def normalise_frame(frame: np.ndarray, *, index: int = 0) -> np.ndarray:
-    """One frame's grey levels mapped so that its 1st and 99th percentiles become -1 and +1 (float32).
-
-    Robust to gain, offset, bit depth and slow brightness drift between frames.
-
-    Parameters
-    ----------
-    frame : ndarray, shape (H, W)
-        Raw intensities (any real dtype).
-    index : int
-        Frame number, for the error message.
-
-    Returns
-    -------
-    ndarray float32 (H, W).
-
-    Raises
-    ------
-    NeuradiffError
-        If the frame holds NaN/Inf or a single value (nothing to recognise).
-
-    Examples
-    --------
-    >>> f = normalise_frame(np.arange(100, dtype=np.uint16).reshape(10, 10) * 300)
-    >>> float(np.percentile(f, 1)), float(np.percentile(f, 99))
-    (-1.0, 1.0)
-    """
-    f = np.asarray(frame, dtype=np.float64)
-    if f.ndim != 2:
-        raise NeuradiffError(f"frame {index} must be [H, W], got shape {f.shape}")
-    if not np.isfinite(f).all():
-        raise NeuradiffError(f"frame {index} contains NaN or Inf")
-    lo, hi = np.percentile(f, NORM_PERCENTILES)
-    if hi <= lo:
-        lo, hi = float(f.min()), float(f.max())
-        if hi <= lo:
-            raise NeuradiffError(f"frame {index} holds a single grey level ({lo:g}): there is nothing to recognise")
-    return ((2.0 * (f - lo) / (hi - lo)) - 1.0).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -215,11 +173,9 @@ def back_to(eta: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 __all__ = [
     "MIN_VOID_PX",
-    "NORM_PERCENTILES",
     "Tiling",
     "back_to",
     "eta_tiled",
-    "normalise_frame",
     "resample",
     "resample_factor",
 ]

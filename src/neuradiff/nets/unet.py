@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -23,6 +24,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from neuradiff.core.checks import check_memory
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.core.files import atomic_path
+from neuradiff.nets.levels import normalise_frames
 
 FORMAT = "neuradiff-recognition-net"
 VERSION = 1
@@ -63,6 +65,10 @@ class NetConfig:
         over the normalised frame and the head's ``eta`` logit, added to that logit (its last convolution starts
         at zero, so a net gains it without changing its output). With ``stride`` 2 it gives each void's outline
         the frame's own pixels back, for voids of a few pixels. ``c_v`` and ``c_i`` are left as the head gives them.
+    level : each whole frame's grey levels are mapped by its own 1st and 99th percentiles to -1 and +1
+        (:func:`~neuradiff.nets.levels.normalise_frame`) before the net's ``input_mean``/``input_std``, so that a
+        recording that brightens or darkens over minutes reaches the net at one brightness; applied by
+        :meth:`RecognitionNet.prepare` to whole frames, before any cropping or tiling.
     """
 
     width: int = 16
@@ -76,8 +82,11 @@ class NetConfig:
     c_v_range: tuple[float, float] = (0.0, 1.5)
     log_c_i_range: tuple[float, float] = (-12.0, -2.0)
     refine: int = 0
+    level: bool = False
 
     def __post_init__(self):
+        if not isinstance(self.level, bool):
+            raise NeuradiffError(f"NetConfig.level must be true or false, got {self.level!r}")
         for name in ("width", "depth", "emb_channels", "n_frames", "emb_grid", "stride", "refine"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -135,8 +144,9 @@ class NetConfig:
     def to_dict(self) -> dict:
         """Plain dict (numbers, strings, lists) for saving."""
         d = asdict(self)
-        if not self.refine:  # files of nets without a refinement read as before
-            del d["refine"]
+        for name in ("refine", "level"):  # files of nets without them read as before
+            if not d[name]:
+                del d[name]
         d["c_v_range"] = list(self.c_v_range)
         d["log_c_i_range"] = list(self.log_c_i_range)
         return d
@@ -337,6 +347,24 @@ class RecognitionNet(nn.Module):
         if times.is_floating_point():
             times = times.to(dtype)
         return frames, times
+
+    def prepare(self, frames: np.ndarray, *, first_index: int = 0) -> np.ndarray:
+        """Whole frames ``[T, H, W]`` (raw intensities, any real dtype) as this net reads them: float32, each frame
+        normalised by its own grey levels when :attr:`NetConfig.level` (``first_index`` numbers the frames in
+        error messages), else as they are.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> net = RecognitionNet(NetConfig(width=4, depth=1, level=True))
+        >>> x = np.arange(2 * 64, dtype=np.uint16).reshape(2, 8, 8)  # frame 1: frame 0 made brighter
+        >>> y = net.prepare(x)
+        >>> y.dtype, bool(np.allclose(y[0], y[1]))
+        (dtype('float32'), True)
+        """
+        if self.config.level:
+            return normalise_frames(frames, first_index=first_index)
+        return np.ascontiguousarray(frames, dtype=np.float32)
 
     def logits(self, frames: Tensor, times: Tensor) -> Tensor:
         """Pre-activation head output ``[B, 3, H, W]`` (same inputs as :meth:`forward`)."""

@@ -54,6 +54,10 @@ class FitConfig:
     #: weights, its batch norms folded into the convolutions, frames mapped as it sees them; ``net`` must then be
     #: empty), "scratch" (random weights, ``net``'s architecture) or "auto" (generalist unless ``net`` is given)
     init: Literal["auto", "generalist", "scratch"] = "auto"
+    #: grey levels the recognition net reads: "per-frame" (each frame mapped by its own 1st and 99th
+    #: percentiles, so that a recording that darkens or brightens over minutes reaches the net at one
+    #: brightness) or "recording" (one linear mapping for the whole video)
+    levels: Literal["per-frame", "recording"] = "per-frame"
     discretisation: Literal["conservative", "reference"] = "conservative"
     integrator: Literal["euler", "imex", "spectral"] = "imex"
     #: learner's time step (simulation time units; the guard sub-steps when needed)
@@ -132,6 +136,8 @@ class FitConfig:
             if unknown:
                 raise ValueError(f"learn: unknown parameter {unknown[0]!r}; known: {', '.join(VoidParameters.specs())}")
         if self.net:
+            if "level" in self.net:
+                raise ValueError("net: 'level' is set by the fit's levels setting ('per-frame' or 'recording')")
             if self.init == "generalist":
                 raise ValueError("net: a fit that starts from the generalist takes its architecture; leave net empty")
             NetConfig.from_dict(self.net)

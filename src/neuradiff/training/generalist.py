@@ -26,7 +26,7 @@ from neuradiff.core.errors import NeuradiffError
 from neuradiff.core.files import write_json
 from neuradiff.nets import NetConfig, RecognitionNet, save_net
 from neuradiff.nets.generalist import GENERALIST_FORMAT, load_generalist
-from neuradiff.nets.tiles import normalise_frame
+from neuradiff.nets.levels import normalise_frame
 from neuradiff.synth.corpus import CorpusSettings, corpus_contact_sheet, corpus_sample
 
 #: First corpus seed of the held-out samples (never drawn for training).

@@ -19,6 +19,7 @@ from neuradiff.core.errors import NeuradiffError
 from neuradiff.core.labels import UNKNOWN, VOID, known
 from neuradiff.nets import NetConfig, RecognitionNet, annotation_loss, default_stride
 from neuradiff.nets.generalist import load_generalist, percentile_normalisation, trainable_net
+from neuradiff.nets.levels import normalise_frames
 from neuradiff.training.config import FitConfig
 from neuradiff.training.crops import Window, anchored_window, cut_batch, resolve_crop
 from neuradiff.training.data import TrainingData, split_frames
@@ -50,6 +51,8 @@ class RecognitionTraining:
     Attributes
     ----------
     frames : Tensor, float32, shape (T, H, W)
+        The video's frames as the net reads them: each normalised by its own grey levels (``levels``
+        "per-frame", :func:`~neuradiff.nets.levels.normalise_frames`) or as they are.
     annotations : Tensor, uint8, shape (T, H, W)
         All annotations (validation frames included).
     train_annotations : Tensor, uint8, shape (T, H, W)
@@ -66,7 +69,9 @@ class RecognitionTraining:
         if not self.train_frames.size:
             raise NeuradiffError("no annotated frame is left for training")
         t = data.frames.shape[0]
-        self.frames = torch.from_numpy(np.ascontiguousarray(data.frames, dtype=np.float32))
+        self.level = config.levels == "per-frame"
+        frames = normalise_frames(data.frames) if self.level else data.frames
+        self.frames = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))
         self.annotations = torch.from_numpy(np.ascontiguousarray(data.annotations))
         train_mask = torch.zeros(t, dtype=torch.bool)
         train_mask[torch.from_numpy(self.train_frames)] = True
@@ -90,13 +95,16 @@ class RecognitionTraining:
         return [anchored_window(rng, annotations[i], self.crop) for i in idx.tolist()]
 
     def new_net(self) -> RecognitionNet:
-        """A fresh net (seeded by ``config.seed``), normalised to the video's intensities; starting from the
-        generalist (``init``), its net, normalised to the video's grey-level percentiles."""
+        """A fresh net (seeded by ``config.seed``), normalised to the (levelled) frames' intensities; starting from
+        the generalist (``init``), its net, reading frames as the generalist does: each frame mapped by its own
+        grey-level percentiles (``levels`` "per-frame"), or all by the video's (``levels`` "recording")."""
         torch.manual_seed(self.config.seed)
         if self.config.starts_from_generalist():
-            mean, std = percentile_normalisation(self.frames.cpu().numpy())
-            return trainable_net(load_generalist(), input_mean=mean, input_std=std)
-        net_cfg = NetConfig.from_dict({"stride": default_stride(*self.frames.shape[-2:]), **self.config.net})
+            mean, std = (0.0, 1.0) if self.level else percentile_normalisation(self.frames.cpu().numpy())
+            return trainable_net(load_generalist(), input_mean=mean, input_std=std, level=self.level)
+        net_cfg = NetConfig.from_dict(
+            {"stride": default_stride(*self.frames.shape[-2:]), **self.config.net, "level": self.level}
+        )
         mean, std = float(self.frames.mean()), float(self.frames.std())
         return RecognitionNet(net_cfg, input_mean=mean, input_std=max(std, 1e-6))
 
