@@ -80,6 +80,12 @@ from neuradiff.training import (
 )
 from neuradiff.training.distributed import Processes, active, fraction, share
 
+#: Least vacancy fraction of a forecast's start state. The net's c_v has no data to follow on a few pixels of a large
+#: frame (on a 1024² recording, about 300 pixels along streaks fall to 4e-4–1e-2 beside values near 1): there
+#: the face mobilities of the explicit step meet the entropy's curvature at a tiny c_v, which cut its stability
+#: limit from 3e-3 to 3e-4 (over 1000 sub-steps per step of 0.3). 1 % is a twelfth of the matrix's c_v.
+START_C_V_MIN = 0.01
+
 
 @dataclass
 class NeuraDiffModel:
@@ -122,7 +128,8 @@ class NeuraDiffModel:
 
     @torch.no_grad()
     def start_state(self, frames: np.ndarray, start: int, annotation: np.ndarray | None = None) -> Tensor:
-        """The recognised fields ``[1, 3, H, W]`` of ``frames[start]``, eta replaced by ``annotation`` where known."""
+        """The recognised fields ``[1, 3, H, W]`` of ``frames[start]``, eta replaced by ``annotation`` where known
+        and c_v raised to at least :data:`START_C_V_MIN`."""
         if not 0 <= start < frames.shape[0]:
             raise NeuradiffError(
                 f"frame {start} is out of range: the video has {frames.shape[0]} frames (0..{frames.shape[0] - 1})"
@@ -134,6 +141,7 @@ class NeuraDiffModel:
         if annotation is not None:
             ann = torch.from_numpy(np.asarray(annotation))[None].to(device)
             state[:, 2] = overlay_annotation(state[:, 2], ann)
+        state[:, 0].clamp_(min=START_C_V_MIN)
         return state
 
     def forecast(
