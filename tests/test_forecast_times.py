@@ -13,6 +13,7 @@ import torch
 from neuradiff.io.stream import VideoSource
 from neuradiff.io.video import Calibration, read_video
 from neuradiff.methods import NeuraDiffModel, load_model, simulate_forward
+from neuradiff.methods.neuradiff import START_C_V_MIN
 from neuradiff.nets import NetConfig, RecognitionNet
 from neuradiff.physics import Simulator, VoidParameters, single_void
 from neuradiff.workflows import forecast_intervals, run_forecast
@@ -114,3 +115,19 @@ def test_forecast_command_reads_only_its_start_frame(tmp_path, monkeypatch):
     fitted = load_model(tmp_path / "model")
     got = np.load(tmp_path / "fc" / "forecast.npz")
     assert np.array_equal(got["eta"], fitted.forecast(frames, 3, 2).eta)  # the same forecast as from the whole video
+
+
+def test_a_start_state_keeps_c_v_above_its_floor():
+    # A net whose c_v head gives almost no vacancies: the forecast starts from c_v = START_C_V_MIN there (a tiny
+    # c_v beside large ones made the explicit step need over 1000 sub-steps); c_i and eta are left as they are.
+    torch.manual_seed(0)
+    net = RecognitionNet(NetConfig(width=4, depth=1))
+    with torch.no_grad():
+        net.head.bias.view(3, -1)[0] = -30.0
+    model = NeuraDiffModel(net, VoidParameters(), SIM)
+    frames = np.random.default_rng(0).normal(100, 10, (2, 16, 16)).astype(np.float32)
+    state = model.start_state(frames, 1)
+    raw = net.eval()(torch.from_numpy(frames[1:]), torch.ones(1))
+    assert float(raw[:, 0].max()) < 1e-6
+    assert torch.all(state[:, 0] == START_C_V_MIN)
+    assert torch.equal(state[:, 1:], raw[:, 1:].detach())
