@@ -14,9 +14,12 @@ from typer.testing import CliRunner
 from neuradiff.cli import app
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.nets.contrast import (
+    ANNOTATION_MARGIN,
+    FITTED_MAX_CONTRAST,
     SHOWN_COUNT,
     VISIBLE_CONTRAST,
     _rings,
+    annotated_threshold,
     contrast_significance,
     drop_faint,
     null_spread,
@@ -176,7 +179,7 @@ def test_shipped_threshold_and_its_override(tmp_path):
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--min-contrast", "-2"], "minimum void contrast"), (["--min-contrast", "3", "--model", "m"], "applies to the")],
+    [(["--min-contrast", "-2"], "--min-contrast must be a number >= 0"), (["--min-contrast", "nan"], "must be")],
 )
 def test_track_refuses_a_bad_contrast_threshold_in_one_line(tmp_path, args, message):
     video = tmp_path / "v.tif"
@@ -196,3 +199,32 @@ def test_track_records_the_threshold_it_used(tmp_path):
     assert res.exit_code == 0, res.output
     record = json.loads((tmp_path / "o" / "provenance.json").read_text())
     assert record["model"]["min_contrast"] == 0.0
+
+
+def test_a_fit_takes_its_threshold_from_the_faintest_annotated_void():
+    # Two strong discs and the faint one annotated: the threshold is the faint one's statistic less the margin;
+    # without the faint one it is capped at the generalist's; with no void annotated it is 0 (every region kept).
+    frame, mask, faint = _frame_of_discs(2, 0.8)
+    labels, t = contrast_significance(frame, mask)
+    ann = np.where(mask, 1, 0).astype(np.uint8)[None]
+    assert annotated_threshold(frame[None], ann) == pytest.approx(t[labels[faint][0] - 1] - ANNOTATION_MARGIN)
+    ann_strong = np.where(mask & ~faint, 1, 255).astype(np.uint8)[None]
+    assert annotated_threshold(frame[None], ann_strong) == FITTED_MAX_CONTRAST
+    assert annotated_threshold(frame[None], np.zeros_like(ann)) == 0.0
+
+
+def test_a_fitted_models_masks_drop_regions_fainter_than_its_annotated_voids():
+    from types import SimpleNamespace
+
+    from neuradiff.methods import fitted_masks
+
+    frame, mask, _ = _frame_of_discs(2, 0.8)
+    specks = mask | _random_specks(mask.shape, 30, np.random.default_rng(0))
+    eta = specks.astype(np.float32)[None]
+    t_faint = annotated_threshold(frame[None], np.where(mask, 1, 0).astype(np.uint8)[None])
+    kept = fitted_masks(SimpleNamespace(info={"min_contrast": t_faint}), eta, frame[None])[0]
+    assert kept[mask].all() and kept.sum() < specks.sum()  # every disc, the faint annotated one too; fewer specks
+    np.testing.assert_array_equal(
+        fitted_masks(SimpleNamespace(info={"min_contrast": 0.0}), eta, frame[None])[0], specks
+    )
+    np.testing.assert_array_equal(fitted_masks(SimpleNamespace(info={}), eta, frame[None])[0], specks)

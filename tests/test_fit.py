@@ -10,8 +10,9 @@ from typer.testing import CliRunner
 
 from neuradiff.cli import app
 from neuradiff.core.errors import NeuradiffError, SimulationError
-from neuradiff.methods import load_model
+from neuradiff.methods import fitted_masks, load_model
 from neuradiff.methods.neuradiff import NeuraDiffObjective, fit_neuradiff
+from neuradiff.nets.contrast import FITTED_MAX_CONTRAST
 from neuradiff.synth.datasets import dataset_config, make_dataset, write_dataset
 from neuradiff.training import FitConfig, TrainingData, TrainingLoop
 
@@ -94,7 +95,9 @@ def test_fit_writes_every_output_and_metrics(tiny_dataset, tmp_path):
     assert tr.exit_code == 0, tr.output
     eta = tifffile.imread(tmp_path / "track" / "eta.tif")
     masks = tifffile.imread(tmp_path / "track" / "masks.tif")
-    assert eta.shape == (10, 32, 32) and eta.dtype == np.float32 and np.array_equal(masks, eta >= 0.5)
+    assert eta.shape == (10, 32, 32) and eta.dtype == np.float32
+    # eta ≥ 0.5 without the regions fainter than the annotated voids
+    assert np.array_equal(masks, fitted_masks(load_model(out), eta, tifffile.imread(tiny_dataset / "video.tif")))
     fc = runner.invoke(
         app,
         [
@@ -307,12 +310,21 @@ def test_a_fit_can_start_from_the_generalist(tiny_dataset, tmp_path):
     out = tmp_path / "model"
     r = _fit_cli(tiny_dataset, out, _fit_config(tmp_path, net={}, init="generalist", joint_iters=2))
     assert r.exit_code == 0, r.output
-    net = json.loads((out / "model.json").read_text())["net"]
-    assert net["norm"] == "none" and net["level"] is True
+    info = json.loads((out / "model.json").read_text())
+    assert info["net"]["norm"] == "none" and info["net"]["level"] is True
+    assert 0 < info["min_contrast"] <= FITTED_MAX_CONTRAST  # from the annotated voids
     r = runner.invoke(
         app, ["track", str(tiny_dataset / "video.tif"), "--model", str(out), "--out", str(tmp_path / "t")]
     )
     assert r.exit_code == 0, r.output
+    r = runner.invoke(
+        app,
+        ["track", str(tiny_dataset / "video.tif"), "--model", str(out), "--out", str(tmp_path / "t0")]
+        + ["--min-contrast", "0", "--no-measure"],
+    )
+    assert r.exit_code == 0, r.output
+    eta, masks = tifffile.imread(tmp_path / "t0" / "eta.tif"), tifffile.imread(tmp_path / "t0" / "masks.tif")
+    np.testing.assert_array_equal(masks, (eta >= 0.5).astype(np.uint8))  # 0: every region the net finds
 
     # Per-frame levels: a frame made 15 % brighter with an offset is recognised as before, in tracking and as
     # the start of a forecast.

@@ -12,6 +12,7 @@ Void tables are trackpy-compatible: :attr:`TrackedVideo.trajectories` has ``fram
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -50,7 +51,7 @@ from neuradiff.workflows.fit import (
 from neuradiff.workflows.forecast import forecast_frames, forecast_intervals, forecast_table, write_forecast
 from neuradiff.workflows.measure import check_measure_options
 from neuradiff.workflows.simulate import simulate_dataset, write_dataset_folder
-from neuradiff.workflows.track import recognise_masks, write_track
+from neuradiff.workflows.track import recognise_masks, with_min_contrast, write_track
 
 PathLike = Union[str, Path]
 Device = Union[str, torch.device, None]
@@ -611,8 +612,9 @@ def track(
     void_size_px : float, optional
         Expected void diameter in px (generalist only): frames are resampled to the net's scale.
     min_contrast : float, optional
-        Generalist only: the contrast filter's threshold (:func:`neuradiff.nets.contrast.drop_faint`; None: the
-        shipped threshold, 0: every void).
+        The contrast filter's threshold (:func:`neuradiff.nets.contrast.drop_faint`; None: the recogniser's own —
+        the shipped generalist's, or a fitted model's from the faintest void it was annotated with; 0: every
+        void).
     batch : int
         Frames per inference batch.
     nm_per_px, frame_interval_s : float, optional
@@ -639,10 +641,10 @@ def track(
     ((6, 24, 24), ['frame', 'particle', 'x', 'y'])
     """
     vid = _video(video, nm_per_px, frame_interval_s)
-    if model is not None and min_contrast is not None:
-        raise NeuradiffError("min_contrast applies to the generalist recogniser (no model)")
+    if min_contrast is not None and not (math.isfinite(min_contrast) and min_contrast >= 0):
+        raise NeuradiffError(f"min_contrast must be a number >= 0, got {min_contrast:g}")
     recogniser: FittedMethod | Generalist = (
-        load_generalist(min_contrast=min_contrast) if model is None else _model(model)
+        load_generalist(min_contrast=min_contrast) if model is None else with_min_contrast(_model(model), min_contrast)
     )
     eta, masks, seconds = recognise_masks(
         recogniser, vid.frames, void_px=void_size_px, batch=batch, device=device, progress=progress

@@ -11,7 +11,7 @@ from neuradiff.core.errors import NeuradiffError
 from neuradiff.core.labels import has_annotation
 from neuradiff.measure.drift import estimate_drift
 from neuradiff.measure.metrics import dice, iou, pixel_accuracy, segmentation_report
-from neuradiff.methods import FittedMethod, Forecast
+from neuradiff.methods import FittedMethod, Forecast, fitted_masks
 from neuradiff.synth.render import shift_like
 
 
@@ -142,7 +142,8 @@ def evaluate_model(
     learned: list[str] | None = None,
     baseline: FittedMethod | None = None,
 ) -> dict[str, Any]:
-    """``metrics.json``: tracking on frames not used for training, parameter errors and the forecast from frame 0
+    """``metrics.json``: tracking on frames not used for training (eta ≥ 0.5, and under ``"masks"`` the masks
+    ``track`` writes, :func:`~neuradiff.methods.fitted_masks`), parameter errors and the forecast from frame 0
     (moved with the stage drift estimated from the video, :func:`recording_drift`; the truth's drift is only a
     reference figure) and, with ``baseline`` — e.g. the same model with the starting guess of the parameters — the
     same forecast by it: what learning the physics bought."""
@@ -162,8 +163,11 @@ def evaluate_model(
         guess, _ = forecast_scores(baseline, frames, truth["eta"], **kwargs)
         extra["forecast_initial_guess"] = {k: v for k, v in guess.items() if not k.startswith("area_")}
     params = model.parameters()
+    held_out = tracking_scores(eta, truth["eta"], held)
+    # what ``track`` writes: eta ≥ 0.5 without the regions fainter than the fit's annotated voids
+    held_out["masks"] = segmentation_report(fitted_masks(model, eta[held], frames[held]), truth["eta"][held] >= 0.5)
     return {
-        "held_out_tracking": tracking_scores(eta, truth["eta"], held),
+        "held_out_tracking": held_out,
         "all_frames_tracking": {
             k: v for k, v in tracking_scores(eta, truth["eta"], np.arange(frames.shape[0])).items() if k != "per_frame"
         },

@@ -13,7 +13,7 @@ the tables by name. To add a method: a module here with an objective (see :class
 a fitted-model class implementing :class:`FittedMethod`, and an entry in both tables.
 """
 
-from neuradiff.methods.base import FitResult, FittedMethod, Forecast, place_model, run_objective
+from neuradiff.methods.base import FitResult, FittedMethod, Forecast, fitted_masks, place_model, run_objective
 from neuradiff.methods.forecast import simulate_forward
 from neuradiff.methods.neuradiff import NeuraDiffModel, NeuraDiffObjective, fit_neuradiff
 from neuradiff.methods.physics_only import PhysicsOnlyModel, fit_physics_only, state_from_annotation
@@ -40,6 +40,7 @@ __all__ = [
     "fit_residual",
     "fit_supervised",
     "fit_surrogate",
+    "fitted_masks",
     "from_saved",
     "load_model",
     "midpoint_residual",

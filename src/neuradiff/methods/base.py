@@ -18,6 +18,7 @@ from torch import nn
 
 from neuradiff.core.devices import resolve_device
 from neuradiff.methods.posterior import Identifiability, Posterior
+from neuradiff.nets.contrast import drop_faint
 from neuradiff.physics import VoidParameters
 from neuradiff.training import FitConfig, Objective, Progress, TrainingLoop
 
@@ -134,6 +135,24 @@ def run_objective(
     state = loop.run(resume=resume)
     loop.restore_best(state)
     return FitResult(objective.fitted(), state.history, state.kept, *objective.split)
+
+
+def fitted_masks(fitted: FittedMethod, eta: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """Void masks ``[T, H, W]`` bool of a fitted method's eta ``[T, H, W]`` of ``frames`` ``[T, H, W]``: eta ≥ 0.5,
+    without the regions that stand out of their frame less than the fit's annotated voids did (the contrast
+    filter :func:`~neuradiff.nets.contrast.drop_faint` at ``fitted.info["min_contrast"]``, set by the fit from its
+    annotations with :func:`~neuradiff.nets.contrast.annotated_threshold`; absent or 0: every region).
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> eta = np.zeros((1, 8, 8)); eta[0, 2:5, 2:5] = 1.0
+    >>> int(fitted_masks(SimpleNamespace(info={}), eta, np.zeros((1, 8, 8))).sum())
+    9
+    """
+    masks = np.asarray(eta) >= 0.5
+    threshold = float(fitted.info.get("min_contrast") or 0.0)
+    return drop_faint(np.asarray(frames), masks, threshold) if threshold > 0 else masks
 
 
 def place_model(fitted: FittedMethod, device: str | torch.device | None) -> torch.device:

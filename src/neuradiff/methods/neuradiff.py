@@ -512,7 +512,12 @@ class NeuraDiffObjective:
             self.net,
             values,
             self.simulator,
-            {"learned": list(self.params.learned), "param_table": table, "bounds": dict(self.params.bounds)},
+            {
+                "learned": list(self.params.learned),
+                "param_table": table,
+                "bounds": dict(self.params.bounds),
+                "min_contrast": self.rec.contrast_threshold(),
+            },
         )
 
 

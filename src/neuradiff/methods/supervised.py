@@ -112,7 +112,7 @@ class SupervisedObjective:
 
     def fitted(self) -> SupervisedModel:
         self.net.eval()
-        return SupervisedModel(self.net)
+        return SupervisedModel(self.net, {"min_contrast": self.rec.contrast_threshold()})
 
 
 def fit_supervised(

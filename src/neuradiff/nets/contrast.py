@@ -43,6 +43,11 @@ VISIBLE_CONTRAST = 3.0
 SHOWN_COUNT = 5
 #: … and at least this fraction of its regions do.
 SHOWN_FRACTION = 0.1
+#: Highest threshold a fitted model takes from its annotations (:func:`annotated_threshold`): the shipped
+#: generalist's own.
+FITTED_MAX_CONTRAST = 5.0
+#: How far below its faintest annotated void a fitted model's threshold lies (:func:`annotated_threshold`).
+ANNOTATION_MARGIN = 1.0
 
 
 def ring_width(area: float) -> int:
@@ -229,10 +234,51 @@ def drop_faint(frames: np.ndarray, masks: np.ndarray, min_contrast: float) -> np
     return out
 
 
+def annotated_threshold(frames: np.ndarray, annotations: np.ndarray, *, cap: float = FITTED_MAX_CONTRAST) -> float:
+    """The contrast threshold of a model fitted to ``annotations``: the contrast-to-noise statistic of the faintest
+    annotated void less :data:`ANNOTATION_MARGIN`, at most ``cap`` (0 when nothing is annotated void), so that the
+    filter (:func:`drop_faint`) keeps every region that stands out of its frame as much as a void the user marked
+    and drops fainter specks. The margin is one standard deviation of the statistic under noise: the net's outline
+    of a void is not the annotation's, and t measured on it moves by about that much.
+
+    Parameters
+    ----------
+    frames : ``[T, H, W]`` grey levels.
+    annotations : ``[T, H, W]`` uint8, 0 solid, 1 void, 255 unknown; each 8-connected void region of at least
+        4 px is measured in its own frame (:func:`contrast_significance`), on what the annotation marks of it.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> frames = rng.normal(0.0, 1.0, (1, 64, 64))
+    >>> yy, xx = np.mgrid[:64, :64]
+    >>> disc = (yy - 30) ** 2 + (xx - 30) ** 2 < 49
+    >>> frames[0, disc] += 0.3  # a faint void: 0.3 noise standard deviations brighter
+    >>> ann = np.full((1, 64, 64), 255, np.uint8); ann[0, disc] = 1
+    >>> round(annotated_threshold(frames, ann), 2)  # its statistic is 3.04
+    2.04
+    >>> frames[0, disc] += 20.0
+    >>> annotated_threshold(frames, ann)
+    5.0
+    """
+    a = np.asarray(annotations)
+    lowest = math.inf
+    for k in np.flatnonzero((a == 1).any(axis=(1, 2))):
+        labels, t = contrast_significance(frames[k], a[k] == 1)
+        area = np.bincount(labels.ravel(), minlength=t.size + 1)[1:]
+        t = t[area >= 4]
+        if t.size:
+            lowest = min(lowest, float(t.min()))
+    return 0.0 if not math.isfinite(lowest) else float(min(cap, max(lowest - ANNOTATION_MARGIN, 0.0)))
+
+
 __all__ = [
+    "ANNOTATION_MARGIN",
+    "FITTED_MAX_CONTRAST",
     "SHOWN_COUNT",
     "SHOWN_FRACTION",
     "VISIBLE_CONTRAST",
+    "annotated_threshold",
     "contrast_significance",
     "drop_faint",
     "null_spread",

@@ -18,6 +18,7 @@ from torch import Tensor
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.core.labels import UNKNOWN, VOID, known
 from neuradiff.nets import NetConfig, RecognitionNet, annotation_loss, default_stride
+from neuradiff.nets.contrast import annotated_threshold
 from neuradiff.nets.generalist import load_generalist, percentile_normalisation, trainable_net
 from neuradiff.nets.levels import normalise_frames
 from neuradiff.training.config import FitConfig
@@ -79,6 +80,15 @@ class RecognitionTraining:
             train_mask.view(-1, 1, 1), self.annotations, torch.full_like(self.annotations, UNKNOWN)
         )
         self.crop = resolve_crop(config.crop, *data.frames.shape[-2:])
+        self._contrast: float | None = None
+
+    def contrast_threshold(self) -> float:
+        """The contrast threshold of the fitted net's masks: that of the faintest void annotated in a training
+        frame, at most the generalist's (:func:`~neuradiff.nets.contrast.annotated_threshold`)."""
+        if self._contrast is None:
+            frames = self.train_frames
+            self._contrast = annotated_threshold(self.data.frames[frames], self.data.annotations[frames])
+        return self._contrast
 
     def to(self, device: torch.device) -> RecognitionTraining:
         """Move the frames and annotations to ``device`` (batch indices stay on the CPU: torch indexes any device

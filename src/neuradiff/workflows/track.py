@@ -4,6 +4,7 @@ folder)."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from collections.abc import Callable, Iterable
@@ -28,7 +29,7 @@ from neuradiff.io.video import Calibration, read_video
 from neuradiff.measure.denoise import Denoise
 from neuradiff.measure.drift import estimate_drift, shift_frames
 from neuradiff.measure.voids import MaskMeasurer, MeasuredChunk, Measurements, measure_masks
-from neuradiff.methods import FittedMethod, load_model, place_model
+from neuradiff.methods import FittedMethod, fitted_masks, load_model, place_model
 from neuradiff.nets.generalist import Generalist, load_generalist
 from neuradiff.report.measurements import write_measurements
 
@@ -89,6 +90,14 @@ def recognise_video(
         progress("tracking", first_index + min(i + batch, n), count)
     eta = np.concatenate(chunks).astype(np.float32)
     return eta, time.perf_counter() - t0
+
+
+def with_min_contrast(fitted: FittedMethod, min_contrast: float | None) -> FittedMethod:
+    """A copy of ``fitted`` whose masks' contrast threshold is ``min_contrast`` (None: ``fitted`` itself, with the
+    fit's own threshold; see :func:`~neuradiff.methods.fitted_masks`)."""
+    if min_contrast is None:
+        return fitted
+    return dataclasses.replace(fitted, info={**fitted.info, "min_contrast": float(min_contrast)})  # pyright: ignore[reportArgumentType]
 
 
 def masks_of(eta: np.ndarray) -> np.ndarray:
@@ -189,10 +198,11 @@ def run_track(
         are resampled so that such voids reach the net at a size it was trained on. Sizes below 2 px or larger
         than a tile are refused.
     min_contrast : float, optional
-        With the generalist, the contrast filter's threshold (:func:`~neuradiff.nets.contrast.drop_faint`: a
-        frame where enough voids reach it keeps every void from a contrast-to-noise statistic of 3, any other
-        frame only those that reach it); None: the shipped recogniser's own threshold
-        (``min_contrast`` in its ``generalist.json``), 0: every void the net finds. It is measured on the frames
+        The contrast filter's threshold (:func:`~neuradiff.nets.contrast.drop_faint`: a frame where enough voids
+        reach it keeps every void from a contrast-to-noise statistic of 3, any other frame only those that reach
+        it); None: the recogniser's own threshold (the shipped generalist's ``min_contrast`` in its
+        ``generalist.json``; a fitted model's from the faintest void of its annotations, at most the
+        generalist's), 0: every void the net finds. It is measured on the frames
         the net sees: with ``denoise``, the denoised ones (their finer grain is smoothed away, so t is larger).
     nm_per_px, frame_interval_s : float, optional
         Override the recording's calibration.
@@ -243,15 +253,15 @@ def run_track(
         raise NeuradiffError(f"void size unit must be px or nm, got {void_size_unit!r}")
     if model is not None and void_size is not None:
         raise NeuradiffError("--void-size applies to the generalist recogniser (no --model)")
-    if model is not None and min_contrast is not None:
-        raise NeuradiffError("--min-contrast applies to the generalist recogniser (no --model)")
+    if min_contrast is not None and not (np.isfinite(min_contrast) and min_contrast >= 0):
+        raise NeuradiffError(f"--min-contrast must be a number >= 0, got {min_contrast:g}")
     nm_per_px = check_pixel_size("--nm-per-px", nm_per_px)
     frame_interval_s = check_frame_interval("--frame-interval", frame_interval_s)
     if chunk < 1:
         raise ValueError(f"--chunk must be >= 1, got {chunk}")
     denoise = Denoise() if denoise is None else denoise
     check_output_dir(out)
-    fitted = load_model(model) if model is not None else None
+    fitted = with_min_contrast(load_model(model), min_contrast) if model is not None else None
     # the generalist is read (and a bad threshold refused) before anything is written
     recogniser: FittedMethod | Generalist = fitted if fitted is not None else load_generalist(min_contrast=min_contrast)
     if fitted is not None and not fitted.can_track:
@@ -360,7 +370,7 @@ class TrackPart:
     denoise: Denoise
     measure: bool
     device: str
-    min_contrast: float | None = None  #: the generalist's contrast threshold (None: its own)
+    min_contrast: float | None = None  #: the masks' contrast threshold (None: the recogniser's own)
 
 
 @dataclass
@@ -379,7 +389,7 @@ class TrackedPart:
 def track_part(part: TrackPart) -> TrackedPart:
     """Recognise and measure one :class:`TrackPart` into ``part.folder``: what the whole recording in one process
     gives for these frames (every frame is recognised on its own, in the same inference batches)."""
-    fitted = load_model(part.model) if part.model is not None else None
+    fitted = with_min_contrast(load_model(part.model), part.min_contrast) if part.model is not None else None
     if fitted is not None:
         place_model(fitted, part.device)
     recogniser = fitted if fitted is not None else load_generalist(min_contrast=part.min_contrast)
@@ -481,10 +491,10 @@ def recognise_masks(
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Eta (float32), void masks (uint8) and recognition seconds of ``frames`` ``[n, H, W]``, frames
     ``first_index`` onwards of a recording of ``total`` frames (default: ``frames`` are the whole recording), with
-    a fitted model (masks: eta ≥ 0.5) or the generalist recogniser (its own masks, frames resampled so that voids
-    of ``void_px`` reach it at a size it was trained on; it runs on the CPU). Every frame is recognised on its own
-    (the generalist normalises each frame to its own percentiles; a fitted net gets the frame's index as its
-    time), so chunks give exactly what the whole recording at once gives."""
+    a fitted model (masks: :func:`~neuradiff.methods.fitted_masks`) or the generalist recogniser (its own masks,
+    frames resampled so that voids of ``void_px`` reach it at a size it was trained on; it runs on the CPU). Every
+    frame is recognised on its own (the generalist normalises each frame to its own percentiles; a fitted net gets
+    the frame's index as its time), so chunks give exactly what the whole recording at once gives."""
     total = len(frames) + first_index if total is None else total
     if isinstance(recogniser, Generalist):
         t0 = time.perf_counter()
@@ -498,7 +508,7 @@ def recognise_masks(
     eta, seconds = recognise_video(
         recogniser, frames, batch=batch, device=device, progress=progress, first_index=first_index, total=total
     )
-    return eta, masks_of(eta), seconds
+    return eta, fitted_masks(recogniser, eta, np.asarray(frames)).astype(np.uint8), seconds
 
 
 def _track_record(
