@@ -85,6 +85,7 @@ def main() -> None:
                 "pixel_accuracy": held["pixel_accuracy"],
                 "iou": held["iou"],
                 "object_f1": held["object_f1"],
+                "masks_object_f1": held["masks"]["object_f1"],
                 "max_area_error": m["forecast"]["max_relative_area_error"],
             }
             rows.append(row)
@@ -102,6 +103,7 @@ def main() -> None:
                 ("pixel_accuracy", "pixel accuracy", ".4f"),
                 ("iou", "void IoU", ".3f"),
                 ("object_f1", "object F1", ".3f"),
+                ("masks_object_f1", "object F1 (track's masks)", ".3f"),
                 ("max_area_error", "max area error", ".3f"),
                 ("seconds", "wall s", ".0f"),
             ],

@@ -104,6 +104,9 @@ def main() -> None:
                 "peak_rss_gib": peak,
                 "pixel_accuracy": t.get("pixel_accuracy"),
                 "iou": t.get("iou"),
+                "object_f1": t.get("object_f1"),
+                "masks_object_f1": t.get("masks", {}).get("object_f1"),
+                "masks_iou": t.get("masks", {}).get("iou"),
                 "parameters": metrics.get("parameters"),
             }
         )
@@ -117,6 +120,8 @@ def main() -> None:
                 ("peak_rss_gib", "peak RSS GiB", ".2f"),
                 ("pixel_accuracy", "pixel acc (held out)", ".4f"),
                 ("iou", "void IoU (held out)", ".3f"),
+                ("object_f1", "object F1 (eta ≥ 0.5)", ".3f"),
+                ("masks_object_f1", "object F1 (track's masks)", ".3f"),
             ],
         )
     )

@@ -178,9 +178,9 @@ def run_track(
     runner: PartRunner | None = None,
     span: int | None = None,
 ) -> TrackSummary:
-    """Write ``eta.tif`` (float), ``masks.tif`` (eta ≥ 0.5), ``provenance.json`` and, with ``measure``, the void
-    measurements. Both stacks are calibrated ImageJ hyperstacks (``TYX``, nm, s) that Fiji and RosettaSciIO read
-    with their scales.
+    """Write ``eta.tif`` (float), ``masks.tif`` (the recogniser's void masks: :func:`recognise_masks`),
+    ``provenance.json`` and, with ``measure``, the void measurements. Both stacks are calibrated ImageJ hyperstacks
+    (``TYX``, nm, s) that Fiji and RosettaSciIO read with their scales.
 
     Parameters
     ----------
