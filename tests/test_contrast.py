@@ -157,6 +157,8 @@ def test_a_frame_that_shows_voids_keeps_the_visible_ones_and_a_texture_frame_onl
     kept = drop_faint(frame[None], mask[None], 5.0)[0]
     assert kept[mask & ~faint].all()
     assert kept[faint].all() == (strong >= SHOWN_COUNT)  # beside enough clear voids the faint one is a void
+    strict = drop_faint(frame[None], mask[None], 5.0, relaxed=False)[0]  # region by region, whatever the frame
+    assert strict[mask & ~faint].all() and not strict[faint].any()
     np.testing.assert_array_equal(drop_faint(frame[None], mask[None], t_faint - 0.01)[0], mask)
 
 

@@ -140,8 +140,9 @@ def run_objective(
 def fitted_masks(fitted: FittedMethod, eta: np.ndarray, frames: np.ndarray) -> np.ndarray:
     """Void masks ``[T, H, W]`` bool of a fitted method's eta ``[T, H, W]`` of ``frames`` ``[T, H, W]``: eta ≥ 0.5,
     without the regions that stand out of their frame less than the fit's annotated voids did (the contrast
-    filter :func:`~neuradiff.nets.contrast.drop_faint` at ``fitted.info["min_contrast"]``, set by the fit from its
-    annotations with :func:`~neuradiff.nets.contrast.annotated_threshold`; absent or 0: every region).
+    filter :func:`~neuradiff.nets.contrast.drop_faint` at ``fitted.info["min_contrast"]``, region by region, set by
+    the fit from its annotations with :func:`~neuradiff.nets.contrast.annotated_threshold`; absent or 0: every
+    region).
 
     Examples
     --------
@@ -152,7 +153,7 @@ def fitted_masks(fitted: FittedMethod, eta: np.ndarray, frames: np.ndarray) -> n
     """
     masks = np.asarray(eta) >= 0.5
     threshold = float(fitted.info.get("min_contrast") or 0.0)
-    return drop_faint(np.asarray(frames), masks, threshold) if threshold > 0 else masks
+    return drop_faint(np.asarray(frames), masks, threshold, relaxed=False) if threshold > 0 else masks
 
 
 def place_model(fitted: FittedMethod, device: str | torch.device | None) -> torch.device:

@@ -198,13 +198,14 @@ def contrast_significance(frame: np.ndarray, void: np.ndarray) -> tuple[np.ndarr
     return labels, t
 
 
-def drop_faint(frames: np.ndarray, masks: np.ndarray, min_contrast: float) -> np.ndarray:
+def drop_faint(frames: np.ndarray, masks: np.ndarray, min_contrast: float, *, relaxed: bool = True) -> np.ndarray:
     """``masks`` ``[T, H, W]`` bool without the void regions that do not stand out of their frame (0: unchanged).
 
     A frame of ``frames`` ``[T, H, W]`` where at least :data:`SHOWN_COUNT` regions, and at least
     :data:`SHOWN_FRACTION` of them, reach ``min_contrast`` (:func:`contrast_significance`) shows voids and keeps
     every region down to :data:`VISIBLE_CONTRAST` (or ``min_contrast`` if lower); any other frame keeps only the
-    regions that reach ``min_contrast``.
+    regions that reach ``min_contrast``. Not ``relaxed``: every frame keeps only the regions that reach it (a
+    threshold learned from annotated voids already says how faint a void can be).
 
     Examples
     --------
@@ -229,7 +230,7 @@ def drop_faint(frames: np.ndarray, masks: np.ndarray, min_contrast: float) -> np
         if t.size:
             reach = int(np.count_nonzero(t >= min_contrast))
             shows_voids = reach >= SHOWN_COUNT and reach >= SHOWN_FRACTION * t.size
-            keep = t >= (min(VISIBLE_CONTRAST, min_contrast) if shows_voids else min_contrast)
+            keep = t >= (min(VISIBLE_CONTRAST, min_contrast) if shows_voids and relaxed else min_contrast)
             out[k] = np.concatenate([[False], keep])[labels]
     return out
 
