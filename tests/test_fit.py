@@ -312,6 +312,7 @@ def test_a_fit_can_start_from_the_generalist(tiny_dataset, tmp_path):
     assert r.exit_code == 0, r.output
     info = json.loads((out / "model.json").read_text())
     assert info["net"]["norm"] == "none" and info["net"]["level"] is True
+    assert f"less than t = {info['min_contrast']:.1f}" in r.output
     assert 0 < info["min_contrast"] <= FITTED_MAX_CONTRAST  # from the annotated voids
     r = runner.invoke(
         app, ["track", str(tiny_dataset / "video.tif"), "--model", str(out), "--out", str(tmp_path / "t")]
@@ -325,6 +326,8 @@ def test_a_fit_can_start_from_the_generalist(tiny_dataset, tmp_path):
     assert r.exit_code == 0, r.output
     eta, masks = tifffile.imread(tmp_path / "t0" / "eta.tif"), tifffile.imread(tmp_path / "t0" / "masks.tif")
     np.testing.assert_array_equal(masks, (eta >= 0.5).astype(np.uint8))  # 0: every region the net finds
+    used = [json.loads((tmp_path / t / "provenance.json").read_text())["model"]["min_contrast"] for t in ("t", "t0")]
+    assert used == [info["min_contrast"], 0.0]
 
     # Per-frame levels: a frame made 15 % brighter with an offset is recognised as before, in tracking and as
     # the start of a forecast.

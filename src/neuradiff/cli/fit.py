@@ -87,6 +87,12 @@ def fit(
     if not main:
         return
     typer.echo(f"wrote {out}: {', '.join(summary.files)}")
+    threshold = summary.model.info.get("min_contrast")
+    if threshold:
+        typer.echo(
+            f"Its masks leave out regions that stand out of their frame by less than t = {threshold:.1f} (the faintest "
+            "annotated void less one, at most 5); track --min-contrast changes it, 0 keeps them all."
+        )
     print_identifiability(summary.model)
     if summary.metrics is not None:
         print_summary(summary.metrics)

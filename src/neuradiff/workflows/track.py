@@ -599,9 +599,13 @@ def shifts_table(drift: np.ndarray, calibration: Calibration) -> str:
 
 
 def model_record(fitted: FittedMethod | Generalist) -> dict[str, Any]:
-    """What ``provenance.json`` says about a model: its method and, with physics, its parameters; for the shipped
-    generalist recogniser its version."""
+    """What ``provenance.json`` says about a model: its method, the contrast threshold of its masks and, with
+    physics, its parameters; for the shipped generalist recogniser its version."""
     if isinstance(fitted, Generalist):
         return {"method": "generalist", "version": fitted.version, "min_contrast": fitted.min_contrast}
     params = fitted.parameters()
-    return {"method": fitted.method, "parameters": None if params is None else params.as_floats()}
+    return {
+        "method": fitted.method,
+        "min_contrast": float(fitted.info.get("min_contrast") or 0.0),
+        "parameters": None if params is None else params.as_floats(),
+    }
