@@ -56,3 +56,17 @@ def test_a_round_without_corrections_is_refused():
         corrected_annotations(predicted.copy(), predicted)
     with pytest.raises(NeuradiffError, match="holds label 3"):
         three_state_of_labels(np.array([[[3]]]))
+
+
+@pytest.mark.parametrize("first_levels", ["recording", "per-frame"])
+def test_a_retraining_prepares_the_frames_as_the_models_net_reads_them(first_levels):
+    # A model fitted with one frame mapping (e.g. an older model, before per-frame levels) retrained under the
+    # other default: the training frames follow the net, so the retraining sees what the net saw.
+    from neuradiff.methods.neuradiff import NeuraDiffObjective
+
+    data = _data()
+    first = fit_neuradiff(data, FitConfig(pretrain_iters=1, joint_iters=0, levels=first_levels, **SETTINGS)).model
+    other = "recording" if first_levels == "per-frame" else "per-frame"
+    objective = NeuraDiffObjective(data, FitConfig(pretrain_iters=1, joint_iters=0, levels=other, **SETTINGS), first)
+    assert objective.rec.level == first.net.config.level == (first_levels == "per-frame")
+    np.testing.assert_array_equal(objective.rec.frames.numpy(), first.net.prepare(data.frames))

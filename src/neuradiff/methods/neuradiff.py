@@ -263,7 +263,10 @@ class NeuraDiffObjective:
     def __init__(self, data: TrainingData, config: FitConfig, init: NeuraDiffModel | None = None) -> None:
         config.validate()
         self.data, self.config = data, config
-        self.rec = RecognitionTraining(data, config)
+        if init is not None and not isinstance(init, NeuraDiffModel):
+            raise NeuradiffError(f"a fit can start from a {NeuraDiffModel.method} model only, not {init.method}")
+        # retraining continues a net that reads frames its own way: the frames are prepared as it reads them
+        self.rec = RecognitionTraining(data, config, level=None if init is None else init.net.config.level)
         t = data.frames.shape[0]
         if t <= config.gap:
             raise NeuradiffError(f"the video has {t} frames; pairs need more than gap = {config.gap}")
@@ -275,8 +278,6 @@ class NeuraDiffObjective:
             self.net = self.rec.new_net()
             self.initial = config.initial_parameters()
         else:  # retraining: a copy of the model's net and its parameters are the starting point
-            if not isinstance(init, NeuraDiffModel):
-                raise NeuradiffError(f"a fit can start from a {NeuraDiffModel.method} model only, not {init.method}")
             self.net = copy.deepcopy(init.net).to("cpu").train()
             self.initial = init.params
         self.params = LearnableParameters(self.initial, learn=config.learned_names())

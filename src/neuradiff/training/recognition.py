@@ -47,7 +47,9 @@ def augmentation(rng: np.random.Generator, enabled: bool) -> tuple[int, bool]:
 
 
 class RecognitionTraining:
-    """A video and its annotations ready for training a recognition net (see the module docstring).
+    """A video and its annotations ready for training a recognition net (see the module docstring); ``level``
+    (default: the config's ``levels``) says whether each frame is mapped by its own grey levels, as a net that
+    training continues reads them (:attr:`NetConfig.level`).
 
     Attributes
     ----------
@@ -64,13 +66,13 @@ class RecognitionTraining:
         Side of the square training windows (``None``: whole frames); see :mod:`neuradiff.training.crops`.
     """
 
-    def __init__(self, data: TrainingData, config: FitConfig) -> None:
+    def __init__(self, data: TrainingData, config: FitConfig, *, level: bool | None = None) -> None:
         self.data, self.config = data, config
         self.train_frames, self.val_frames = split_frames(data)
         if not self.train_frames.size:
             raise NeuradiffError("no annotated frame is left for training")
         t = data.frames.shape[0]
-        self.level = config.levels == "per-frame"
+        self.level = config.levels == "per-frame" if level is None else level
         frames = normalise_frames(data.frames) if self.level else data.frames
         self.frames = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))
         self.annotations = torch.from_numpy(np.ascontiguousarray(data.annotations))
