@@ -189,11 +189,11 @@ def track(
     min_contrast: Optional[float] = typer.Option(
         None,
         "--min-contrast",
-        help="The contrast filter's threshold: a frame where enough voids reach it keeps every void from a "
-        "contrast-to-noise statistic of 3, any other frame only those that reach it (default: the recogniser's "
-        "own: the shipped one's, in its model card; a fitted model's, from the faintest void it was annotated "
-        "with; 0 keeps every void the net finds). Measured on the frames the net sees: with --denoise, the "
-        "denoised ones.",
+        help="The contrast filter's threshold: with the generalist a frame where enough voids reach it keeps every "
+        "void from a contrast-to-noise statistic of 3, any other frame only those that reach it; with --model only "
+        "the regions that reach it (default: the recogniser's own: the shipped one's, in its model card; a fitted "
+        "model's, from the faintest void it was annotated with; 0 keeps every void the net finds). Measured on the "
+        "frames the net sees: with --denoise, the denoised ones.",
     ),
     batch: int = typer.Option(1, help="Frames per inference batch (1 is fastest on a few CPU cores)."),
     nm_per_px: Optional[float] = typer.Option(None, "--nm-per-px", help="Override the pixel size (nm)."),
