@@ -87,6 +87,7 @@ def one_video(k: int, args: argparse.Namespace) -> dict:
         integrator=args.integrator,
         dt=args.dt,
         model_discrepancy=args.discrepancy,
+        weak_interval_scale=args.weak_scale,
     )
     sim = fit_cfg.simulator(time_per_frame(ds.metadata))
     t = ds.truth
@@ -250,6 +251,9 @@ def main() -> None:
     ap.add_argument(
         "--discrepancy", type=float, default=FitConfig().model_discrepancy, help="model_discrepancy of the fit"
     )
+    ap.add_argument(
+        "--weak-scale", type=float, default=FitConfig().weak_interval_scale, help="weak_interval_scale of the fit"
+    )
     ap.add_argument("--spread", type=float, default=FitConfig().prior_spread, help="prior_spread of the fit")
     ap.add_argument("--samples", type=int, default=FitConfig().nuisance_samples, help="nuisance_samples")
     ap.add_argument("--steps", type=int, default=FitConfig().nuisance_steps, help="nuisance_steps")
@@ -286,6 +290,7 @@ def main() -> None:
         "nuisance_steps": args.steps,
         "interval_scale": args.scale,
         "model_discrepancy": args.discrepancy,
+        "weak_interval_scale": args.weak_scale,
         "deterministic_generator": args.deterministic,
         "learner": {"integrator": args.integrator, "dt": args.dt},
         "reduced": "recognition replaced by the truth (observed area: void_area_px, start state: frame 0 of truth.npz)",

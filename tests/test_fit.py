@@ -314,6 +314,8 @@ def test_a_fit_can_start_from_the_generalist(tiny_dataset, tmp_path):
     assert info["net"]["norm"] == "none" and info["net"]["level"] is True
     assert f"less than t = {info['min_contrast']:.1f}" in r.output
     assert 0 < info["min_contrast"] <= FITTED_MAX_CONTRAST  # from the annotated voids
+    # Forecasts and the calibration start from the matrix values around the recognised voids.
+    assert info["start_fields"] == "matrix" and info["start_matrix"] == {"c_v": 0.122, "c_i": 6.9e-4}
     r = runner.invoke(
         app, ["track", str(tiny_dataset / "video.tif"), "--model", str(out), "--out", str(tmp_path / "t")]
     )

@@ -131,3 +131,26 @@ def test_a_start_state_keeps_c_v_above_its_floor():
     assert float(raw[:, 0].max()) < 1e-6
     assert torch.all(state[:, 0] == START_C_V_MIN)
     assert torch.equal(state[:, 1:], raw[:, 1:].detach())
+
+
+def test_a_matrix_start_state_takes_c_from_the_recognised_voids():
+    # start_fields "matrix": eta as recognised (annotation overlaid), c_v = 1 in voids and the matrix value in the
+    # solid, c_i the matrix value; the net's latent c_v, c_i are not read.
+    torch.manual_seed(0)
+    net = RecognitionNet(NetConfig(width=4, depth=1))
+    info = {"start_fields": "matrix", "start_matrix": {"c_v": 0.2, "c_i": 1e-3}}
+    model = NeuraDiffModel(net, VoidParameters(), SIM, info)
+    frames = np.random.default_rng(0).normal(100, 10, (2, 16, 16)).astype(np.float32)
+    ann = np.full((16, 16), 255, np.uint8)
+    ann[:4], ann[4:8] = 1, 0
+    state = model.start_state(frames, 1, ann)
+    raw = net.eval()(torch.from_numpy(frames[1:]), torch.ones(1)).detach()
+    eta = state[0, 2]
+    assert torch.all(eta[:4] == 1) and torch.all(eta[4:8] == 0)
+    assert torch.equal(eta[8:], raw[0, 2, 8:])
+    assert torch.allclose(state[0, 0], eta.clamp(0, 1) + (1 - eta.clamp(0, 1)) * 0.2)
+    assert torch.all(state[0, 0, :4] == 1) and torch.allclose(state[0, 0, 4:8], torch.tensor(0.2))
+    assert torch.all(state[0, 1] == 1e-3)
+    # A model saved without the key (before the setting existed) keeps the net's fields.
+    old = NeuraDiffModel(net, VoidParameters(), SIM)
+    assert torch.equal(old.start_state(frames, 1)[:, 1], raw[:, 1])

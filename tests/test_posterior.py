@@ -9,7 +9,15 @@ import torch
 
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.methods.neuradiff import AreaCurve, NeuraDiffModel
-from neuradiff.methods.posterior import Z90, Posterior, analyse, log_jacobian, nuisance_covariance, refine
+from neuradiff.methods.posterior import (
+    Z90,
+    Identifiability,
+    Posterior,
+    analyse,
+    log_jacobian,
+    nuisance_covariance,
+    refine,
+)
 from neuradiff.nets import NetConfig, RecognitionNet
 from neuradiff.physics import Simulator, VoidParameters, single_void
 
@@ -57,6 +65,11 @@ def test_a_calibration_scale_widens_every_interval_and_can_leave_a_direction_und
     limit = math.log(2.0) / Z90 / narrow.log_std[0]
     none, post = analyse(noise, J, list(values), values, scale=1.01 * limit)
     assert none.determined == [] and post.rank == 0 and none.status["a"] == "not determined"
+    # The criterion holds for the combination as printed, a/b, whose ln-width is √2 times the unit direction's.
+    printed = analyse(noise, J, list(values), values, scale=1.01 * limit / math.sqrt(2))[0]
+    assert printed.determined == []
+    kept = analyse(noise, J, list(values), values, scale=0.99 * limit / math.sqrt(2))[0].determined
+    assert [c.label for c in kept] == ["a/b"] and kept[0].relative_halfwidth <= 1.0 + 1e-6
     with pytest.raises(NeuradiffError, match="interval scale"):
         analyse(noise, J, list(values), values, scale=0.0)
 
@@ -77,6 +90,46 @@ def test_a_model_discrepancy_widens_every_combination_in_quadrature_after_the_sc
     assert none.determined == []
     with pytest.raises(NeuradiffError, match="model discrepancy"):
         analyse(noise, J, list(values), values, discrepancy=-0.1)
+
+
+def test_a_weak_scale_widens_every_direction_but_the_best_determined_one():
+    # Two determined directions: a/b (strong) and c·d (weaker, 20× smaller Jacobian).
+    rng = np.random.default_rng(1)
+    t = np.linspace(0, 1, 400)
+    J = np.stack([1 + t, -(1 + t), 0.05 * (1 - t), 0.05 * (1 - t)], axis=1)
+    noise = 0.01 * rng.standard_normal(t.size)
+    values = {"a": 2.0, "b": 1.0, "c": 3.0, "d": 4.0}
+    both, post = analyse(noise, J, list(values), values)
+    assert [c.label for c in both.determined] == ["a/b", "c·d"] and post.rank == 2
+    wide, wpost = analyse(noise, J, list(values), values, weak_scale=3.0)
+    assert [c.label for c in wide.determined] == ["a/b", "c·d"]
+    assert wpost.log_std[0] == pytest.approx(post.log_std[0], rel=1e-9)
+    assert wpost.log_std[1] == pytest.approx(3.0 * post.log_std[1], rel=1e-9)
+    # The combinations' widths use their printed (rounded) exponents: equal to the directions' to their rounding.
+    assert wide.determined[0].log_std == pytest.approx(both.determined[0].log_std, rel=1e-2)
+    assert wide.determined[1].log_std == pytest.approx(3.0 * both.determined[1].log_std, rel=1e-2)
+    # Widened beyond a factor 2 either way, the weaker direction is no longer determined; the best one stays.
+    limit = math.log(2.0) / Z90 / post.log_std[1]
+    one, opost = analyse(noise, J, list(values), values, weak_scale=1.01 * limit)
+    assert [c.label for c in one.determined] == ["a/b"] and opost.rank == 1
+    assert one.status["c"] == "not determined"
+    with pytest.raises(NeuradiffError, match="weak interval scale"):
+        analyse(noise, J, list(values), values, weak_scale=0.5)
+
+
+def test_a_parameter_determined_on_its_own_carries_its_interval():
+    # a and b both pinned down (a·b and a/b determined): each on its own, with its 90 % interval in the statement.
+    rng = np.random.default_rng(2)
+    t = np.linspace(0, 1, 400)
+    J = np.stack([1 + t, 1 - t, np.zeros_like(t)], axis=1)
+    noise = 0.01 * rng.standard_normal(t.size)
+    values = {"a": 2.0, "b": 1.0, "c": 3.0}
+    ident, post = analyse(noise, J, list(values), values)
+    assert ident.status == {"a": "determined", "b": "determined", "c": "not determined"}
+    lo, hi = ident.intervals["a"]
+    assert (lo, hi) == pytest.approx(post.interval("a"), rel=1e-9) and lo < 2.0 < hi
+    assert f"a (90 % interval {lo:.4g} to {hi:.4g})" in ident.statement()
+    assert Identifiability.from_dict(ident.to_dict()).intervals == ident.intervals  # written and read back
 
 
 def test_laplace_intervals_cover_at_their_level_on_the_linear_case():

@@ -27,10 +27,13 @@ rollout into it) picks the kept model.
 3. Calibration on the whole video (:func:`calibrate`): the kept net recognises every frame (annotations overlaid
    where they exist) and gives the observed void area of each; the physics is simulated from the first annotated
    frame to the last frame in one rollout and its void area (Σ eta) compared with the observed one at every
-   frame. ``refine_iters`` Levenberg-Marquardt steps in log-parameter space
-   (:func:`~neuradiff.methods.posterior.refine`) move the learned parameters along the directions this curve is
-   sensitive to, and the Jacobian at the optimum gives the identifiability of the parameters and their Laplace
-   posterior (:mod:`neuradiff.methods.posterior`), kept with the model and written to ``params.json``.
+   frame. The rollout starts (as every forecast does) from the recognised eta with c_v and c_i at their matrix
+   values (``start_fields = "matrix"``): the net's latent c_v, c_i are shaped only by the physics losses, and
+   parameters calibrated on them do not carry over to a recording on which the net reads them differently.
+   ``refine_iters`` Levenberg-Marquardt steps in log-parameter space (:func:`~neuradiff.methods.posterior.refine`)
+   move the learned parameters along the directions this curve is sensitive to, and the Jacobian at the optimum
+   gives the identifiability of the parameters and their Laplace posterior (:mod:`neuradiff.methods.posterior`),
+   kept with the model and written to ``params.json``.
 """
 
 from __future__ import annotations
@@ -62,7 +65,8 @@ from neuradiff.methods.posterior import (
     refine,
 )
 from neuradiff.nets import RecognitionNet, annotation_loss, recognise
-from neuradiff.physics import LearnableParameters, Simulator, VoidParameters
+from neuradiff.physics import LearnableParameters, Simulator, VoidParameters, matrix_state
+from neuradiff.physics.void_model import MATRIX_C_I, MATRIX_C_V
 from neuradiff.training import (
     FitConfig,
     Phase,
@@ -128,8 +132,10 @@ class NeuraDiffModel:
 
     @torch.no_grad()
     def start_state(self, frames: np.ndarray, start: int, annotation: np.ndarray | None = None) -> Tensor:
-        """The recognised fields ``[1, 3, H, W]`` of ``frames[start]``, eta replaced by ``annotation`` where known
-        and c_v raised to at least :data:`START_C_V_MIN`."""
+        """The state ``[1, 3, H, W]`` the physics starts from at ``frames[start]``: the recognised eta, replaced by
+        ``annotation`` where known, and c_v, c_i as ``info["start_fields"]`` says: ``"matrix"`` (the matrix values
+        ``info["start_matrix"]`` around the voids, :func:`~neuradiff.physics.matrix_state`) or ``"recognised"``
+        (the net's latent fields, c_v raised to at least :data:`START_C_V_MIN`; models saved without the key)."""
         if not 0 <= start < frames.shape[0]:
             raise NeuradiffError(
                 f"frame {start} is out of range: the video has {frames.shape[0]} frames (0..{frames.shape[0] - 1})"
@@ -141,6 +147,11 @@ class NeuraDiffModel:
         if annotation is not None:
             ann = torch.from_numpy(np.asarray(annotation))[None].to(device)
             state[:, 2] = overlay_annotation(state[:, 2], ann)
+        if self.info.get("start_fields", "recognised") == "matrix":
+            matrix = self.info.get("start_matrix", {})
+            return matrix_state(
+                state[:, 2], c_v=float(matrix.get("c_v", MATRIX_C_V)), c_i=float(matrix.get("c_i", MATRIX_C_I))
+            )
         state[:, 0].clamp_(min=START_C_V_MIN)
         return state
 
@@ -518,6 +529,8 @@ class NeuraDiffObjective:
                 "param_table": table,
                 "bounds": dict(self.params.bounds),
                 "min_contrast": self.rec.contrast_threshold(),
+                "start_fields": self.config.start_fields,
+                "start_matrix": {"c_v": self.config.c_v_matrix, "c_i": self.config.c_i_matrix},
             },
         )
 
@@ -700,13 +713,18 @@ def analyse_curve(
     intervals (:func:`~neuradiff.methods.posterior.analyse`), widened by what the undetermined parameters do to
     the determined combinations (:func:`~neuradiff.methods.posterior.nuisance_covariance`, ``nuisance_samples``
     draws with ``prior_spread``, each refitted by ``nuisance_steps`` simulations), scaled by ``interval_scale``,
-    and widened by ``model_discrepancy`` along every direction. The draws move along the directions the unscaled
+    widened by ``model_discrepancy`` along every direction, and every direction but the best-determined one by
+    ``weak_interval_scale``. The draws move along the directions the unscaled
     statistical analysis leaves undetermined."""
     kw: dict[str, Any] = {"unit": "px²", "floor": AREA_RESOLUTION_PX2, "observed": observed}
     ident, post = analyse(r, jac, names, values, **kw)
     nuisance = bool(post.rank and config.nuisance_samples and config.prior_spread > 0)
-    widen = {"scale": config.interval_scale, "discrepancy": config.model_discrepancy}
-    if not nuisance and (config.interval_scale != 1.0 or config.model_discrepancy > 0):
+    widen = {
+        "scale": config.interval_scale,
+        "discrepancy": config.model_discrepancy,
+        "weak_scale": config.weak_interval_scale,
+    }
+    if not nuisance and (config.interval_scale != 1.0 or config.model_discrepancy > 0 or widen["weak_scale"] > 1):
         ident, post = analyse(r, jac, names, values, **widen, **kw)
     if nuisance:
         extra = nuisance_covariance(

@@ -16,7 +16,7 @@ from neuradiff.core.labels import has_annotation, known, overlay_annotation
 from neuradiff.io.saved import SavedModel, parameter_table, write_model_folder
 from neuradiff.methods.base import FitResult, Forecast, run_objective
 from neuradiff.methods.forecast import simulate_forward
-from neuradiff.physics import LearnableParameters, Simulator, VoidParameters
+from neuradiff.physics import LearnableParameters, Simulator, VoidParameters, matrix_state
 from neuradiff.training import FitConfig, Phase, Progress, TrainingData, annotated_pairs, batch_rng, split_frames
 
 
@@ -26,9 +26,7 @@ def state_from_annotation(annotation: np.ndarray | Tensor, *, c_v_matrix: float,
     c_i is ``c_i_matrix`` everywhere (the same priors the NeuraDiff fit puts on its latent fields)."""
     a = torch.as_tensor(np.asarray(annotation))
     eta = overlay_annotation(torch.zeros(a.shape, dtype=torch.float32), a)
-    c_v = eta + (1.0 - eta) * c_v_matrix
-    c_i = torch.full_like(eta, c_i_matrix)
-    return torch.stack((c_v, c_i, eta), dim=1)
+    return matrix_state(eta, c_v=c_v_matrix, c_i=c_i_matrix)
 
 
 @dataclass

@@ -299,6 +299,8 @@ class Identifiability:
     n_observations : int
     sigma, inflation : float
         Residual noise (before inflation) and the autocorrelation inflation ``φ``.
+    intervals : dict
+        Name → the 90 % interval of each parameter determined on its own.
     """
 
     names: list[str]
@@ -310,6 +312,7 @@ class Identifiability:
     sigma: float = float("nan")
     inflation: float = 1.0
     unit: str = ""
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def undetermined(self) -> list[str]:
@@ -323,7 +326,13 @@ class Identifiability:
                 f"{c.label} is determined to ±{100 * c.relative_halfwidth:.2g} % "
                 f"(90 % interval {c.interval90[0]:.4g} to {c.interval90[1]:.4g})"
             )
-        alone = [pretty(n) for n in self.names if self.status[n] == "determined"]
+        alone = [
+            f"{pretty(n)} (90 % interval {self.intervals[n][0]:.4g} to {self.intervals[n][1]:.4g})"
+            if n in self.intervals
+            else pretty(n)
+            for n in self.names
+            if self.status[n] == "determined"
+        ]
         combo = [pretty(n) for n in self.names if self.status[n] == "in combination"]
         free = [pretty(n) for n in self.undetermined]
         if alone:
@@ -352,8 +361,9 @@ class Identifiability:
             "noise_sigma": self.sigma,
             "noise_unit": self.unit,
             "autocorrelation_inflation": self.inflation,
-            "criterion": f"a combination is determined when its 90 % interval lies within a factor "
-            f"{DETERMINED_FACTOR:g} of its value",
+            "intervals_90": {k: list(v) for k, v in self.intervals.items()},
+            "criterion": f"a combination (or a parameter on its own) is determined when its 90 % interval lies within "
+            f"a factor {DETERMINED_FACTOR:g} of its value",
         }
 
     @classmethod
@@ -380,6 +390,7 @@ class Identifiability:
             float(d.get("noise_sigma", float("nan"))),
             float(d.get("autocorrelation_inflation", 1.0)),
             str(d.get("noise_unit", "")),
+            {str(k): (float(v[0]), float(v[1])) for k, v in d.get("intervals_90", {}).items()},
         )
 
 
@@ -395,6 +406,7 @@ def analyse(
     extra_covariance: np.ndarray | None = None,
     scale: float = 1.0,
     discrepancy: float = 0.0,
+    weak_scale: float = 1.0,
 ) -> tuple[Identifiability, Posterior]:
     """Identifiability and the Laplace posterior from the residuals ``[n]`` (in observation order) and ``J = ∂r/∂
     ln θ`` ``[n, p]`` at the optimum (module docstring). Never raises on a singular or non-finite ``J``:
@@ -418,6 +430,10 @@ def analyse(
         Standard deviation of ``ln θ`` added along every direction (in quadrature, after ``scale``) for what the
         model itself gets wrong: a combination ``Π θ_j^{e_j}`` gains ``discrepancy · |e|`` in its log standard
         deviation, so no determined combination is claimed to better than that. 0: none.
+    weak_scale : float
+        Factor on the standard deviation of every direction but the best-determined one (after ``scale`` and
+        ``discrepancy``, before the determined directions are chosen): the weaker directions carry more of the
+        model's own error than the best one does, measured by a coverage study; 1: the same widths for all.
 
     Examples
     --------
@@ -472,22 +488,29 @@ def analyse(
         raise NeuradiffError(f"interval scale must be > 0, got {scale}")
     if not discrepancy >= 0:
         raise NeuradiffError(f"model discrepancy must be >= 0, got {discrepancy}")
+    if not weak_scale >= 1:
+        raise NeuradiffError(f"weak interval scale must be >= 1, got {weak_scale}")
     cov_v = cov_v * scale**2 + discrepancy**2 * np.eye(cov_v.shape[0])
     lam_cov, w = np.linalg.eigh((cov_v + cov_v.T) / 2)
     order = np.argsort(lam_cov)
     lam_cov, w = np.maximum(lam_cov[order], 1e-300), w[:, order]
+    lam_cov[1:] *= weak_scale**2
     vec = vt[nonzero].T @ w
     lam = 1 / lam_cov  # precision along each direction, largest first
     full_vec = np.zeros((len(names), vec.shape[1]))
     full_vec[ok] = vec
     limit = math.log(DETERMINED_FACTOR) / Z90
-    keep = [k for k in range(lam.size) if 1 / math.sqrt(lam[k]) <= limit]
+    # A direction is reported as the combination Π θ^e with its largest exponent 1, e = v / max|v| for the unit
+    # vector v: its ln-width is |e| times the direction's, and the criterion applies to the combination as printed.
+    norm = [1 / float(np.abs(full_vec[:, k]).max()) for k in range(lam.size)]
+    keep = [k for k in range(lam.size) if norm[k] / math.sqrt(lam[k]) <= limit]
     basis = full_vec[:, keep]
     log_std = np.array([1 / math.sqrt(lam[k]) for k in keep])
     post = Posterior(names, dict(values), basis, log_std, sigma * math.sqrt(inflation))
     cov = post.covariance()
     logs = np.array([math.log(values[nm]) for nm in names])
     combos = []
+    intervals: dict[str, tuple[float, float]] = {}
     for k in range(len(keep)):
         v = basis[:, k]
         big = float(np.abs(v).max())
@@ -510,11 +533,15 @@ def analyse(
         )
     for j, name in enumerate(names):
         load = float(np.sum(basis[j] ** 2)) if basis.size else 0.0
-        if load >= 0.9:
+        # On its own only when its own 90 % interval also lies within the factor (the criterion of a combination).
+        own = math.sqrt(max(float(cov[j, j]), 0.0))
+        if load >= 0.9 and Z90 * own <= math.log(DETERMINED_FACTOR):
             status[name] = "determined"
+            v = float(values[name])
+            intervals[name] = (v * math.exp(-Z90 * own), v * math.exp(Z90 * own))
         elif load >= 0.09:
             status[name] = "in combination"
-    return Identifiability(names, combos, status, reasons, lam, n, sigma, inflation, unit), post
+    return Identifiability(names, combos, status, reasons, lam, n, sigma, inflation, unit, intervals), post
 
 
 def nuisance_covariance(

@@ -112,7 +112,9 @@ class ResidualObjective(NeuraDiffObjective):
 
     def fitted(self) -> ResidualModel:
         model = super().fitted()
-        return ResidualModel(model.net, model.params, model.simulator, model.info)
+        # Its parameters are fitted to the net's latent c_v, c_i (the residual is taken on them), with no
+        # calibration on the area curve: its forecasts start from those fields too.
+        return ResidualModel(model.net, model.params, model.simulator, {**model.info, "start_fields": "recognised"})
 
 
 def fit_residual(

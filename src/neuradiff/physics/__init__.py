@@ -16,7 +16,14 @@
 
 from neuradiff.physics.exponential import AdaptiveTrajectory, adaptive_spectral
 from neuradiff.physics.forcing import NoForcing, RandomForcing, RecordedForcing
-from neuradiff.physics.initial import initial_condition, several_voids, single_void, supersaturated, void_disks
+from neuradiff.physics.initial import (
+    initial_condition,
+    matrix_state,
+    several_voids,
+    single_void,
+    supersaturated,
+    void_disks,
+)
 from neuradiff.physics.integrators import (
     INTEGRATORS,
     Integrator,
@@ -77,6 +84,7 @@ __all__ = [
     "imex_euler",
     "initial_condition",
     "laplacian",
+    "matrix_state",
     "pfhub1_initial_condition",
     "rollout",
     "semi_implicit_spectral",

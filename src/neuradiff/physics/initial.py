@@ -53,6 +53,22 @@ def void_disks(
     return state.to(dtype)
 
 
+def matrix_state(eta: Tensor, *, c_v: float = MATRIX_C_V, c_i: float = MATRIX_C_I) -> Tensor:
+    """Voids given by ``eta`` ``[B, H, W]`` in a uniform matrix: ``[B, 3, H, W]`` with c_v = 1 in voids and ``c_v``
+    in the solid (eta clipped to [0, 1] and interpolated between), c_i = ``c_i`` everywhere, eta unchanged.
+
+    The latent fields the video does not show, set to the matrix values the simulations start from.
+
+    Examples
+    --------
+    >>> state = matrix_state(torch.tensor([[[0.0, 0.5, 1.0]]]), c_v=0.1, c_i=1e-3)
+    >>> [[round(v, 4) for v in field] for field in state[0, :, 0].tolist()]
+    [[0.1, 0.55, 1.0], [0.001, 0.001, 0.001], [0.0, 0.5, 1.0]]
+    """
+    e = eta.clamp(0.0, 1.0)
+    return torch.stack((e + (1.0 - e) * c_v, torch.full_like(eta, c_i), eta), dim=1)
+
+
 def single_void(shape: tuple[int, int], radius: float | None = None, **kw) -> Tensor:
     """One centred void; default radius = min(H, W)/6.5 (20 on the paper's 130² grid)."""
     _check_shape(shape)

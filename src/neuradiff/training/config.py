@@ -87,6 +87,11 @@ class FitConfig:
     void_weight: PositiveFloat = 1.0
     c_v_matrix: SiteFraction = 0.122
     c_i_matrix: SiteFraction = 6.9e-4
+    #: c_v and c_i of the state the calibration and the forecasts start from: "matrix" (c_v 1 in the recognised
+    #: voids and ``c_v_matrix`` in the solid, c_i ``c_i_matrix``: the physics-only baseline's start) or
+    #: "recognised" (the recognition net's latent fields, which no pixel of the video shows: fitted parameters
+    #: then lean on them, and on another recording the net reads them differently)
+    start_fields: Literal["matrix", "recognised"] = "matrix"
     c_i_scale: PositiveFloat = 1e-3
     eval_every: PositiveInt = 10
     checkpoint_every: PositiveInt = 25
@@ -121,6 +126,9 @@ class FitConfig:
     #: time step, the noise it leaves out), calibrated by the same study: no combination is claimed to better than
     #: that (0: the intervals of the data alone)
     model_discrepancy: Weight = 0.04
+    #: factor on the standard deviations of every determined direction but the best one, after the two above,
+    #: calibrated by the same study (the weaker combinations carry more of the model's error); 1: none
+    weak_interval_scale: Annotated[float, Field(ge=1)] = 4.0
 
     def starts_from_generalist(self) -> bool:
         """Whether the recognition net starts from the generalist (``init``, with ``"auto"`` resolved)."""
