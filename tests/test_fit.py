@@ -316,6 +316,7 @@ def test_a_fit_can_start_from_the_generalist(tiny_dataset, tmp_path):
     assert 0 < info["min_contrast"] <= FITTED_MAX_CONTRAST  # from the annotated voids
     # Forecasts and the calibration start from the matrix values around the recognised voids.
     assert info["start_fields"] == "matrix" and info["start_matrix"] == {"c_v": 0.122, "c_i": 6.9e-4}
+    assert info["start_frame"] == 0  # the first annotated frame: where the calibration starts
     r = runner.invoke(
         app, ["track", str(tiny_dataset / "video.tif"), "--model", str(out), "--out", str(tmp_path / "t")]
     )

@@ -65,7 +65,7 @@ from neuradiff.methods.posterior import (
     refine,
 )
 from neuradiff.nets import RecognitionNet, annotation_loss, recognise
-from neuradiff.physics import LearnableParameters, Simulator, VoidParameters, matrix_state
+from neuradiff.physics import LearnableParameters, Simulator, VoidParameters, carried_state, matrix_state
 from neuradiff.physics.void_model import MATRIX_C_I, MATRIX_C_V
 from neuradiff.training import (
     FitConfig,
@@ -131,11 +131,23 @@ class NeuraDiffModel:
         return recognise(self.net, frames, first_index=first_index, eta_only=eta_only, batch=batch)
 
     @torch.no_grad()
-    def start_state(self, frames: np.ndarray, start: int, annotation: np.ndarray | None = None) -> Tensor:
+    def start_state(
+        self,
+        frames: np.ndarray,
+        start: int,
+        annotation: np.ndarray | None = None,
+        *,
+        time_per_frame: float | None = None,
+    ) -> Tensor:
         """The state ``[1, 3, H, W]`` the physics starts from at ``frames[start]``: the recognised eta, replaced by
-        ``annotation`` where known, and c_v, c_i as ``info["start_fields"]`` says: ``"matrix"`` (the matrix values
-        ``info["start_matrix"]`` around the voids, :func:`~neuradiff.physics.matrix_state`) or ``"recognised"``
-        (the net's latent fields, c_v raised to at least :data:`START_C_V_MIN`; models saved without the key)."""
+        ``annotation`` where known, and c_v, c_i as ``info["start_fields"]`` says.
+
+        ``"matrix"``: at the frame the calibration started from (``info["start_frame"]``, the first annotated frame)
+        and before it, the matrix values ``info["start_matrix"]`` around the voids
+        (:func:`~neuradiff.physics.matrix_state`); at a later frame, the c_v and c_i that the physics reaches from
+        there with the model's parameters (``time_per_frame`` a frame, even steps), carried onto the voids seen at
+        ``start`` (:func:`~neuradiff.physics.carried_state`). ``"recognised"`` (models saved without the key): the
+        net's latent fields, c_v raised to at least :data:`START_C_V_MIN`."""
         if not 0 <= start < frames.shape[0]:
             raise NeuradiffError(
                 f"frame {start} is out of range: the video has {frames.shape[0]} frames (0..{frames.shape[0] - 1})"
@@ -148,12 +160,26 @@ class NeuraDiffModel:
             ann = torch.from_numpy(np.asarray(annotation))[None].to(device)
             state[:, 2] = overlay_annotation(state[:, 2], ann)
         if self.info.get("start_fields", "recognised") == "matrix":
-            matrix = self.info.get("start_matrix", {})
-            return matrix_state(
-                state[:, 2], c_v=float(matrix.get("c_v", MATRIX_C_V)), c_i=float(matrix.get("c_i", MATRIX_C_I))
-            )
+            first = int(self.info.get("start_frame", 0))
+            if start <= first:
+                matrix = self.info.get("start_matrix", {})
+                return matrix_state(
+                    state[:, 2], c_v=float(matrix.get("c_v", MATRIX_C_V)), c_i=float(matrix.get("c_i", MATRIX_C_I))
+                )
+            sim = self.simulator.for_frames(time_per_frame)
+            before = self.start_state(frames, first)
+            for _ in range(self.history_frames(start)):  # frame by frame: only the last state is kept
+                before = sim.run(before, self.params, 1.0).states[-1]
+            return carried_state(state[:, 2], before)
         state[:, 0].clamp_(min=START_C_V_MIN)
         return state
+
+    def history_frames(self, start: int) -> int:
+        """Frames the start state at ``start`` simulates before it (:meth:`start_state`): from the calibration's first
+        frame with the matrix start, none otherwise."""
+        if self.info.get("start_fields", "recognised") != "matrix":
+            return 0
+        return max(start - int(self.info.get("start_frame", 0)), 0)
 
     def forecast(
         self,
@@ -165,7 +191,7 @@ class NeuraDiffModel:
         time_per_frame: float | None = None,
         intervals: np.ndarray | None = None,
     ) -> Forecast:
-        state = self.start_state(frames, start, annotation)
+        state = self.start_state(frames, start, annotation, time_per_frame=time_per_frame)
         return simulate_forward(
             self.simulator.for_frames(time_per_frame), state, self.params, n_frames, start=start, intervals=intervals
         )
@@ -186,7 +212,7 @@ class NeuraDiffModel:
         ``intervals`` as in :meth:`forecast`."""
         if self.posterior is None:
             raise NeuradiffError("this model has no posterior (it was fitted with uncertainty off): no band")
-        state = self.start_state(frames, start, annotation)
+        state = self.start_state(frames, start, annotation, time_per_frame=time_per_frame)
         sim = self.simulator.for_frames(time_per_frame)
 
         def run(values: Any) -> np.ndarray:
@@ -531,6 +557,7 @@ class NeuraDiffObjective:
                 "min_contrast": self.rec.contrast_threshold(),
                 "start_fields": self.config.start_fields,
                 "start_matrix": {"c_v": self.config.c_v_matrix, "c_i": self.config.c_i_matrix},
+                "start_frame": int(self.data.annotated_frames()[0]),
             },
         )
 

@@ -17,6 +17,7 @@
 from neuradiff.physics.exponential import AdaptiveTrajectory, adaptive_spectral
 from neuradiff.physics.forcing import NoForcing, RandomForcing, RecordedForcing
 from neuradiff.physics.initial import (
+    carried_state,
     initial_condition,
     matrix_state,
     several_voids,
@@ -75,6 +76,7 @@ __all__ = [
     "VoidModel",
     "VoidParameters",
     "adaptive_spectral",
+    "carried_state",
     "equilibrium_vacancy_fraction",
     "etdrk2_spectral",
     "explicit_euler",

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
+from scipy import ndimage
 from torch import Tensor
 
 from neuradiff.physics.void_model import MATRIX_C_I, MATRIX_C_V
@@ -67,6 +69,39 @@ def matrix_state(eta: Tensor, *, c_v: float = MATRIX_C_V, c_i: float = MATRIX_C_
     """
     e = eta.clamp(0.0, 1.0)
     return torch.stack((e + (1.0 - e) * c_v, torch.full_like(eta, c_i), eta), dim=1)
+
+
+def carried_state(eta: Tensor, fields: Tensor) -> Tensor:
+    """A start state ``[B, 3, H, W]`` from the voids ``eta`` ``[B, H, W]`` seen at a frame and the fields
+    ``[B, 3, H, W]`` a simulation reached at that frame: eta unchanged, c_i as simulated, and c_v of the simulated
+    solid outside the voids (carried into the simulated voids from the nearest solid pixel) blended with the mean
+    simulated c_v inside the voids (1 when the simulation has none) by eta.
+
+    The unseen fields carried over from a simulation of the frames before, onto the voids where they are seen, so that
+    the few pixels where the two outlines differ take the solid's or the void's value, not the other's.
+
+    Examples
+    --------
+    >>> sim = matrix_state(torch.tensor([[[0.0, 0.0, 1.0, 1.0]]]), c_v=0.2, c_i=1e-3)
+    >>> state = carried_state(torch.tensor([[[0.0, 1.0, 1.0, 0.0]]]), sim)
+    >>> [round(v, 3) for v in state[0, 0, 0].tolist()], state[0, 2, 0].tolist()
+    ([0.2, 1.0, 1.0, 0.2], [0.0, 1.0, 1.0, 0.0])
+    """
+    sim = fields.detach().to("cpu", torch.float64).numpy()
+    e = eta.clamp(0.0, 1.0).detach().to("cpu", torch.float64).numpy()
+    c_v = np.empty_like(e)
+    for b in range(sim.shape[0]):
+        solid = sim[b, 2] < 0.5
+        c_v_b = sim[b, 0]
+        if solid.all() or not solid.any():
+            c_solid = np.full_like(c_v_b, float(c_v_b.mean()) if solid.all() else MATRIX_C_V)
+        else:
+            nearest = np.asarray(ndimage.distance_transform_edt(~solid, return_distances=False, return_indices=True))
+            c_solid = c_v_b[nearest[0], nearest[1]]
+        c_void = float(c_v_b[~solid].mean()) if (~solid).any() else 1.0
+        c_v[b] = e[b] * c_void + (1.0 - e[b]) * c_solid
+    c_v_t = torch.from_numpy(c_v).to(eta.device, fields.dtype)
+    return torch.stack((c_v_t, fields[:, 1].detach(), eta.to(fields.dtype)), dim=1)
 
 
 def single_void(shape: tuple[int, int], radius: float | None = None, **kw) -> Tensor:

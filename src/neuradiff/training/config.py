@@ -87,9 +87,10 @@ class FitConfig:
     void_weight: PositiveFloat = 1.0
     c_v_matrix: SiteFraction = 0.122
     c_i_matrix: SiteFraction = 6.9e-4
-    #: c_v and c_i of the state the calibration and the forecasts start from: "matrix" (c_v 1 in the recognised
-    #: voids and ``c_v_matrix`` in the solid, c_i ``c_i_matrix``: the physics-only baseline's start) or
-    #: "recognised" (the recognition net's latent fields, which no pixel of the video shows: fitted parameters
+    #: c_v and c_i of the state the calibration and the forecasts start from: "matrix" (at the first annotated
+    #: frame, c_v 1 in the recognised voids and ``c_v_matrix`` in the solid, c_i ``c_i_matrix``: the physics-only
+    #: baseline's start; at a later frame, the fields the physics reaches from there, carried onto the voids seen)
+    #: or "recognised" (the recognition net's latent fields, which no pixel of the video shows: fitted parameters
     #: then lean on them, and on another recording the net reads them differently)
     start_fields: Literal["matrix", "recognised"] = "matrix"
     c_i_scale: PositiveFloat = 1e-3

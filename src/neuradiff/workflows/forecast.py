@@ -84,8 +84,9 @@ def forecast_frames(
     fitted : FittedMethod
         A model that forecasts (``can_forecast``); its nets are moved to ``device``.
     frames : ndarray or VideoSource
-        ``[T, H, W]`` raw intensities; from a :class:`~neuradiff.io.stream.VideoSource` only the start frame is
-        read (the methods slice ``frames[frame : frame + 1]``).
+        ``[T, H, W]`` raw intensities; from a :class:`~neuradiff.io.stream.VideoSource` only the frames the start
+        state needs are read (the methods slice ``frames[frame : frame + 1]``, and a NeuraDiff model whose physics
+        starts from its calibration's first frame that frame too).
     frame : int
         Start frame K (0-based).
     steps : int
@@ -244,17 +245,20 @@ def run_forecast(
     fitted = load_model(model)
     if not fitted.can_forecast:
         raise NeuradiffError(f"{model} holds a {fitted.method} model, which does not forecast")
-    with open_video(video, frame_times=frame_times) as src:  # frames stay on disk: only the start frame is read
+    # Frames stay on disk: only those the start state needs are read.
+    with open_video(video, frame_times=frame_times) as src:
         n, (height, width), cal = src.n_frames, src.frame_shape, src.calibration
         if not 0 <= frame < n:
             raise ValueError(f"--frame {frame} is out of range: the video has {n} frames")
         intervals = forecast_intervals(cal, frame, steps, n)
         simulated = steps if intervals is None else max(steps, math.ceil(intervals.sum()))  # frame intervals of work
+        if isinstance(fitted, NeuraDiffModel):
+            simulated += fitted.history_frames(frame)  # the physics from the calibration's first frame to the start
         check_forecast_resources(fitted, simulated, height, width)
         fc = forecast_frames(fitted, src, frame=frame, steps=steps, device=device, intervals=intervals)
         band = None
         if isinstance(fitted, NeuraDiffModel) and fitted.posterior is not None:
-            band = fitted.forecast_band(  # reads frames[frame : frame + 1] only
+            band = fitted.forecast_band(
                 src,  # pyright: ignore[reportArgumentType]
                 frame,
                 steps,
