@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from neuradiff.cli import app
 from neuradiff.core.errors import NeuradiffError, SimulationError
+from neuradiff.io.video import read_video
 from neuradiff.methods import fitted_masks, load_model
 from neuradiff.methods.neuradiff import NeuraDiffObjective, fit_neuradiff
 from neuradiff.nets.contrast import FITTED_MAX_CONTRAST
@@ -123,6 +124,10 @@ def test_fit_writes_every_output_and_metrics(tiny_dataset, tmp_path):
     rows = np.array([[float(v) for v in line.split(",")] for line in band[1:]])
     assert rows.shape == (4, 8) and (rows[:, 3] <= rows[:, 2]).all() and (rows[:, 2] <= rows[:, 4]).all()
     assert (tmp_path / "fc" / "forecast_band.png").stat().st_size > 1000
+    # The command hands the band its forecast's start state; computed afresh, the band is the same (CSV digits).
+    video = read_video(tiny_dataset / "video.tif")
+    ref = load_model(out).forecast_band(video.frames, 2, 3, nm_per_px=video.calibration.nm_per_px)
+    assert np.allclose(rows[:, 2:5], np.stack([ref.area, ref.area_lo, ref.area_hi], axis=1), rtol=1e-5)
     bad = runner.invoke(
         app,
         [

@@ -206,13 +206,16 @@ class NeuraDiffModel:
         time_per_frame: float | None = None,
         nm_per_px: float | None = None,
         intervals: np.ndarray | None = None,
+        state: Tensor | None = None,
     ) -> ForecastBand:
         """The forecast's void area and mean radius per frame with their 90 % band from the posterior
         (:func:`~neuradiff.methods.posterior.forecast_band`); px² and px, or nm² and nm with ``nm_per_px``;
-        ``intervals`` as in :meth:`forecast`."""
+        ``intervals`` as in :meth:`forecast`; ``state``: the start state ``[1, 3, H, W]`` when the caller has it
+        already (the first of :meth:`forecast`'s fields), else :meth:`start_state`."""
         if self.posterior is None:
             raise NeuradiffError("this model has no posterior (it was fitted with uncertainty off): no band")
-        state = self.start_state(frames, start, annotation, time_per_frame=time_per_frame)
+        if state is None:
+            state = self.start_state(frames, start, annotation, time_per_frame=time_per_frame)
         sim = self.simulator.for_frames(time_per_frame)
 
         def run(values: Any) -> np.ndarray:

@@ -258,12 +258,14 @@ def run_forecast(
         fc = forecast_frames(fitted, src, frame=frame, steps=steps, device=device, intervals=intervals)
         band = None
         if isinstance(fitted, NeuraDiffModel) and fitted.posterior is not None:
+            start = None if fc.fields is None else torch.from_numpy(fc.fields[:1]).to(fitted.net.input_mean.device)
             band = fitted.forecast_band(
                 src,  # pyright: ignore[reportArgumentType]
                 frame,
                 steps,
                 nm_per_px=cal.nm_per_px,
                 intervals=intervals,
+                state=start,  # the forecast's own start state: not recognised or simulated again
             )
     record = provenance(
         "forecast",
