@@ -68,7 +68,10 @@ def run_demo(seed: int, threads: int, out: Path, kernel: str | None = None) -> d
             f["max_relative_area_error"] / g["max_relative_area_error"] if g.get("max_relative_area_error") else None
         ),
         "band_fraction": m.get("forecast_band", {}).get("fraction_of_frames_in_band"),
-        "best_combination": (m.get("identifiable_combinations") or [None])[0],
+        "best_combination": (m.get("identifiable_combinations") or m.get("bounded_combinations") or [None])[0],
+        "determined_combinations": m.get("identifiable_combinations", []),
+        "bounded_combinations": m.get("bounded_combinations", []),
+        "statement": params.get("identifiability", {}).get("statement"),
         "area_forecast_px": f["area_forecast_px"],
         "area_truth_px": f["area_truth_px"],
         "parameters": m["parameters"],

@@ -10,6 +10,7 @@ import torch
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.methods.neuradiff import AreaCurve, NeuraDiffModel
 from neuradiff.methods.posterior import (
+    DETERMINED_HALFWIDTH,
     Z90,
     Identifiability,
     Posterior,
@@ -64,12 +65,13 @@ def test_a_calibration_scale_widens_every_interval_and_can_leave_a_direction_und
     # A scale that pushes the direction's 90 % interval beyond a factor 2 either way: nothing is determined.
     limit = math.log(2.0) / Z90 / narrow.log_std[0]
     none, post = analyse(noise, J, list(values), values, scale=1.01 * limit)
-    assert none.determined == [] and post.rank == 0 and none.status["a"] == "not determined"
+    assert none.determined == none.bounded == [] and post.rank == 0 and none.status["a"] == "not determined"
     # The criterion holds for the combination as printed, a/b, whose ln-width is √2 times the unit direction's.
     printed = analyse(noise, J, list(values), values, scale=1.01 * limit / math.sqrt(2))[0]
-    assert printed.determined == []
-    kept = analyse(noise, J, list(values), values, scale=0.99 * limit / math.sqrt(2))[0].determined
-    assert [c.label for c in kept] == ["a/b"] and kept[0].relative_halfwidth <= 1.0 + 1e-6
+    assert printed.determined == printed.bounded == []
+    kept = analyse(noise, J, list(values), values, scale=0.99 * limit / math.sqrt(2))[0]
+    assert kept.determined == [] and [c.label for c in kept.bounded] == ["a/b"]
+    assert kept.bounded[0].relative_halfwidth <= 1.0 + 1e-6
     with pytest.raises(NeuradiffError, match="interval scale"):
         analyse(noise, J, list(values), values, scale=0.0)
 
@@ -85,9 +87,9 @@ def test_a_model_discrepancy_widens_every_combination_in_quadrature_after_the_sc
     assert widened.log_std == pytest.approx(math.sqrt(combo.log_std**2 + 0.05**2 * norm2), rel=1e-6)
     assert post.log_std[0] == pytest.approx(math.sqrt(narrow.log_std[0] ** 2 + 0.05**2), rel=1e-6)
     assert widened.value == combo.value  # no point estimate moves
-    # A discrepancy beyond the "determined" limit leaves nothing determined, whatever the data say.
+    # A discrepancy beyond the "bounded" limit leaves nothing determined or bounded, whatever the data say.
     none, _ = analyse(noise, J, list(values), values, discrepancy=1.01 * math.log(2.0) / Z90)
-    assert none.determined == []
+    assert none.determined == none.bounded == []
     with pytest.raises(NeuradiffError, match="model discrepancy"):
         analyse(noise, J, list(values), values, discrepancy=-0.1)
 
@@ -111,10 +113,28 @@ def test_a_weak_scale_widens_every_direction_but_the_best_determined_one():
     # Widened beyond a factor 2 either way, the weaker direction is no longer determined; the best one stays.
     limit = math.log(2.0) / Z90 / post.log_std[1]
     one, opost = analyse(noise, J, list(values), values, weak_scale=1.01 * limit)
-    assert [c.label for c in one.determined] == ["a/b"] and opost.rank == 1
+    assert [c.label for c in one.determined] == ["a/b"] and one.bounded == [] and opost.rank == 1
     assert one.status["c"] == "not determined"
     with pytest.raises(NeuradiffError, match="weak interval scale"):
         analyse(noise, J, list(values), values, weak_scale=0.5)
+
+
+def test_a_combination_known_only_within_a_factor_2_is_bounded_not_determined():
+    J, noise = _linear_case(0)
+    values = {"a": 2.0, "b": 1.0, "c": 3.0, "d": 4.0}
+    _, narrow = analyse(noise, J, list(values), values)
+    # a/b's printed ln-width is √2 times the unit direction's: put its 90 % interval just inside / outside ±25 %.
+    edge = math.log(1 + DETERMINED_HALFWIDTH) / Z90 / narrow.log_std[0] / math.sqrt(2)
+    inside = analyse(noise, J, list(values), values, scale=0.98 * edge)[0]
+    assert [c.label for c in inside.determined] == ["a/b"] and inside.bounded == []
+    outside, post = analyse(noise, J, list(values), values, scale=1.02 * edge)
+    assert outside.determined == [] and [c.label for c in outside.bounded] == ["a/b"]
+    assert post.rank == 1  # a bounded direction stays in the posterior, so in the forecast band
+    text = outside.statement()
+    assert "a/b is bounded within a factor 1.3" in text and "determined to ±25 %" in text
+    assert "a, b only in this combination" in text
+    back = Identifiability.from_dict(outside.to_dict())
+    assert [c.label for c in back.bounded] == ["a/b"] and back.statement() == text
 
 
 def test_a_parameter_determined_on_its_own_carries_its_interval():
@@ -130,6 +150,25 @@ def test_a_parameter_determined_on_its_own_carries_its_interval():
     assert (lo, hi) == pytest.approx(post.interval("a"), rel=1e-9) and lo < 2.0 < hi
     assert f"a (90 % interval {lo:.4g} to {hi:.4g})" in ident.statement()
     assert Identifiability.from_dict(ident.to_dict()).intervals == ident.intervals  # written and read back
+
+
+def test_a_parameter_pinned_down_only_with_a_bounded_combination_is_bounded_on_its_own():
+    # a/b determined, a·b weaker: widened until a·b spans a factor 1.5 either way (bounded, not determined).
+    # a = √(a/b · a·b) then has its own interval within ±25 %, but it is no better known than a·b.
+    rng = np.random.default_rng(3)
+    t = np.linspace(0, 1, 400)
+    w = 0.1 * np.cos(np.pi * t)  # orthogonal to the constant: the directions are exactly a/b and a·b
+    J = np.stack([1 + w, -1 + w, np.zeros_like(t)], axis=1)
+    noise = 0.01 * rng.standard_normal(t.size)
+    values = {"a": 2.0, "b": 1.0, "c": 3.0}
+    _, post = analyse(noise, J, list(values), values)
+    weak = math.log(1.5) / Z90 / math.sqrt(2) / post.log_std[1]  # a·b as printed: ln-width √2 × the direction's
+    ident, wpost = analyse(noise, J, list(values), values, weak_scale=weak)
+    assert [c.label for c in ident.determined] == ["a/b"] and [c.label for c in ident.bounded] == ["a·b"]
+    lo, hi = ident.intervals["a"]
+    assert hi / 2.0 - 1 < DETERMINED_HALFWIDTH  # narrow enough on its own ...
+    assert ident.status["a"] == ident.status["b"] == "bounded"  # ... but pinned down through a bounded combination
+    assert "a (90 % interval" in ident.statement() and "are bounded on their own" in ident.statement()
 
 
 def test_laplace_intervals_cover_at_their_level_on_the_linear_case():

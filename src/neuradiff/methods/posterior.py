@@ -9,8 +9,9 @@ matrix is
 
 where ``ρ ∈ [0, 0.9]`` is the lag-1 autocorrelation of the residuals: consecutive frames of a video do not make
 independent observations, and ``φ`` is the variance inflation of an AR(1) series. The eigen-directions of ``F``
-are combinations ``Π θ_j^{e_j}`` of the parameters; one whose 90 % interval is narrower than a factor of 2 either
-way is *determined*, the others are not.
+are combinations ``Π θ_j^{e_j}`` of the parameters; one whose 90 % interval lies within ±25 % of its value is
+*determined*, one whose interval lies within a factor of 2 either way is *bounded* (the data constrain it, but not
+well enough to call it known), the others are not determined.
 
 The Laplace posterior ``F⁻¹`` holds the undetermined parameters at their fitted values, but their true values
 are unknown, and away from the optimum the determined combinations compensate for them (the curve is flat along
@@ -47,8 +48,12 @@ from neuradiff.core.errors import NeuradiffError
 
 #: Standard-normal quantile of a two-sided 90 % interval.
 Z90 = 1.6448536269514722
-#: A direction is determined when its 90 % interval lies within this factor either way of the fitted value.
-DETERMINED_FACTOR = 2.0
+#: A combination (or a parameter) is determined when its 90 % interval lies within this fraction either way of the
+#: fitted value: the coverage study finds the median error of such combinations at 2–5 % (benchmarks/README.md).
+DETERMINED_HALFWIDTH = 0.25
+#: A direction is bounded (kept in the posterior, reported with its interval) when its 90 % interval lies within
+#: this factor either way of the fitted value; wider ones are not determined.
+BOUNDED_FACTOR = 2.0
 #: Exponents below this are left out of a combination's label (they stay in its value and interval).
 LABEL_EXPONENT = 0.15
 #: Residuals of a parameter set ``{name: value}`` (raises or returns non-finite values when it cannot evaluate).
@@ -121,7 +126,7 @@ def log_jacobian(
 
 @dataclass
 class Combination:
-    """One determined combination ``Π θ_j^{e_j}`` of the parameters.
+    """One determined or bounded combination ``Π θ_j^{e_j}`` of the parameters.
 
     Attributes
     ----------
@@ -152,6 +157,23 @@ class Combination:
     def relative_halfwidth(self) -> float:
         """Half-width of the 90 % interval relative to the value (±)."""
         return float(math.expm1(Z90 * self.log_std))
+
+    @property
+    def factor(self) -> float:
+        """The factor either way of the value that its 90 % interval spans (``upper / value``)."""
+        return float(math.exp(Z90 * self.log_std))
+
+    @property
+    def is_determined(self) -> bool:
+        """Whether its 90 % interval lies within ``DETERMINED_HALFWIDTH`` of the value (else it is bounded)."""
+        return self.relative_halfwidth <= DETERMINED_HALFWIDTH
+
+    def phrase(self) -> str:
+        """``"E_v/kBT is determined to ±3 % (…)"`` or ``"… is bounded within a factor 1.6 (…)"``."""
+        span = f"(90 % interval {self.interval90[0]:.4g} to {self.interval90[1]:.4g})"
+        if self.is_determined:
+            return f"{self.label} is determined to ±{100 * self.relative_halfwidth:.2g} % {span}"
+        return f"{self.label} is bounded within a factor {self.factor:.2g} {span}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -288,10 +310,11 @@ class Identifiability:
     names : list of str
         The analysed parameters.
     determined : list of Combination
-        The determined combinations, best determined first.
+        The determined combinations (90 % interval within ``DETERMINED_HALFWIDTH``), best determined first.
     status : dict
-        Name → ``"determined"`` (on its own), ``"in combination"`` (only through a combination) or
-        ``"not determined"``.
+        Name → ``"determined"`` (on its own, within ``DETERMINED_HALFWIDTH``, and through determined combinations
+        only), ``"bounded"`` (on its own, within ``BOUNDED_FACTOR``), ``"in combination"`` (only through a
+        combination) or ``"not determined"``.
     reasons : dict
         Name → why a parameter is not determined (e.g. the simulation failed when it was changed).
     eigenvalues : ndarray
@@ -300,7 +323,10 @@ class Identifiability:
     sigma, inflation : float
         Residual noise (before inflation) and the autocorrelation inflation ``φ``.
     intervals : dict
-        Name → the 90 % interval of each parameter determined on its own.
+        Name → the 90 % interval of each parameter determined or bounded on its own.
+    bounded : list of Combination
+        The combinations the data bound within ``BOUNDED_FACTOR`` but do not determine, best first. The posterior
+        (and so the forecast band) spans the determined and the bounded directions.
     """
 
     names: list[str]
@@ -313,6 +339,7 @@ class Identifiability:
     inflation: float = 1.0
     unit: str = ""
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    bounded: list[Combination] = field(default_factory=list)
 
     @property
     def undetermined(self) -> list[str]:
@@ -320,31 +347,33 @@ class Identifiability:
 
     def statement(self) -> str:
         """The result in plain words, e.g. "E_v/kBT is determined to ±3 % (90 %); ... not determined"."""
-        parts = []
-        for c in self.determined:
-            parts.append(
-                f"{c.label} is determined to ±{100 * c.relative_halfwidth:.2g} % "
-                f"(90 % interval {c.interval90[0]:.4g} to {c.interval90[1]:.4g})"
-            )
-        alone = [
-            f"{pretty(n)} (90 % interval {self.intervals[n][0]:.4g} to {self.intervals[n][1]:.4g})"
-            if n in self.intervals
-            else pretty(n)
-            for n in self.names
-            if self.status[n] == "determined"
-        ]
+        parts = [c.phrase() for c in [*self.determined, *self.bounded]]
+
+        def own(n: str) -> str:
+            if n not in self.intervals:
+                return pretty(n)
+            return f"{pretty(n)} (90 % interval {self.intervals[n][0]:.4g} to {self.intervals[n][1]:.4g})"
+
+        alone = [own(n) for n in self.names if self.status[n] == "determined"]
+        loose = [own(n) for n in self.names if self.status[n] == "bounded"]
         combo = [pretty(n) for n in self.names if self.status[n] == "in combination"]
         free = [pretty(n) for n in self.undetermined]
         if alone:
             verb = "is determined on its own" if len(alone) == 1 else "are determined on their own"
             parts.append(f"{', '.join(alone)} {verb}")
+        if loose:
+            verb = "is bounded on its own" if len(loose) == 1 else "are bounded on their own"
+            parts.append(f"{', '.join(loose)} {verb}")
         if combo:
-            which = "this combination" if len(self.determined) == 1 else "these combinations"
+            n_combos = len(self.determined) + len(self.bounded)
+            which = "this combination" if n_combos == 1 else "these combinations"
             parts.append(f"{', '.join(combo)} only in {which}")
         if free:
             parts.append(f"{', '.join(free)} {'is' if len(free) == 1 else 'are'} not determined by this video")
-        if not self.determined:
+        if not self.determined and not self.bounded:
             parts.insert(0, "No combination of the parameters is determined by this video")
+        elif not self.determined:
+            parts.insert(0, "No combination of the parameters is determined to ±25 % by this video")
         text = "; ".join(parts) + "."
         for name, why in self.reasons.items():
             text += f" {why[:1].upper()}{why[1:]}." if name == "*" else f" {pretty(name)}: {why}."
@@ -354,6 +383,7 @@ class Identifiability:
         return {
             "statement": self.statement(),
             "determined": [c.to_dict() for c in self.determined],
+            "bounded": [c.to_dict() for c in self.bounded],
             "status": dict(self.status),
             "reasons": dict(self.reasons),
             "fisher_eigenvalues": self.eigenvalues.tolist(),
@@ -363,13 +393,13 @@ class Identifiability:
             "autocorrelation_inflation": self.inflation,
             "intervals_90": {k: list(v) for k, v in self.intervals.items()},
             "criterion": f"a combination (or a parameter on its own) is determined when its 90 % interval lies within "
-            f"a factor {DETERMINED_FACTOR:g} of its value",
+            f"±{100 * DETERMINED_HALFWIDTH:g} % of its value, bounded when it lies within a factor {BOUNDED_FACTOR:g}",
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Identifiability:
-        combos = [
-            Combination(
+        def combination(c: Mapping[str, Any]) -> Combination:
+            return Combination(
                 {str(k): float(v) for k, v in c["exponents"].items()},
                 str(c["combination"]),
                 float(c["value"]),
@@ -377,8 +407,9 @@ class Identifiability:
                 (float(c["interval_90"][0]), float(c["interval_90"][1])),
                 float(c["fisher_eigenvalue"]),
             )
-            for c in d.get("determined", [])
-        ]
+
+        combos = [combination(c) for c in d.get("determined", [])]
+        bounded = [combination(c) for c in d.get("bounded", [])]
         status = {str(k): str(v) for k, v in d["status"].items()}
         return cls(
             list(status),
@@ -391,6 +422,7 @@ class Identifiability:
             float(d.get("autocorrelation_inflation", 1.0)),
             str(d.get("noise_unit", "")),
             {str(k): (float(v[0]), float(v[1])) for k, v in d.get("intervals_90", {}).items()},
+            bounded,
         )
 
 
@@ -499,7 +531,7 @@ def analyse(
     lam = 1 / lam_cov  # precision along each direction, largest first
     full_vec = np.zeros((len(names), vec.shape[1]))
     full_vec[ok] = vec
-    limit = math.log(DETERMINED_FACTOR) / Z90
+    limit = math.log(BOUNDED_FACTOR) / Z90
     # A direction is reported as the combination Π θ^e with its largest exponent 1, e = v / max|v| for the unit
     # vector v: its ln-width is |e| times the direction's, and the criterion applies to the combination as printed.
     norm = [1 / float(np.abs(full_vec[:, k]).max()) for k in range(lam.size)]
@@ -531,17 +563,25 @@ def analyse(
                 float(lam[keep[k]]),
             )
         )
+    tight = [k for k, c in enumerate(combos) if c.is_determined]
     for j, name in enumerate(names):
         load = float(np.sum(basis[j] ** 2)) if basis.size else 0.0
-        # On its own only when its own 90 % interval also lies within the factor (the criterion of a combination).
+        load_tight = float(np.sum(basis[j, tight] ** 2)) if tight else 0.0
+        # On its own only when its own 90 % interval also lies within the limits (the criteria of a combination),
+        # and determined only when it lies (mostly) in the span of the determined combinations: a parameter that
+        # needs a bounded combination to be pinned down is no better known than that combination.
         own = math.sqrt(max(float(cov[j, j]), 0.0))
-        if load >= 0.9 and Z90 * own <= math.log(DETERMINED_FACTOR):
-            status[name] = "determined"
+        if load >= 0.9 and Z90 * own <= math.log(BOUNDED_FACTOR):
+            narrow = math.expm1(Z90 * own) <= DETERMINED_HALFWIDTH and load_tight >= 0.9
+            status[name] = "determined" if narrow else "bounded"
             v = float(values[name])
             intervals[name] = (v * math.exp(-Z90 * own), v * math.exp(Z90 * own))
         elif load >= 0.09:
             status[name] = "in combination"
-    return Identifiability(names, combos, status, reasons, lam, n, sigma, inflation, unit, intervals), post
+    determined = [c for c in combos if c.is_determined]
+    bounded = [c for c in combos if not c.is_determined]
+    ident = Identifiability(names, determined, status, reasons, lam, n, sigma, inflation, unit, intervals, bounded)
+    return ident, post
 
 
 def nuisance_covariance(

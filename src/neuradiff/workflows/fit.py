@@ -205,27 +205,33 @@ def write_fit(out: str | Path, summary: FitSummary) -> Path:
 
 
 def uncertainty_scores(model: NeuraDiffModel, data: TrainingData, truth: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Against a synthetic truth: each determined combination's true value and whether its 90 % interval holds it,
+    """Against a synthetic truth: each determined (and each bounded) combination's true value and whether its 90 %
+    interval holds it,
     and the fraction of frames whose true void area lies in the forecast's 90 % band (from frame 0)."""
     out: dict[str, Any] = {}
     ident = model.identifiable
     if ident is None or "param_names" not in truth:
         return out
     true = dict(zip([str(n) for n in truth["param_names"]], truth["param_values"].tolist()))
-    rows = []
-    for c in ident.determined:
-        value = float(np.exp(sum(e * np.log(true[n]) for n, e in c.exponents.items())))
-        rows.append(
-            {
-                "combination": c.label,
-                "fitted": c.value,
-                "true": value,
-                "relative_error": abs(c.value - value) / value,
-                "interval_90": list(c.interval90),
-                "covered": bool(c.interval90[0] <= value <= c.interval90[1]),
-            }
-        )
-    out["identifiable_combinations"] = rows
+
+    def scored(combos: list) -> list[dict[str, Any]]:
+        rows = []
+        for c in combos:
+            value = float(np.exp(sum(e * np.log(true[n]) for n, e in c.exponents.items())))
+            rows.append(
+                {
+                    "combination": c.label,
+                    "fitted": c.value,
+                    "true": value,
+                    "relative_error": abs(c.value - value) / value,
+                    "interval_90": list(c.interval90),
+                    "covered": bool(c.interval90[0] <= value <= c.interval90[1]),
+                }
+            )
+        return rows
+
+    out["identifiable_combinations"] = scored(ident.determined)
+    out["bounded_combinations"] = scored(ident.bounded)
     if model.posterior is not None:
         ann = data.annotations[0] if has_annotation(data.annotations[0]) else None
         band = model.forecast_band(data.frames, 0, data.frames.shape[0] - 1, annotation=ann)
