@@ -16,7 +16,8 @@ cascades and noise; ``--deterministic`` leaves those out), as in a real fit. Eac
 learner's residual sum of squares at the true parameters next to the fitted one.
 
 Figures: median relative error of every determined combination (90 % interval within ±25 %) against its true
-value, and of the bounded ones (within a factor 2); the empirical coverage of their 90 % intervals (goal 80–95 %); the fraction of frames whose true void area lies in the 90 % band (goal
+value, and of the bounded ones (within a factor 2); the empirical coverage of their 90 % intervals (goal
+80–95 %); the fraction of frames whose true void area lies in the 90 % band (goal
 ≥ 90 %). In-run baseline: the same forecast with the starting guess (its largest area error), with the ratio.
 
 Run:  python benchmarks/bench_coverage.py [--videos 24] [--size 48] [--frames 24] [--refine 10]
@@ -164,7 +165,8 @@ def one_video(k: int, args: argparse.Namespace) -> dict:
     }
     first = combos[0] if combos else {}
     print(
-        f"video {k:2d} {scenario:11s} {len(ident.determined)} determined, {len(ident.bounded)} bounded; best {first.get('combination', '-')} "
+        f"video {k:2d} {scenario:11s} {len(ident.determined)} determined, {len(ident.bounded)} bounded; "
+        f"best {first.get('combination', '-')} "
         f"error {100 * first.get('relative_error', float('nan')):.1f} % covered {first.get('covered', '-')}; "
         f"band holds {100 * row['frames_in_band']:.0f} % of frames; area error {100 * row['max_area_error']:.1f} % "
         f"(guess {100 * row['max_area_error_initial_guess']:.1f} %); RSS {out.rss[-1]:.3g} (truth "
@@ -176,7 +178,7 @@ def one_video(k: int, args: argparse.Namespace) -> dict:
 
 
 def tier(c: dict) -> str:
-    """"determined" (90 % interval within ±25 %) or "bounded" (within a factor 2); rows written before the tiers
+    """ "determined" (90 % interval within ±25 %) or "bounded" (within a factor 2); rows written before the tiers
     were recorded carry the half-width the criterion reads."""
     return c.get("tier") or ("determined" if c["halfwidth_90"] <= DETERMINED_HALFWIDTH else "bounded")
 
