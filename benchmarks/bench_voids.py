@@ -14,7 +14,8 @@ Sets (none of them seen in training):
 
 Scores: object precision/recall/F1 (one-to-one matching per frame at IoU ≥ 0.5), pixel IoU (pooled), count
 error (mean over frames of |found − true| / true), median size error (median over matched voids of
-|d_found − d_true| / d_true, d the equivalent diameter), false voids per CREME frame. Each synthetic set is scored
+|d_found − d_true| / d_true, d the equivalent diameter; also signed, and by the true void's diameter, under 6, 6–10,
+10–20 and from 20 px), false voids per CREME frame. Each synthetic set is scored
 twice: over every true void, and over the visible ones only (``…, visible voids``): a void whose
 contrast-to-noise statistic on its true outline in its own frame is under :data:`VISIBLE_T` (3, the lower end of
 the Rose criterion) is left out as PASCAL VOC leaves out "difficult" objects (neither a miss nor, when a found
@@ -77,6 +78,9 @@ CREME_SCORED = tuple(range(5, 17))
 #: A true void is scored as visible when its contrast-to-noise statistic in its own frame reaches this: the lower end
 #: of the 3–5 a feature needs to be told from noise (the Rose criterion).
 VISIBLE_T = VISIBLE_CONTRAST
+#: Classes of the true void's equivalent diameter (px) over which the size error is also reported: one pixel of
+#: outline is a larger fraction of a small void.
+SIZE_CLASSES = ((0, 6), (6, 10), (10, 20), (20, math.inf))
 THRESHOLDS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
 POLARITIES = ("bright", "dark", "both")
 
@@ -141,6 +145,15 @@ def score(preds: list[np.ndarray], truths: list[np.ndarray], hidden: list[np.nda
     recall = tp / n_t if n_t else 1.0
     f1 = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
     size_err = [abs(math.sqrt(ap) - math.sqrt(at)) / math.sqrt(at) for at, ap in pairs]
+    signed = [math.sqrt(ap / at) - 1 for at, ap in pairs]
+    diameter = [2 * math.sqrt(at / math.pi) for at, _ in pairs]
+    by_size = {}
+    for lo, hi in SIZE_CLASSES:
+        errs = [e for e, d in zip(size_err, diameter) if lo <= d < hi]
+        by_size[f"{lo}-{hi} px" if hi < math.inf else f">={lo} px"] = {
+            "matched": len(errs),
+            "median_size_error": float(np.median(errs)) if errs else None,
+        }
     return {
         "f1": f1,
         "precision": precision,
@@ -148,6 +161,8 @@ def score(preds: list[np.ndarray], truths: list[np.ndarray], hidden: list[np.nda
         "pixel_iou": inter / union if union else 1.0,
         "count_error": float(np.mean(count_err)) if count_err else 0.0,
         "median_size_error": float(np.median(size_err)) if size_err else float("nan"),
+        "median_signed_size_error": float(np.median(signed)) if signed else float("nan"),
+        "median_size_error_by_true_diameter": by_size,
         "n_true": n_t,
         "n_found": n_p,
         "frames": len(preds),
@@ -324,6 +339,13 @@ def main() -> None:
             ],
         )
     )
+    for key, r in results.items():
+        parts = ", ".join(
+            f"{c} {100 * v['median_size_error']:.1f} % ({v['matched']})"
+            for c, v in r["median_size_error_by_true_diameter"].items()
+            if v["matched"]
+        )
+        print(f"{key}: median size error by true diameter: {parts}; signed median {r['median_signed_size_error']:+.3f}")
     for name in list(sets) + [f"{n}, visible voids" for n in sets]:
         b = results[f"{name} / LoG blobs"]
         for method in gens:
