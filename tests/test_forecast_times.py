@@ -10,6 +10,7 @@ import pytest
 import tifffile
 import torch
 
+from neuradiff.core.errors import NeuradiffError
 from neuradiff.io.stream import VideoSource
 from neuradiff.io.video import Calibration, read_video
 from neuradiff.methods import NeuraDiffModel, load_model, simulate_forward
@@ -177,6 +178,34 @@ def test_a_later_start_carries_the_fields_the_physics_reached_from_the_first_fra
     later = model.start_state(frames, 3)
     assert torch.allclose(later, carried_state(eta, reached), atol=1e-6)
     assert torch.equal(later[:, 1], reached[:, 1]) and torch.equal(later[:, 2], eta)
+
+
+def test_a_later_start_simulates_each_history_interval_for_its_real_duration():
+    net, model, frames = _matrix_model(4)
+    at_first = model.start_state(frames, 1)
+    reached = SIM.run(SIM.run(at_first, model.params, 0.5).states[-1], model.params, 0.25).states[-1]
+    eta = net.eval()(torch.from_numpy(frames[3:]), torch.full((1,), 3.0))[:, 2].detach()
+    later = model.start_state(frames, 3, history_intervals=np.array([0.5, 0.25]))
+    assert torch.allclose(later, carried_state(eta, reached), atol=1e-6)
+    even = model.start_state(frames, 3)
+    assert float((later[:, 1] - even[:, 1]).abs().max()) > 1e-4  # the durations matter: c_i relaxes less in 0.75
+    assert torch.equal(model.start_state(frames, 3, history_intervals=np.ones(2)), model.start_state(frames, 3))
+    with pytest.raises(NeuradiffError, match="history before frame 3: the forecast needs 2 positive"):
+        model.start_state(frames, 3, history_intervals=np.ones(3))
+
+
+def test_forecast_command_simulates_the_history_for_the_recording_times(tmp_path):
+    # Calibrated from frame 1; a forecast from frame 4 simulates frames 1 → 4 first, 77, 77 and 38.5 s apart.
+    fitted, _ = _model_and_video(tmp_path, UNEVEN, {"start_fields": "matrix", "start_frame": 1})
+    run_forecast(tmp_path / "model", tmp_path / "video.tif", tmp_path / "fc", frame=4, steps=1)
+    frames = read_video(tmp_path / "video.tif").frames
+    assert isinstance(fitted, NeuraDiffModel)
+    expected = fitted.forecast(frames, 4, 1, history_intervals=np.array([1.0, 1.0, 0.5]))
+    got = np.load(tmp_path / "fc" / "forecast.npz")
+    assert np.array_equal(got["c_v"], _fields(expected)[:, 0])
+    assert not np.array_equal(got["c_v"][0], _fields(fitted.forecast(frames, 4, 1))[0, 0])
+    settings = json.loads((tmp_path / "fc" / "provenance.json").read_text())["settings"]
+    assert settings["history_intervals"] == pytest.approx([1.0, 1.0, 0.5])
 
 
 def test_carried_fields_keep_the_simulated_solid_and_void_values_across_an_outline_that_moved():

@@ -52,7 +52,7 @@ from neuradiff.core.errors import NeuradiffError
 from neuradiff.core.labels import known, overlay_annotation
 from neuradiff.io.saved import SavedModel, parameter_table, write_model_folder
 from neuradiff.methods.base import FitResult, Forecast, run_objective
-from neuradiff.methods.forecast import simulate_forward
+from neuradiff.methods.forecast import check_intervals, simulate_forward
 from neuradiff.methods.posterior import (
     ForecastBand,
     Identifiability,
@@ -138,6 +138,7 @@ class NeuraDiffModel:
         annotation: np.ndarray | None = None,
         *,
         time_per_frame: float | None = None,
+        history_intervals: np.ndarray | None = None,
     ) -> Tensor:
         """The state ``[1, 3, H, W]`` the physics starts from at ``frames[start]``: the recognised eta, replaced by
         ``annotation`` where known, and c_v, c_i as ``info["start_fields"]`` says.
@@ -145,9 +146,11 @@ class NeuraDiffModel:
         ``"matrix"``: at the frame the calibration started from (``info["start_frame"]``, the first annotated frame)
         and before it, the matrix values ``info["start_matrix"]`` around the voids
         (:func:`~neuradiff.physics.matrix_state`); at a later frame, the c_v and c_i that the physics reaches from
-        there with the model's parameters (``time_per_frame`` a frame, even steps), carried onto the voids seen at
-        ``start`` (:func:`~neuradiff.physics.carried_state`). ``"recognised"`` (models saved without the key): the
-        net's latent fields, c_v raised to at least :data:`START_C_V_MIN`."""
+        there with the model's parameters (``time_per_frame`` a frame), carried onto the voids seen at ``start``
+        (:func:`~neuradiff.physics.carried_state`). ``history_intervals``: the duration of each of the
+        :meth:`history_frames` frame intervals before ``start``, in frame intervals, for a recording with uneven
+        frame times (``None``: one each). ``"recognised"`` (models saved without the key): the net's latent fields,
+        c_v raised to at least :data:`START_C_V_MIN`."""
         if not 0 <= start < frames.shape[0]:
             raise NeuradiffError(
                 f"frame {start} is out of range: the video has {frames.shape[0]} frames (0..{frames.shape[0] - 1})"
@@ -167,9 +170,14 @@ class NeuraDiffModel:
                     state[:, 2], c_v=float(matrix.get("c_v", MATRIX_C_V)), c_i=float(matrix.get("c_i", MATRIX_C_I))
                 )
             sim = self.simulator.for_frames(time_per_frame)
+            n = self.history_frames(start)
+            try:
+                steps = check_intervals(history_intervals, n)
+            except ValueError as exc:
+                raise NeuradiffError(f"the history before frame {start}: {exc}") from None
             before = self.start_state(frames, first)
-            for _ in range(self.history_frames(start)):  # frame by frame: only the last state is kept
-                before = sim.run(before, self.params, 1.0).states[-1]
+            for d in np.ones(n) if steps is None else steps:  # frame by frame: only the last state is kept
+                before = sim.run(before, self.params, float(d)).states[-1]
             return carried_state(state[:, 2], before)
         state[:, 0].clamp_(min=START_C_V_MIN)
         return state
@@ -190,8 +198,14 @@ class NeuraDiffModel:
         annotation: np.ndarray | None = None,
         time_per_frame: float | None = None,
         intervals: np.ndarray | None = None,
+        history_intervals: np.ndarray | None = None,
     ) -> Forecast:
-        state = self.start_state(frames, start, annotation, time_per_frame=time_per_frame)
+        """Forecast ``n_frames`` frame intervals from ``frames[start]`` (:meth:`start_state`, whose
+        ``history_intervals`` this passes on) with the model's parameters; ``intervals`` as in
+        :func:`~neuradiff.methods.forecast.simulate_forward`."""
+        state = self.start_state(
+            frames, start, annotation, time_per_frame=time_per_frame, history_intervals=history_intervals
+        )
         return simulate_forward(
             self.simulator.for_frames(time_per_frame), state, self.params, n_frames, start=start, intervals=intervals
         )
@@ -207,15 +221,18 @@ class NeuraDiffModel:
         nm_per_px: float | None = None,
         intervals: np.ndarray | None = None,
         state: Tensor | None = None,
+        history_intervals: np.ndarray | None = None,
     ) -> ForecastBand:
         """The forecast's void area and mean radius per frame with their 90 % band from the posterior
         (:func:`~neuradiff.methods.posterior.forecast_band`); px² and px, or nm² and nm with ``nm_per_px``;
         ``intervals`` as in :meth:`forecast`; ``state``: the start state ``[1, 3, H, W]`` when the caller has it
-        already (the first of :meth:`forecast`'s fields), else :meth:`start_state`."""
+        already (the first of :meth:`forecast`'s fields), else :meth:`start_state` (with ``history_intervals``)."""
         if self.posterior is None:
             raise NeuradiffError("this model has no posterior (it was fitted with uncertainty off): no band")
         if state is None:
-            state = self.start_state(frames, start, annotation, time_per_frame=time_per_frame)
+            state = self.start_state(
+                frames, start, annotation, time_per_frame=time_per_frame, history_intervals=history_intervals
+            )
         sim = self.simulator.for_frames(time_per_frame)
 
         def run(values: Any) -> np.ndarray:

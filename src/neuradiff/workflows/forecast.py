@@ -76,6 +76,7 @@ def forecast_frames(
     steps: int,
     device: str | torch.device | None = "cpu",
     intervals: np.ndarray | None = None,
+    history_intervals: np.ndarray | None = None,
 ) -> Forecast:
     """Recognise ``frames[frame]`` and simulate ``steps`` frame intervals forward with ``fitted``'s physics.
 
@@ -95,6 +96,10 @@ def forecast_frames(
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
     intervals : ndarray, optional
         ``[steps]`` real duration of each step in frame intervals (:func:`forecast_intervals`; ``None``: even).
+    history_intervals : ndarray, optional
+        For a NeuraDiff model that simulates from its calibration's first frame to ``frame``
+        (:meth:`~neuradiff.methods.neuradiff.NeuraDiffModel.history_frames`), the real duration of each of those
+        frame intervals (``None``: even).
     """
     if not fitted.can_forecast:
         raise NeuradiffError(f"a {fitted.method} model does not forecast")
@@ -104,6 +109,8 @@ def forecast_frames(
     if steps < 1:
         raise ValueError("--steps must be >= 1")
     place_model(fitted, device)
+    if history_intervals is not None and isinstance(fitted, NeuraDiffModel):
+        return fitted.forecast(frames, frame, steps, intervals=intervals, history_intervals=history_intervals)  # pyright: ignore[reportArgumentType]
     return fitted.forecast(frames, frame, steps, intervals=intervals)  # pyright: ignore[reportArgumentType]
 
 
@@ -252,10 +259,16 @@ def run_forecast(
             raise ValueError(f"--frame {frame} is out of range: the video has {n} frames")
         intervals = forecast_intervals(cal, frame, steps, n)
         simulated = steps if intervals is None else max(steps, math.ceil(intervals.sum()))  # frame intervals of work
-        if isinstance(fitted, NeuraDiffModel):
-            simulated += fitted.history_frames(frame)  # the physics from the calibration's first frame to the start
+        history = None
+        if isinstance(fitted, NeuraDiffModel) and fitted.history_frames(frame):
+            # the physics from the calibration's first frame to the start, each interval for its real duration
+            h = fitted.history_frames(frame)
+            history = forecast_intervals(cal, frame - h, h, n)
+            simulated += h if history is None else max(h, math.ceil(history.sum()))
         check_forecast_resources(fitted, simulated, height, width)
-        fc = forecast_frames(fitted, src, frame=frame, steps=steps, device=device, intervals=intervals)
+        fc = forecast_frames(
+            fitted, src, frame=frame, steps=steps, device=device, intervals=intervals, history_intervals=history
+        )
         band = None
         if isinstance(fitted, NeuraDiffModel) and fitted.posterior is not None:
             start = None if fc.fields is None else torch.from_numpy(fc.fields[:1]).to(fitted.net.input_mean.device)
@@ -275,6 +288,7 @@ def run_forecast(
             "frame": frame,
             "steps": steps,
             "step_intervals": None if intervals is None else [float(d) for d in intervals],
+            "history_intervals": None if history is None else [float(d) for d in history],
         },
         calibration=cal.describe(n),
     )
