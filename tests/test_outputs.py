@@ -147,4 +147,5 @@ def test_every_image_output_of_simulate_track_and_forecast_is_calibrated(tmp_pat
         "frame": 2,
         "steps": 3,
         "step_intervals": None,  # even frame times: one interval per step
+        "history_intervals": None,  # and none before the start
     }
