@@ -56,8 +56,8 @@ KERNEL_LEARNED = ("E_v", "E_i", "kBT", "kappa_v", "kappa_i", "kappa_eta", "D_v",
 KERNEL_FIXED = ("R_bulk", "R_surf")
 
 _DTYPES = {torch.float32: "f32", torch.float64: "f64"}
-_LIBS: dict[str, Any] = {}
-_FAILED: list[str] = []
+_LIBS: dict[tuple[str, str], Any] = {}
+_FAILED: dict[str, str] = {}
 
 
 def _cache_dir() -> Path:
@@ -87,8 +87,33 @@ def _compiler() -> str | None:
     return None
 
 
-def _build(suffix: str) -> Any:
-    source = resources.files("neuradiff.physics").joinpath("kernels/void_step.c").read_text()
+#: The entry points of each kernel source (``kernels/<name>.c``) and their ctypes argument types, by suffix-less
+#: name; every one returns an int (0, or 1 when a work buffer could not be allocated).
+_P, _I, _D = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
+_ENTRY_POINTS: dict[str, dict[str, list[Any]]] = {
+    "void_step": {
+        "void_forward": [_P, _P, _I, _I, _I, _I, _P, _D, _D, _I, _P, _D, _P, _P, _P, _I],
+        "void_backward": [_P, _P, _P, _P, _I, _I, _I, _I, _P, _D, _D, _I, _P, _P, _I],
+        "void_stability": [_P, _I, _I, _I, _P, _D, _I, _P],
+        "void_forcing": [_P, _P, _P, _P, _P, _I, _I, _I, _P, _P, _D],
+        "void_forcing_backward": [_P, _P, _P, _P, _P, _I, _I, _I, _P, _P, _D],
+    },
+    "reference_step": {
+        "reference_forward": [_P, _P, _I, _I, _I, _I, _P, _D, _D, _P, _D, _P, _P, _P, _I],
+        "reference_backward": [_P, _P, _P, _P, _P, _I, _I, _I, _I, _P, _D, _D, _D, _P, _P, _I],
+        "reference_stability": [_P, _I, _I, _I, _P, _D, _P],
+    },
+}
+#: Headers the kernel sources include (copied beside them when compiling).
+_HEADERS = ("common.h",)
+
+
+def _build(kernel: str, suffix: str) -> Any:
+    """Compile ``kernels/<kernel>.c`` for one precision (``suffix``: ``"f32"`` or ``"f64"``) into the cache folder, if
+    it is not there yet, and load it with the argument types of its entry points."""
+    kernels = resources.files("neuradiff.physics").joinpath("kernels")
+    source = kernels.joinpath(f"{kernel}.c").read_text()
+    headers = {name: kernels.joinpath(name).read_text() for name in _HEADERS}
     cc = _compiler()
     if cc is None:
         raise RuntimeError("no C compiler found (set CC or install gcc/clang)")
@@ -97,13 +122,16 @@ def _build(suffix: str) -> Any:
     # results do not depend on them (only floating-point exception flags do).
     flags = ["-O3", "-shared", "-fPIC", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"]
     flags += [f"-DREAL={real}", f"-DSUFFIX=_{suffix}"] + (["-DFAST_LOG"] if suffix == "f32" else [])
-    key = hashlib.sha256("\0".join([source, cc, *flags, sys.platform, _cpu_signature()]).encode()).hexdigest()[:16]
-    out = _cache_dir() / f"void_step_{suffix}_{key}.so"
+    texts = [source, *headers.values()]
+    key = hashlib.sha256("\0".join([*texts, cc, *flags, sys.platform, _cpu_signature()]).encode()).hexdigest()[:16]
+    out = _cache_dir() / f"{kernel}_{suffix}_{key}.so"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
-            src = Path(tmp) / "void_step.c"
+            src = Path(tmp) / f"{kernel}.c"
             src.write_text(source)
+            for name, text in headers.items():
+                (Path(tmp) / name).write_text(text)
             lib = Path(tmp) / out.name
             proc = None
             # this machine's vector units and OpenMP threads where the compiler knows them
@@ -120,42 +148,37 @@ def _build(suffix: str) -> Any:
             shutil.copyfile(lib, staged)
             os.replace(staged, out)  # atomic: concurrent builds never see a half-written library
     dll = ctypes.CDLL(str(out))
-    ptr, i, d = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
-    fwd = getattr(dll, f"void_forward_{suffix}")
-    fwd.argtypes = [ptr, ptr, i, i, i, i, ptr, d, d, i, ptr, d, ptr, ptr, ptr, i]
-    fwd.restype = i
-    bwd = getattr(dll, f"void_backward_{suffix}")
-    bwd.argtypes = [ptr, ptr, ptr, ptr, i, i, i, i, ptr, d, d, i, ptr, ptr, i]
-    bwd.restype = i
-    stab = getattr(dll, f"void_stability_{suffix}")
-    stab.argtypes = [ptr, i, i, i, ptr, d, i, ptr]
-    stab.restype = i
-    frc = getattr(dll, f"void_forcing_{suffix}")
-    frc.argtypes = [ptr, ptr, ptr, ptr, ptr, i, i, i, ptr, ptr, d]
-    frc.restype = i
-    frcb = getattr(dll, f"void_forcing_backward_{suffix}")
-    frcb.argtypes = [ptr, ptr, ptr, ptr, ptr, i, i, i, ptr, ptr, d]
-    frcb.restype = i
+    for name, argtypes in _ENTRY_POINTS[kernel].items():
+        fn = getattr(dll, f"{name}_{suffix}")
+        fn.argtypes = argtypes
+        fn.restype = ctypes.c_int
     return dll
 
 
-def _library(dtype: torch.dtype) -> Any | None:
+def _library(dtype: torch.dtype, kernel: str = "void_step") -> Any | None:
+    """The compiled ``kernel`` (a source in ``kernels/``) for ``dtype``, built on first use; ``None`` (with a warning,
+    once) if it cannot be built."""
     suffix = _DTYPES[dtype]
-    if suffix in _LIBS:
-        return _LIBS[suffix]
-    if _FAILED:
+    if (kernel, suffix) in _LIBS:
+        return _LIBS[kernel, suffix]
+    if kernel in _FAILED:
         return None
     # a step's output is a fresh field-sized buffer: reuse it from the heap instead of faulting it in each call
     configure_allocator()
     try:
-        _LIBS[suffix] = _build(suffix)
+        _LIBS[kernel, suffix] = _build(kernel, suffix)
     except (OSError, RuntimeError) as exc:
-        _FAILED.append(str(exc))
+        _FAILED[kernel] = str(exc)
         warnings.warn(
             f"the fused void-model kernel is not available ({exc}); using the plain PyTorch step", stacklevel=3
         )
         return None
-    return _LIBS[suffix]
+    return _LIBS[kernel, suffix]
+
+
+def _build_failure(kernel: str = "void_step") -> str:
+    """Why ``kernel`` could not be built (after :func:`_library` returned ``None``)."""
+    return _FAILED.get(kernel, "unknown reason")
 
 
 def fused_unavailable(state: Tensor, params: Any, *, boundary: str, face: str) -> str | None:
@@ -185,7 +208,7 @@ def fused_unavailable(state: Tensor, params: Any, *, boundary: str, face: str) -
         if isinstance(v, Tensor) and v.requires_grad:
             return f"the fused kernel does not differentiate {name}"
     if _library(state.dtype) is None:
-        return f"the kernel could not be built: {_FAILED[0]}"
+        return f"the kernel could not be built: {_build_failure()}"
     return None
 
 
@@ -206,7 +229,7 @@ def kernel_log(x: Tensor) -> Tensor:
     """
     lib = _library(torch.float32)
     if lib is None:
-        raise RuntimeError(f"the fused kernel could not be built: {_FAILED[0] if _FAILED else 'unknown reason'}")
+        raise RuntimeError(f"the fused kernel could not be built: {_build_failure()}")
     x = x.detach().to(torch.float32).contiguous()
     out = torch.empty_like(x)
     fn = lib.fast_log_array

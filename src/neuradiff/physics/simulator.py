@@ -39,8 +39,9 @@ class Simulator:
         Boundary of the simulated field: periodic for simulated periodic boxes, no-flux for a window cut out of a
         larger field of view (a crop of a real recording).
     kernel : {"torch", "fused"}
-        How the conservative model's Euler steps are computed (:class:`~neuradiff.physics.void_model.VoidModel`):
-        the plain PyTorch path (default) or the fused CPU kernel (faster; equal within round-off).
+        How the model's Euler steps are computed (:class:`~neuradiff.physics.void_model.VoidModel`): the plain
+        PyTorch path (default) or the fused CPU kernel (faster; equal within round-off; for the reference
+        discretisation its explicit step, so with ``integrator="euler"``).
 
     Examples
     --------

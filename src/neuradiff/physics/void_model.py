@@ -47,6 +47,12 @@ from neuradiff.physics.fused import (
     fused_unavailable,
     scalar,
 )
+from neuradiff.physics.fused_reference import (
+    fused_reference_stability,
+    fused_reference_step,
+    fused_reference_substeps,
+    fused_reference_unavailable,
+)
 from neuradiff.physics.model import PhaseFieldModel
 from neuradiff.physics.operators import LAPLACIAN_MAX_EIGENVALUE, flux_divergence, laplacian
 from neuradiff.physics.parameters import ParameterSet, parameter
@@ -139,11 +145,12 @@ class VoidModel(PhaseFieldModel):
         averages the two cells.
     boundary : {"periodic", "no-flux"}
     kernel : {"torch", "fused"}
-        How the explicit and IMEX Euler steps are computed (conservative only): ``"torch"`` (default), the
-        plain PyTorch expressions; ``"fused"``, a compiled CPU kernel with a hand-derived adjoint
-        (:mod:`neuradiff.physics.fused`; equal to the plain path within round-off, several times faster).
-        Where the kernel does not apply (GPU, ``face_mobility="mean"``, no C compiler) the plain path is
-        used.
+        How the Euler steps are computed: ``"torch"`` (default), the plain PyTorch expressions; ``"fused"``, a
+        compiled CPU kernel with a hand-derived adjoint, equal to the plain path within round-off and several times
+        faster: the explicit and IMEX steps of the conservative discretisation (:mod:`neuradiff.physics.fused`),
+        the explicit step of the reference one (:mod:`neuradiff.physics.fused_reference`). Where the kernel does
+        not apply (GPU, ``face_mobility="mean"``, the reference discretisation's IMEX step, no C compiler) the
+        plain path is used.
 
     Examples
     --------
@@ -197,8 +204,6 @@ class VoidModel(PhaseFieldModel):
             raise ValueError(f"unknown face_mobility {face_mobility!r}; choose 'upwind' or 'mean'")
         if kernel not in ("torch", "fused"):
             raise ValueError(f"unknown kernel {kernel!r}; choose 'torch' or 'fused'")
-        if kernel == "fused" and self.discretisation != "conservative":
-            raise ValueError("the fused kernel implements the conservative discretisation only")
         self.kernel = kernel
         self.log_floor = float(log_floor)
         self.saturation_floor = float(saturation_floor)
@@ -604,6 +609,96 @@ class ReferenceVoidModel(VoidModel):
 
     def _noise_channels(self) -> int:
         return 3
+
+    def _fused(self, state: Tensor, params: VoidParameters, implicit_local: bool = False) -> bool:
+        """Whether the fused kernel computes this explicit step (it does not define the IMEX one)."""
+        if self.kernel != "fused" or implicit_local:
+            return False
+        return fused_reference_unavailable(state, params, boundary=self.boundary) is None
+
+    def stability_rate(self, state: Tensor, params: VoidParameters, dx: float) -> Tensor:
+        if not self._fused(state, params):
+            return super().stability_rate(state, params, dx)
+        # the plain path's estimate (VoidModel.stability_rate) from one pass of the fused kernel
+        tv, ti, te = fused_reference_stability(state, params, dx, log_floor=self.log_floor)
+        k = LAPLACIAN_MAX_EIGENVALUE / (dx * dx)
+        lam_eta = scalar(params.L) * (te + scalar(params.kappa_eta) * k)
+        return torch.tensor([k * tv, k * ti, lam_eta], dtype=torch.float64).amax()
+
+    def euler_update(
+        self, state: Tensor, params: VoidParameters, h: float, dx: float, *, implicit_local: bool = False
+    ) -> Tensor:
+        if self._fused(state, params, implicit_local):
+            return fused_reference_step(state, params, h, dx, log_floor=self.log_floor, boundary=self.boundary)[0]
+        return super().euler_update(state, params, h, dx, implicit_local=implicit_local)
+
+    def euler_substep(
+        self,
+        state: Tensor,
+        params: VoidParameters,
+        h: float,
+        dx: float,
+        *,
+        implicit_local: bool = False,
+        forcing: Tensor | None = None,
+        forcing_divisor: int = 1,
+    ) -> tuple[Tensor, Tensor]:
+        if self._fused(state, params, implicit_local) and (forcing is None or forcing.shape == state.shape):
+            return fused_reference_step(
+                state,
+                params,
+                h,
+                dx,
+                log_floor=self.log_floor,
+                forcing=forcing,
+                forcing_divisor=forcing_divisor,
+                project=True,
+                boundary=self.boundary,
+            )
+        return super().euler_substep(
+            state,
+            params,
+            h,
+            dx,
+            implicit_local=implicit_local,
+            forcing=forcing,
+            forcing_divisor=forcing_divisor,
+        )
+
+    def euler_substeps(
+        self,
+        state: Tensor,
+        params: VoidParameters,
+        h: float,
+        dx: float,
+        count: int,
+        *,
+        implicit_local: bool = False,
+        forcing: Tensor | None = None,
+        forcing_divisor: int = 1,
+    ) -> tuple[Tensor, Tensor]:
+        if self._fused(state, params, implicit_local) and (forcing is None or forcing.shape == state.shape):
+            return fused_reference_substeps(
+                state,
+                params,
+                h,
+                dx,
+                count,
+                log_floor=self.log_floor,
+                forcing=forcing,
+                forcing_divisor=forcing_divisor,
+                boundary=self.boundary,
+            )
+        return super().euler_substeps(
+            state,
+            params,
+            h,
+            dx,
+            count,
+            implicit_local=implicit_local,
+            forcing=forcing,
+            forcing_divisor=forcing_divisor,
+        )
 
     def _source_and_noise(
         self, state: Tensor, p: VoidParameters, source: Tensor, xi: Tensor, dt: float, dx: float

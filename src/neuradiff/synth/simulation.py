@@ -41,7 +41,8 @@ class SimulationConfig:
     save_every: int = 100
     discretisation: str = "conservative"
     #: the Euler steps: "torch" (plain PyTorch, the default: datasets of earlier versions bit for bit) or "fused"
-    #: (the compiled CPU kernel, several times faster, equal within float32 round-off; conservative only)
+    #: (the compiled CPU kernel, several times faster, equal within float32 round-off; for the reference discretisation
+    #: its explicit step only)
     kernel: str = "torch"
     integrator: str = "euler"
     guard_every: int = 10  # the stability limit changes slowly along a physical trajectory

@@ -105,7 +105,7 @@ class FitConfig:
     #: of the learned simulator: "periodic", "no-flux", or "auto" (no-flux when cropping)
     boundary: Literal["auto", "periodic", "no-flux"] = "auto"
     #: the simulator's Euler steps: "fused" (compiled CPU kernel, several times faster), "torch" (plain PyTorch)
-    #: or "auto" (fused for the conservative discretisation, which is the one it implements, else torch)
+    #: or "auto" (fused for the conservative discretisation, torch for the reference one, as before its kernel)
     kernel: Literal["auto", "torch", "fused"] = "auto"
     #: Levenberg-Marquardt steps on the whole video's void-area curve after joint training
     refine_iters: Count = 6
