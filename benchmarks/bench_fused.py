@@ -20,8 +20,14 @@ noise fresh inside every call, training included): ``published`` draws them per 
 (``_naive.naive_forcing``), ``torch`` and ``fused`` take the engine's seeded keyed stream
 (``RandomForcing``: cascades and conservative Langevin noise, replayable in the backward pass).
 
+``--discretisation reference``: ``torch`` and ``fused`` step ``VoidModel("reference")`` (with
+``kernel="fused"`` its compiled kernel), the discretisation of the published code (M∇²μ, floored logarithms, every
+field clamped to [0, 1]), so all three compute the same step; each row records the largest difference of one fused
+step from the published one (``published_max_abs_diff``), and the raw kernel row times the reference kernel.
+
 Run:  python benchmarks/bench_fused.py [--repeats 3] [--quick] [--stochastic] [--threads 2]
-Writes benchmarks/results/bench_fused[_stochastic][_threadsN].json.
+      [--discretisation reference]
+Writes benchmarks/results/bench_fused[_reference][_stochastic][_threadsN].json.
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ from _naive import copy_bandwidth, naive_forcing, naive_step
 from neuradiff.physics import VoidModel, VoidParameters, single_void
 from neuradiff.physics.forcing import NoForcing, RandomForcing
 from neuradiff.physics.fused import fused_step, fused_unavailable
+from neuradiff.physics.fused_reference import fused_reference_step, fused_reference_unavailable
 from neuradiff.physics.integrators import explicit_euler
 
 torch.set_num_threads(THREADS)
@@ -75,8 +82,8 @@ def state(n: int, b: int) -> torch.Tensor:
     return single_void((n, n), dtype=torch.float32).repeat(b, 1, 1, 1).contiguous()
 
 
-def engine(kernel: str, stochastic: bool = False):
-    model = VoidModel("conservative", kernel=kernel)
+def engine(kernel: str, stochastic: bool = False, discretisation: str = "conservative"):
+    model = VoidModel(discretisation, kernel=kernel)
     source = RandomForcing(7) if stochastic else NoForcing()
 
     def fb(s0: torch.Tensor, n: int) -> None:
@@ -140,8 +147,19 @@ def main() -> None:
     ap.add_argument(
         "--threads", type=int, default=1, help="torch threads for all three implementations (and the copy floor)"
     )
+    ap.add_argument(
+        "--discretisation",
+        choices=("conservative", "reference"),
+        default="conservative",
+        help="the engine's discretisation (torch and fused); reference: the published code's",
+    )
     args = ap.parse_args()
-    reason = fused_unavailable(torch.zeros(1, 3, 8, 8), VoidParameters(), boundary="periodic", face="upwind")
+    ref = args.discretisation == "reference"
+    probe = torch.zeros(1, 3, 8, 8)
+    if ref:
+        reason = fused_reference_unavailable(probe, VoidParameters(), boundary="periodic")
+    else:
+        reason = fused_unavailable(probe, VoidParameters(), boundary="periodic", face="upwind")
     if reason is not None:
         raise SystemExit(f"the fused kernel is not available here: {reason}")
     env = environment()
@@ -149,7 +167,8 @@ def main() -> None:
     configs = CONFIGS[:1] if args.quick else CONFIGS
     repeats = 2 if args.quick else args.repeats
     st = args.stochastic
-    impls = {"published": published(st), "torch": engine("torch", st), "fused": engine("fused", st)}
+    disc = args.discretisation
+    impls = {"published": published(st), "torch": engine("torch", st, disc), "fused": engine("fused", st, disc)}
     rows = []
     for n, b, n_fb in configs:
         s0 = state(n, b)
@@ -163,7 +182,7 @@ def main() -> None:
             for name, (fb, fwd) in impls.items():
                 fb_t[name] = min(fb_t[name], _timed(fb, s0, n_fb) / n_fb)
                 fwd_t[name] = min(fwd_t[name], _timed(fwd, s0, n_fwd) / n_fwd)
-        row = {"grid": n, "batch": b, "fb_steps": n_fb, "fwd_steps": n_fwd}
+        row: dict[str, float] = {"grid": n, "batch": b, "fb_steps": n_fb, "fwd_steps": n_fwd}
         for name in impls:
             row[f"fb_{name}_ms"] = fb_t[name] * 1e3
             row[f"fwd_{name}_ms"] = fwd_t[name] * 1e3
@@ -171,6 +190,10 @@ def main() -> None:
         row["fb_speedup_vs_torch"] = fb_t["torch"] / fb_t["fused"]
         row["fwd_speedup_vs_published"] = fwd_t["published"] / fwd_t["fused"]
         row["fwd_speedup_vs_torch"] = fwd_t["torch"] / fwd_t["fused"]
+        if ref:  # the same step: how far one fused step is from the published one
+            c_v, c_i, eta = naive_step(s0[:, 0], s0[:, 1], s0[:, 2], VoidParameters(), DT)
+            mine = fused_reference_step(s0, VoidParameters(), DT, 1.0, log_floor=1e-6, project=True)[0]
+            row["published_max_abs_diff"] = float((torch.stack((c_v, c_i, eta), dim=1) - mine).abs().max())
         rows.append(row)
         print(
             f"{b} × {n}²: fb per step published {row['fb_published_ms']:.2f} ms, torch {row['fb_torch_ms']:.2f}, "
@@ -184,8 +207,13 @@ def main() -> None:
     # The raw kernel at 256² against the bandwidth floor (3 fields read + 3 written once).
     s = state(256, 1)
     p = VoidParameters()
-    kw = {"imex": False, "log_floor": 1e-3, "saturation_floor": 1e-2}
-    kernel_s = best_per_step(lambda x, k: [fused_step(x, p, DT, 1.0, **kw) for _ in range(k)], s, 50, 5)
+    if ref:
+        kernel_s = best_per_step(
+            lambda x, k: [fused_reference_step(x, p, DT, 1.0, log_floor=1e-6) for _ in range(k)], s, 50, 5
+        )
+    else:
+        kw = {"imex": False, "log_floor": 1e-3, "saturation_floor": 1e-2}
+        kernel_s = best_per_step(lambda x, k: [fused_step(x, p, DT, 1.0, **kw) for _ in range(k)], s, 50, 5)
     bw = copy_bandwidth(256 * 2**20, 5)
     floor = 6 * 4 * 256 * 256 / bw
     floor_row = {
@@ -215,8 +243,10 @@ def main() -> None:
         ("fwd_speedup_vs_published", "fwd × published", ".1f"),
     ]
     print(table(rows, cols))
-    name = "bench_fused" + ("_stochastic" if st else "") + (f"_threads{THREADS}" if THREADS != 1 else "") + ".json"
-    path = write_json(name, {"environment": env, "stochastic": st, "rows": rows, "floor": floor_row, "dt": DT})
+    name = "bench_fused" + ("_reference" if ref else "") + ("_stochastic" if st else "")
+    name += (f"_threads{THREADS}" if THREADS != 1 else "") + ".json"
+    payload = {"environment": env, "discretisation": disc, "stochastic": st, "rows": rows, "floor": floor_row, "dt": DT}
+    path = write_json(name, payload)
     print(f"wrote {path}")
 
 

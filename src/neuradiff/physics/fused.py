@@ -27,6 +27,10 @@ It is compiled with the machine's C compiler (``cc``, or ``$CC``) on first use i
 (``$NEURADIFF_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/neuradiff/kernels`` or ``~/.cache/neuradiff/kernels``);
 nothing is built at install time. Without a compiler, on a non-CPU device, or for a configuration the kernel
 does not cover, the model uses the plain PyTorch path (:func:`fused_unavailable` says why).
+
+The reference discretisation's explicit step has its own kernel (``kernels/reference_step.c``, wrapped by
+:mod:`neuradiff.physics.fused_reference`), built and cached by the same machinery; both sources include
+``kernels/common.h`` (the row loops of the stencils, the float32 logarithm, how a call spreads over threads).
 """
 
 from __future__ import annotations
