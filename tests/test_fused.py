@@ -159,7 +159,7 @@ def test_a_fit_can_choose_the_fused_kernel():
 def test_fits_use_the_fused_kernel_by_default_where_it_applies():
     assert FitConfig().kernel_name() == "fused"
     assert FitConfig().simulator(1.0).model.kernel == "fused"
-    assert FitConfig(discretisation="reference").kernel_name() == "torch"  # reference fits stay as they were
+    assert FitConfig(discretisation="reference").kernel_name() == "fused"  # the reference kernel, explicit steps
     assert FitConfig(kernel="torch").simulator(1.0).model.kernel == "torch"
     reference = FitConfig(kernel="fused", discretisation="reference", integrator="euler")
     reference.validate()

@@ -32,8 +32,9 @@ energy unit as kBT. Two discretisations:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -376,6 +377,59 @@ class VoidModel(PhaseFieldModel):
             lam_eta = p.L * (torch.clamp(-self._eta_curvature(c_v, c_i, p), min=0.0).amax() + p.kappa_eta * k)
             return torch.stack([torch.as_tensor(x, dtype=torch.float64) for x in (*lam_c, lam_eta)]).amax()
 
+    # ---- the compiled kernel ---------------------------------------------------------------------
+    def _fused(self, state: Tensor, params: VoidParameters, implicit_local: bool = False) -> bool:
+        """Whether the compiled kernel takes this step (``kernel="fused"`` and the kernel covers it)."""
+        return False
+
+    def _kernel(self, implicit_local: bool) -> tuple[Callable[..., Any], Callable[..., Any], dict[str, Any]]:
+        """The compiled kernel's (step, sub-steps) functions and their options (:mod:`neuradiff.physics.fused`,
+        :mod:`neuradiff.physics.fused_reference`); only called where :meth:`_fused` is true."""
+        raise NotImplementedError
+
+    def euler_update(
+        self, state: Tensor, params: VoidParameters, h: float, dx: float, *, implicit_local: bool = False
+    ) -> Tensor:
+        if self._fused(state, params, implicit_local):
+            step, _, options = self._kernel(implicit_local)
+            return step(state, params, h, dx, **options)[0]
+        return super().euler_update(state, params, h, dx, implicit_local=implicit_local)
+
+    def euler_substep(
+        self,
+        state: Tensor,
+        params: VoidParameters,
+        h: float,
+        dx: float,
+        *,
+        implicit_local: bool = False,
+        forcing: Tensor | None = None,
+        forcing_divisor: int = 1,
+    ) -> tuple[Tensor, Tensor]:
+        if self._fused(state, params, implicit_local) and (forcing is None or forcing.shape == state.shape):
+            step, _, options = self._kernel(implicit_local)
+            return step(state, params, h, dx, forcing=forcing, forcing_divisor=forcing_divisor, project=True, **options)
+        kw = {"implicit_local": implicit_local, "forcing": forcing, "forcing_divisor": forcing_divisor}
+        return super().euler_substep(state, params, h, dx, **kw)
+
+    def euler_substeps(
+        self,
+        state: Tensor,
+        params: VoidParameters,
+        h: float,
+        dx: float,
+        count: int,
+        *,
+        implicit_local: bool = False,
+        forcing: Tensor | None = None,
+        forcing_divisor: int = 1,
+    ) -> tuple[Tensor, Tensor]:
+        if self._fused(state, params, implicit_local) and (forcing is None or forcing.shape == state.shape):
+            _, substeps, options = self._kernel(implicit_local)
+            return substeps(state, params, h, dx, count, forcing=forcing, forcing_divisor=forcing_divisor, **options)
+        kw = {"implicit_local": implicit_local, "forcing": forcing, "forcing_divisor": forcing_divisor}
+        return super().euler_substeps(state, params, h, dx, count, **kw)
+
     def extra_diagnostics(self, state: Tensor, params: VoidParameters, dx: float) -> dict[str, Tensor]:
         """``void_area``: area with η ≥ 0.5 (dx²), shape ``[batch]``."""
         return {"void_area": (state[:, 2] >= 0.5).sum(dim=(-1, -2)).to(torch.float64) * dx * dx}
@@ -401,7 +455,7 @@ class ConservativeVoidModel(VoidModel):
     def _mobility_concentrations(self, c: Tensor) -> Tensor:
         return torch.clamp(c, min=0.0)
 
-    def _fused(self, state: Tensor, params: VoidParameters) -> bool:
+    def _fused(self, state: Tensor, params: VoidParameters, implicit_local: bool = False) -> bool:
         if self.kernel != "fused":
             return False
         return fused_unavailable(state, params, boundary=self.boundary, face=self.face_mobility) is None
@@ -432,93 +486,9 @@ class ConservativeVoidModel(VoidModel):
         lam_eta = scalar(params.L) * (te + scalar(params.kappa_eta) * k)
         return torch.tensor([k * tv, k * ti, lam_eta], dtype=torch.float64).amax()
 
-    def euler_update(
-        self, state: Tensor, params: VoidParameters, h: float, dx: float, *, implicit_local: bool = False
-    ) -> Tensor:
-        if self._fused(state, params):
-            return fused_step(
-                state,
-                params,
-                h,
-                dx,
-                imex=implicit_local,
-                boundary=self.boundary,
-                log_floor=self.log_floor,
-                saturation_floor=self.saturation_floor,
-            )[0]
-        return super().euler_update(state, params, h, dx, implicit_local=implicit_local)
-
-    def euler_substep(
-        self,
-        state: Tensor,
-        params: VoidParameters,
-        h: float,
-        dx: float,
-        *,
-        implicit_local: bool = False,
-        forcing: Tensor | None = None,
-        forcing_divisor: int = 1,
-    ) -> tuple[Tensor, Tensor]:
-        if self._fused(state, params) and (forcing is None or forcing.shape == state.shape):
-            return fused_step(
-                state,
-                params,
-                h,
-                dx,
-                imex=implicit_local,
-                forcing=forcing,
-                forcing_divisor=forcing_divisor,
-                project=True,
-                boundary=self.boundary,
-                log_floor=self.log_floor,
-                saturation_floor=self.saturation_floor,
-            )
-        return super().euler_substep(
-            state,
-            params,
-            h,
-            dx,
-            implicit_local=implicit_local,
-            forcing=forcing,
-            forcing_divisor=forcing_divisor,
-        )
-
-    def euler_substeps(
-        self,
-        state: Tensor,
-        params: VoidParameters,
-        h: float,
-        dx: float,
-        count: int,
-        *,
-        implicit_local: bool = False,
-        forcing: Tensor | None = None,
-        forcing_divisor: int = 1,
-    ) -> tuple[Tensor, Tensor]:
-        if self._fused(state, params) and (forcing is None or forcing.shape == state.shape):
-            return fused_substeps(
-                state,
-                params,
-                h,
-                dx,
-                count,
-                imex=implicit_local,
-                forcing=forcing,
-                forcing_divisor=forcing_divisor,
-                boundary=self.boundary,
-                log_floor=self.log_floor,
-                saturation_floor=self.saturation_floor,
-            )
-        return super().euler_substeps(
-            state,
-            params,
-            h,
-            dx,
-            count,
-            implicit_local=implicit_local,
-            forcing=forcing,
-            forcing_divisor=forcing_divisor,
-        )
+    def _kernel(self, implicit_local: bool) -> tuple[Callable[..., Any], Callable[..., Any], dict[str, Any]]:
+        options = {"imex": implicit_local, "log_floor": self.log_floor, "saturation_floor": self.saturation_floor}
+        return fused_step, fused_substeps, {**options, "boundary": self.boundary}
 
     def _transport(self, m: Tensor, mu: Tensor, dx: float) -> Tensor:
         return flux_divergence(m, mu, dx, boundary=self.boundary, face=self.face_mobility)
@@ -625,80 +595,8 @@ class ReferenceVoidModel(VoidModel):
         lam_eta = scalar(params.L) * (te + scalar(params.kappa_eta) * k)
         return torch.tensor([k * tv, k * ti, lam_eta], dtype=torch.float64).amax()
 
-    def euler_update(
-        self, state: Tensor, params: VoidParameters, h: float, dx: float, *, implicit_local: bool = False
-    ) -> Tensor:
-        if self._fused(state, params, implicit_local):
-            return fused_reference_step(state, params, h, dx, log_floor=self.log_floor, boundary=self.boundary)[0]
-        return super().euler_update(state, params, h, dx, implicit_local=implicit_local)
-
-    def euler_substep(
-        self,
-        state: Tensor,
-        params: VoidParameters,
-        h: float,
-        dx: float,
-        *,
-        implicit_local: bool = False,
-        forcing: Tensor | None = None,
-        forcing_divisor: int = 1,
-    ) -> tuple[Tensor, Tensor]:
-        if self._fused(state, params, implicit_local) and (forcing is None or forcing.shape == state.shape):
-            return fused_reference_step(
-                state,
-                params,
-                h,
-                dx,
-                log_floor=self.log_floor,
-                forcing=forcing,
-                forcing_divisor=forcing_divisor,
-                project=True,
-                boundary=self.boundary,
-            )
-        return super().euler_substep(
-            state,
-            params,
-            h,
-            dx,
-            implicit_local=implicit_local,
-            forcing=forcing,
-            forcing_divisor=forcing_divisor,
-        )
-
-    def euler_substeps(
-        self,
-        state: Tensor,
-        params: VoidParameters,
-        h: float,
-        dx: float,
-        count: int,
-        *,
-        implicit_local: bool = False,
-        forcing: Tensor | None = None,
-        forcing_divisor: int = 1,
-    ) -> tuple[Tensor, Tensor]:
-        if self._fused(state, params, implicit_local) and (forcing is None or forcing.shape == state.shape):
-            return fused_reference_substeps(
-                state,
-                params,
-                h,
-                dx,
-                count,
-                log_floor=self.log_floor,
-                forcing=forcing,
-                forcing_divisor=forcing_divisor,
-                boundary=self.boundary,
-            )
-        return super().euler_substeps(
-            state,
-            params,
-            h,
-            dx,
-            count,
-            implicit_local=implicit_local,
-            forcing=forcing,
-            forcing_divisor=forcing_divisor,
-        )
+    def _kernel(self, implicit_local: bool) -> tuple[Callable[..., Any], Callable[..., Any], dict[str, Any]]:
+        return fused_reference_step, fused_reference_substeps, {"log_floor": self.log_floor, "boundary": self.boundary}
 
     def _source_and_noise(
         self, state: Tensor, p: VoidParameters, source: Tensor, xi: Tensor, dt: float, dx: float

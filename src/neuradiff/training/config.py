@@ -105,7 +105,7 @@ class FitConfig:
     #: of the learned simulator: "periodic", "no-flux", or "auto" (no-flux when cropping)
     boundary: Literal["auto", "periodic", "no-flux"] = "auto"
     #: the simulator's Euler steps: "fused" (compiled CPU kernel, several times faster), "torch" (plain PyTorch)
-    #: or "auto" (fused for the conservative discretisation, torch for the reference one, as before its kernel)
+    #: or "auto" (fused: both discretisations have it; where it does not apply, e.g. on a GPU, the plain path runs)
     kernel: Literal["auto", "torch", "fused"] = "auto"
     #: Levenberg-Marquardt steps on the whole video's void-area curve after joint training
     refine_iters: Count = 6
@@ -202,11 +202,9 @@ class FitConfig:
         )
 
     def kernel_name(self) -> str:
-        """The simulator kernel this fit uses: ``kernel``, with ``"auto"`` resolved (``"fused"`` for the
-        conservative discretisation, else ``"torch"``)."""
-        if self.kernel != "auto":
-            return self.kernel
-        return "fused" if self.discretisation == "conservative" else "torch"
+        """The simulator kernel this fit uses: ``kernel``, with ``"auto"`` resolved to ``"fused"`` (the conservative
+        discretisation's explicit and IMEX steps and the reference one's explicit step have the compiled kernel)."""
+        return "fused" if self.kernel == "auto" else self.kernel
 
     def initial_parameters(self) -> VoidParameters:
         """The starting guess with the fixed parameters applied."""
