@@ -185,20 +185,12 @@ def _build_failure(kernel: str = "void_step") -> str:
     return _FAILED.get(kernel, "unknown reason")
 
 
-def fused_unavailable(state: Tensor, params: Any, *, boundary: str, face: str) -> str | None:
-    """Why the fused kernel cannot compute this step (``None`` if it can).
-
-    Examples
-    --------
-    >>> import torch
-    >>> from neuradiff.physics import VoidParameters
-    >>> fused_unavailable(torch.zeros(1, 3, 8, 8), VoidParameters(), boundary="periodic", face="mean")
-    'the fused kernel is written for upwind face mobilities'
-    """
+def kernel_unavailable(state: Tensor, params: Any, *, boundary: str, kernel: str = "void_step") -> str | None:
+    """Why the compiled ``kernel`` (a source in ``kernels/``) cannot compute a step of ``state`` with ``params``
+    (``None`` if it can): the checks every fused kernel shares (boundary, device, dtype, scalar parameters, no
+    gradient for the fixed ones, a build)."""
     if boundary not in ("periodic", "no-flux"):
         return f"unknown boundary {boundary!r}"
-    if face != "upwind":
-        return "the fused kernel is written for upwind face mobilities"
     if state.device.type != "cpu":
         return f"the fused kernel runs on the CPU (state on {state.device.type})"
     if state.dtype not in _DTYPES:
@@ -211,9 +203,24 @@ def fused_unavailable(state: Tensor, params: Any, *, boundary: str, face: str) -
         v = getattr(params, name)
         if isinstance(v, Tensor) and v.requires_grad:
             return f"the fused kernel does not differentiate {name}"
-    if _library(state.dtype) is None:
-        return f"the kernel could not be built: {_build_failure()}"
+    if _library(state.dtype, kernel) is None:
+        return f"the kernel could not be built: {_build_failure(kernel)}"
     return None
+
+
+def fused_unavailable(state: Tensor, params: Any, *, boundary: str, face: str) -> str | None:
+    """Why the fused kernel cannot compute this step (``None`` if it can).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from neuradiff.physics import VoidParameters
+    >>> fused_unavailable(torch.zeros(1, 3, 8, 8), VoidParameters(), boundary="periodic", face="mean")
+    'the fused kernel is written for upwind face mobilities'
+    """
+    if face != "upwind" and boundary in ("periodic", "no-flux"):
+        return "the fused kernel is written for upwind face mobilities"
+    return kernel_unavailable(state, params, boundary=boundary)
 
 
 def scalar(v: Any) -> float:

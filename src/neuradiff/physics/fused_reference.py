@@ -32,13 +32,12 @@ from torch import Tensor
 
 from neuradiff.physics.fused import (
     _DTYPES,
-    KERNEL_FIXED,
     KERNEL_LEARNED,
-    _build_failure,
     _leaf_grads,
     _library,
     _needs_grad,
     _values,
+    kernel_unavailable,
 )
 
 _KERNEL = "reference_step"
@@ -62,23 +61,7 @@ def fused_reference_unavailable(state: Tensor, params: Any, *, boundary: str) ->
     >>> fused_reference_unavailable(torch.zeros(1, 3, 8, 8, dtype=torch.float16), VoidParameters(), boundary="periodic")
     'the fused kernel needs float32 or float64 (got torch.float16)'
     """
-    if boundary not in ("periodic", "no-flux"):
-        return f"unknown boundary {boundary!r}"
-    if state.device.type != "cpu":
-        return f"the fused kernel runs on the CPU (state on {state.device.type})"
-    if state.dtype not in _DTYPES:
-        return f"the fused kernel needs float32 or float64 (got {state.dtype})"
-    for name in (*KERNEL_LEARNED, *KERNEL_FIXED):
-        v = getattr(params, name)
-        if isinstance(v, Tensor) and v.numel() != 1:
-            return f"parameter {name} is not a scalar"
-    for name in KERNEL_FIXED:
-        v = getattr(params, name)
-        if isinstance(v, Tensor) and v.requires_grad:
-            return f"the fused kernel does not differentiate {name}"
-    if _library(state.dtype, _KERNEL) is None:
-        return f"the kernel could not be built: {_build_failure(_KERNEL)}"
-    return None
+    return kernel_unavailable(state, params, boundary=boundary, kernel=_KERNEL)
 
 
 def _lib(dtype: torch.dtype) -> Any:

@@ -194,4 +194,55 @@ static inline int thread_slot(void) {
 #endif
 }
 
+/* Row y's work of a step reads the potentials of rows y - 1, y and y + 1: POT(y0, y1) computes those of rows
+ * [y0, y1), ROW(y) does row y's work. Each row's potentials are computed just before the row that first needs them, so
+ * they are read back from cache; on a periodic grid row H - 1 comes first, for row 0. The forward of both kernels and
+ * the backward's second and third passes run in this order. */
+#define PIPELINE_ROWS(H, periodic, POT, ROW)                                                                    \
+    {                                                                                                           \
+        const int last_ = ((periodic) && (H) > 1) ? (H) - 1 : (H);                                              \
+        if (last_ < (H)) POT((H) - 1, (H));                                                                     \
+        int done_ = 0;                                                                                          \
+        for (int y_ = 0; y_ < (H); ++y_) {                                                                      \
+            const int need_ = y_ + 2 < last_ ? y_ + 2 : last_;                                                  \
+            if (need_ > done_) {                                                                                \
+                POT(done_, need_);                                                                              \
+                done_ = need_;                                                                                  \
+            }                                                                                                   \
+            ROW(y_);                                                                                            \
+        }                                                                                                       \
+    }
+
+/* The backward drivers of a kernel that defines Step (with H and periodic), Adjoint, S_COUNT and the row passes
+ * adjoint_rows (pass 1: the adjoint of the update and the potentials' adjoints), pass2_row and pass3_row (each adding
+ * a row's parameter sums to its own place in rows):
+ * backward_element: one element on one thread, pass 1 of every row, then passes 2 and 3 pipelined (PIPELINE_ROWS: pass
+ * 3 of a row once pass 2 of the rows it reads is done, so it finds them in cache);
+ * backward_element_rows: the same on `threads` threads sharing the rows, pass by pass.
+ * Each row's sums go to its own place in rows (H x S_COUNT, zeroed here), so that they can be added in row order
+ * whatever the thread count. */
+#define PASS2_ROWS_(y0, y1)                                                                                     \
+    for (int yy_ = (y0); yy_ < (y1); ++yy_) pass2_row(st, a, yy_, rows + (size_t)yy_ * S_COUNT)
+#define PASS3_ROW_(y) pass3_row(st, a, (y), rows + (size_t)(y) * S_COUNT)
+#define DEFINE_BACKWARD_DRIVERS                                                                                 \
+    static void backward_element(const Step *st, const Adjoint *a, int recompute, double *rows) {               \
+        const int H = st->H;                                                                                    \
+        memset(rows, 0, sizeof(double) * (size_t)H * S_COUNT);                                                  \
+        adjoint_rows(st, a, recompute, 0, H);                                                                   \
+        PIPELINE_ROWS(H, st->periodic, PASS2_ROWS_, PASS3_ROW_)                                                 \
+    }                                                                                                           \
+    static void backward_element_rows(const Step *st, const Adjoint *a, int recompute, double *rows,            \
+                                      int threads) {                                                            \
+        (void)threads; /* without OpenMP the pragmas go and the rows run in turn */                            \
+        const int H = st->H;                                                                                    \
+        memset(rows, 0, sizeof(double) * (size_t)H * S_COUNT);                                                  \
+        _Pragma("omp parallel num_threads(threads)") {                                                          \
+            _Pragma("omp for schedule(static)") for (int y = 0; y < H; ++y) adjoint_rows(st, a, recompute, y, y + 1); \
+            _Pragma("omp for schedule(static)") for (int y = 0; y < H; ++y)                                     \
+                pass2_row(st, a, y, rows + (size_t)y * S_COUNT);                                                \
+            _Pragma("omp for schedule(static)") for (int y = 0; y < H; ++y)                                     \
+                pass3_row(st, a, y, rows + (size_t)y * S_COUNT);                                                \
+        }                                                                                                       \
+    }
+
 #endif

@@ -192,17 +192,11 @@ static inline __attribute__((always_inline)) void update_row(const Step *st, con
 static void forward_element(const Step *st, const Element *e) {
     const int H = st->H;
     long long cnt[3] = {0, 0, 0};
-    const int last = (st->periodic && H > 1) ? H - 1 : H;
-    if (last < H) potential_rows(st, e->s, e->mu, H - 1, H);
-    int done = 0;
-    for (int y = 0; y < H; ++y) {
-        const int need = y + 2 < last ? y + 2 : last;
-        if (need > done) {
-            potential_rows(st, e->s, e->mu, done, need);
-            done = need;
-        }
-        update_row(st, e, y, cnt);
-    }
+#define POT_(y0, y1) potential_rows(st, e->s, e->mu, (y0), (y1))
+#define ROW_(y) update_row(st, e, (y), cnt)
+    PIPELINE_ROWS(H, st->periodic, POT_, ROW_)
+#undef POT_
+#undef ROW_
     if (e->counts)
         for (int c = 0; c < 3; ++c) e->counts[c] = cnt[c];
 }
@@ -428,42 +422,7 @@ static inline __attribute__((always_inline)) void pass3_row(const Step *st, cons
     sum[S_T] += rT;
 }
 
-/* The backward of one element on one thread: pass 1 of every row, then pass 2 rows in order, each with pass 3 of the
- * row above it once the rows it reads are done (on a periodic grid row H - 1 first), so pass 3 finds mubar in cache.
- * Each row's sums go to its own place in rows (H x S_COUNT, zeroed here), so that they can be added in row order
- * whatever the thread count. */
-static void backward_element(const Step *st, const Adjoint *a, int recompute, double *rows) {
-    const int H = st->H;
-    memset(rows, 0, sizeof(double) * (size_t)H * S_COUNT);
-    adjoint_rows(st, a, recompute, 0, H);
-    const int last = (st->periodic && H > 1) ? H - 1 : H;
-    int next2 = 0, wrap = last < H;
-    for (int y = 0; y < H; ++y) {
-        const int need = y + 2 < last ? y + 2 : last;
-        while (wrap || next2 < need) {
-            const int yy = wrap ? H - 1 : next2++;
-            wrap = 0;
-            pass2_row(st, a, yy, rows + (size_t)yy * S_COUNT);
-        }
-        pass3_row(st, a, y, rows + (size_t)y * S_COUNT);
-    }
-}
-
-/* The same on `threads` threads, the rows split between them: pass 1 of every row, then pass 2, then pass 3. */
-static void backward_element_rows(const Step *st, const Adjoint *a, int recompute, double *rows, int threads) {
-    (void)threads; /* without OpenMP the pragmas go and the rows run in turn */
-    const int H = st->H;
-    memset(rows, 0, sizeof(double) * (size_t)H * S_COUNT);
-#pragma omp parallel num_threads(threads)
-    {
-#pragma omp for schedule(static)
-        for (int y = 0; y < H; ++y) adjoint_rows(st, a, recompute, y, y + 1);
-#pragma omp for schedule(static)
-        for (int y = 0; y < H; ++y) pass2_row(st, a, y, rows + (size_t)y * S_COUNT);
-#pragma omp for schedule(static)
-        for (int y = 0; y < H; ++y) pass3_row(st, a, y, rows + (size_t)y * S_COUNT);
-    }
-}
+DEFINE_BACKWARD_DRIVERS
 
 /* s_bar [B, 3, H, W] (written) and pbar[9] (added to) from ubar, the adjoint of the forward's output; fbar (or NULL)
  * is added to. mask: the forward's clamp mask [B, H, W], or NULL for a step without projection. pot: the forward's
