@@ -7,14 +7,15 @@ corpus seeds ``HELD_OUT_SEED + 200000 + k``, used by no training, threshold or o
 
 - ``zero-shot``: the shipped generalist's masks (``neuradiff track VIDEO`` without ``--model``);
 - ``1 frame``: ``neuradiff fit VIDEO --annotations A`` with frame 0 annotated whole (255 elsewhere), then
-  ``neuradiff track VIDEO --model M``; default fit settings (the net starts from the generalist);
+  ``neuradiff track VIDEO --model M``; default fit settings (the net starts from the generalist), or those of
+  ``--fit-config``;
 - ``3 frames``: the same with frames 0, F/2 − 1 and F − 2 annotated.
 
 Every setting is scored on the same frames, those annotated in neither few-shot setting, with the zero-shot
 scorecard's measures (``bench_voids.score``: object F1 one-to-one at IoU ≥ 0.5, pixel IoU, count error, median size
 error; over every void and over the visible ones, t ≥ 3). Each fit and track is a subprocess on one torch thread.
 
-Run:  python benchmarks/bench_voids_fewshot.py [--clips 6] [--first 0] [--size 256] [--frames 8]
+Run:  python benchmarks/bench_voids_fewshot.py [--clips 6] [--first 0] [--size 256] [--frames 8] [--fit-config F]
 Writes benchmarks/results/voids_fewshot.json (``--out`` to change); ``--merge A.json B.json`` scores finished runs
 together (e.g. two halves run side by side, each with its own ``--work`` folder kept for the merge).
 """
@@ -86,8 +87,9 @@ def one_clip(k: int, args: argparse.Namespace, work: Path) -> dict:
         tag = setting.split()[0]
         tifffile.imwrite(folder / f"annotations-{tag}.tif", ann)
         model, track = folder / f"model-{tag}", folder / f"track-{tag}"
+        settings = [] if args.fit_config is None else ["--config", str(args.fit_config)]
         fit_s = run(exe + ["fit", str(video), "--annotations", str(folder / f"annotations-{tag}.tif")]
-                    + ["--out", str(model), "--threads", "1"])  # fmt: skip
+                    + ["--out", str(model), "--threads", "1"] + settings)  # fmt: skip
         track_s = run(exe + ["track", str(video), "--model", str(model), "--out", str(track), "--threads", "1"])
         found[setting] = tifffile.imread(track / "masks.tif").astype(bool)
         seconds[setting] = fit_s + track_s
@@ -171,7 +173,8 @@ def summarise(rows: list[dict]) -> dict:
     zero = pool["zero-shot"]["visible voids"]["f1"]
     for s in SETTINGS[1:]:
         f1 = pool[s]["visible voids"]["f1"]
-        print(f"visible-void F1, {s} / zero-shot: {f1:.3f} / {zero:.3f} (ratio {f1 / max(zero, 1e-9):.2f})")
+        ratio = f"ratio {f1 / zero:.2f}" if zero > 0 else "the generalist found none"
+        print(f"visible-void F1, {s} / zero-shot: {f1:.3f} / {zero:.3f} ({ratio})")
     return {"pooled": pool, "rows": table_rows}
 
 
@@ -181,6 +184,7 @@ def main() -> None:
     ap.add_argument("--first", type=int, default=0, help="first clip (corpus seed HELD_OUT_SEED + 200000 + first)")
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--frames", type=int, default=8)
+    ap.add_argument("--fit-config", type=Path, default=None, help="a fit settings file for the few-shot fits")
     ap.add_argument("--work", type=Path, default=None, help="keep recordings, models and masks in this folder")
     ap.add_argument("--out", default="voids_fewshot.json", help="file name under benchmarks/results")
     ap.add_argument("--merge", nargs="+", metavar="JSON", help="only score these finished runs together")
@@ -190,15 +194,19 @@ def main() -> None:
     if args.merge:
         runs = [json.loads(Path(f).read_text()) for f in args.merge]
         rows = [r for run_ in runs for r in run_["clips"]]
-        write_json(args.out, {"merged": args.merge, "clips": rows, "summary": summarise(rows)})
+        environments = [run_.get("environment") for run_ in runs]
+        write_json(
+            args.out, {"merged": args.merge, "environments": environments, "clips": rows, "summary": summarise(rows)}
+        )
         return
     env = environment()
     print_environment(env)
     work = args.work or Path(tempfile.mkdtemp(prefix="neuradiff-voids-fewshot-"))
     rows = [one_clip(k, args, work) for k in range(args.first, args.first + args.clips)]
     summary = summarise(rows)
-    write_json(args.out, {"environment": env, "settings": vars(args) | {"work": str(args.work)}, "clips": rows,
-                          "summary": summary})  # fmt: skip
+    fit_settings = None if args.fit_config is None else args.fit_config.read_text()
+    record = vars(args) | {"work": str(args.work), "fit_config": fit_settings}
+    write_json(args.out, {"environment": env, "settings": record, "clips": rows, "summary": summary})
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -86,6 +86,10 @@ def test_fit_writes_every_output_and_metrics(tiny_dataset, tmp_path):
     assert all(params[n]["identifiability"] == ident["status"][n] for n in meta["learned"])
     assert "refinement" in meta and meta["refinement"]["rss_px2"][-1] <= meta["refinement"]["rss_px2"][0]
     assert len(metrics["identifiable_combinations"]) == len(ident["determined"])
+    # how many annotated voids the net reproduces: in model.json and printed
+    seen = meta["annotated_voids"]
+    assert seen["annotated"] >= 1 and 0 <= seen["found"] <= seen["annotated"]
+    assert f"reproduces {seen['found']} of the {seen['annotated']} annotated voids" in r.output
     if ident["posterior"] is not None:
         assert 0 <= metrics["forecast_band"]["fraction_of_frames_in_band"] <= 1
 
@@ -376,3 +380,38 @@ def test_fits_start_from_the_generalist_unless_a_net_is_given():
     assert not FitConfig(net={"width": 4}).starts_from_generalist()
     assert not FitConfig(init="scratch").starts_from_generalist()
     assert FitConfig(init="generalist").starts_from_generalist()
+
+
+def test_the_annotated_voids_a_net_reproduces_are_counted_one_to_one_within_the_known_pixels(monkeypatch):
+    from neuradiff.methods import NeuraDiffModel
+    from neuradiff.nets import NetConfig, RecognitionNet
+    from neuradiff.physics import Simulator, VoidParameters
+    from neuradiff.workflows.fit import annotated_voids_found
+
+    model = NeuraDiffModel(RecognitionNet(NetConfig(width=4, depth=1)), VoidParameters(), Simulator())
+    ann = np.full((3, 32, 32), 255, np.uint8)
+    ann[0] = 0
+    ann[0, 2:8, 2:8] = ann[0, 20:26, 20:26] = 1  # two voids on frame 0
+    ann[2, :16] = 0
+    ann[2, 4:10, 4:10] = 1  # one on the annotated top half of frame 2
+    eta = np.zeros((3, 32, 32), np.float32)
+    eta[0, 2:8, 2:8] = 1.0  # the first void found ...
+    eta[0, 20:22, 20:22] = 1.0  # ... the second only in part (IoU 4/36)
+    eta[2, 4:10, 4:10] = eta[2, 20:30, 20:30] = 1.0  # found, and a region in the unknown half: not counted
+    monkeypatch.setattr(model, "recognise", lambda frames, first_index, eta_only: eta[first_index : first_index + 1])
+    assert annotated_voids_found(model, np.zeros((3, 32, 32)), ann) == {"found": 2, "annotated": 3}
+
+
+def test_fit_says_what_to_do_when_the_net_misses_its_annotated_voids(capsys):
+    from types import SimpleNamespace
+
+    from neuradiff.cli.fit import print_annotated_voids
+
+    print_annotated_voids(SimpleNamespace(info={"annotated_voids": {"found": 9, "annotated": 10}}))
+    out = capsys.readouterr()
+    assert "reproduces 9 of the 10 annotated voids" in out.out and out.err == ""
+    print_annotated_voids(SimpleNamespace(info={"annotated_voids": {"found": 3, "annotated": 10}}))
+    out = capsys.readouterr()
+    assert "reproduces 3 of the 10" in out.out and "pretrain_iters" in out.err
+    print_annotated_voids(SimpleNamespace(info={}))  # models fitted before the count: nothing said
+    assert capsys.readouterr().out == ""

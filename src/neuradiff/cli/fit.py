@@ -25,6 +25,9 @@ from neuradiff.training.distributed import launched
 from neuradiff.workflows import read_fit_config, run_demo, run_fit, run_forecast, run_track
 from neuradiff.workflows.cluster import DaskRunner, dask_client
 
+#: Below this fraction of the annotated voids reproduced by the fitted net, ``fit`` says what to do about it.
+ANNOTATED_RECALL_WARNING = 0.8
+
 
 @app.command("fit")
 @friendly_errors
@@ -93,9 +96,25 @@ def fit(
             f"Its masks leave out regions that stand out of their frame by less than t = {threshold:.1f} (the faintest "
             "annotated void less one, at most 5); track --min-contrast changes it, 0 keeps them all."
         )
+    print_annotated_voids(summary.model)
     print_identifiability(summary.model)
     if summary.metrics is not None:
         print_summary(summary.metrics)
+
+
+def print_annotated_voids(model: NeuraDiffModel) -> None:
+    """How many of the annotated voids the fitted net reproduces, and what to do when it misses many."""
+    seen = model.info.get("annotated_voids")
+    if not seen or not seen.get("annotated"):
+        return
+    found, total = int(seen["found"]), int(seen["annotated"])
+    typer.echo(f"The fitted net reproduces {found} of the {total} annotated voids on their own frames (IoU ≥ 0.5).")
+    if found < ANNOTATED_RECALL_WARNING * total:
+        typer.echo(
+            "That is fewer than 8 in 10: on faint voids among clutter, train the net longer "
+            '(e.g. {"fit": {"pretrain_iters": 400}}) or annotate more, and check its masks before trusting counts.',
+            err=True,
+        )
 
 
 def print_identifiability(model: NeuraDiffModel) -> None:
