@@ -245,4 +245,26 @@ static inline int thread_slot(void) {
         }                                                                                                       \
     }
 
+/* The backward over a batch, inside a kernel's backward entry point that has Step st, B, H, plan, slots, threads, pot,
+ * sums (B x H x S_COUNT) and a macro ADJOINT_OF(b, slot) declaring `Adjoint a` and `double *rows` for element b with
+ * work slot `slot`: with plan 2 each element's rows are shared between the threads, else the elements are; then
+ * g[S_COUNT] holds the rows' sums added in order (the same gradients whatever the thread count). */
+#define BACKWARD_BATCH(g)                                                                                       \
+    if (plan == 2) { /* rows split: the elements in turn */                                                     \
+        for (int b = 0; b < B; ++b) {                                                                           \
+            ADJOINT_OF(b, 0)                                                                                    \
+            backward_element_rows(&st, &a, pot == NULL, rows, threads);                                         \
+        }                                                                                                       \
+    } else {                                                                                                    \
+        _Pragma("omp parallel for num_threads(slots) schedule(static) if (plan == 1)")                         \
+        for (int b = 0; b < B; ++b) {                                                                           \
+            const int slot = thread_slot();                                                                     \
+            ADJOINT_OF(b, slot)                                                                                 \
+            backward_element(&st, &a, pot == NULL, rows);                                                       \
+        }                                                                                                       \
+    }                                                                                                           \
+    double g[S_COUNT] = {0};                                                                                    \
+    for (size_t r_ = 0; r_ < (size_t)B * (size_t)H; ++r_)                                                       \
+        for (int i_ = 0; i_ < S_COUNT; ++i_) g[i_] += sums[r_ * S_COUNT + i_];
+
 #endif

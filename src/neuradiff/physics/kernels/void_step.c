@@ -573,24 +573,8 @@ int FN(void_backward)(const REAL *state, const REAL *ubar, REAL *sbar, double *p
                  mask ? mask + (size_t)(b) * n : NULL, pot ? pot + (size_t)(b) * 4 * n : NULL,                  \
                  buf + (size_t)(slot) * 11 * n);                                                                \
     double *rows = sums + (size_t)(b) * (size_t)H * S_COUNT;
-    if (plan == 2) { /* rows split: the elements in turn */
-        for (int b = 0; b < B; ++b) {
-            ADJOINT_OF(b, 0)
-            backward_element_rows(&st, &a, pot == NULL, rows, threads);
-        }
-    } else {
-#pragma omp parallel for num_threads(slots) schedule(static) if (plan == 1)
-        for (int b = 0; b < B; ++b) {
-            const int slot = thread_slot();
-            ADJOINT_OF(b, slot)
-            backward_element(&st, &a, pot == NULL, rows);
-        }
-    }
+    BACKWARD_BATCH(g)
 #undef ADJOINT_OF
-    /* the rows' sums in order: the same gradients whatever the thread count */
-    double g[S_COUNT] = {0};
-    for (size_t r = 0; r < (size_t)B * (size_t)H; ++r)
-        for (int i = 0; i < S_COUNT; ++i) g[i] += sums[r * S_COUNT + i];
     /* D_v and D_i enter through the mobilities D / kBT */
     const double T = (double)st.p[P_T];
     pbar[0] = g[S_EV];
