@@ -164,6 +164,7 @@ def fit_training_data(
     model = fit.model
     model.net.to("cpu")
     model.info["video"] = dict(video_info or {})
+    model.info["annotated_voids"] = annotated_voids_found(model, data.frames, data.annotations)
     files = ["model.pt", "model.json", "params.json", "history.csv", "config.json"]
     summary = FitSummary(
         model,
@@ -334,7 +335,6 @@ def run_fit(
             progress=progress,
             device=dev,
         )
-        summary.model.info["annotated_voids"] = annotated_voids_found(summary.model, data.frames, data.annotations)
         params = summary.model.parameters()
         summary.provenance = provenance(
             "fit",
