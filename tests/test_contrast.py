@@ -16,6 +16,7 @@ from neuradiff.core.errors import NeuradiffError
 from neuradiff.nets.contrast import (
     ANNOTATION_MARGIN,
     FITTED_MAX_CONTRAST,
+    SHOWN_AREA_PX,
     SHOWN_COUNT,
     VISIBLE_CONTRAST,
     _rings,
@@ -24,6 +25,7 @@ from neuradiff.nets.contrast import (
     drop_faint,
     null_spread,
     ring_width,
+    shown_count,
 )
 from neuradiff.nets.generalist import load_generalist, weights_folder
 from neuradiff.synth.corpus import CorpusSettings, corpus_sample
@@ -133,11 +135,11 @@ def test_clear_voids_are_kept_and_the_threshold_only_removes():
     np.testing.assert_array_equal(drop_faint(s.frames[:1], specks, 0.0), specks)
 
 
-def _frame_of_discs(strong: int, faint_amplitude: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """160² white noise with ``strong`` discs of radius 5 at +3σ and one at ``faint_amplitude``σ."""
+def _frame_of_discs(strong: int, faint_amplitude: float, size: int = 512) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``size``² white noise with ``strong`` discs of radius 5 at +3σ and one at ``faint_amplitude``σ."""
     rng = np.random.default_rng(3)
-    frame = rng.normal(0.0, 1.0, (160, 160))
-    yy, xx = np.mgrid[:160, :160]
+    frame = rng.normal(0.0, 1.0, (size, size))
+    yy, xx = np.mgrid[:size, :size]
     mask = np.zeros(frame.shape, bool)
     for cy, cx in [(20, 20), (20, 70), (20, 120), (70, 20), (70, 120), (120, 20)][:strong]:
         disc = (yy - cy) ** 2 + (xx - cx) ** 2 < 25
@@ -148,18 +150,25 @@ def _frame_of_discs(strong: int, faint_amplitude: float) -> tuple[np.ndarray, np
     return frame, mask | faint, faint
 
 
-@pytest.mark.parametrize("strong", [SHOWN_COUNT + 1, SHOWN_COUNT - 1])
-def test_a_frame_that_shows_voids_keeps_the_visible_ones_and_a_texture_frame_only_the_clear_ones(strong):
-    frame, mask, faint = _frame_of_discs(strong, 0.8)
+@pytest.mark.parametrize(("size", "strong"), [(512, SHOWN_COUNT), (512, SHOWN_COUNT - 1), (160, 1), (160, 0)])
+def test_a_frame_that_shows_voids_keeps_the_visible_ones_and_a_texture_frame_only_the_clear_ones(size, strong):
+    frame, mask, faint = _frame_of_discs(strong, 0.8 if size < 512 else 0.6, size)  # t of the faint one: 4.6 / 4.7
     labels, t = contrast_significance(frame, mask)
     t_faint = t[labels[faint][0] - 1]
     assert VISIBLE_CONTRAST <= t_faint < 5.0 and (np.delete(t, labels[faint][0] - 1) >= 5.0).all()
     kept = drop_faint(frame[None], mask[None], 5.0)[0]
     assert kept[mask & ~faint].all()
-    assert kept[faint].all() == (strong >= SHOWN_COUNT)  # beside enough clear voids the faint one is a void
+    # beside enough clear voids for the frame's size the faint one is a void
+    assert kept[faint].all() == (strong >= shown_count(frame.shape))
     strict = drop_faint(frame[None], mask[None], 5.0, relaxed=False)[0]  # region by region, whatever the frame
     assert strict[mask & ~faint].all() and not strict[faint].any()
     np.testing.assert_array_equal(drop_faint(frame[None], mask[None], t_faint - 0.01)[0], mask)
+
+
+def test_the_count_of_clear_voids_a_frame_needs_scales_with_its_area_below_512_px():
+    assert [shown_count((s, s)) for s in (64, 128, 228, 229, 256, 400, 512, 2048)] == [1, 1, 1, 2, 2, 4, 5, 5]
+    assert shown_count((3, 512, 256)) == 3 == shown_count((256, 512))  # the frame's own area, not the stack's
+    assert SHOWN_AREA_PX == 512 * 512
 
 
 @pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])

@@ -13,12 +13,13 @@ is (shot noise, 2–3 px speckle grain, mottle, loops and lines in the backgroun
 t and a void that stands out of the texture a large one. It is the Rose criterion of image science: an object at
 k ≈ 5 is what an observer reliably sees. The statistic does not change under a gain and offset of the frame.
 
-The filter (:func:`drop_faint`) judges each frame as a whole first. A frame whose found regions include several
-that reach the minimum contrast (at least :data:`SHOWN_COUNT`, and at least :data:`SHOWN_FRACTION` of its
-regions) shows voids: there every region down to :data:`VISIBLE_CONTRAST` (the lower end of the Rose criterion's
-3–5) is kept, since a void that stands out by 3 beside voids that stand out more is a void. A frame where hardly
-any region reaches the minimum is texture (a grainy frame of loops, where the net reads the grain as fields of
-small voids): there only the regions that reach the minimum are kept.
+The filter (:func:`drop_faint`) judges each frame as a whole first. A frame whose found regions include several that
+reach the minimum contrast (at least :func:`shown_count` of them: :data:`SHOWN_COUNT` on a frame of
+:data:`SHOWN_AREA_PX` or more, proportionally fewer on a smaller one, at least one; and at least
+:data:`SHOWN_FRACTION` of its regions) shows voids: there every region down to :data:`VISIBLE_CONTRAST` (the lower
+end of the Rose criterion's 3–5) is kept, since a void that stands out by 3 beside voids that stand out more is a
+void. A frame where hardly any region reaches the minimum is texture (a grainy frame of loops, where the net reads
+the grain as fields of small voids): there only the regions that reach the minimum are kept.
 """
 
 from __future__ import annotations
@@ -39,8 +40,12 @@ NULL_SIDES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 96, 128)
 NULL_SAMPLES = 10_000
 #: Contrast from which a region counts as visible in a frame that shows voids (the lower end of the Rose criterion).
 VISIBLE_CONTRAST = 3.0
-#: A frame shows voids when at least this many of its regions reach the minimum contrast …
+#: A frame shows voids when at least this many of its regions reach the minimum contrast (on a frame of
+#: :data:`SHOWN_AREA_PX` or more; see :func:`shown_count`) …
 SHOWN_COUNT = 5
+#: … the frame area (px) from which :data:`SHOWN_COUNT` applies in full: a smaller frame holds fewer voids, and its
+#: grain fewer specks that reach the minimum by chance, so it needs proportionally fewer (at least one) …
+SHOWN_AREA_PX = 512 * 512
 #: … and at least this fraction of its regions do.
 SHOWN_FRACTION = 0.1
 #: Highest threshold a fitted model takes from its annotations (:func:`annotated_threshold`): the shipped
@@ -48,6 +53,20 @@ SHOWN_FRACTION = 0.1
 FITTED_MAX_CONTRAST = 5.0
 #: How far below its faintest annotated void a fitted model's threshold lies (:func:`annotated_threshold`).
 ANNOTATION_MARGIN = 1.0
+
+
+def shown_count(shape: tuple[int, ...]) -> int:
+    """How many regions of a frame of ``shape`` ``(..., H, W)`` must reach the minimum contrast for the frame to
+    show voids: :data:`SHOWN_COUNT` times the frame's share of :data:`SHOWN_AREA_PX`, rounded up, between 1 and
+    :data:`SHOWN_COUNT`.
+
+    Examples
+    --------
+    >>> shown_count((1024, 1024)), shown_count((512, 512)), shown_count((256, 256)), shown_count((128, 128))
+    (5, 5, 2, 1)
+    """
+    area = int(shape[-2]) * int(shape[-1])
+    return max(1, min(SHOWN_COUNT, math.ceil(SHOWN_COUNT * area / SHOWN_AREA_PX)))
 
 
 def ring_width(area: float) -> int:
@@ -201,7 +220,7 @@ def contrast_significance(frame: np.ndarray, void: np.ndarray) -> tuple[np.ndarr
 def drop_faint(frames: np.ndarray, masks: np.ndarray, min_contrast: float, *, relaxed: bool = True) -> np.ndarray:
     """``masks`` ``[T, H, W]`` bool without the void regions that do not stand out of their frame (0: unchanged).
 
-    A frame of ``frames`` ``[T, H, W]`` where at least :data:`SHOWN_COUNT` regions, and at least
+    A frame of ``frames`` ``[T, H, W]`` where at least :func:`shown_count` regions, and at least
     :data:`SHOWN_FRACTION` of them, reach ``min_contrast`` (:func:`contrast_significance`) shows voids and keeps
     every region down to :data:`VISIBLE_CONTRAST` (or ``min_contrast`` if lower); any other frame keeps only the
     regions that reach ``min_contrast``. Not ``relaxed``: every frame keeps only the regions that reach it (a
@@ -225,11 +244,12 @@ def drop_faint(frames: np.ndarray, masks: np.ndarray, min_contrast: float, *, re
     if min_contrast == 0:
         return masks
     out = masks.copy()
+    need = shown_count(masks.shape)
     for k in range(masks.shape[0]):
         labels, t = contrast_significance(frames[k], masks[k])
         if t.size:
             reach = int(np.count_nonzero(t >= min_contrast))
-            shows_voids = reach >= SHOWN_COUNT and reach >= SHOWN_FRACTION * t.size
+            shows_voids = reach >= need and reach >= SHOWN_FRACTION * t.size
             keep = t >= (min(VISIBLE_CONTRAST, min_contrast) if shows_voids and relaxed else min_contrast)
             out[k] = np.concatenate([[False], keep])[labels]
     return out
@@ -276,6 +296,7 @@ def annotated_threshold(frames: np.ndarray, annotations: np.ndarray, *, cap: flo
 __all__ = [
     "ANNOTATION_MARGIN",
     "FITTED_MAX_CONTRAST",
+    "SHOWN_AREA_PX",
     "SHOWN_COUNT",
     "SHOWN_FRACTION",
     "VISIBLE_CONTRAST",
@@ -284,4 +305,5 @@ __all__ = [
     "drop_faint",
     "null_spread",
     "ring_width",
+    "shown_count",
 ]
