@@ -185,7 +185,7 @@ def parse_size(text: str | None) -> tuple[float | None, str]:
 #: Said on stderr after every run with the shipped recogniser, while it has never been scored on real voids.
 GENERALIST_NOTE = (
     "neuradiff: note: no --model, so the shipped generalist recogniser (version 1.4) is used; it was trained on "
-    "synthetic frames only and has not been scored on real voids (held-out synthetic frames: object F1 0.80-0.90 "
+    "synthetic frames only and has not been scored on real voids (held-out synthetic frames: object F1 0.82-0.90 "
     "on the voids that stand out of their noise; real frames of dislocation loops: 0.4 false voids per frame, about "
     "100 with --min-contrast 0; see the model card): fit a model on a few annotated frames of your recording for "
     "trustworthy counts"
