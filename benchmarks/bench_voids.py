@@ -6,6 +6,9 @@ Sets (none of them seen in training):
   distractor), corpus seeds from ``HELD_OUT_SEED`` on (training used seeds 0 … pool − 1);
 - ``synthetic clips``: ``--clips`` clips of ``--clip-frames`` frames of 128² whose voids evolve under the void
   model (corpus seeds from ``HELD_OUT_SEED + 100000``);
+- ``synthetic sparse 1024²``: ``--sparse`` frames of 1024² with 2–10 voids each (``max_voids`` 10) among the
+  full randomisation's distractors, as a real frame of a handful of voids (corpus seeds from
+  ``HELD_OUT_SEED + 600000``);
 - ``CREME loops``: the 16 real 512² in-situ frames of dislocation loops in 316L (``benchmarks/data/creme-316L``,
   MIT): there are no voids in them, so every object found is a false void. Frames 1–4 (:data:`CREME_LOOKED_AT`)
   were looked at to find out what version 1 mistakes for voids; frames 5–16 (:data:`CREME_SCORED`) were never
@@ -39,7 +42,8 @@ before (that, and the library's pixel shuffle), as baselines.
 Recognisers: the shipped one, and any number of ``--compare LABEL=FOLDER`` (e.g. an earlier version's weights,
 ``git show REV:src/neuradiff/nets/weights/generalist.pt`` and ``.json`` into FOLDER), all scored in the same run.
 
-Run:  python benchmarks/bench_voids.py [--weights FOLDER] [--compare v1=FOLDER] [--stills 40] [--clips 24] [--tune 40]
+Run:  python benchmarks/bench_voids.py [--weights FOLDER] [--compare v1=FOLDER] [--stills 40] [--clips 24] [--sparse 16]
+      [--tune 40]
       python benchmarks/bench_voids.py --speed-only --repeats 10 --out bench_voids_speed.json
 Writes benchmarks/results/bench_voids.json (``--out`` to change).
 """
@@ -88,6 +92,9 @@ SIZE_CLASSES = ((0, 6), (6, 10), (10, 20), (20, math.inf))
 #: Smallest void diameter (px) of the real recordings the recogniser is for (3–60 px): the third subset leaves out
 #: smaller true voids as well (the clips' voids shrink through it on their way out).
 MIN_DIAMETER_PX = 3.0
+#: First corpus seed of the held-out sparse 1024² frames (development frames, for choices, come from
+#: ``HELD_OUT_SEED + 500000``; the few-shot benchmark draws from ``HELD_OUT_SEED + 200000``).
+SPARSE_SET_SEED = HELD_OUT_SEED + 600_000
 THRESHOLDS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4)
 POLARITIES = ("bright", "dark", "both")
 
@@ -252,6 +259,7 @@ def main() -> None:
     ap.add_argument("--stills", type=int, default=40)
     ap.add_argument("--clips", type=int, default=24)
     ap.add_argument("--clip-frames", type=int, default=4)
+    ap.add_argument("--sparse", type=int, default=16, help="sparse 1024² frames (2–10 voids each)")
     ap.add_argument("--tune", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--compare", action="append", default=[], metavar="LABEL=FOLDER", help="another recogniser")
@@ -304,6 +312,9 @@ def main() -> None:
     clip_settings = CorpusSettings(size=128, frames=args.clip_frames)
     clips = [corpus_sample(HELD_OUT_SEED + 100_000 + k, clip_settings) for k in range(args.clips)]
     sets["synthetic clips"] = ([f for c in clips for f in c.frames], [m for c in clips for m in c.masks])
+    sparse = [corpus_sample(SPARSE_SET_SEED + k, CorpusSettings(size=1024, max_voids=10)) for k in range(args.sparse)]
+    if sparse:
+        sets["synthetic sparse 1024²"] = ([s.frames[0] for s in sparse], [s.masks[0] for s in sparse])
     creme = {}
     for k in CREME_LOOKED_AT + CREME_SCORED:
         c = iio.imread(CREME / f"{k}.png")

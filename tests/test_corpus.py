@@ -75,8 +75,29 @@ def test_batch_and_contact_sheet(tmp_path):
     assert (tmp_path / "sheet.png").stat().st_size > 1000
 
 
+def test_a_lower_fill_draws_fewer_voids_of_the_same_size():
+    """The void area fraction is drawn from ``fill``; the typical size is drawn before it, so the same seed gives
+    the same size with fewer voids, and never none."""
+    fewer = 0
+    for seed in range(8):
+        full = corpus_sample(seed, CorpusSettings(size=128)).info
+        sparse = corpus_sample(seed, CorpusSettings(size=128, fill=(0.001, 0.002))).info
+        assert 1 <= sparse["n_voids"] <= full["n_voids"]
+        fewer += sparse["n_voids"] < full["n_voids"]
+    assert fewer >= 4
+
+
 @pytest.mark.parametrize(
-    "kw", [{"size": 8}, {"frames": 0}, {"min_diameter": 1.0}, {"min_diameter": 9.0, "max_diameter": 5.0}]
+    "kw",
+    [
+        {"size": 8},
+        {"frames": 0},
+        {"min_diameter": 1.0},
+        {"min_diameter": 9.0, "max_diameter": 5.0},
+        {"fill": (0.0, 0.1)},
+        {"fill": (0.2, 0.1)},
+        {"fill": (0.1, 1.0)},
+    ],
 )
 def test_bad_settings_are_refused(kw):
     with pytest.raises(NeuradiffError):

@@ -18,9 +18,12 @@ from neuradiff.training.generalist import (
     CLIP_SEED,
     GAP_WEIGHT,
     SMALL_AREA_PX,
+    SPARSE_SEED,
+    SPARSE_SIZE,
     GeneralistConfig,
     loss_weights,
     make_pool,
+    sparse_settings,
     train_generalist,
     write_generalist,
 )
@@ -105,7 +108,34 @@ def test_a_short_training_run_is_the_same_twice():
     assert rec_a["history"] == rec_b["history"]
 
 
+def test_a_sparse_frame_enters_the_pool_normalised_whole_and_cut(tmp_path):
+    """A sparse frame is normalised as a whole frame is at inference, then cut into samples of the training size:
+    most of them hold no void, only what surrounds the voids."""
+    cfg = GeneralistConfig(size=128, pool=1, sparse=1, first_sparse=3, iters=1, batch=2, version="s")
+    x, y, w = make_pool(cfg)
+    pieces = (SPARSE_SIZE // 128) ** 2
+    assert x.shape == (1 + pieces, 128, 128)
+    frame = corpus_sample(SPARSE_SEED + 3, sparse_settings())
+    whole = normalise_frame(frame.frames[0], index=1)
+    piece = np.s_[128:256, 128:256]  # the second row's second piece
+    np.testing.assert_array_equal(x[1 + 5], whole[piece])
+    np.testing.assert_array_equal(y[1 + 5], frame.masks[0][piece])
+    np.testing.assert_array_equal(w[1 + 5], loss_weights(frame.masks[0][piece], frame.eta[0][piece]))
+    assert not np.allclose(x[1 + 5], normalise_frame(frame.frames[0][piece]))  # not normalised alone
+    holding = [bool(m.any()) for m in y[1:]]
+    assert 1 <= sum(holding) <= pieces // 2
+    assert frame.masks[0].mean() < 0.05
+    net, record = train_generalist(cfg, log=None)
+    write_generalist(net, cfg, record, tmp_path)
+    meta = json.loads((tmp_path / "generalist.json").read_text())
+    assert meta["corpus"]["sparse_seeds"] == [SPARSE_SEED + 3, SPARSE_SEED + 3]
+    assert meta["corpus"]["sparse_settings"]["size"] == SPARSE_SIZE
+    assert "--sparse 1 --first-sparse 3" in meta["command"]
+
+
 def test_negative_pool_settings_are_refused():
-    for bad in ({"clips": -1}, {"small_weight": -0.5}, {"first_clip": -2}, {"refine": -1}):
-        with pytest.raises(NeuradiffError, match="clips, small_weight, first_clip and refine must be >= 0"):
+    for bad in ({"clips": -1}, {"small_weight": -0.5}, {"first_clip": -2}, {"refine": -1}, {"sparse": -1}):
+        with pytest.raises(NeuradiffError, match="clips, small_weight, first_clip, refine, sparse and first_sparse"):
             GeneralistConfig(**bad)
+    with pytest.raises(NeuradiffError, match="dividing"):
+        GeneralistConfig(size=96, sparse=1)

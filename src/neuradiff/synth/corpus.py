@@ -48,6 +48,7 @@ class CorpusSettings:
     min_diameter, max_diameter : range of void diameters, pixels (a clip draws its typical size
         log-uniformly in this range and each void scatters ±25 % around it).
     max_voids : most voids in one frame.
+    fill : (lo, hi) range of the frame's void area fraction (a frame draws it uniformly; at least one void).
     distractors : draw loops, lines, lobes and bend contours.
     steps_per_frame : (lo, hi) range of phase-field steps between clip frames.
     """
@@ -59,6 +60,7 @@ class CorpusSettings:
     max_voids: int = 300
     distractors: bool = True
     steps_per_frame: tuple[int, int] = (20, 200)
+    fill: tuple[float, float] = (0.01, 0.3)
 
     def __post_init__(self) -> None:
         if self.size < 16:
@@ -74,6 +76,9 @@ class CorpusSettings:
         lo, hi = self.steps_per_frame
         if not (1 <= lo <= hi):
             raise NeuradiffError(f"corpus steps_per_frame needs 1 <= lo <= hi, got {self.steps_per_frame}")
+        f_lo, f_hi = self.fill
+        if not (0 < f_lo <= f_hi < 1):
+            raise NeuradiffError(f"corpus fill needs 0 < lo <= hi < 1, got {self.fill}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -158,7 +163,7 @@ def _place_voids(rng: np.random.Generator, s: CorpusSettings) -> tuple[np.ndarra
     n = s.size
     d0 = math.exp(rng.uniform(math.log(s.min_diameter), math.log(s.max_diameter)))
     d0 = min(d0, 0.6 * n)
-    fill = rng.uniform(0.01, 0.3)
+    fill = rng.uniform(*s.fill)
     target = int(np.clip(round(fill * n * n / (math.pi * d0 * d0 / 4)), 1, s.max_voids))
     target = int(rng.integers(max(1, target // 4), target + 1))
     shape_kind = SHAPES[int(rng.integers(len(SHAPES)))]

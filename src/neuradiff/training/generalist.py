@@ -41,6 +41,12 @@ CLIP_SEED = 600_000
 CLIP_FRAMES = 4
 #: Void area (px) from which on a void's pixels weigh 1 in the loss when small voids are weighted up.
 SMALL_AREA_PX = 50.0
+#: First corpus seed of the sparse training frames (between the training clips and the held-out seeds).
+SPARSE_SEED = 700_000
+#: Side (px) of a sparse training frame, cut into samples of the training size.
+SPARSE_SIZE = 512
+#: Void area fraction of a sparse training frame: 0.1–1 % (a 1024² frame with 7 voids of 20 px holds 0.2 %).
+SPARSE_FILL = (0.001, 0.01)
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,12 @@ class GeneralistConfig:
     first_clip: int = 0
     #: channels of the net's full-resolution refinement (:attr:`NetConfig.refine`; 0: none)
     refine: int = 0
+    #: sparse frames of :data:`SPARSE_SIZE` px (void area fraction :data:`SPARSE_FILL`) added to the pool, each
+    #: normalised whole, as a frame is at inference, and cut into samples of ``size``: most of these hold no void,
+    #: only the loops, lines, bend contours and grain around, as most of a sparse frame does
+    sparse: int = 0
+    #: first sparse frame, counted from :data:`SPARSE_SEED`
+    first_sparse: int = 0
     version: str = "1.1"
     train_diameter_px: tuple[float, float] = (4.0, 48.0)
     tile: int = 1024
@@ -82,10 +94,15 @@ class GeneralistConfig:
         for name in ("pool", "size", "iters", "batch", "width", "depth"):
             if getattr(self, name) < 1:
                 raise NeuradiffError(f"generalist {name} must be >= 1, got {getattr(self, name)}")
-        if min(self.clips, self.small_weight, self.first_clip, self.refine) < 0:
+        if min(self.clips, self.small_weight, self.first_clip, self.refine, self.sparse, self.first_sparse) < 0:
             raise NeuradiffError(
-                "generalist clips, small_weight, first_clip and refine must be >= 0, got "
-                f"{self.clips}, {self.small_weight}, {self.first_clip}, {self.refine}"
+                "generalist clips, small_weight, first_clip, refine, sparse and first_sparse must be >= 0, got "
+                f"{self.clips}, {self.small_weight}, {self.first_clip}, {self.refine}, {self.sparse}, "
+                f"{self.first_sparse}"
+            )
+        if self.sparse and SPARSE_SIZE % self.size:
+            raise NeuradiffError(
+                f"generalist sparse frames ({SPARSE_SIZE} px) need a size dividing them, got {self.size}"
             )
 
 
@@ -106,27 +123,40 @@ def loss_weights(mask: np.ndarray, eta: np.ndarray, small_weight: float = 0.0) -
     return np.where(gap, np.float32(GAP_WEIGHT), w)
 
 
+def sparse_settings() -> CorpusSettings:
+    """Corpus settings of the sparse training frames (:data:`SPARSE_SIZE`, :data:`SPARSE_FILL`)."""
+    return CorpusSettings(size=SPARSE_SIZE, fill=SPARSE_FILL)
+
+
 def make_pool(config: GeneralistConfig, first_seed: int = 0, log=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Normalised frames ``[N, S, S]`` float32, masks ``[N, S, S]`` bool and loss weights ``[N, S, S]`` float32
     of corpus seeds ``first_seed … first_seed + pool − 1`` (stills), followed by every frame of ``config.clips``
-    clips of seeds from :data:`CLIP_SEED` + ``config.first_clip``."""
-    settings = CorpusSettings(size=config.size)
-    clip_settings = CorpusSettings(size=config.size, frames=CLIP_FRAMES)
-    n = config.pool + config.clips * CLIP_FRAMES
-    x = np.empty((n, config.size, config.size), np.float32)
-    y = np.empty((n, config.size, config.size), bool)
-    wgt = np.empty((n, config.size, config.size), np.float32)
+    clips of seeds from :data:`CLIP_SEED` + ``config.first_clip`` and by the ``S``-px pieces of
+    ``config.sparse`` sparse frames of seeds from :data:`SPARSE_SEED` + ``config.first_sparse`` (each frame
+    normalised whole, then cut)."""
+    size = config.size
+    settings = CorpusSettings(size=size)
+    clip_settings = CorpusSettings(size=size, frames=CLIP_FRAMES)
+    pieces = (SPARSE_SIZE // size) ** 2
+    n = config.pool + config.clips * CLIP_FRAMES + config.sparse * pieces
+    x = np.empty((n, size, size), np.float32)
+    y = np.empty((n, size, size), bool)
+    wgt = np.empty((n, size, size), np.float32)
     t0 = time.perf_counter()
     k = 0
     jobs = [(first_seed + j, settings) for j in range(config.pool)]
     jobs += [(CLIP_SEED + config.first_clip + j, clip_settings) for j in range(config.clips)]
+    jobs += [(SPARSE_SEED + config.first_sparse + j, sparse_settings()) for j in range(config.sparse)]
     for j, (seed, st) in enumerate(jobs):
         s = corpus_sample(seed, st)
         for t in range(s.frames.shape[0]):
-            x[k] = normalise_frame(s.frames[t], index=k)
-            y[k] = s.masks[t]
-            wgt[k] = loss_weights(s.masks[t], s.eta[t], config.small_weight)
-            k += 1
+            frame = normalise_frame(s.frames[t], index=k)
+            for r0 in range(0, st.size, size):
+                for c0 in range(0, st.size, size):
+                    window = np.s_[r0 : r0 + size, c0 : c0 + size]
+                    x[k], y[k] = frame[window], s.masks[t][window]
+                    wgt[k] = loss_weights(s.masks[t][window], s.eta[t][window], config.small_weight)
+                    k += 1
         if log is not None and (j + 1) % 200 == 0:
             log(f"pool {j + 1}/{len(jobs)} ({time.perf_counter() - t0:.0f} s)")
     return x, y, wgt
@@ -213,6 +243,10 @@ def write_generalist(
         command += f" --first-clip {config.first_clip}"
     if config.refine:
         command += f" --refine {config.refine}"
+    if config.sparse:
+        command += f" --sparse {config.sparse}"
+    if config.first_sparse:
+        command += f" --first-sparse {config.first_sparse}"
     stages = list(stages or [])
     if stages:
         command += " --init OUT_OF_PREVIOUS_STAGE"
@@ -239,6 +273,17 @@ def write_generalist(
                 if config.clips
                 else {}
             ),
+            **(
+                {
+                    "sparse_settings": sparse_settings().to_dict(),
+                    "sparse_seeds": [
+                        SPARSE_SEED + config.first_sparse,
+                        SPARSE_SEED + config.first_sparse + config.sparse - 1,
+                    ],
+                }
+                if config.sparse
+                else {}
+            ),
         },
         "held_out_first_seed": HELD_OUT_SEED,
         "training_seconds": round(record["seconds"], 1),
@@ -260,6 +305,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--small-weight", type=float, default=0.0, help="exponent of the small-void loss weight")
     parser.add_argument("--first-clip", type=int, default=0, help=f"first clip, counted from seed {CLIP_SEED}")
     parser.add_argument("--refine", type=int, default=0, help="channels of a full-resolution refinement (0: none)")
+    parser.add_argument("--sparse", type=int, default=0, help=f"sparse {SPARSE_SIZE}² frames added to the pool, cut")
+    parser.add_argument("--first-sparse", type=int, default=0, help=f"first sparse frame, counted from {SPARSE_SEED}")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the shipped weights: 1)")
     parser.add_argument("--init", type=Path, help="continue from the generalist in this folder (a second stage)")
     parser.add_argument("--version", default=GeneralistConfig.version, help="version written to generalist.json")
@@ -283,12 +330,16 @@ def main(argv: list[str] | None = None) -> None:
         small_weight=args.small_weight,
         first_clip=args.first_clip,
         refine=args.refine,
+        sparse=args.sparse,
+        first_sparse=args.first_sparse,
         version=args.version,
     )
     if args.first_seed + args.pool > HELD_OUT_SEED:
         parser.error(f"training seeds must stay below the held-out seeds ({HELD_OUT_SEED})")
-    if CLIP_SEED + args.first_clip + args.clips > HELD_OUT_SEED:
-        parser.error(f"training clip seeds must stay below the held-out seeds ({HELD_OUT_SEED})")
+    if CLIP_SEED + args.first_clip + args.clips > SPARSE_SEED:
+        parser.error(f"training clip seeds must stay below the sparse frames' seeds ({SPARSE_SEED})")
+    if SPARSE_SEED + args.first_sparse + args.sparse > HELD_OUT_SEED:
+        parser.error(f"sparse frame seeds must stay below the held-out seeds ({HELD_OUT_SEED})")
     init = load_generalist(args.init) if args.init is not None else None
     net, record = train_generalist(config, init=None if init is None else init.net)
     stages = list(init.meta.get("stages", [init.meta["command"]])) if init is not None else []
