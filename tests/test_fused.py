@@ -257,7 +257,7 @@ def test_a_step_with_nothing_to_differentiate_gives_the_same_bits_without_autogr
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(("batch", "shape"), [(1, (64, 40)), (3, (32, 24))])  # rows split / batch elements shared
 def test_results_do_not_depend_on_the_thread_count(dtype, batch, shape):
-    from neuradiff.physics.fused import fused_step, fused_substeps
+    from neuradiff.physics.fused import fused_forcing, fused_step, fused_substeps
 
     g = torch.Generator().manual_seed(3)
     s0 = single_void(shape, 9.0, dtype=dtype).repeat(batch, 1, 1, 1)
@@ -265,17 +265,20 @@ def test_results_do_not_depend_on_the_thread_count(dtype, batch, shape):
     s0[:, 1] -= 0.004
     f0 = 1e-3 * torch.randn(s0.shape, generator=g, dtype=dtype)
     f0[:, 2] += 0.02
+    draws = VoidModel().draw(torch.Generator().manual_seed(6), tuple(s0.shape), dtype)
+    draws["gate"][:, :3] = 0.0  # cascades in a few rows
     results = []
     before = torch.get_num_threads()
     try:
         for threads in (1, 2):
             torch.set_num_threads(threads)
             leaves = [torch.tensor(getattr(VoidParameters(), n), dtype=dtype, requires_grad=True) for n in LEARNED]
-            p = VoidParameters().replace(**dict(zip(LEARNED, leaves)))
+            p = VoidParameters(noise=0.05).replace(**dict(zip(LEARNED, leaves)))
             s = s0.clone().requires_grad_(True)
             out, counts = fused_step(s, p, 0.02, 1.0, imex=False, log_floor=1e-3, saturation_floor=1e-2)
             kw = {"log_floor": 1e-3, "saturation_floor": 1e-2}
             out, more = fused_substeps(out, p, 0.02, 1.0, 2, imex=True, forcing=f0, **kw)
+            out = out + fused_forcing(out, p, draws, 0.3, 1.0, eta_max=0.8)  # and a stochastic increment
             loss = (out * torch.linspace(0.5, 1.5, out.numel(), dtype=dtype).reshape(out.shape)).sum()
             results.append((out.detach(), counts + more, torch.autograd.grad(loss, [s, *leaves])))
     finally:

@@ -99,6 +99,27 @@ def test_nan_names_step_and_field():
         rollout(VoidModel("conservative"), state, VoidParameters(D_v=1e6, kBT=0.01), dt=0.02, n_steps=50, guard="off")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_finite_check_finds_every_kind_of_bad_value_and_only_those(dtype):
+    from neuradiff.physics.rollout import check_finite
+
+    model = VoidModel()
+    state = single_void((16, 16), 3.0, dtype=dtype).repeat(2, 1, 1, 1)
+    check_finite(state, model, 0)
+    for field, value in [(0, float("inf")), (2, float("-inf")), (1, float("nan"))]:
+        bad = state.clone()
+        bad[1, field, 15, 15] = value
+        with pytest.raises(SimulationError, match=f"{model.field_names[field]} at step 4"):
+            check_finite(bad, model, 4)
+    both = state.clone()
+    both[0, 0, 0, 0], both[1, 0, 1, 1] = float("inf"), float("-inf")  # their sum is NaN; each is still named
+    with pytest.raises(SimulationError, match=model.field_names[0]):
+        check_finite(both, model, 1)
+    huge = state.clone()
+    huge[:, :, :4, :4] = torch.finfo(dtype).max  # a sum that overflows, but every value is finite
+    check_finite(huge, model, 2)
+
+
 @pytest.mark.parametrize("disc", ["reference", "conservative"])
 def test_replayed_randomness_is_bit_identical(disc):
     model, p = VoidModel(disc), VoidParameters(p_casc=0.2, V_g=0.5)

@@ -99,8 +99,8 @@ _ENTRY_POINTS: dict[str, dict[str, list[Any]]] = {
         "void_forward": [_P, _P, _I, _I, _I, _I, _P, _D, _D, _I, _P, _D, _P, _P, _P, _I],
         "void_backward": [_P, _P, _P, _P, _I, _I, _I, _I, _P, _D, _D, _I, _P, _P, _I],
         "void_stability": [_P, _I, _I, _I, _P, _D, _I, _P],
-        "void_forcing": [_P, _P, _P, _P, _P, _I, _I, _I, _P, _P, _D],
-        "void_forcing_backward": [_P, _P, _P, _P, _P, _I, _I, _I, _P, _P, _D],
+        "void_forcing": [_P, _P, _P, _P, _P, _I, _I, _I, _P, _P, _D, _I],
+        "void_forcing_backward": [_P, _P, _P, _P, _P, _I, _I, _I, _P, _P, _D, _I],
     },
     "reference_step": {
         "reference_forward": [_P, _P, _I, _I, _I, _I, _P, _D, _D, _P, _D, _P, _P, _P, _I],
@@ -583,7 +583,7 @@ class _FusedForcing(torch.autograd.Function):
         b, _, hh, ww = s.shape
         rc = getattr(lib, f"void_forcing_{_DTYPES[s.dtype]}")(
             s.data_ptr(), g.data_ptr(), a.data_ptr(), x.data_ptr(), out.data_ptr(), b, hh, ww,
-            values.data_ptr(), extra.data_ptr(), dx,
+            values.data_ptr(), extra.data_ptr(), dx, torch.get_num_threads(),
         )  # fmt: skip
         if rc != 0:
             raise MemoryError("the fused kernel could not allocate its work buffers")
@@ -603,7 +603,7 @@ class _FusedForcing(torch.autograd.Function):
         b, _, hh, ww = s.shape
         rc = getattr(lib, f"void_forcing_backward_{_DTYPES[s.dtype]}")(
             s.data_ptr(), x.data_ptr(), ob.data_ptr(), sbar.data_ptr(), pbar.data_ptr(), b, hh, ww,
-            ctx.values.data_ptr(), ctx.extra.data_ptr(), ctx.dx,
+            ctx.values.data_ptr(), ctx.extra.data_ptr(), ctx.dx, torch.get_num_threads(),
         )  # fmt: skip
         if rc != 0:
             raise MemoryError("the fused kernel could not allocate its work buffers")

@@ -669,158 +669,234 @@ int FN(void_stability)(const REAL *state, int B, int H, int W, const double *pd,
  * ex: p_casc, V_g, b, noise, eta_max, dt. */
 #ifdef FAST_LOG
 #define TINY ((REAL)1.17549435e-38f)
+#define SQRT(x) sqrtf(x)
 #else
 #define TINY ((REAL)2.2250738585072014e-308)
+#define SQRT(x) sqrt(x)
 #endif
+#define POS(v) ((v) > 0 ? (v) : (REAL)0)
+#define SQRT0(v) ((v) > 0 ? SQRT(v) : (REAL)0)
 
 static inline __attribute__((always_inline)) REAL harmonic(REAL a, REAL b) { return (REAL)2 * a * b / (a + b + TINY); }
 
-/* z[0..3] <- face noise fluxes (x faces of c_v, c_i; y faces of c_v, c_i) of one batch element. */
-static void face_noise(const REAL *cv, const REAL *ci, const REAL *xi, REAL *z, int H, int W, REAL mobv, REAL mobi) {
-    const size_t n = (size_t)H * (size_t)W;
-    for (int y = 0; y < H; ++y) {
-        const size_t r = (size_t)y * (size_t)W, rs = (size_t)(y == H - 1 ? 0 : y + 1) * (size_t)W;
-        for (int x = 0; x < W; ++x) {
-            const size_t k = r + (size_t)x, ke = r + (size_t)(x == W - 1 ? 0 : x + 1), ks = rs + (size_t)x;
-#define MV(q) ((cv[q] > 0 ? cv[q] : (REAL)0) * mobv)
-#define MI(q) ((ci[q] > 0 ? ci[q] : (REAL)0) * mobi)
-            const REAL fev = harmonic(MV(k), MV(ke)), fei = harmonic(MI(k), MI(ke));
-            const REAL fsv = harmonic(MV(k), MV(ks)), fsi = harmonic(MI(k), MI(ks));
-#undef MV
-#undef MI
-            z[k] = (fev > 0 ? (REAL)sqrt(fev) : (REAL)0) * xi[k];
-            z[n + k] = (fei > 0 ? (REAL)sqrt(fei) : (REAL)0) * xi[n + k];
-            z[2 * n + k] = (fsv > 0 ? (REAL)sqrt(fsv) : (REAL)0) * xi[2 * n + k];
-            z[3 * n + k] = (fsi > 0 ? (REAL)sqrt(fsi) : (REAL)0) * xi[3 * n + k];
-        }
-    }
+/* What the forcing's passes share: the grid, the mobilities over c, the noise amplitudes and the cascade values. */
+typedef struct {
+    int H, W;
+    size_t n;
+    REAL kbt, L, mobv, mobi, amp, ampe, pcasc, vg, b, emax, dt, dx;
+} Forcing;
+
+static void forcing_init(Forcing *fc, int H, int W, const double *pd, const double *ex, double dx_) {
+    fc->H = H;
+    fc->W = W;
+    fc->n = (size_t)H * (size_t)W;
+    fc->kbt = (REAL)pd[P_T];
+    fc->L = (REAL)pd[P_L];
+    fc->mobv = (REAL)pd[P_DV] / fc->kbt;
+    fc->mobi = (REAL)pd[P_DI] / fc->kbt;
+    fc->pcasc = (REAL)ex[0];
+    fc->vg = (REAL)ex[1];
+    fc->b = (REAL)ex[2];
+    const REAL noise = (REAL)ex[3];
+    fc->emax = (REAL)ex[4];
+    fc->dt = (REAL)ex[5];
+    fc->dx = (REAL)dx_;
+    fc->amp = noise * (REAL)sqrt((REAL)2 * fc->kbt * fc->dt) / fc->dx;
+    fc->ampe = noise * (REAL)sqrt((REAL)2 * fc->kbt * fc->L * fc->dt);
 }
 
-int FN(void_forcing)(const REAL *state, const REAL *gate, const REAL *ampl, const REAL *xi, REAL *out, int B, int H,
-                     int W, const double *pd, const double *ex, double dx_) {
-    const REAL kbt = (REAL)pd[P_T], mobv = (REAL)pd[P_DV] / kbt, mobi = (REAL)pd[P_DI] / kbt;
-    const REAL pcasc = (REAL)ex[0], vg = (REAL)ex[1], b = (REAL)ex[2], noise = (REAL)ex[3], emax = (REAL)ex[4];
-    const REAL dt = (REAL)ex[5], dx = (REAL)dx_;
-    const REAL amp = noise * (REAL)sqrt((REAL)2 * kbt * dt) / dx;
-    const REAL ampe = noise * (REAL)sqrt((REAL)2 * kbt * (REAL)pd[P_L] * dt);
-    const size_t n = (size_t)H * (size_t)W;
-    REAL *z = (REAL *)malloc(sizeof(REAL) * 4 * n);
-    if (!z) return 1;
-    for (int bb = 0; bb < B; ++bb) {
-        const REAL *cv = state + (size_t)bb * 3 * n, *ci = cv + n, *eta = cv + 2 * n;
-        const REAL *g = gate + (size_t)bb * n, *a = ampl + (size_t)bb * n, *x5 = xi + (size_t)bb * 5 * n;
-        REAL *o = out + (size_t)bb * 3 * n;
-        face_noise(cv, ci, x5, z, H, W, mobv, mobi);
-        for (int y = 0; y < H; ++y) {
-            const size_t r = (size_t)y * (size_t)W, rn = (size_t)(y == 0 ? H - 1 : y - 1) * (size_t)W;
-            for (int x = 0; x < W; ++x) {
-                const size_t k = r + (size_t)x, kw = r + (size_t)(x == 0 ? W - 1 : x - 1), kn = rn + (size_t)x;
-                const REAL casc = vg * a[k] * ((eta[k] < emax) & (g[k] <= pcasc) ? (REAL)1 : (REAL)0);
-                const REAL divv = (z[k] - z[kw] + z[2 * n + k] - z[2 * n + kn]) / dx;
-                const REAL divi = (z[n + k] - z[n + kw] + z[3 * n + k] - z[3 * n + kn]) / dx;
-                o[k] = dt * (b * casc) + amp * divv;
-                o[n + k] = dt * (((REAL)1 - b) * casc) + amp * divi;
-                o[2 * n + k] = dt * (((REAL)2 * b - (REAL)1) * casc) + ampe * x5[4 * n + k];
-            }
-        }
+/* The names the forcing's row passes use: one element's fields and the work buffer. */
+#define FORCING_NAMES                                                                                           \
+    const int H = fc->H, W = fc->W, periodic = 1;                                                               \
+    const size_t n = fc->n;                                                                                     \
+    const REAL mobv = fc->mobv, mobi = fc->mobi;                                                                \
+    const REAL *cv = s, *ci = s + n;                                                                            \
+    (void)mobv;                                                                                                 \
+    (void)mobi;                                                                                                 \
+    (void)ci;
+
+/* Rows [y0, y1) of the face noise fluxes z (x faces of c_v, c_i; y faces of c_v, c_i) of one element. */
+static void face_noise_rows(const Forcing *fc, const REAL *s, const REAL *xi, REAL *z, int y0, int y1) {
+    FORCING_NAMES
+    for (int y = y0; y < y1; ++y)
+        ROW_LOOP_IDEMPOTENT(y, {
+            const REAL mv = POS(cv[k]) * mobv, mi = POS(ci[k]) * mobi;
+            const REAL fev = harmonic(mv, POS(cv[ke]) * mobv), fei = harmonic(mi, POS(ci[ke]) * mobi);
+            const REAL fsv = harmonic(mv, POS(cv[ks]) * mobv), fsi = harmonic(mi, POS(ci[ks]) * mobi);
+            z[k] = SQRT0(fev) * xi[k];
+            z[n + k] = SQRT0(fei) * xi[n + k];
+            z[2 * n + k] = SQRT0(fsv) * xi[2 * n + k];
+            z[3 * n + k] = SQRT0(fsi) * xi[3 * n + k];
+        })
+}
+
+/* Rows [y0, y1) of the increment of one element, from the face noise z of those rows and the rows above. */
+static void forcing_rows(const Forcing *fc, const REAL *s, const REAL *g, const REAL *a, const REAL *xi, const REAL *z,
+                         REAL *o, int y0, int y1) {
+    FORCING_NAMES
+    const REAL *eta = s + 2 * n;
+    const REAL vg = fc->vg, emax = fc->emax, pcasc = fc->pcasc, dx = fc->dx, dt = fc->dt, b = fc->b;
+    const REAL amp = fc->amp, ampe = fc->ampe;
+    for (int y = y0; y < y1; ++y)
+        ROW_LOOP_IDEMPOTENT(y, {
+            const REAL casc = vg * a[k] * ((eta[k] < emax) & (g[k] <= pcasc) ? (REAL)1 : (REAL)0);
+            const REAL divv = (z[k] - z[kw] + z[2 * n + k] - z[2 * n + kn]) / dx;
+            const REAL divi = (z[n + k] - z[n + kw] + z[3 * n + k] - z[3 * n + kn]) / dx;
+            o[k] = dt * (b * casc) + amp * divv;
+            o[n + k] = dt * (((REAL)1 - b) * casc) + amp * divi;
+            o[2 * n + k] = dt * (((REAL)2 * b - (REAL)1) * casc) + ampe * xi[4 * n + k];
+        })
+}
+
+/* Runs PASS1(y0, y1) and then PASS2(y0, y1) over the H rows of one element: with plan 2 the threads share the rows
+ * (each pass waits for the one before), else one thread does all. */
+#define FORCING_ELEMENT(PASS1, PASS2)                                                                           \
+    if (plan == 2) {                                                                                            \
+        _Pragma("omp parallel num_threads(threads)") {                                                          \
+            _Pragma("omp for schedule(static)") for (int y = 0; y < H; ++y) PASS1(y, y + 1);                    \
+            _Pragma("omp for schedule(static)") for (int y = 0; y < H; ++y) PASS2(y, y + 1);                    \
+        }                                                                                                       \
+    } else {                                                                                                    \
+        PASS1(0, H);                                                                                            \
+        PASS2(0, H);                                                                                            \
     }
-    free(z);
+
+/* The stochastic increment of a batch (see above). threads: as for the step; the result does not depend on it.
+ * Returns 1 if the work buffer could not be allocated. */
+int FN(void_forcing)(const REAL *state, const REAL *gate, const REAL *ampl, const REAL *xi, REAL *out, int B, int H,
+                     int W, const double *pd, const double *ex, double dx_, int threads) {
+    Forcing f;
+    const Forcing *fc = &f;
+    forcing_init(&f, H, W, pd, ex, dx_);
+    const size_t n = f.n;
+    const int plan = thread_plan(threads, B, H, W);
+    const int slots = plan == 1 ? (threads < B ? threads : B) : 1;
+    (void)threads;
+    REAL *work = (REAL *)malloc(sizeof(REAL) * 4 * n * (size_t)slots);
+    if (!work) return 1;
+    _Pragma("omp parallel for num_threads(slots) schedule(static) if (plan == 1)")
+    for (int bb = 0; bb < B; ++bb) {
+        const REAL *s = state + (size_t)bb * 3 * n, *x5 = xi + (size_t)bb * 5 * n;
+        const REAL *g = gate + (size_t)bb * n, *a = ampl + (size_t)bb * n;
+        REAL *z = work + (size_t)4 * n * (size_t)(plan == 1 ? thread_slot() : 0), *o = out + (size_t)bb * 3 * n;
+#define FACES_(y0, y1) face_noise_rows(fc, s, x5, z, (y0), (y1))
+#define OUT_(y0, y1) forcing_rows(fc, s, g, a, x5, z, o, (y0), (y1))
+        FORCING_ELEMENT(FACES_, OUT_)
+#undef FACES_
+#undef OUT_
+    }
+    free(work);
     return 0;
 }
 
-/* Adjoint of void_forcing: sbar (c_v, c_i; eta gets none: the cascade gate is a step) and the sums for kBT, D_v,
- * D_i, L (pbar[P_T], pbar[P_DV], pbar[P_DI], pbar[P_L]; the others are left alone). */
-int FN(void_forcing_backward)(const REAL *state, const REAL *xi, const REAL *obar, REAL *sbar, double *pbar, int B,
-                              int H, int W, const double *pd, const double *ex, double dx_) {
-    const REAL kbt = (REAL)pd[P_T], mobv = (REAL)pd[P_DV] / kbt, mobi = (REAL)pd[P_DI] / kbt;
-    const REAL noise = (REAL)ex[3], dt = (REAL)ex[5], dx = (REAL)dx_, L = (REAL)pd[P_L];
-    const REAL amp = noise * (REAL)sqrt((REAL)2 * kbt * dt) / dx;
-    const REAL ampe = noise * (REAL)sqrt((REAL)2 * kbt * L * dt);
-    const size_t n = (size_t)H * (size_t)W;
-    /* per species: the adjoint reaching each face mobility, times its two partial derivatives (east/south face of
-     * k: d/d(own cell), d/d(neighbour)) */
-    REAL *w = (REAL *)malloc(sizeof(REAL) * 8 * n);
-    if (!w) return 1;
-    double g_t = 0, g_dv = 0, g_di = 0, g_l = 0;
-    for (int bb = 0; bb < B; ++bb) {
-        const REAL *cv = state + (size_t)bb * 3 * n, *ci = cv + n;
-        const REAL *x5 = xi + (size_t)bb * 5 * n, *ob = obar + (size_t)bb * 3 * n;
-        REAL *sb = sbar + (size_t)bb * 3 * n;
-        for (int y = 0; y < H; ++y) {
-            const size_t r = (size_t)y * (size_t)W, rs = (size_t)(y == H - 1 ? 0 : y + 1) * (size_t)W;
-            const size_t rn = (size_t)(y == 0 ? H - 1 : y - 1) * (size_t)W;
-            for (int x = 0; x < W; ++x) {
-                const size_t k = r + (size_t)x, ke = r + (size_t)(x == W - 1 ? 0 : x + 1), ks = rs + (size_t)x;
-                const size_t kw = r + (size_t)(x == 0 ? W - 1 : x - 1), kn = rn + (size_t)x;
-                for (int sp = 0; sp < 2; ++sp) {
-                    const REAL *c = sp ? ci : cv;
-                    const REAL mob = sp ? mobi : mobv;
-                    const REAL *gs = ob + (size_t)sp * n;
-                    const REAL ma = (c[k] > 0 ? c[k] : (REAL)0) * mob;
-                    for (int f = 0; f < 2; ++f) { /* 0: east face, 1: south face */
-                        const size_t kb = f ? ks : ke;
-                        const REAL mb = (c[kb] > 0 ? c[kb] : (REAL)0) * mob;
-                        const REAL den = ma + mb + TINY;
-                        const REAL face = (REAL)2 * ma * mb / den;
-                        const REAL s = face > 0 ? (REAL)sqrt(face) : (REAL)0;
-                        const REAL zbar = amp / dx * (gs[k] - gs[kb]); /* z enters div at k and at its neighbour */
-                        const REAL fbar = s > 0 ? zbar * x5[(size_t)(2 * f + sp) * n + k] * (REAL)0.5 / s : (REAL)0;
-                        /* (a face of zero mobility passes nothing, and its den² may underflow) */
-                        const REAL q = s > 0 ? fbar / den : (REAL)0;
-                        w[(size_t)(4 * sp + 2 * f) * n + k] = s > 0 ? q * (REAL)2 * mb * ((mb + TINY) / den) : (REAL)0;
-                        w[(size_t)(4 * sp + 2 * f + 1) * n + k] = s > 0 ? q * (REAL)2 * ma * ((ma + TINY) / den) : (REAL)0;
-                    }
-                }
-                (void)kw;
-                (void)kn;
-            }
-        }
-        for (int y = 0; y < H; ++y) {
-            const size_t r = (size_t)y * (size_t)W, rn = (size_t)(y == 0 ? H - 1 : y - 1) * (size_t)W;
-            const size_t rs = (size_t)(y == H - 1 ? 0 : y + 1) * (size_t)W;
-            for (int x = 0; x < W; ++x) {
-                const size_t k = r + (size_t)x, kw = r + (size_t)(x == 0 ? W - 1 : x - 1), kn = rn + (size_t)x;
-                const size_t ke = r + (size_t)(x == W - 1 ? 0 : x + 1), ks = rs + (size_t)x;
-                for (int sp = 0; sp < 2; ++sp) {
-                    const REAL *c = sp ? ci : cv;
-                    const REAL mob = sp ? mobi : mobv;
-                    const REAL *ww = w + (size_t)(4 * sp) * n;
-                    /* the mobility's adjoint: own east and south faces, and the faces of the west and north
-                     * neighbours, whose second cell this is */
-                    const REAL mbar = ww[k] + ww[2 * n + k] + ww[n + kw] + ww[3 * n + kn];
-                    const REAL cp = c[k] > 0 ? c[k] : (REAL)0;
-                    sb[(size_t)sp * n + k] = c[k] >= 0 ? mbar * mob : (REAL)0;
-                    g_t -= (double)(mbar * cp * mob) / (double)kbt;
-                    if (sp)
-                        g_di += (double)(mbar * cp) / (double)kbt;
-                    else
-                        g_dv += (double)(mbar * cp) / (double)kbt;
-                }
-                sb[2 * n + k] = 0;
-                const REAL ne = ampe * x5[4 * n + k];
-                g_t += (double)(ob[2 * n + k] * ne) / (2.0 * (double)kbt);
-                g_l += (double)(ob[2 * n + k] * ne) / (2.0 * (double)L);
-                (void)ke;
-                (void)ks;
-            }
-        }
-        /* sum of obar_c * noise_c for the amplitude's kBT dependence: recompute the face noise */
-        REAL *z = w; /* w is free now */
-        face_noise(cv, ci, x5, z, H, W, mobv, mobi);
-        for (int y = 0; y < H; ++y) {
-            const size_t r = (size_t)y * (size_t)W, rn = (size_t)(y == 0 ? H - 1 : y - 1) * (size_t)W;
-            for (int x = 0; x < W; ++x) {
-                const size_t k = r + (size_t)x, kw = r + (size_t)(x == 0 ? W - 1 : x - 1), kn = rn + (size_t)x;
-                const REAL nv = amp * (z[k] - z[kw] + z[2 * n + k] - z[2 * n + kn]) / dx;
-                const REAL ni = amp * (z[n + k] - z[n + kw] + z[3 * n + k] - z[3 * n + kn]) / dx;
-                g_t += (double)(ob[k] * nv + ob[n + k] * ni) / (2.0 * (double)kbt);
-            }
-        }
+/* The adjoint of one face's noise flux z = sqrt(harmonic(ma, mb)) x given zbar = dL/dz: the adjoints reaching the
+ * mobilities of the face's own cell (*wa) and of its neighbour (*wb). Returns z zbar (the amplitude's share). A face
+ * of zero mobility passes nothing (and its den² may underflow). */
+static inline __attribute__((always_inline)) REAL face_adjoint(REAL ma, REAL mb, REAL x, REAL zbar, REAL *wa,
+                                                               REAL *wb) {
+    const REAL den = ma + mb + TINY;
+    const REAL face = (REAL)2 * ma * mb / den;
+    const REAL sq = SQRT0(face);
+    const REAL q = sq > 0 ? zbar * x * (REAL)0.5 / sq / den : (REAL)0;
+    *wa = q * (REAL)2 * mb * ((mb + TINY) / den);
+    *wb = q * (REAL)2 * ma * ((ma + TINY) / den);
+    return sq * x * zbar;
+}
+
+/* Sums of the forcing's adjoint, per row: kBT (mobilities), kBT (noise amplitudes), D_v, D_i, eta noise. */
+enum { F_T, F_AMP, F_DV, F_DI, F_ETA, F_COUNT };
+
+/* Pass 1 of rows [y0, y1): the adjoints reaching the face mobilities (w: per species, east face own cell, east face
+ * neighbour, south face own cell, south face neighbour), and the noise amplitude's sum. */
+static void forcing_adjoint_rows(const Forcing *fc, const REAL *s, const REAL *xi, const REAL *ob, REAL *w, double *rows,
+                                 int y0, int y1) {
+    FORCING_NAMES
+    const REAL c = fc->amp / fc->dx;
+    for (int y = y0; y < y1; ++y) {
+        REAL rA = 0;
+        ROW_LOOP_ACCUM(y, _Pragma("omp simd reduction(+ : rA)"), {
+            const REAL mv = POS(cv[k]) * mobv, mi = POS(ci[k]) * mobi;
+            REAL acc = face_adjoint(mv, POS(cv[ke]) * mobv, xi[k], c * (ob[k] - ob[ke]), &w[k], &w[n + k]);
+            acc += face_adjoint(mv, POS(cv[ks]) * mobv, xi[2 * n + k], c * (ob[k] - ob[ks]), &w[2 * n + k],
+                                &w[3 * n + k]);
+            acc += face_adjoint(mi, POS(ci[ke]) * mobi, xi[n + k], c * (ob[n + k] - ob[n + ke]), &w[4 * n + k],
+                                &w[5 * n + k]);
+            acc += face_adjoint(mi, POS(ci[ks]) * mobi, xi[3 * n + k], c * (ob[n + k] - ob[n + ks]), &w[6 * n + k],
+                                &w[7 * n + k]);
+            rA += w_ * acc;
+        })
+        rows[(size_t)y * F_COUNT + F_AMP] += rA;
     }
-    pbar[P_T] += g_t;
-    pbar[P_DV] += g_dv;
-    pbar[P_DI] += g_di;
-    pbar[P_L] += g_l;
-    free(w);
+}
+
+/* Pass 2 of rows [y0, y1): each cell's mobility adjoint (its own east and south faces, and the faces of its west and
+ * north neighbours, whose second cell it is) gives sbar and the sums for kBT, D_v and D_i; eta's point noise the
+ * sums for kBT and L. */
+static void forcing_adjoint2_rows(const Forcing *fc, const REAL *s, const REAL *xi, const REAL *ob, const REAL *w,
+                                  REAL *sb, double *rows, int y0, int y1) {
+    FORCING_NAMES
+    const REAL ampe = fc->ampe;
+    for (int y = y0; y < y1; ++y) {
+        REAL rT = 0, rDv = 0, rDi = 0, rE = 0;
+        ROW_LOOP_ACCUM(y, _Pragma("omp simd reduction(+ : rT, rDv, rDi, rE)"), {
+            const REAL mbv = w[k] + w[2 * n + k] + w[n + kw] + w[3 * n + kn];
+            const REAL mbi = w[4 * n + k] + w[6 * n + k] + w[5 * n + kw] + w[7 * n + kn];
+            const REAL pv = POS(cv[k]), pi = POS(ci[k]);
+            sb[k] = cv[k] >= 0 ? mbv * mobv : (REAL)0;
+            sb[n + k] = ci[k] >= 0 ? mbi * mobi : (REAL)0;
+            sb[2 * n + k] = 0;
+            rT += w_ * -(mbv * pv * mobv + mbi * pi * mobi);
+            rDv += w_ * (mbv * pv);
+            rDi += w_ * (mbi * pi);
+            rE += w_ * (ob[2 * n + k] * (ampe * xi[4 * n + k]));
+        })
+        double *r = rows + (size_t)y * F_COUNT;
+        r[F_T] += rT;
+        r[F_DV] += rDv;
+        r[F_DI] += rDi;
+        r[F_ETA] += rE;
+    }
+}
+
+/* Adjoint of void_forcing: sbar (c_v, c_i; eta gets none: the cascade gate is a step) and the sums for kBT, D_v,
+ * D_i, L (pbar[P_T], pbar[P_DV], pbar[P_DI], pbar[P_L]; the others are left alone). The sums are kept per row and
+ * added in order, so they do not depend on the thread count. */
+int FN(void_forcing_backward)(const REAL *state, const REAL *xi, const REAL *obar, REAL *sbar, double *pbar, int B,
+                              int H, int W, const double *pd, const double *ex, double dx_, int threads) {
+    Forcing f;
+    const Forcing *fc = &f;
+    forcing_init(&f, H, W, pd, ex, dx_);
+    const size_t n = f.n;
+    const int plan = thread_plan(threads, B, H, W);
+    const int slots = plan == 1 ? (threads < B ? threads : B) : 1;
+    (void)threads;
+    REAL *work = (REAL *)malloc(sizeof(REAL) * 8 * n * (size_t)slots);
+    double *sums = (double *)calloc((size_t)B * (size_t)H * F_COUNT, sizeof(double));
+    if (!work || !sums) {
+        free(work);
+        free(sums);
+        return 1;
+    }
+    _Pragma("omp parallel for num_threads(slots) schedule(static) if (plan == 1)")
+    for (int bb = 0; bb < B; ++bb) {
+        const REAL *s = state + (size_t)bb * 3 * n, *x5 = xi + (size_t)bb * 5 * n, *ob = obar + (size_t)bb * 3 * n;
+        REAL *w = work + (size_t)8 * n * (size_t)(plan == 1 ? thread_slot() : 0), *sb = sbar + (size_t)bb * 3 * n;
+        double *rows = sums + (size_t)bb * (size_t)H * F_COUNT;
+#define ADJ1_(y0, y1) forcing_adjoint_rows(fc, s, x5, ob, w, rows, (y0), (y1))
+#define ADJ2_(y0, y1) forcing_adjoint2_rows(fc, s, x5, ob, w, sb, rows, (y0), (y1))
+        FORCING_ELEMENT(ADJ1_, ADJ2_)
+#undef ADJ1_
+#undef ADJ2_
+    }
+    double g[F_COUNT] = {0};
+    for (size_t r = 0; r < (size_t)B * (size_t)H; ++r)
+        for (int i = 0; i < F_COUNT; ++i) g[i] += sums[r * F_COUNT + i];
+    const double kbt = (double)f.kbt;
+    pbar[P_T] += g[F_T] / kbt + (g[F_AMP] + g[F_ETA]) / (2.0 * kbt);
+    pbar[P_DV] += g[F_DV] / kbt;
+    pbar[P_DI] += g[F_DI] / kbt;
+    pbar[P_L] += g[F_ETA] / (2.0 * (double)f.L);
+    free(work);
+    free(sums);
     return 0;
 }
