@@ -761,18 +761,23 @@ static void forcing_rows(const Forcing *fc, const REAL *s, const REAL *g, const 
         PASS2(0, H);                                                                                            \
     }
 
+/* What both forcing entry points set up: the values (f, read through fc), the thread plan, the work slots and a work
+ * buffer of `fields` fields per slot (NULL if it could not be allocated). */
+#define FORCING_SETUP(fields)                                                                                   \
+    Forcing f;                                                                                                  \
+    const Forcing *fc = &f;                                                                                     \
+    forcing_init(&f, H, W, pd, ex, dx_);                                                                        \
+    const size_t n = f.n;                                                                                       \
+    const int plan = thread_plan(threads, B, H, W);                                                             \
+    const int slots = plan == 1 ? (threads < B ? threads : B) : 1;                                              \
+    (void)threads;                                                                                              \
+    REAL *work = (REAL *)malloc(sizeof(REAL) * (fields) * n * (size_t)slots);
+
 /* The stochastic increment of a batch (see above). threads: as for the step; the result does not depend on it.
  * Returns 1 if the work buffer could not be allocated. */
 int FN(void_forcing)(const REAL *state, const REAL *gate, const REAL *ampl, const REAL *xi, REAL *out, int B, int H,
                      int W, const double *pd, const double *ex, double dx_, int threads) {
-    Forcing f;
-    const Forcing *fc = &f;
-    forcing_init(&f, H, W, pd, ex, dx_);
-    const size_t n = f.n;
-    const int plan = thread_plan(threads, B, H, W);
-    const int slots = plan == 1 ? (threads < B ? threads : B) : 1;
-    (void)threads;
-    REAL *work = (REAL *)malloc(sizeof(REAL) * 4 * n * (size_t)slots);
+    FORCING_SETUP(4)
     if (!work) return 1;
     _Pragma("omp parallel for num_threads(slots) schedule(static) if (plan == 1)")
     for (int bb = 0; bb < B; ++bb) {
@@ -863,14 +868,7 @@ static void forcing_adjoint2_rows(const Forcing *fc, const REAL *s, const REAL *
  * added in order, so they do not depend on the thread count. */
 int FN(void_forcing_backward)(const REAL *state, const REAL *xi, const REAL *obar, REAL *sbar, double *pbar, int B,
                               int H, int W, const double *pd, const double *ex, double dx_, int threads) {
-    Forcing f;
-    const Forcing *fc = &f;
-    forcing_init(&f, H, W, pd, ex, dx_);
-    const size_t n = f.n;
-    const int plan = thread_plan(threads, B, H, W);
-    const int slots = plan == 1 ? (threads < B ? threads : B) : 1;
-    (void)threads;
-    REAL *work = (REAL *)malloc(sizeof(REAL) * 8 * n * (size_t)slots);
+    FORCING_SETUP(8)
     double *sums = (double *)calloc((size_t)B * (size_t)H * F_COUNT, sizeof(double));
     if (!work || !sums) {
         free(work);
