@@ -15,6 +15,7 @@ from neuradiff.cli import app
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.nets.contrast import (
     ANNOTATION_MARGIN,
+    CONFIDENT_AREA_PX,
     FITTED_MAX_CONTRAST,
     SHOWN_AREA_PX,
     SHOWN_COUNT,
@@ -165,6 +166,64 @@ def test_a_frame_that_shows_voids_keeps_the_visible_ones_and_a_texture_frame_onl
     np.testing.assert_array_equal(drop_faint(frame[None], mask[None], t_faint - 0.01)[0], mask)
 
 
+def _texture_frame_with_a_large_faint_void(radius):
+    """A 512² frame of noise with one faint disc (t between 3 and 5) and its net-like eta (1 inside, 0 outside)."""
+    rng = np.random.default_rng(5)
+    frame = rng.normal(0.0, 1.0, (512, 512))
+    yy, xx = np.mgrid[:512, :512]
+    disc = (yy - 200) ** 2 + (xx - 300) ** 2 < radius**2
+    frame[disc] += 0.6 if radius < 8 else 0.35
+    return frame, disc, disc.astype(np.float32)
+
+
+@pytest.mark.parametrize("radius", [4, 12])
+def test_a_texture_frame_keeps_a_large_faint_region_the_net_is_confident_of(radius):
+    frame, disc, eta = _texture_frame_with_a_large_faint_void(radius)
+    _, t = contrast_significance(frame, disc)
+    assert VISIBLE_CONTRAST <= t[0] < 5.0  # faint, and alone: the frame is judged texture
+    area = int(disc.sum())
+    assert (area >= CONFIDENT_AREA_PX) == (radius == 12)
+
+    def kept(**kw):
+        return bool(drop_faint(frame[None], disc[None], 5.0, **kw)[0][disc].all())
+
+    assert not kept()  # without the net's eta: clear regions only
+    assert kept(eta=eta[None], confident_eta=0.95) == (radius == 12)  # only a large region is rescued
+    assert not kept(eta=0.9 * eta[None], confident_eta=0.95)  # the net not confident enough
+    assert not kept(eta=eta[None], confident_eta=0.0)  # off
+    assert not kept(eta=eta[None], confident_eta=0.95, relaxed=False)  # a fitted model's threshold is final
+    # the area counts at the net's scale: a frame the net saw at 0.4 of its size holds 0.16 of the pixels there
+    assert (area * 0.4**2 < CONFIDENT_AREA_PX) and not kept(eta=eta[None], confident_eta=0.95, scale=0.4)
+    assert kept(eta=eta[None], confident_eta=0.95, scale=2.0) == (area * 4 >= CONFIDENT_AREA_PX)
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"confident_eta": 1.5}, "confident_eta must be in"),
+        ({"confident_eta": float("nan")}, "confident_eta must be in"),
+        ({"scale": 0.0}, "scale must be a positive number"),
+        ({"eta": np.zeros((1, 8, 9))}, "must have one shape"),
+    ],
+)
+def test_bad_rescue_settings_are_refused(kw, message):
+    with pytest.raises(NeuradiffError, match=message):
+        drop_faint(np.zeros((1, 8, 8)), np.zeros((1, 8, 8), bool), 5.0, **kw)
+
+
+def test_the_shipped_recogniser_reads_its_confident_eta_and_refuses_a_bad_one(tmp_path):
+    meta = json.loads((weights_folder() / "generalist.json").read_text())
+    assert load_generalist().confident_eta == meta["confident_eta"] == 0.95
+    folder = tmp_path / "g"
+    folder.mkdir()
+    (folder / "generalist.pt").write_bytes((weights_folder() / "generalist.pt").read_bytes())
+    (folder / "generalist.json").write_text(json.dumps({**meta, "confident_eta": 2.0}))
+    with pytest.raises(NeuradiffError, match="confident_eta must be in"):
+        load_generalist(folder)
+    (folder / "generalist.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "confident_eta"}))
+    assert load_generalist(folder).confident_eta == 0.0  # a description without it: no rescue, as before
+
+
 def test_the_count_of_clear_voids_a_frame_needs_scales_with_its_area_below_512_px():
     assert [shown_count((s, s)) for s in (64, 128, 228, 229, 256, 400, 512, 2048)] == [1, 1, 1, 2, 2, 4, 5, 5]
     assert shown_count((3, 512, 256)) == 3 == shown_count((256, 512))  # the frame's own area, not the stack's
@@ -210,6 +269,7 @@ def test_track_records_the_threshold_it_used(tmp_path):
     assert res.exit_code == 0, res.output
     record = json.loads((tmp_path / "o" / "provenance.json").read_text())
     assert record["model"]["min_contrast"] == 0.0
+    assert record["model"]["confident_eta"] == load_generalist().confident_eta
 
 
 def test_a_fit_takes_its_threshold_from_the_faintest_annotated_void():

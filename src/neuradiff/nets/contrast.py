@@ -48,6 +48,11 @@ SHOWN_COUNT = 5
 SHOWN_AREA_PX = 512 * 512
 #: … and at least this fraction of its regions do.
 SHOWN_FRACTION = 0.1
+#: In a frame that does not show voids, a region at least this large (px² at the recogniser's scale, about 11 px
+#: across) that stands out from :data:`VISIBLE_CONTRAST` is still kept when the net is confident of all of it (its
+#: mean eta reaches the recogniser's ``confident_eta``; :func:`drop_faint`): a large, faint void among
+#: distractors, which the net marks whole, while the distractors' phantoms are small or doubtful.
+CONFIDENT_AREA_PX = 100
 #: Highest threshold a fitted model takes from its annotations (:func:`annotated_threshold`): the shipped
 #: generalist's own.
 FITTED_MAX_CONTRAST = 5.0
@@ -217,14 +222,26 @@ def contrast_significance(frame: np.ndarray, void: np.ndarray) -> tuple[np.ndarr
     return labels, t
 
 
-def drop_faint(frames: np.ndarray, masks: np.ndarray, min_contrast: float, *, relaxed: bool = True) -> np.ndarray:
+def drop_faint(
+    frames: np.ndarray,
+    masks: np.ndarray,
+    min_contrast: float,
+    *,
+    relaxed: bool = True,
+    eta: np.ndarray | None = None,
+    confident_eta: float = 0.0,
+    scale: float = 1.0,
+) -> np.ndarray:
     """``masks`` ``[T, H, W]`` bool without the void regions that do not stand out of their frame (0: unchanged).
 
     A frame of ``frames`` ``[T, H, W]`` where at least :func:`shown_count` regions, and at least
     :data:`SHOWN_FRACTION` of them, reach ``min_contrast`` (:func:`contrast_significance`) shows voids and keeps
     every region down to :data:`VISIBLE_CONTRAST` (or ``min_contrast`` if lower); any other frame keeps only the
-    regions that reach ``min_contrast``. Not ``relaxed``: every frame keeps only the regions that reach it (a
-    threshold learned from annotated voids already says how faint a void can be).
+    regions that reach ``min_contrast``, and, given the net's ``eta`` ``[T, H, W]`` and ``confident_eta`` > 0, the
+    regions down to :data:`VISIBLE_CONTRAST` of at least :data:`CONFIDENT_AREA_PX` at the net's scale (``scale``:
+    the net's pixels per frame pixel) whose mean eta reaches ``confident_eta``. Not ``relaxed``: every frame keeps
+    only the regions that reach ``min_contrast`` (a threshold learned from annotated voids already says how faint
+    a void can be).
 
     Examples
     --------
@@ -237,20 +254,33 @@ def drop_faint(frames: np.ndarray, masks: np.ndarray, min_contrast: float, *, re
     """
     if not (math.isfinite(min_contrast) and min_contrast >= 0):
         raise NeuradiffError(f"the minimum void contrast must be a number >= 0, got {min_contrast}")
+    if not (math.isfinite(confident_eta) and 0 <= confident_eta <= 1):
+        raise NeuradiffError(f"confident_eta must be in [0, 1], got {confident_eta}")
+    if not (math.isfinite(scale) and scale > 0):
+        raise NeuradiffError(f"the scale must be a positive number, got {scale}")
     masks = np.asarray(masks, dtype=bool)
     frames = np.asarray(frames)
-    if frames.shape != masks.shape:
-        raise NeuradiffError(f"frames {frames.shape} and masks {masks.shape} must have one shape")
+    if frames.shape != masks.shape or (eta is not None and np.shape(eta) != masks.shape):
+        shapes = f"frames {frames.shape}, masks {masks.shape}" + ("" if eta is None else f" and eta {np.shape(eta)}")
+        raise NeuradiffError(f"{shapes} must have one shape")
     if min_contrast == 0:
         return masks
     out = masks.copy()
     need = shown_count(masks.shape)
+    visible = min(VISIBLE_CONTRAST, min_contrast)
+    rescue = relaxed and eta is not None and confident_eta > 0
     for k in range(masks.shape[0]):
         labels, t = contrast_significance(frames[k], masks[k])
         if t.size:
             reach = int(np.count_nonzero(t >= min_contrast))
             shows_voids = reach >= need and reach >= SHOWN_FRACTION * t.size
-            keep = t >= (min(VISIBLE_CONTRAST, min_contrast) if shows_voids and relaxed else min_contrast)
+            keep = t >= (visible if shows_voids and relaxed else min_contrast)
+            if rescue and not shows_voids:
+                assert eta is not None
+                flat = labels.ravel()
+                size = np.bincount(flat, minlength=t.size + 1)[1:]
+                eta_sum = np.bincount(flat, weights=np.asarray(eta[k], np.float64).ravel(), minlength=t.size + 1)[1:]
+                keep |= (t >= visible) & (size * scale**2 >= CONFIDENT_AREA_PX) & (eta_sum >= confident_eta * size)
             out[k] = np.concatenate([[False], keep])[labels]
     return out
 
@@ -295,6 +325,7 @@ def annotated_threshold(frames: np.ndarray, annotations: np.ndarray, *, cap: flo
 
 __all__ = [
     "ANNOTATION_MARGIN",
+    "CONFIDENT_AREA_PX",
     "FITTED_MAX_CONTRAST",
     "SHOWN_AREA_PX",
     "SHOWN_COUNT",

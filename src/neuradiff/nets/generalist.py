@@ -46,7 +46,9 @@ class Generalist:
     min_peak_eta : a void region (eta ≥ 0.5) is kept only if its largest eta reaches this (0.5: all are kept).
     min_contrast : the contrast filter's threshold (:func:`neuradiff.nets.contrast.drop_faint`): in a frame that
         shows voids (enough regions reach it) every region from a contrast-to-noise statistic of 3 is kept, in any
-        other frame only the regions that reach it (0: all are kept).
+        other frame only the regions that reach it (0: all are kept) …
+    confident_eta : … and, in such a frame, also a region from a statistic of 3 of at least
+        :data:`~neuradiff.nets.contrast.CONFIDENT_AREA_PX` at the net's scale whose mean eta reaches this (0: none).
     """
 
     net: RecognitionNet
@@ -56,6 +58,7 @@ class Generalist:
     meta: dict
     min_peak_eta: float = 0.5
     min_contrast: float = 0.0
+    confident_eta: float = 0.0
     _inference: RecognitionNet | None = field(default=None, init=False, repr=False, compare=False)
 
     def _inference_net(self) -> RecognitionNet:
@@ -102,15 +105,18 @@ class Generalist:
         """Void masks ``[T, H, W]`` bool of frames ``[T, H, W]``: :meth:`masks_of` their :meth:`eta`."""
         a = np.asarray(frames)
         a = a[None] if a.ndim == 2 else a
-        return self.masks_of(self.eta(a, void_px=void_px), a)
+        return self.masks_of(self.eta(a, void_px=void_px), a, void_px=void_px)
 
-    def masks_of(self, eta: np.ndarray, frames: np.ndarray) -> np.ndarray:
-        """Void masks ``[T, H, W]`` bool from this recogniser's ``eta`` of ``frames`` (both ``[T, H, W]``): eta ≥
-        0.5 without regions under 4 px, whose eta never reaches :attr:`min_peak_eta` (see :func:`void_masks`) or
-        whose contrast in the frame stays below :attr:`min_contrast` (see
-        :func:`neuradiff.nets.contrast.drop_faint`)."""
+    def masks_of(self, eta: np.ndarray, frames: np.ndarray, *, void_px: float | None = None) -> np.ndarray:
+        """Void masks ``[T, H, W]`` bool from this recogniser's ``eta`` of ``frames`` (both ``[T, H, W]``; eta
+        computed with ``void_px``, see :meth:`eta`): eta ≥ 0.5 without regions under 4 px, whose eta never reaches
+        :attr:`min_peak_eta` (see :func:`void_masks`) or whose contrast in the frame stays below
+        :attr:`min_contrast` (see :func:`neuradiff.nets.contrast.drop_faint`, with :attr:`confident_eta`)."""
         masks = void_masks(eta, min_peak_eta=self.min_peak_eta)
-        return drop_faint(frames, masks, self.min_contrast) if self.min_contrast > 0 else masks
+        if self.min_contrast == 0:
+            return masks
+        factor = resample_factor(void_px, target=self.train_diameter_px, tile=self.tiling.tile)
+        return drop_faint(frames, masks, self.min_contrast, eta=eta, confident_eta=self.confident_eta, scale=factor)
 
 
 def trainable_net(
@@ -221,6 +227,9 @@ def load_generalist(folder: str | Path | None = None, *, min_contrast: float | N
     if not (np.isfinite(contrast) and contrast >= 0):
         where = f"{meta_path}: " if min_contrast is None else ""
         raise NeuradiffError(f"{where}the minimum void contrast must be a number >= 0, got {contrast:g}")
+    confident = float(meta.get("confident_eta", 0.0))
+    if not (np.isfinite(confident) and 0 <= confident <= 1):
+        raise NeuradiffError(f"{meta_path}: confident_eta must be in [0, 1], got {confident:g}")
     return Generalist(
         net=net.eval(),
         version=str(meta["version"]),
@@ -229,6 +238,7 @@ def load_generalist(folder: str | Path | None = None, *, min_contrast: float | N
         meta=meta,
         min_peak_eta=min_peak,
         min_contrast=contrast,
+        confident_eta=confident,
     )
 
 

@@ -89,6 +89,9 @@ class GeneralistConfig:
     #: gives version 1.4 fewer than one false void per noisy loop frame, see the model card; the shipped
     #: ``generalist.json`` sets it after training)
     min_contrast: float = 0.0
+    #: in a frame that does not show voids, masks also keep a large region that stands out from a contrast of 3
+    #: where its mean eta reaches this (0: off; the shipped ``generalist.json`` sets it after training)
+    confident_eta: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("pool", "size", "iters", "batch", "width", "depth"):
@@ -258,6 +261,7 @@ def write_generalist(
         "tiling": {"tile": config.tile, "overlap": config.overlap},
         "min_peak_eta": config.min_peak_eta,
         "min_contrast": config.min_contrast,
+        "confident_eta": config.confident_eta,
         "input": "each frame mapped so that its 1st and 99th grey-level percentiles are -1 and +1",
         "command": command,
         "stages": [*stages, command],

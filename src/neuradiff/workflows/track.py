@@ -502,7 +502,7 @@ def recognise_masks(
         eta = recogniser.eta(
             frames, void_px=void_px, progress=lambda k, _: progress("tracking", first_index + k, total)
         ).astype(np.float32)
-        masks = recogniser.masks_of(eta, np.asarray(frames)).astype(np.uint8)
+        masks = recogniser.masks_of(eta, np.asarray(frames), void_px=void_px).astype(np.uint8)
         return eta, masks, time.perf_counter() - t0
     if void_px is not None:
         raise NeuradiffError("a void size applies to the generalist recogniser only")
@@ -601,9 +601,15 @@ def shifts_table(drift: np.ndarray, calibration: Calibration) -> str:
 
 def model_record(fitted: FittedMethod | Generalist) -> dict[str, Any]:
     """What ``provenance.json`` says about a model: its method, the contrast threshold of its masks and, with
-    physics, its parameters; for the shipped generalist recogniser its version."""
+    physics, its parameters; for the shipped generalist recogniser its version and the mean eta from which it keeps
+    a large faint region in a frame judged texture."""
     if isinstance(fitted, Generalist):
-        return {"method": "generalist", "version": fitted.version, "min_contrast": fitted.min_contrast}
+        return {
+            "method": "generalist",
+            "version": fitted.version,
+            "min_contrast": fitted.min_contrast,
+            "confident_eta": fitted.confident_eta,
+        }
     params = fitted.parameters()
     return {
         "method": fitted.method,
