@@ -254,6 +254,31 @@ def test_a_step_with_nothing_to_differentiate_gives_the_same_bits_without_autogr
         assert torch.equal(many.detach(), bare) and torch.equal(many_counts, bare_counts)
 
 
+@pytest.mark.parametrize("count", [1, 2, 3, 4])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_substeps_without_a_tape_in_one_call_equal_the_steps_one_by_one(count, threads):
+    from neuradiff.physics.fused import fused_step, fused_substeps
+
+    s = _rough_state(torch.float32, batch=3)
+    f = 1e-3 * torch.randn(s.shape, generator=torch.Generator().manual_seed(4))
+    p = VoidParameters()
+    kw = {"imex": True, "log_floor": 1e-3, "saturation_floor": 1e-2, "forcing": f}
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        x, total = s, torch.zeros((3, 3), dtype=torch.int64)
+        for _ in range(count):
+            x, c = fused_step(x, p, 0.05, 1.0, project=True, **kw)
+            total += c
+        with torch.no_grad():
+            many, many_counts = fused_substeps(s, p, 0.05, 1.0, count, **kw)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(many, x) and torch.equal(many_counts, total)
+    assert int(total.sum()) > 0  # the projection had work to do
+    assert torch.equal(s, _rough_state(torch.float32, batch=3))  # the input is left alone
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(("batch", "shape"), [(1, (64, 40)), (3, (32, 24))])  # rows split / batch elements shared
 def test_results_do_not_depend_on_the_thread_count(dtype, batch, shape):

@@ -97,6 +97,7 @@ _P, _I, _D = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
 _ENTRY_POINTS: dict[str, dict[str, list[Any]]] = {
     "void_step": {
         "void_forward": [_P, _P, _I, _I, _I, _I, _P, _D, _D, _I, _P, _D, _P, _P, _P, _I],
+        "void_forward_substeps": [_P, _P, _P, _I, _I, _I, _I, _I, _P, _D, _D, _I, _P, _D, _P, _P, _I],
         "void_backward": [_P, _P, _P, _P, _I, _I, _I, _I, _P, _D, _D, _I, _P, _P, _I],
         "void_stability": [_P, _I, _I, _I, _P, _D, _I, _P],
         "void_forcing": [_P, _P, _P, _P, _P, _I, _I, _I, _P, _P, _D, _I],
@@ -381,8 +382,18 @@ def _substeps_forward(
     lib = _library(s.dtype)
     assert lib is not None
     counts = torch.zeros((b, 3), dtype=torch.int64)
-    step_counts = torch.zeros((b, 3), dtype=torch.int64)
     mask = torch.empty((b, hh, ww), dtype=torch.uint8)
+    if not grad:  # no tape: the sub-steps in one kernel call (the same calls, without Python between them)
+        out, tmp = torch.empty_like(s), torch.empty_like(s) if count > 1 else None
+        rc = getattr(lib, f"void_forward_substeps_{_DTYPES[s.dtype]}")(
+            s.data_ptr(), out.data_ptr(), None if tmp is None else tmp.data_ptr(), int(count), b, hh, ww,
+            int(periodic), values.data_ptr(), h, dx, int(imex), None if f is None else f.data_ptr(), float(fdiv),
+            counts.data_ptr(), mask.data_ptr(), torch.get_num_threads(),
+        )  # fmt: skip
+        if rc != 0:
+            raise MemoryError("the fused kernel could not allocate its work buffers")
+        return out, counts, []
+    step_counts = torch.zeros((b, 3), dtype=torch.int64)
     tape: list[Tensor] = []
     for _ in range(count):
         out = torch.empty_like(s)

@@ -334,6 +334,31 @@ int FN(void_forward)(const REAL *state, REAL *out, int B, int H, int W, int peri
     return 0;
 }
 
+/* count projected sub-steps without a tape, state -> out, in one call: the same void_forward calls as count calls in
+ * turn, through tmp (a second state-sized buffer, unused when count is 1) so that the last one writes out. counts
+ * ([B, 3], required) gets the sums of the sub-steps' counts, mask ([B, H, W]) the last sub-step's clamp mask. */
+int FN(void_forward_substeps)(const REAL *state, REAL *out, REAL *tmp, int count, int B, int H, int W, int periodic,
+                              const double *pd, double h_, double dx, int imex, const REAL *forcing, double fdiv,
+                              long long *counts, unsigned char *mask, int threads) {
+    long long *step = (long long *)malloc(sizeof(long long) * 3 * (size_t)B);
+    if (!step) return 1;
+    memset(counts, 0, sizeof(long long) * 3 * (size_t)B);
+    const REAL *src = state;
+    for (int i = 0; i < count; ++i) {
+        REAL *dst = (count - 1 - i) % 2 == 0 ? out : tmp;
+        const int rc =
+            FN(void_forward)(src, dst, B, H, W, periodic, pd, h_, dx, imex, forcing, fdiv, step, mask, NULL, threads);
+        if (rc != 0) {
+            free(step);
+            return rc;
+        }
+        for (size_t k = 0; k < 3 * (size_t)B; ++k) counts[k] += step[k];
+        src = dst;
+    }
+    free(step);
+    return 0;
+}
+
 /* Adjoint of the upwind flux divergence of one species at pixel k (used in pass 2 of the backward). */
 #define SPECIES(c, m_, r_, mob, gc_out, gD)                                                                   \
     {                                                                                                          \
