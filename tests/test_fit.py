@@ -195,6 +195,44 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_dataset, tmp_
     assert all(bool(torch.isfinite(v).all()) for v in blob["modules"]["net"].values())
 
 
+def test_an_iteration_too_stiff_to_simulate_is_skipped_then_the_run_stops(tiny_dataset, tmp_path):
+    # A joint batch whose rollout needs more explicit sub-steps than allowed (the net's latent fields and the
+    # learned parameters can make one) is skipped without an optimiser step and recorded; a run that skips more
+    # than a quarter of a phase stops with one clear line and its last good checkpoint.
+    from neuradiff.core.errors import StiffnessError
+
+    class Stiff(NeuraDiffObjective):
+        at: tuple[int, ...] = ()
+
+        def joint_loss(self, it, processes=None):
+            if it in self.at:
+                raise StiffnessError("time step dt=0.3 would need 1400 explicit sub-steps")
+            return super().joint_loss(it, processes)
+
+    cfg = FitConfig(**{**TINY_FIT, "joint_iters": 8})
+    objective = Stiff(_data(tiny_dataset), cfg)
+    objective.at = (3, 5)
+    params = []
+    loop = TrainingLoop(objective, settings=cfg.to_dict())
+    loop.progress = lambda phase, done, total, row: params.append(float(objective.params().L.detach()))
+    with pytest.warns(RuntimeWarning, match="joint iteration 4 skipped: time step"):
+        state = loop.run()
+    joint = [row for row in state.history if row["phase"] == "joint"]
+    assert [row.get("skipped", 0) for row in joint] == [0, 0, 0, 1, 0, 1, 0, 0]
+    assert all("loss_loss" not in row for row in joint if row.get("skipped"))
+    pre = cfg.pretrain_iters
+    assert params[pre + 3] == params[pre + 2] and params[pre + 5] == params[pre + 4]  # no step when skipped
+    assert params[pre + 4] != params[pre + 3]
+
+    ckpt = tmp_path / "c.pt"
+    objective = Stiff(_data(tiny_dataset), cfg)
+    objective.at = (1, 2, 4)
+    loop = TrainingLoop(objective, settings=cfg.to_dict(), checkpoint_path=ckpt, checkpoint_every=2)
+    with pytest.warns(RuntimeWarning), pytest.raises(SimulationError, match=r"3 of 8 joint.*too stiff.*checkpoint"):
+        loop.run()
+    assert torch.load(ckpt, weights_only=True)["iteration"] == 4
+
+
 def test_gradients_reach_every_learned_parameter_through_the_rollout(tiny_dataset):
     objective = NeuraDiffObjective(_data(tiny_dataset), FitConfig(**TINY_FIT))
     end = int(objective.rec.train_frames[-1])  # a pair ending on a training annotation
@@ -290,6 +328,35 @@ def test_large_frames_get_the_stride_2_net_unless_the_config_says(side, config, 
         TrainingData(frames, ann, 1.0, 1.0, 1.0), FitConfig(net={"width": 4, "depth": 1, **config})
     )
     assert objective.net.config.stride == stride
+
+
+def test_a_fits_net_keeps_c_v_at_or_above_the_models_log_floor(tiny_dataset):
+    # The net's c_v starts the joint phase's rollouts. Below the model's log floor the free energy is a quadratic
+    # continuation, and a pixel the net emptied of vacancies beside a void (c_v 1.5) made the first joint
+    # iteration of a few-shot fit need 1400 explicit sub-steps: the fit stopped as "too stiff".
+    from neuradiff.physics.integrators import explicit_stability_limit
+    from neuradiff.training.recognition import RecognitionTraining
+
+    data = _data(tiny_dataset)
+    sim = FitConfig().simulator(1.0)
+    floor = sim.model.log_floor
+    for init, net in (("generalist", {}), ("scratch", {"width": 4, "depth": 1})):
+        start = RecognitionTraining(data, FitConfig(**{**TINY_FIT, "net": net, "init": init})).new_net()
+        assert start.config.c_v_range[0] == floor
+        with torch.no_grad():
+            c_v = start.fields(torch.full((1, 3, 4, 4), -60.0))[:, 0]
+        assert float(c_v.min()) >= floor * (1 - 1e-6)
+    own = FitConfig(**{**TINY_FIT, "net": {"width": 4, "depth": 1, "c_v_range": [0.0, 1.2]}, "init": "scratch"})
+    assert RecognitionTraining(data, own).new_net().config.c_v_range == (0.0, 1.2)
+
+    def limit(lowest: float) -> float:
+        state = torch.stack((torch.full((8, 8), 0.122), torch.full((8, 8), 6.9e-4), torch.zeros(8, 8)))[None]
+        state[0, 0, 4, 4], state[0, 2, 4, 4] = 1.5, 0.2  # the net's highest c_v, at a void's edge
+        state[0, 0, 4, 5] = lowest
+        return explicit_stability_limit(sim.model, state.double(), FitConfig().initial_parameters(), 1.0)
+
+    # at the floor the emptied pixel adds no stiffness of its own; at 0 it cut the stable step fifteenfold
+    assert limit(floor) == limit(0.122) > 10 * limit(0.0)
 
 
 def test_a_fit_can_start_from_the_generalist(tiny_dataset, tmp_path):

@@ -97,9 +97,26 @@ def fit(
             "annotated void less one, at most 5); track --min-contrast changes it, 0 keeps them all."
         )
     print_annotated_voids(summary.model)
+    print_skipped(summary.history)
     print_identifiability(summary.model)
     if summary.metrics is not None:
         print_summary(summary.metrics)
+
+
+def print_skipped(history: list[dict]) -> None:
+    """How many training iterations were skipped because their rollouts were too stiff to take, by phase."""
+    skipped: dict[str, int] = {}
+    for row in history:
+        if row.get("skipped"):
+            skipped[row["phase"]] = skipped.get(row["phase"], 0) + 1
+    for phase, n in skipped.items():
+        total = sum(1 for row in history if row.get("phase") == phase)
+        typer.echo(
+            f"{n} of the {total} {phase} iterations {'was' if n == 1 else 'were'} skipped: a rollout of "
+            f"{'its' if n == 1 else 'their'} batch needed more explicit sub-steps than allowed (history.csv, column "
+            "skipped).",
+            err=True,
+        )
 
 
 def print_annotated_voids(model: NeuraDiffModel) -> None:

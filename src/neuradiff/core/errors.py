@@ -9,3 +9,8 @@ class NeuradiffError(ValueError):
 
 class SimulationError(NeuradiffError, FloatingPointError):
     """A simulation produced NaN/Inf or could not be continued."""
+
+
+class StiffnessError(SimulationError):
+    """A step would need more explicit sub-steps than allowed: the state and the parameters make the equations too
+    stiff (training skips such an iteration, see :class:`~neuradiff.training.TrainingLoop`)."""

@@ -357,7 +357,11 @@ class NeuraDiffObjective:
         if self.params.learned:
             joint.append(lambda: torch.optim.Adam(self.params.parameters(), lr=cfg.lr_phys))
         return [
-            Phase("pretrain", cfg.pretrain_iters, lambda: [torch.optim.Adam(self.net.parameters(), lr=cfg.lr_net)]),
+            Phase(
+                "pretrain",
+                cfg.pretrain_iters,
+                lambda: [torch.optim.Adam(self.net.parameters(), lr=cfg.net_learning_rate())],
+            ),
             Phase(
                 "joint",
                 cfg.joint_iters,

@@ -89,7 +89,7 @@ class SupervisedObjective:
             Phase(
                 "pretrain",
                 supervised_iterations(self.config),
-                lambda: [torch.optim.Adam(self.net.parameters(), lr=self.config.lr_net)],
+                lambda: [torch.optim.Adam(self.net.parameters(), lr=self.config.net_learning_rate())],
             )
         ]
 

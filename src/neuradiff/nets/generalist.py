@@ -120,23 +120,27 @@ class Generalist:
 
 
 def trainable_net(
-    generalist: Generalist, *, input_mean: float, input_std: float, level: bool = False
+    generalist: Generalist, *, input_mean: float, input_std: float, level: bool = False, c_v_min: float = 0.0
 ) -> RecognitionNet:
     """The generalist's net as a fit's starting point: its batch norms folded into the convolutions (``norm
     "none"``: no statistics that a batch of a few crops would disturb), normalising frames as ``(x − input_mean) /
     input_std`` inside the net, which is the generalist's per-frame mapping when the mean and half-range come from
     the frame's 1st and 99th grey-level percentiles (see :func:`percentile_normalisation`). With ``level`` the net
     maps each whole frame by its own percentiles (:attr:`NetConfig.level`), and ``input_mean`` 0 with ``input_std``
-    1 give the generalist's own per-frame mapping.
+    1 give the generalist's own per-frame mapping. ``c_v_min`` raises the lower end of the ``c_v`` head's range
+    (:attr:`NetConfig.c_v_range`) to that site fraction (the generalist reads voids from eta; its ``c_v`` is a start).
 
     Examples
     --------
-    >>> net = trainable_net(load_generalist(), input_mean=100.0, input_std=20.0)
-    >>> net.config.norm, net.config.embedding
-    ('none', 'none')
+    >>> net = trainable_net(load_generalist(), input_mean=100.0, input_std=20.0, c_v_min=1e-3)
+    >>> net.config.norm, net.config.embedding, net.config.c_v_range
+    ('none', 'none', (0.001, 1.5))
     """
     fused = fuse_batch_norm(generalist.net)
-    config = NetConfig.from_dict({**generalist.net.config.to_dict(), "norm": "none", "level": level})
+    lo, hi = generalist.net.config.c_v_range
+    config = NetConfig.from_dict(
+        {**generalist.net.config.to_dict(), "norm": "none", "level": level, "c_v_range": [max(lo, c_v_min), hi]}
+    )
     net = RecognitionNet(config, input_mean=input_mean, input_std=input_std)
     state = {k: v for k, v in fused.state_dict().items() if k not in ("input_mean", "input_std")}
     net.load_state_dict(state, strict=False)

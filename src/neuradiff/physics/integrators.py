@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from neuradiff.core.errors import SimulationError
+from neuradiff.core.errors import SimulationError, StiffnessError
 from neuradiff.physics.etd import ETDSplit
 from neuradiff.physics.model import PhaseFieldModel
 from neuradiff.physics.operators import laplacian_symbol
@@ -154,7 +154,7 @@ def _euler(
                 )
             n = math.ceil(dt / limit * (1.0 + 1e-9))
             if n > max_substeps:
-                raise SimulationError(
+                raise StiffnessError(
                     f"time step dt={dt:g} would need {n} explicit sub-steps (limit {limit:.3g}); "
                     "the parameters make the equations too stiff for explicit Euler"
                 )

@@ -227,6 +227,11 @@ def sum_gradients(parameters: Sequence[Tensor]) -> None:
             p.grad = None
 
 
+def any_process(flag: bool, device: torch.device | str = "cpu") -> bool:
+    """Whether ``flag`` is true in any of the processes (one all-reduce): a decision every process takes alike."""
+    return bool(_sum(torch.tensor([float(flag)], dtype=torch.float64, device=device)).item() > 0)
+
+
 def sum_terms(terms: dict[str, Tensor]) -> dict[str, Tensor]:
     """The loss terms summed over the processes (detached, float64): the whole batch's terms."""
     names = list(terms)

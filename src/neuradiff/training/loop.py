@@ -17,13 +17,17 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from neuradiff.core.errors import NeuradiffError, SimulationError
+from neuradiff.core.errors import NeuradiffError, SimulationError, StiffnessError
 from neuradiff.core.files import atomic_path
 from neuradiff.core.progress import ProgressSink
-from neuradiff.training.distributed import active, sum_gradients, sum_terms
+from neuradiff.training.distributed import active, any_process, sum_gradients, sum_terms
 
 #: ``progress(phase, iterations done, iterations of the phase, history row)``.
 Progress = ProgressSink
+
+#: Share of a phase's iterations that may be skipped because their rollouts were too stiff to take
+#: (:class:`~neuradiff.core.errors.StiffnessError`) before the run stops.
+MAX_SKIPPED_SHARE = 0.25
 
 CHECKPOINT_FORMAT = "neuradiff-fit-checkpoint"
 CHECKPOINT_VERSION = 2
@@ -102,6 +106,10 @@ class TrainState:
 class TrainingLoop:
     """Run an :class:`Objective` to the end of its last phase.
 
+    An iteration whose batch needs a rollout too stiff to take (:class:`~neuradiff.core.errors.StiffnessError`:
+    more explicit sub-steps than allowed) is skipped without an optimiser step and recorded with ``skipped`` 1 in
+    the history; more than :data:`MAX_SKIPPED_SHARE` of a phase skipped stops the run. A NaN or Inf stops it at once.
+
     Parameters
     ----------
     objective : Objective
@@ -160,7 +168,9 @@ class TrainingLoop:
         while index < len(phases):
             phase = phases[index]
             for it in range(state.iteration, phase.iterations):
-                terms = self._step(phase.name, it, self.objective.loss(phase.name, it), optimisers)
+                terms = self._loss(state, phase, it)
+                if terms is not None:
+                    terms = self._step(phase.name, it, terms, optimisers)
                 state.iteration = it + 1
                 self._record(state, phase, it, terms)
                 last = state.iteration == phase.iterations
@@ -188,6 +198,34 @@ class TrainingLoop:
         for module in modules.values():
             module.eval()
 
+    def _loss(self, state: TrainState, phase: Phase, it: int) -> dict[str, Tensor] | None:
+        """The iteration's loss terms, or ``None`` when a rollout of its batch (in any process) needed more
+        explicit sub-steps than allowed: the iteration is then skipped, without an optimiser step, and recorded
+        as such. Raises :class:`SimulationError` once more than :data:`MAX_SKIPPED_SHARE` of the phase's
+        iterations have been skipped."""
+        try:
+            terms, reason = self.objective.loss(phase.name, it), None
+        except StiffnessError as exc:
+            terms, reason = None, str(exc)
+        processes = active()
+        if processes is not None and any_process(terms is None):
+            terms = None
+        if terms is not None:
+            return terms
+        skipped = 1 + sum(1 for row in state.history if row.get("phase") == phase.name and row.get("skipped"))
+        if skipped > max(1, MAX_SKIPPED_SHARE * phase.iterations):
+            where = f" (last good checkpoint: {self.checkpoint_path})" if self.checkpoint_path else ""
+            raise SimulationError(
+                f"the rollouts of {skipped} of {phase.iterations} {phase.name} iterations were too stiff to take "
+                f"({reason or 'in another process'}); use a smaller dt or lr_phys{where}"
+            )
+        warnings.warn(
+            f"{phase.name} iteration {it + 1} skipped: {reason or 'a rollout in another process was too stiff'}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+
     def _step(
         self, phase: str, it: int, terms: dict[str, Tensor], optimisers: list[torch.optim.Optimizer]
     ) -> dict[str, Tensor]:
@@ -212,12 +250,13 @@ class TrainingLoop:
             opt.step()
         return shown
 
-    def _record(self, state: TrainState, phase: Phase, it: int, terms: dict[str, Tensor]) -> None:
-        row: dict[str, Any] = {
-            "phase": phase.name,
-            "iteration": it + 1,
-            **{f"loss_{k}": float(v.detach()) for k, v in terms.items()},
-        }
+    def _record(self, state: TrainState, phase: Phase, it: int, terms: dict[str, Tensor] | None) -> None:
+        """Append the iteration's row to the history (``skipped`` 1 and no loss terms for a skipped one)."""
+        row: dict[str, Any] = {"phase": phase.name, "iteration": it + 1}
+        if terms is None:
+            row["skipped"] = 1
+        else:
+            row.update({f"loss_{k}": float(v.detach()) for k, v in terms.items()})
         with torch.no_grad():
             row.update(self.objective.columns())
         state.history.append(row)
@@ -226,7 +265,10 @@ class TrainingLoop:
             self.progress(phase.name, it + 1, phase.iterations, row)
 
     def _keep_if_best(self, state: TrainState, force: bool = False) -> None:
-        val = float(self.objective.validation_loss())
+        try:
+            val = float(self.objective.validation_loss())
+        except StiffnessError:  # a validation rollout too stiff to take: this model is not the one to keep
+            val = float("inf")
         if state.history:
             state.history[-1]["val_loss"] = val
         if force or state.best is None or val < state.best["val_loss"]:

@@ -64,6 +64,9 @@ class RecognitionTraining:
         Annotated frames used for training and held out for validation.
     crop : int or None
         Side of the square training windows (``None``: whole frames); see :mod:`neuradiff.training.crops`.
+    c_v_min : float
+        Lower end of the net's ``c_v`` range (:attr:`NetConfig.c_v_range`, unless ``config.net`` sets it): the
+        simulator's log floor.
     """
 
     def __init__(self, data: TrainingData, config: FitConfig, *, level: bool | None = None) -> None:
@@ -82,6 +85,9 @@ class RecognitionTraining:
             train_mask.view(-1, 1, 1), self.annotations, torch.full_like(self.annotations, UNKNOWN)
         )
         self.crop = resolve_crop(config.crop, *data.frames.shape[-2:])
+        # The net's c_v starts the simulator's rollouts: below the model's log floor its free energy is a quadratic
+        # continuation, and a pixel emptied of vacancies beside a void needs thousands of explicit sub-steps.
+        self.c_v_min = config.simulator(1.0).model.log_floor
         self._contrast: float | None = None
 
     def contrast_threshold(self) -> float:
@@ -113,9 +119,17 @@ class RecognitionTraining:
         torch.manual_seed(self.config.seed)
         if self.config.starts_from_generalist():
             mean, std = (0.0, 1.0) if self.level else percentile_normalisation(self.frames.cpu().numpy())
-            return trainable_net(load_generalist(), input_mean=mean, input_std=std, level=self.level)
+            return trainable_net(
+                load_generalist(), input_mean=mean, input_std=std, level=self.level, c_v_min=self.c_v_min
+            )
+        c_v_range = [self.c_v_min, NetConfig.c_v_range[1]]
         net_cfg = NetConfig.from_dict(
-            {"stride": default_stride(*self.frames.shape[-2:]), **self.config.net, "level": self.level}
+            {
+                "stride": default_stride(*self.frames.shape[-2:]),
+                "c_v_range": c_v_range,
+                **self.config.net,
+                "level": self.level,
+            }
         )
         mean, std = float(self.frames.mean()), float(self.frames.std())
         return RecognitionNet(net_cfg, input_mean=mean, input_std=max(std, 1e-6))
