@@ -207,8 +207,7 @@ class TrainingLoop:
             terms, reason = self.objective.loss(phase.name, it), None
         except StiffnessError as exc:
             terms, reason = None, str(exc)
-        processes = active()
-        if processes is not None and any_process(terms is None):
+        if active() is not None and any_process(terms is None, self._device()):
             terms = None
         if terms is not None:
             return terms
@@ -225,6 +224,13 @@ class TrainingLoop:
             stacklevel=2,
         )
         return None
+
+    def _device(self) -> torch.device:
+        """Where the trained modules live (a collective's tensor goes there: NCCL reduces only CUDA tensors)."""
+        for module in self.objective.modules().values():
+            for p in module.parameters():
+                return p.device
+        return torch.device("cpu")
 
     def _step(
         self, phase: str, it: int, terms: dict[str, Tensor], optimisers: list[torch.optim.Optimizer]
