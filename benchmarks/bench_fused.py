@@ -19,7 +19,9 @@ sub-steps run without a tape (50 in one kernel call, no Python between them).
 ``--stochastic``: every step with its random terms, as the published code always steps (it draws cascades and
 noise fresh inside every call, training included): ``published`` draws them per pixel as the published code does
 (``_naive.naive_forcing``), ``torch`` and ``fused`` take the engine's seeded keyed stream
-(``RandomForcing``: cascades and conservative Langevin noise, replayable in the backward pass).
+(``RandomForcing``: cascades and conservative Langevin noise, replayable in the backward pass), and a fourth,
+``fused_philox``, is the fused step with the counter-based generator (``RandomForcing(seed, generator="philox")``:
+the same distribution, another realisation).
 
 ``--discretisation reference``: ``torch`` and ``fused`` step ``VoidModel("reference")`` (with
 ``kernel="fused"`` its compiled kernel), the discretisation of the published code (M∇²μ, floored logarithms, every
@@ -27,8 +29,8 @@ field clamped to [0, 1]), so all three compute the same step; each row records t
 step from the published one (``published_max_abs_diff``), and the raw kernel row times the reference kernel.
 
 Run:  python benchmarks/bench_fused.py [--repeats 3] [--quick] [--stochastic] [--threads 2]
-      [--discretisation reference]
-Writes benchmarks/results/bench_fused[_reference][_stochastic][_threadsN].json.
+      [--discretisation reference] [--out NAME.json]
+Writes benchmarks/results/bench_fused[_reference][_stochastic][_threadsN].json, or ``--out NAME``.
 """
 
 from __future__ import annotations
@@ -83,9 +85,9 @@ def state(n: int, b: int) -> torch.Tensor:
     return single_void((n, n), dtype=torch.float32).repeat(b, 1, 1, 1).contiguous()
 
 
-def engine(kernel: str, stochastic: bool = False, discretisation: str = "conservative"):
+def engine(kernel: str, stochastic: bool = False, discretisation: str = "conservative", generator: str = "torch"):
     model = VoidModel(discretisation, kernel=kernel)
-    source = RandomForcing(7) if stochastic else NoForcing()
+    source = RandomForcing(7, generator=generator) if stochastic else NoForcing()
 
     def fb(s0: torch.Tensor, n: int) -> None:
         leaves, p = leaves_and_params()
@@ -154,6 +156,9 @@ def main() -> None:
         default="conservative",
         help="the engine's discretisation (torch and fused); reference: the published code's",
     )
+    ap.add_argument(
+        "--out", default=None, help="results file (default bench_fused[_reference][_stochastic][_threadsN].json)"
+    )
     args = ap.parse_args()
     ref = args.discretisation == "reference"
     probe = torch.zeros(1, 3, 8, 8)
@@ -170,6 +175,8 @@ def main() -> None:
     st = args.stochastic
     disc = args.discretisation
     impls = {"published": published(st), "torch": engine("torch", st, disc), "fused": engine("fused", st, disc)}
+    if st:
+        impls["fused_philox"] = engine("fused", st, disc, generator="philox")
     rows = []
     for n, b, n_fb in configs:
         s0 = state(n, b)
@@ -191,6 +198,16 @@ def main() -> None:
         row["fb_speedup_vs_torch"] = fb_t["torch"] / fb_t["fused"]
         row["fwd_speedup_vs_published"] = fwd_t["published"] / fwd_t["fused"]
         row["fwd_speedup_vs_torch"] = fwd_t["torch"] / fwd_t["fused"]
+        if "fused_philox" in impls:
+            model = VoidModel(disc)
+            for gen in ("torch", "philox"):  # drawing one step's numbers alone
+                source = RandomForcing(7, generator=gen)
+                row[f"draws_{gen}_ms"] = 1e3 * best_per_step(
+                    lambda x, k, source=source: [source.draws(model, j, x) for j in range(k)], s0, 20, repeats
+                )
+            row["draws_philox_speedup"] = row["draws_torch_ms"] / row["draws_philox_ms"]
+            row["fb_philox_speedup_vs_published"] = fb_t["published"] / fb_t["fused_philox"]
+            row["fwd_philox_speedup_vs_published"] = fwd_t["published"] / fwd_t["fused_philox"]
         if ref:  # the same step: how far one fused step is from the published one
             c_v, c_i, eta = naive_step(s0[:, 0], s0[:, 1], s0[:, 2], VoidParameters(), DT)
             mine = fused_reference_step(s0, VoidParameters(), DT, 1.0, log_floor=1e-6, project=True)[0]
@@ -204,6 +221,15 @@ def main() -> None:
             f"{row['fwd_speedup_vs_torch']:.1f}×",
             flush=True,
         )
+        if "fused_philox" in impls:
+            print(
+                f"  fused with the Philox generator: fb {row['fb_fused_philox_ms']:.2f} ms → "
+                f"{row['fb_philox_speedup_vs_published']:.1f}× the published step; fwd "
+                f"{row['fwd_fused_philox_ms']:.2f} ms → {row['fwd_philox_speedup_vs_published']:.1f}×; a step's "
+                f"numbers {row['draws_torch_ms']:.2f} ms from torch's generator, {row['draws_philox_ms']:.2f} ms from "
+                f"Philox ({row['draws_philox_speedup']:.1f}×)",
+                flush=True,
+            )
 
     # The raw kernel at 256² against the bandwidth floor (3 fields read + 3 written once).
     s = state(256, 1)
@@ -253,11 +279,18 @@ def main() -> None:
         ("fwd_fused_ms", "fwd fused ms", ".2f"),
         ("fwd_speedup_vs_published", "fwd × published", ".1f"),
     ]
+    if st:
+        cols += [
+            ("fb_fused_philox_ms", "fb fused+Philox ms", ".2f"),
+            ("fb_philox_speedup_vs_published", "fb × published", ".1f"),
+            ("fwd_fused_philox_ms", "fwd fused+Philox ms", ".2f"),
+            ("fwd_philox_speedup_vs_published", "fwd × published", ".1f"),
+        ]
     print(table(rows, cols))
     name = "bench_fused" + ("_reference" if ref else "") + ("_stochastic" if st else "")
     name += (f"_threads{THREADS}" if THREADS != 1 else "") + ".json"
     payload = {"environment": env, "discretisation": disc, "stochastic": st, "rows": rows, "floor": floor_row, "dt": DT}
-    path = write_json(name, payload)
+    path = write_json(args.out or name, payload)
     print(f"wrote {path}")
 
 

@@ -62,8 +62,8 @@ def test_fused_update_and_gradients_equal_the_plain_path(dtype, imex, boundary):
         assert float((a - b).abs()) <= ptol * max(float(a.abs()), 1e-3), name
 
 
-@pytest.mark.parametrize("integrator", ["euler", "imex"])
-def test_fused_rollout_with_noise_and_split_steps_matches_the_plain_one(integrator):
+@pytest.mark.parametrize(("integrator", "generator"), [("euler", "torch"), ("imex", "torch"), ("euler", "philox")])
+def test_fused_rollout_with_noise_and_split_steps_matches_the_plain_one(integrator, generator):
     state, leaves = smooth_void_state(n=8, radius=2.0), tensor_params()[1]
     state = state.clone()
     state[0, 1, 1, 1:4] = -2e-3
@@ -78,7 +78,7 @@ def test_fused_rollout_with_noise_and_split_steps_matches_the_plain_one(integrat
             dt=0.3,
             n_steps=2,
             integrator=integrator,
-            forcing=RandomForcing(3),
+            forcing=RandomForcing(3, generator=generator),
             checkpoint_every=2,
             diagnostics=False,
         )

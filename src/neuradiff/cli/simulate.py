@@ -77,6 +77,11 @@ def simulate_fields(
     ),
     stochastic: bool = typer.Option(True, "--stochastic/--deterministic", help="Cascades and noise on or off."),
     seed: int = typer.Option(0, help="Seed of the initial condition and of the cascades and noise."),
+    generator: str = typer.Option(
+        "torch",
+        help="Random numbers of the cascades and noise: torch (the default, the realisations of earlier versions) "
+        "or philox (counter-based, drawn several times faster; another realisation).",
+    ),
     params: Optional[Path] = typer.Option(None, "--params", help='JSON file of parameter overrides, e.g. {"L": 2}.'),
     dtype: str = typer.Option("float32", help="float32 or float64."),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
@@ -100,6 +105,7 @@ def simulate_fields(
         integrator=integrator,
         stochastic=stochastic,
         seed=seed,
+        generator=generator,
         dtype=dtype,
         device=str(dev),
     )

@@ -93,7 +93,7 @@ def _compiler() -> str | None:
 
 #: The entry points of each kernel source (``kernels/<name>.c``) and their ctypes argument types, by suffix-less
 #: name; every one returns an int (0, or 1 when a work buffer could not be allocated).
-_P, _I, _D = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
+_P, _I, _D, _U, _L = ctypes.c_void_p, ctypes.c_int, ctypes.c_double, ctypes.c_uint32, ctypes.c_int64
 _ENTRY_POINTS: dict[str, dict[str, list[Any]]] = {
     "void_step": {
         "void_forward": [_P, _P, _I, _I, _I, _I, _P, _D, _D, _I, _P, _D, _P, _P, _P, _I],
@@ -107,6 +107,10 @@ _ENTRY_POINTS: dict[str, dict[str, list[Any]]] = {
         "reference_forward": [_P, _P, _I, _I, _I, _I, _P, _D, _D, _P, _D, _P, _P, _P, _I],
         "reference_backward": [_P, _P, _P, _P, _P, _I, _I, _I, _I, _P, _D, _D, _D, _P, _P, _I],
         "reference_stability": [_P, _I, _I, _I, _P, _D, _P],
+    },
+    "philox": {
+        "philox_uniform": [_U, _U, _U, _L, _P, _I],
+        "philox_normal": [_U, _U, _U, _L, _P, _I],
     },
 }
 #: Headers the kernel sources include (copied beside them when compiling).
@@ -175,7 +179,7 @@ def _library(dtype: torch.dtype, kernel: str = "void_step") -> Any | None:
     except (OSError, RuntimeError) as exc:
         _FAILED[kernel] = str(exc)
         warnings.warn(
-            f"the fused void-model kernel is not available ({exc}); using the plain PyTorch step", stacklevel=3
+            f"the compiled kernel {kernel!r} is not available ({exc}); using the plain PyTorch path", stacklevel=3
         )
         return None
     return _LIBS[kernel, suffix]

@@ -11,13 +11,16 @@ diagnostics and the defaults for sources and bounds (none).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from neuradiff.physics.operators import check_boundary, forward_differences
 from neuradiff.physics.parameters import ParameterSet
+
+if TYPE_CHECKING:
+    from neuradiff.physics.random_numbers import RandomNumbers
 
 
 class PhaseFieldModel:
@@ -147,8 +150,12 @@ class PhaseFieldModel:
         """
         return torch.fft.rfft2(self.rate(state, params, dx)) + a * state_hat
 
-    def draw(self, generator: torch.Generator, shape: tuple[int, ...], dtype: torch.dtype) -> dict[str, Tensor] | None:
-        """Random numbers one step needs, drawn on the CPU from ``generator``; ``None`` if the model has none."""
+    def draw(
+        self, numbers: RandomNumbers | torch.Generator, shape: tuple[int, ...], dtype: torch.dtype
+    ) -> dict[str, Tensor] | None:
+        """Random numbers one step needs, drawn on the CPU from ``numbers`` (a
+        :class:`~neuradiff.physics.random_numbers.RandomNumbers` or a ``torch.Generator``); ``None`` if the model has
+        none."""
         return None
 
     def forcing_increment(

@@ -57,6 +57,7 @@ from neuradiff.physics.fused_reference import (
 from neuradiff.physics.model import PhaseFieldModel
 from neuradiff.physics.operators import LAPLACIAN_MAX_EIGENVALUE, flux_divergence, laplacian
 from neuradiff.physics.parameters import ParameterSet, parameter
+from neuradiff.physics.random_numbers import RandomNumbers, as_numbers
 
 #: The paper's matrix state outside a void: c_v, c_i (site fractions).
 MATRIX_C_V = 0.122
@@ -298,11 +299,14 @@ class VoidModel(PhaseFieldModel):
         return torch.stack((transport[:, 0] - r, transport[:, 1] - r, -params.L * mu[:, 2]), dim=1), f_s, f_v
 
     # ---- sources and noise -----------------------------------------------------------------------
-    def draw(self, generator: torch.Generator, shape: tuple[int, ...], dtype: torch.dtype) -> dict[str, Tensor]:
+    def draw(
+        self, numbers: RandomNumbers | torch.Generator, shape: tuple[int, ...], dtype: torch.dtype
+    ) -> dict[str, Tensor]:
         b, _, h, w = shape
-        gate = torch.rand((b, h, w), generator=generator, dtype=dtype)
-        amplitude = torch.rand((b, h, w), generator=generator, dtype=dtype)
-        xi = torch.randn((b, self._noise_channels(), h, w), generator=generator, dtype=dtype)
+        source = as_numbers(numbers)
+        gate = source.rand((b, h, w), dtype)
+        amplitude = source.rand((b, h, w), dtype)
+        xi = source.randn((b, self._noise_channels(), h, w), dtype)
         return {"gate": gate, "amplitude": amplitude, "xi": xi}
 
     def cascade_source(self, eta: Tensor, gate: Tensor, amplitude: Tensor, p: VoidParameters) -> Tensor:

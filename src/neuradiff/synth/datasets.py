@@ -305,6 +305,7 @@ def make_dataset(config: DatasetConfig, *, progress: Callable[[int], None] | Non
             "discretisation": config.simulation.discretisation,
             "integrator": config.simulation.integrator,
             "stochastic": config.simulation.stochastic,
+            "generator": config.simulation.generator,
         },
         "parameters": sim.params.describe(),
         "renderer": {

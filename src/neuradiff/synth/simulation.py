@@ -20,6 +20,7 @@ from neuradiff.physics import VoidModel, VoidParameters, initial_condition, roll
 from neuradiff.physics.forcing import RandomForcing
 from neuradiff.physics.initial import INITIAL_CONDITIONS
 from neuradiff.physics.integrators import get_integrator
+from neuradiff.physics.random_numbers import GENERATORS
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: Fields of the grid's size the model and integrators hold at once while stepping (an upper estimate).
@@ -48,6 +49,10 @@ class SimulationConfig:
     guard_every: int = 10  # the stability limit changes slowly along a physical trajectory
     stochastic: bool = True
     seed: int = 0
+    #: the random numbers of the cascades and noise: "torch" (torch's generator, the default: datasets of earlier
+    #: versions bit for bit) or "philox" (the counter-based Philox4x32-10 drawn by a compiled loop, several times
+    #: faster: another realisation of the same distribution)
+    generator: str = "torch"
     dtype: str = "float32"
     device: str = "cpu"
     params: dict[str, float] = field(default_factory=dict)  # overrides of VoidParameters
@@ -73,6 +78,8 @@ class SimulationConfig:
             raise ValueError(
                 f"unknown initial condition {self.initial!r}; choose one of {', '.join(INITIAL_CONDITIONS)}"
             )
+        if self.generator not in GENERATORS:
+            raise ValueError(f"generator must be one of {', '.join(GENERATORS)}, got {self.generator!r}")
         if self.kernel not in ("torch", "fused"):
             raise ValueError(f"kernel must be 'torch' or 'fused', got {self.kernel!r}")
         get_integrator(self.integrator).check(VoidModel(self.discretisation, kernel=self.kernel))
@@ -157,7 +164,7 @@ def run_simulation(
     model = VoidModel(config.discretisation, kernel=config.kernel)
     device = torch.device(config.device)
     s = (make_initial_state(config) if state is None else state).to(device=device, dtype=DTYPES[config.dtype])
-    forcing = RandomForcing(config.seed) if config.stochastic else None
+    forcing = RandomForcing(config.seed, generator=config.generator) if config.stochastic else None
     saved = [s[0].cpu()]
     steps, diags = [0], [model.diagnostics(s, params, config.dx)]
     clamped = torch.zeros(3, dtype=torch.long)
