@@ -184,3 +184,74 @@ def test_two_processes_learn_what_one_learns(tmp_path):
     history1 = (tmp_path / "p1" / "history.csv").read_text().splitlines()
     history2 = (tmp_path / "p2" / "history.csv").read_text().splitlines()
     assert len(history1) == len(history2) and history1[0] == history2[0]
+
+
+class _StiffInOneProcess(NeuraDiffObjective):
+    """A joint batch too stiff to simulate in process 1 only, at joint iteration 2."""
+
+    seen: list[list[float]]  # the learned parameters and a net weight sum before each iteration
+
+    def loss(self, phase, iteration):
+        learned = sorted(self.params.learned)
+        values = [self.params().as_floats()[k] for k in learned]
+        self.seen.append(values + [float(next(self.net.parameters()).detach().sum())])
+        return super().loss(phase, iteration)
+
+    def joint_loss(self, it, processes=None):
+        import torch.distributed as dist
+
+        from neuradiff.core.errors import StiffnessError
+
+        if it == 2 and dist.get_rank() == 1:
+            raise StiffnessError("time step dt=0.2 would need 1400 explicit sub-steps")
+        return super().joint_loss(it, processes)
+
+
+def _skip_worker(rank: int, world: int, init_file: str, out: str) -> None:
+    import warnings
+
+    import torch.distributed as dist
+
+    from neuradiff.training.loop import TrainingLoop
+
+    os.environ["LOCAL_RANK"] = str(rank)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        base = _objective(None)
+        config = FitConfig(**{**FIT, "pretrain_iters": 2, "joint_iters": 5, "physics_loss": "sim"})
+        obj = _StiffInOneProcess(base.data, config)
+        loop = TrainingLoop(obj, settings=obj.config.to_dict())
+        obj.seen = []
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            state = loop.run()
+        joint = [row for row in state.history if row["phase"] == "joint"]
+        result = {
+            "skipped": [int(row.get("skipped", 0)) for row in joint],
+            "values": obj.seen,
+            "warnings": [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)],
+            "pretrain": obj.config.pretrain_iters,
+        }
+        Path(out, f"{rank}.json").write_text(json.dumps(result))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_batch_too_stiff_in_one_process_is_skipped_by_both(tmp_path):
+    """Process 1 alone meets a rollout too stiff to take: one all-reduce makes both skip that iteration (no
+    optimiser step, ``skipped`` in both histories), so neither waits for the other's gradients and the two keep the
+    same parameters."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_skip_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    results = [json.loads((tmp_path / f"{rank}.json").read_text()) for rank in range(2)]
+    for r in results:
+        assert r["skipped"][2] == 1 and sum(r["skipped"]) == 1, r["skipped"]
+        pre = r["pretrain"]
+        v = r["values"]  # before each iteration
+        assert v[pre + 3] == v[pre + 2] and v[pre + 4] != v[pre + 3]  # no step in the skipped iteration
+    assert results[0]["values"] == results[1]["values"]
+    assert any("1400 explicit sub-steps" in w for w in results[1]["warnings"])
+    assert any("another process" in w for w in results[0]["warnings"])

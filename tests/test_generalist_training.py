@@ -108,6 +108,7 @@ def test_a_short_training_run_is_the_same_twice():
     assert rec_a["history"] == rec_b["history"]
 
 
+@pytest.mark.slow
 def test_a_sparse_frame_enters_the_pool_normalised_whole_and_cut(tmp_path):
     """A sparse frame is normalised as a whole frame is at inference, then cut into samples of the training size:
     most of them hold no void, only what surrounds the voids."""
