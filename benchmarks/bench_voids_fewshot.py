@@ -9,7 +9,10 @@ corpus seeds ``HELD_OUT_SEED + 200000 + k``, used by no training, threshold or o
 - ``1 frame``: ``neuradiff fit VIDEO --annotations A`` with frame 0 annotated whole (255 elsewhere), then
   ``neuradiff track VIDEO --model M``; default fit settings (the net starts from the generalist), or those of
   ``--fit-config``;
-- ``3 frames``: the same with frames 0, F/2 − 1 and F − 2 annotated.
+- ``3 frames``: the same with frames 0, F/2 − 1 and F − 2 annotated;
+- ``LoG, 1 frame`` and ``LoG, 3 frames``: the classical baseline given the same annotations, Laplacian-of-Gaussian
+  blobs (``bench_voids.log_mask``) with the threshold and polarity of the best object F1 on the annotated frames
+  (``bench_voids.tune_log_on``, skipping the thresholds whose blobs could not beat the best F1 so far).
 
 Every setting is scored on the same frames, those annotated in neither few-shot setting, with the zero-shot
 scorecard's measures (``bench_voids.score``: object F1 one-to-one at IoU ≥ 0.5, pixel IoU, count error, median size
@@ -40,13 +43,20 @@ single_thread(1)
 import numpy as np
 import tifffile
 
-from bench_voids import score, visible
+from bench_voids import log_mask, score, tune_log_on, visible
 from neuradiff.nets.generalist import load_generalist
 from neuradiff.synth.corpus import CorpusSettings, corpus_sample
 from neuradiff.training.generalist import HELD_OUT_SEED
 
 FIRST_SEED = HELD_OUT_SEED + 200_000
 SETTINGS = ("zero-shot", "1 frame", "3 frames")
+#: The classical baseline tuned on each few-shot setting's annotated frames.
+BASELINES = ("LoG, 1 frame", "LoG, 3 frames")
+
+
+def key(setting: str) -> str:
+    """A setting's name as an array name in ``scored.npz``."""
+    return setting.replace(", ", "_").replace(" ", "_")
 
 
 def annotated_frames(setting: str, frames: int) -> list[int]:
@@ -93,6 +103,14 @@ def one_clip(k: int, args: argparse.Namespace, work: Path) -> dict:
         track_s = run(exe + ["track", str(video), "--model", str(model), "--out", str(track), "--threads", "1"])
         found[setting] = tifffile.imread(track / "masks.tif").astype(bool)
         seconds[setting] = fit_s + track_s
+    for setting in BASELINES:
+        t0 = time.perf_counter()
+        taught = annotated_frames(setting.split(", ")[1], args.frames)
+        thr, pol, _ = tune_log_on([frames[f] for f in taught], [truth[f] for f in taught], stop_early=True)
+        found[setting] = np.zeros(frames.shape, bool)
+        for f in scored:
+            found[setting][f] = log_mask(frames[f], thr, pol)
+        seconds[setting] = time.perf_counter() - t0
     hidden = [~visible(frames[f], truth[f]) for f in scored]
     row = {
         "clip": k,
@@ -107,29 +125,34 @@ def one_clip(k: int, args: argparse.Namespace, work: Path) -> dict:
                 "every void": score([found[s][f] for f in scored], [truth[f] for f in scored]),
                 "visible voids": score([found[s][f] for f in scored], [truth[f] for f in scored], hidden),
             }
-            for s in SETTINGS
+            for s in (*SETTINGS, *BASELINES)
         },
     }
-    arrays: dict[str, np.ndarray] = {s.replace(" ", "_"): found[s][scored] for s in SETTINGS}
+    arrays: dict[str, np.ndarray] = {key(s): found[s][scored] for s in (*SETTINGS, *BASELINES)}
     arrays |= {
         "truth": truth[scored],
         "hidden": np.concatenate(hidden),
         "hidden_counts": np.array([h.size for h in hidden]),
     }
     np.savez_compressed(folder / "scored.npz", **arrays)  # pyright: ignore[reportArgumentType]
-    line = ", ".join(f"{s} {row['scores'][s]['visible voids']['f1']:.3f}" for s in SETTINGS)
+    line = ", ".join(f"{s} {row['scores'][s]['visible voids']['f1']:.3f}" for s in (*SETTINGS, *BASELINES))
     print(f"clip {k} ({row['render'].get('contrast', '?')}): visible-void F1 {line}", flush=True)
     return row
+
+
+def settings_of(rows: list[dict]) -> list[str]:
+    """The settings every clip was scored with (runs before the baseline have none of it)."""
+    return [s for s in (*SETTINGS, *BASELINES) if all(s in r["scores"] for r in rows)]
 
 
 def pooled(rows: list[dict]) -> dict:
     """Each setting's scores over the scored frames of every clip together (from the masks each clip saved)."""
     out = {}
-    for s in SETTINGS:
+    for s in settings_of(rows):
         found, truth, hidden = [], [], []
         for r in rows:
             z = np.load(Path(r["folder"]) / "scored.npz")
-            found += list(z[s.replace(" ", "_")])
+            found += list(z[key(s)])
             truth += list(z["truth"])
             hidden += np.split(z["hidden"], np.cumsum(z["hidden_counts"])[:-1])
         out[s] = {"every void": score(found, truth), "visible voids": score(found, truth, hidden)}
@@ -140,7 +163,7 @@ def summarise(rows: list[dict]) -> dict:
     """Print and return the pooled scores and the spread of the per-clip F1."""
     pool = pooled(rows)
     table_rows = []
-    for s in SETTINGS:
+    for s in settings_of(rows):
         for subset in ("every void", "visible voids"):
             per_clip = [r["scores"][s][subset]["f1"] for r in rows]
             table_rows.append(
@@ -175,6 +198,10 @@ def summarise(rows: list[dict]) -> dict:
         f1 = pool[s]["visible voids"]["f1"]
         ratio = f"ratio {f1 / zero:.2f}" if zero > 0 else "the generalist found none"
         print(f"visible-void F1, {s} / zero-shot: {f1:.3f} / {zero:.3f} ({ratio})")
+        if f"LoG, {s}" in pool:
+            log = pool[f"LoG, {s}"]["visible voids"]["f1"]
+            versus = f"ratio {f1 / log:.2f}" if log > 0 else "LoG found none"
+            print(f"visible-void F1, {s}: fit / LoG tuned on the same annotations {f1:.3f} / {log:.3f} ({versus})")
     return {"pooled": pool, "rows": table_rows}
 
 
