@@ -81,7 +81,7 @@ static inline void sincos_turn(double u, double *s, double *c) {
 /* Uniform numbers in [0, 1): out[j*q + m] for j = 0..3, m < q (4q elements). */
 int FN(philox_uniform)(uint32_t k0, uint32_t k1, uint32_t field, int64_t q, REAL *out, int threads) {
     (void)threads;
-    _Pragma("omp parallel for simd num_threads(threads) schedule(static) if (q >= 2 * MIN_BLOCKS_PER_THREAD)")
+    _Pragma("omp parallel for simd num_threads(threads) schedule(static) if (parallel: q >= 2 * MIN_BLOCKS_PER_THREAD)")
     for (int64_t m = 0; m < q; ++m) {
         PHILOX_BLOCK(m)
         out[m] = uniform_of(c0);
@@ -95,7 +95,7 @@ int FN(philox_uniform)(uint32_t k0, uint32_t k1, uint32_t field, int64_t q, REAL
 /* Standard-normal numbers: out[j*q + m] for j = 0..3, m < q (4q elements); words 0, 1 and 2, 3 are Box-Muller pairs. */
 int FN(philox_normal)(uint32_t k0, uint32_t k1, uint32_t field, int64_t q, REAL *out, int threads) {
     (void)threads;
-    _Pragma("omp parallel for simd num_threads(threads) schedule(static) if (q >= 2 * MIN_BLOCKS_PER_THREAD)")
+    _Pragma("omp parallel for simd num_threads(threads) schedule(static) if (parallel: q >= 2 * MIN_BLOCKS_PER_THREAD)")
     for (int64_t m = 0; m < q; ++m) {
         PHILOX_BLOCK(m)
         REAL s, c;
