@@ -80,7 +80,7 @@ def simulate_fields(
     generator: str = typer.Option(
         "torch",
         help="Random numbers of the cascades and noise: torch (the default, the realisations of earlier versions) "
-        "or philox (counter-based, drawn several times faster; another realisation).",
+        "or philox (counter-based, drawn 2-3 times faster; another realisation).",
     ),
     params: Optional[Path] = typer.Option(None, "--params", help='JSON file of parameter overrides, e.g. {"L": 2}.'),
     dtype: str = typer.Option("float32", help="float32 or float64."),

@@ -53,7 +53,7 @@ class RandomForcing:
 
     ``generator``: ``"torch"`` (torch's Mersenne Twister seeded with the step's key: the realisations of every
     version so far) or ``"philox"`` (Philox4x32-10 keyed by it, :mod:`~neuradiff.physics.random_numbers`: a
-    different realisation of the same distribution, drawn several times faster by a compiled loop).
+    different realisation of the same distribution, drawn 2–3 times faster by a compiled loop).
 
     Examples
     --------

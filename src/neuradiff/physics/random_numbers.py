@@ -7,7 +7,7 @@ standard-normal fields a step needs, in a fixed order. Two sources:
   simulation since the first version.
 * :class:`PhiloxNumbers` computes them with Philox4x32-10 (Salmon et al., SC 2011): element ``i`` of the ``k``-th
   field a step asks for is a function of (key, ``k``, ``i``) alone, so a compiled loop (``kernels/philox.c``)
-  produces them several times faster than torch's sequential generator, on any number of threads with the same bits.
+  produces them 2–3 times faster than torch's sequential generator, on any number of threads with the same bits.
   Without a C compiler the same words come from torch integer arithmetic (:func:`philox_words`); the uniform
   numbers are then the same to the bit and the normal ones z within 6e-7·max(|z|, 1) (the compiled float32 loop uses
   a polynomial logarithm, sine and cosine: within 2.8e-7·max(|z|, 1) of the exact transform of its words, 6.2e-7 at

@@ -50,7 +50,7 @@ class SimulationConfig:
     stochastic: bool = True
     seed: int = 0
     #: the random numbers of the cascades and noise: "torch" (torch's generator, the default: datasets of earlier
-    #: versions bit for bit) or "philox" (the counter-based Philox4x32-10 drawn by a compiled loop, several times
+    #: versions bit for bit) or "philox" (the counter-based Philox4x32-10 drawn by a compiled loop, 2–3 times
     #: faster: another realisation of the same distribution)
     generator: str = "torch"
     dtype: str = "float32"
