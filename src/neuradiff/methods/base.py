@@ -18,6 +18,7 @@ from torch import nn
 
 from neuradiff.core.devices import resolve_device
 from neuradiff.methods.posterior import Identifiability, Posterior
+from neuradiff.nets.blank import off_blank, specimen_frames
 from neuradiff.nets.contrast import drop_faint
 from neuradiff.physics import VoidParameters
 from neuradiff.training import FitConfig, Objective, Progress, TrainingLoop
@@ -139,10 +140,11 @@ def run_objective(
 
 def fitted_masks(fitted: FittedMethod, eta: np.ndarray, frames: np.ndarray) -> np.ndarray:
     """Void masks ``[T, H, W]`` bool of a fitted method's eta ``[T, H, W]`` of ``frames`` ``[T, H, W]``: eta ≥ 0.5,
-    without the regions that stand out of their frame less than the fit's annotated voids did (the contrast
-    filter :func:`~neuradiff.nets.contrast.drop_faint` at ``fitted.info["min_contrast"]``, region by region, set by
-    the fit from its annotations with :func:`~neuradiff.nets.contrast.annotated_threshold`; absent or 0: every
-    region).
+    without the regions that touch a blank region of their frame (a padding band, a burned-in scale bar or label:
+    :func:`~neuradiff.nets.blank.off_blank`) and without the regions that stand out of their frame less than the
+    fit's annotated voids did (the contrast filter :func:`~neuradiff.nets.contrast.drop_faint`, on the frame with its
+    blank regions filled, at ``fitted.info["min_contrast"]``, region by region, set by the fit from its annotations
+    with :func:`~neuradiff.nets.contrast.annotated_threshold`; absent or 0: every region).
 
     Examples
     --------
@@ -151,9 +153,10 @@ def fitted_masks(fitted: FittedMethod, eta: np.ndarray, frames: np.ndarray) -> n
     >>> int(fitted_masks(SimpleNamespace(info={}), eta, np.zeros((1, 8, 8))).sum())
     9
     """
-    masks = np.asarray(eta) >= 0.5
+    blank, filled = specimen_frames(np.asarray(frames))
+    masks = off_blank(np.asarray(eta) >= 0.5, blank)
     threshold = float(fitted.info.get("min_contrast") or 0.0)
-    return drop_faint(np.asarray(frames), masks, threshold, relaxed=False) if threshold > 0 else masks
+    return drop_faint(filled, masks, threshold, relaxed=False) if threshold > 0 else masks
 
 
 def place_model(fitted: FittedMethod, device: str | torch.device | None) -> torch.device:

@@ -17,6 +17,7 @@ import numpy as np
 from skimage.measure import label
 
 from neuradiff.core.errors import NeuradiffError
+from neuradiff.nets.blank import off_blank, specimen_frames
 from neuradiff.nets.contrast import drop_faint
 from neuradiff.nets.levels import normalise_frame
 from neuradiff.nets.tiles import Tiling, back_to, eta_tiled, resample, resample_factor
@@ -49,6 +50,9 @@ class Generalist:
         other frame only the regions that reach it (0: all are kept) …
     confident_eta : … and, in such a frame, also a region from a statistic of 3 of at least
         :data:`~neuradiff.nets.contrast.CONFIDENT_AREA_PX` at the net's scale whose mean eta reaches this (0: none).
+    blank : find each frame's blank regions (padding bands, burned-in scale bars and labels:
+        :mod:`neuradiff.nets.blank`), fill them before the net and drop the void regions that touch them (False:
+        frames as they are).
     """
 
     net: RecognitionNet
@@ -59,6 +63,7 @@ class Generalist:
     min_peak_eta: float = 0.5
     min_contrast: float = 0.0
     confident_eta: float = 0.0
+    blank: bool = True
     _inference: RecognitionNet | None = field(default=None, init=False, repr=False, compare=False)
 
     def _inference_net(self) -> RecognitionNet:
@@ -66,6 +71,50 @@ class Generalist:
         if self._inference is None:
             self._inference = fuse_batch_norm(self.net)
         return self._inference
+
+    def _checked(self, frames: np.ndarray, void_px: float | None) -> tuple[np.ndarray, float]:
+        """Frames as ``[T, H, W]`` and the resampling factor, or one line of error: a frame with NaN or Inf, a
+        frame of a single grey level, a scale that leaves the frames smaller than 8 px."""
+        a = np.asarray(frames)
+        if a.ndim == 2:
+            a = a[None]
+        if a.ndim != 3 or min(a.shape) < 1:
+            raise NeuradiffError(f"frames must be [T, H, W] or [H, W], got shape {a.shape}")
+        flat = a.reshape(a.shape[0], -1)
+        if a.dtype.kind == "f" and not np.isfinite(flat).all():
+            raise NeuradiffError(f"frame {int(np.flatnonzero(~np.isfinite(flat).all(1))[0])} contains NaN or Inf")
+        single = np.flatnonzero(flat.min(axis=1) == flat.max(axis=1))
+        if single.size:  # refused before any frame is recognised
+            k = int(single[0])
+            raise NeuradiffError(f"frame {k} holds a single grey level ({flat[k, 0]:g}): there is nothing to recognise")
+        factor = resample_factor(void_px, target=self.train_diameter_px, tile=self.tiling.tile)
+        h, w = a.shape[1:]
+        if min(h, w) * factor < 8:
+            raise NeuradiffError(f"frames of {h}×{w} px resampled by {factor:.3g} would be smaller than 8 px")
+        return a, factor
+
+    def _eta_of(self, filled: np.ndarray, factor: float, progress) -> np.ndarray:
+        """Eta of checked frames whose blank regions are already filled."""
+        h, w = filled.shape[1:]
+        out = np.empty(filled.shape, np.float32)
+        for k in range(filled.shape[0]):
+            x = resample(normalise_frame(filled[k], index=k, fill=False), factor)
+            out[k] = back_to(eta_tiled(self._inference_net(), x, self.tiling), (h, w))
+            if progress is not None:
+                progress(k + 1, filled.shape[0])
+        return out
+
+    def _specimen(self, frames: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """(blank regions or None, frames with them filled) as :attr:`blank` says."""
+        return specimen_frames(frames) if self.blank else (None, frames)
+
+    def _masks(self, eta: np.ndarray, filled: np.ndarray, blank: np.ndarray | None, factor: float) -> np.ndarray:
+        masks = void_masks(eta, min_peak_eta=self.min_peak_eta)
+        if blank is not None:
+            masks = off_blank(masks, blank)
+        if self.min_contrast == 0:
+            return masks
+        return drop_faint(filled, masks, self.min_contrast, eta=eta, confident_eta=self.confident_eta, scale=factor)
 
     def eta(self, frames: np.ndarray, *, void_px: float | None = None, progress=None) -> np.ndarray:
         """Void probability eta ``[T, H, W]`` float32 of frames ``[T, H, W]`` (or one ``[H, W]`` frame).
@@ -77,46 +126,41 @@ class Generalist:
             the net inside ``train_diameter_px`` (None: as they are).
         progress : optional ``progress(done, total)`` called after each frame.
         """
-        a = np.asarray(frames)
-        if a.ndim == 2:
-            a = a[None]
-        if a.ndim != 3 or min(a.shape) < 1:
-            raise NeuradiffError(f"frames must be [T, H, W] or [H, W], got shape {a.shape}")
-        flat = a.reshape(a.shape[0], -1)
-        if a.dtype.kind == "f" and not np.isfinite(flat).all():
-            raise NeuradiffError(f"frame {int(np.flatnonzero(~np.isfinite(flat).all(1))[0])} contains NaN or Inf")
-        blank = np.flatnonzero(flat.min(axis=1) == flat.max(axis=1))
-        if blank.size:  # refused before any frame is recognised
-            k = int(blank[0])
-            raise NeuradiffError(f"frame {k} holds a single grey level ({flat[k, 0]:g}): there is nothing to recognise")
-        factor = resample_factor(void_px, target=self.train_diameter_px, tile=self.tiling.tile)
-        h, w = a.shape[1:]
-        if min(h, w) * factor < 8:
-            raise NeuradiffError(f"frames of {h}×{w} px resampled by {factor:.3g} would be smaller than 8 px")
-        out = np.empty(a.shape, np.float32)
-        for k in range(a.shape[0]):
-            x = resample(normalise_frame(a[k], index=k), factor)
-            out[k] = back_to(eta_tiled(self._inference_net(), x, self.tiling), (h, w))
-            if progress is not None:
-                progress(k + 1, a.shape[0])
-        return out
+        a, factor = self._checked(frames, void_px)
+        return self._eta_of(self._specimen(a)[1], factor, progress)
+
+    def recognise(
+        self, frames: np.ndarray, *, void_px: float | None = None, progress=None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Eta (float32) and void masks (bool), both ``[T, H, W]``, of frames ``[T, H, W]`` (or one ``[H, W]``
+        frame): :meth:`eta` and :meth:`masks_of` with each frame's blank regions found once.
+
+        Examples
+        --------
+        >>> frame = np.random.default_rng(0).integers(0, 255, (48, 40), dtype=np.uint8)
+        >>> eta, masks = load_generalist().recognise(frame)
+        >>> eta.shape, masks.dtype
+        ((1, 48, 40), dtype('bool'))
+        """
+        a, factor = self._checked(frames, void_px)
+        blank, filled = self._specimen(a)
+        eta = self._eta_of(filled, factor, progress)
+        return eta, self._masks(eta, filled, blank, factor)
 
     def masks(self, frames: np.ndarray, *, void_px: float | None = None) -> np.ndarray:
         """Void masks ``[T, H, W]`` bool of frames ``[T, H, W]``: :meth:`masks_of` their :meth:`eta`."""
-        a = np.asarray(frames)
-        a = a[None] if a.ndim == 2 else a
-        return self.masks_of(self.eta(a, void_px=void_px), a, void_px=void_px)
+        return self.recognise(frames, void_px=void_px)[1]
 
     def masks_of(self, eta: np.ndarray, frames: np.ndarray, *, void_px: float | None = None) -> np.ndarray:
         """Void masks ``[T, H, W]`` bool from this recogniser's ``eta`` of ``frames`` (both ``[T, H, W]``; eta
         computed with ``void_px``, see :meth:`eta`): eta ≥ 0.5 without regions under 4 px, whose eta never reaches
-        :attr:`min_peak_eta` (see :func:`void_masks`) or whose contrast in the frame stays below
-        :attr:`min_contrast` (see :func:`neuradiff.nets.contrast.drop_faint`, with :attr:`confident_eta`)."""
-        masks = void_masks(eta, min_peak_eta=self.min_peak_eta)
-        if self.min_contrast == 0:
-            return masks
+        :attr:`min_peak_eta` (see :func:`void_masks`), that touch a blank region of their frame (a padding band, a
+        burned-in scale bar or label: :func:`neuradiff.nets.blank.off_blank`) or whose contrast in the frame (its
+        blank regions filled) stays below :attr:`min_contrast` (see :func:`neuradiff.nets.contrast.drop_faint`,
+        with :attr:`confident_eta`)."""
         factor = resample_factor(void_px, target=self.train_diameter_px, tile=self.tiling.tile)
-        return drop_faint(frames, masks, self.min_contrast, eta=eta, confident_eta=self.confident_eta, scale=factor)
+        blank, filled = self._specimen(np.asarray(frames))
+        return self._masks(np.asarray(eta), filled, blank, factor)
 
 
 def trainable_net(

@@ -1,20 +1,25 @@
 """Grey levels of frames: each frame mapped by its own percentiles, so that gain, offset, bit depth and the slow
-brightening or darkening of a recording do not reach a recognition net."""
+brightening or darkening of a recording do not reach a recognition net; blank regions (padding bands, burned-in
+scale bars and labels, :mod:`neuradiff.nets.blank`) are filled with specimen-like noise first, so that they
+neither set the percentiles nor reach the net as shapes."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from neuradiff.core.errors import NeuradiffError
+from neuradiff.nets.blank import fill_blank
 
 #: Percentiles of a frame's grey levels mapped to -1 and +1 by :func:`normalise_frame`.
 NORM_PERCENTILES = (1.0, 99.0)
 
 
-def normalise_frame(frame: np.ndarray, *, index: int = 0) -> np.ndarray:
+def normalise_frame(frame: np.ndarray, *, index: int = 0, fill: bool = True) -> np.ndarray:
     """One frame's grey levels mapped so that its 1st and 99th percentiles become -1 and +1 (float32).
 
-    Robust to gain, offset, bit depth and slow brightness drift between frames.
+    Robust to gain, offset, bit depth and slow brightness drift between frames. Blank regions (flat, no shot noise:
+    padding, burned-in overlays; :func:`neuradiff.nets.blank.blank_regions`) are first filled with noise like the
+    specimen around them (:func:`neuradiff.nets.blank.fill_blank`); a frame without any is mapped as it is.
 
     Parameters
     ----------
@@ -22,6 +27,8 @@ def normalise_frame(frame: np.ndarray, *, index: int = 0) -> np.ndarray:
         Raw intensities (any real dtype).
     index : int
         Frame number, for the error message.
+    fill : bool
+        Fill the blank regions first (False: the frame as it is).
 
     Returns
     -------
@@ -43,6 +50,8 @@ def normalise_frame(frame: np.ndarray, *, index: int = 0) -> np.ndarray:
         raise NeuradiffError(f"frame {index} must be [H, W], got shape {f.shape}")
     if not np.isfinite(f).all():
         raise NeuradiffError(f"frame {index} contains NaN or Inf")
+    if fill:
+        f = fill_blank(f)
     lo, hi = np.percentile(f, NORM_PERCENTILES)
     if hi <= lo:
         lo, hi = float(f.min()), float(f.max())

@@ -499,11 +499,10 @@ def recognise_masks(
     total = len(frames) + first_index if total is None else total
     if isinstance(recogniser, Generalist):
         t0 = time.perf_counter()
-        eta = recogniser.eta(
+        eta, masks = recogniser.recognise(
             frames, void_px=void_px, progress=lambda k, _: progress("tracking", first_index + k, total)
-        ).astype(np.float32)
-        masks = recogniser.masks_of(eta, np.asarray(frames), void_px=void_px).astype(np.uint8)
-        return eta, masks, time.perf_counter() - t0
+        )
+        return eta.astype(np.float32), masks.astype(np.uint8), time.perf_counter() - t0
     if void_px is not None:
         raise NeuradiffError("a void size applies to the generalist recogniser only")
     eta, seconds = recognise_video(
