@@ -23,12 +23,11 @@ extremes clipped (more than :data:`CLIPPED_FRACTION` of it at its highest or low
 clipped level away from the border is specimen.
 
 A void whose interior is clipped at the camera's limit is not blank: it is compact, and its edge mostly falls
-through the interface and blur rather than in one step. Every blank region is grown by one pixel (the anti-aliased
-fringe of text). A frame more than :data:`MAX_BLANK_FRACTION` blank was not recorded through a specimen (a drawn,
-noise-free frame): nothing in it is called blank.
-
-Not found: text whose strokes are one or two pixels wide (a label under about 25 px high): it is rarely full white
-along a whole stroke. Such text still reaches the net; crop it away.
+through the interface and blur rather than in one step. A hole inside a blank region no larger than the region is
+blank too (the inside of an "o"), and every blank region is grown by one pixel (the anti-aliased fringe of text). A
+frame more than :data:`MAX_BLANK_FRACTION` blank was not recorded through a specimen (a drawn, noise-free frame):
+nothing in it is called blank. Not found: text whose strokes are one or two pixels wide (a label under about 25 px
+high): it is rarely full white along a whole stroke. Such text still reaches the net; crop it away.
 """
 
 from __future__ import annotations
@@ -129,6 +128,24 @@ def _blank_parts(
     return keep
 
 
+def _with_small_holes(blank: np.ndarray) -> np.ndarray:
+    """``blank`` with each hole it encloses filled when the hole is no larger than the part around it (the inside of
+    an "o" or a "0"; not the specimen inside padding all round)."""
+    holes = np.asarray(ndimage.binary_fill_holes(blank), bool) & ~blank
+    if not holes.any():
+        return blank
+    parts, n = _components(blank)
+    hole_parts, m = _components(holes)
+    size = np.bincount(parts.ravel(), minlength=n + 1)
+    hole_size = np.bincount(hole_parts.ravel(), minlength=m + 1)
+    around = np.asarray(ndimage.maximum_filter(parts, size=3))
+    owner = np.zeros(m + 1, np.intp)
+    np.maximum.at(owner, hole_parts[holes], around[holes])
+    small = hole_size <= size[owner]
+    small[0] = False
+    return blank | small[hole_parts]
+
+
 def blank_regions(frame: np.ndarray) -> np.ndarray:
     """Bool ``[H, W]``: the pixels of ``frame`` that are not specimen (see the module's description).
 
@@ -200,6 +217,7 @@ def blank_regions(frame: np.ndarray) -> np.ndarray:
             lo, hi = np.percentile(f, [1.0, 99.0])
         out |= _blank_parts(f, parts, n, np.full(n + 1, value), float(hi - lo), clipped)[parts]
     if out.any():
+        out = _with_small_holes(out)
         out = ndimage.binary_dilation(out, _SQUARE3)
     if np.count_nonzero(out) > MAX_BLANK_FRACTION * out.size:
         out[:] = False
