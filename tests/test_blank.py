@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from hypothesis.extra.numpy import arrays
 from scipy import ndimage
 from skimage.measure import label
 
+from neuradiff.methods.base import fitted_masks
 from neuradiff.nets.blank import blank_regions, fill_blank, off_blank, specimen_frames
 from neuradiff.nets.generalist import load_generalist
 from neuradiff.nets.levels import normalise_frame
@@ -177,3 +179,13 @@ def test_any_frame_gets_a_blank_mask_of_its_shape_and_a_finite_fill(frame):
     b = blank_regions(frame)
     assert b.shape == frame.shape and b.dtype == bool
     assert np.isfinite(fill_blank(frame, b)).all()
+
+
+def test_a_fitted_models_masks_leave_out_regions_on_a_padding_band():
+    frames = _specimen(64)[None].copy()
+    frames[0, :, :6] = 0
+    eta = np.zeros(frames.shape)
+    eta[0, 10:14, 3:10] = 1.0  # drawn across the band's edge
+    eta[0, 30:35, 30:35] = 1.0
+    masks = fitted_masks(SimpleNamespace(info={}), eta, frames)
+    assert masks[0, 30:35, 30:35].all() and not masks[0, 10:14].any()
