@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
+import tifffile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import ndimage
 from skimage.measure import label
+from typer.testing import CliRunner
 
+from neuradiff.cli import app
 from neuradiff.methods.base import fitted_masks
 from neuradiff.nets.blank import blank_regions, fill_blank, off_blank, specimen_frames
 from neuradiff.nets.generalist import load_generalist
@@ -132,7 +137,7 @@ def test_the_generalist_draws_no_void_on_a_scale_bar_and_finds_the_voids_elsewhe
         m, t = masks & ~covered, truth & ~covered
         return (m & t).sum() / max((m | t).sum(), 1)
 
-    eta, found = g.recognise(handed)
+    eta, found, _ = g.recognise(handed)
     before = dataclasses.replace(g, blank=False).masks(handed)[0]
     assert on_the_bar(found[0]) == 0
     assert on_the_bar(before) >= 3  # what the handling removes: voids drawn on the label's letters
@@ -189,3 +194,20 @@ def test_a_fitted_models_masks_leave_out_regions_on_a_padding_band():
     eta[0, 30:35, 30:35] = 1.0
     masks = fitted_masks(SimpleNamespace(info={}), eta, frames)
     assert masks[0, 30:35, 30:35].all() and not masks[0, 10:14].any()
+
+
+def test_track_marks_a_padding_band_unknown_and_measures_per_area_of_specimen(tmp_path):
+    s = corpus_sample(HELD_OUT_SEED + 3, CorpusSettings(size=128, frames=2))
+    video = tmp_path / "banded.tif"
+    tifffile.imwrite(video, np.stack([pad_band(f) for f in s.frames]))
+    res = CliRunner().invoke(app, ["track", str(video), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    masks = tifffile.imread(tmp_path / "out" / "masks.tif")
+    assert set(np.unique(masks).tolist()) <= {0, 1, 255}
+    assert (masks[:, :8] == 255).all() and (masks[:, 10:, :-6] != 255).all()  # the band (8 rows, 4 columns) only
+    frames = pd.read_csv(tmp_path / "out" / "frames.csv")
+    specimen = (masks != 255).reshape(2, -1).sum(axis=1)
+    assert np.allclose(frames["annotated_area_px2"], specimen)
+    coco = json.loads((tmp_path / "out" / "masks_coco.json").read_text())
+    assert len(coco["annotations"]) == int(frames["count"].sum())
+    assert all(a["bbox"][1] >= 8 for a in coco["annotations"])  # no void drawn on the band

@@ -307,7 +307,8 @@ class TrackedVideo(_VoidTables):
     eta : ndarray
         ``[T, H, W]`` float32 recognised void order parameter.
     masks : ndarray
-        ``[T, H, W]`` uint8, 1 where eta ≥ 0.5.
+        ``[T, H, W]`` uint8, three-state: 1 void, 0 solid, 255 unknown where a frame is blank (a padding band, a
+        burned-in scale bar or label: not specimen, left out of number densities and area fractions).
     measurements : Measurements or None
         The void tables (``None`` with ``measure=False``).
     video : Video or None

@@ -64,14 +64,16 @@ def calibration_of_layer(scale: Any, metadata: dict[str, Any] | None) -> Calibra
 
 
 def labels_of_masks(masks: np.ndarray) -> np.ndarray:
-    """Void masks ``[T, H, W]`` (nonzero = void) as napari labels: void 1, solid 2.
+    """Void masks ``[T, H, W]`` (three-state: 1 void, 0 solid, 255 unknown; or bool) as napari labels: void 1,
+    solid 2, unknown 0 (a blank region of the frame: padding, a burned-in overlay).
 
     Examples
     --------
-    >>> labels_of_masks(np.array([[[0, 1]]], np.uint8)).tolist()
-    [[[2, 1]]]
+    >>> labels_of_masks(np.array([[[0, 1, 255]]], np.uint8)).tolist()
+    [[[2, 1, 0]]]
     """
-    return np.where(np.asarray(masks) != 0, VOID_LABEL, SOLID_LABEL).astype(np.uint8)
+    m = np.asarray(masks)
+    return np.where(m == VOID, VOID_LABEL, np.where(m == UNKNOWN, 0, SOLID_LABEL)).astype(np.uint8)
 
 
 def three_state_of_labels(labels: np.ndarray) -> np.ndarray:

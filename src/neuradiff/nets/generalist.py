@@ -131,21 +131,23 @@ class Generalist:
 
     def recognise(
         self, frames: np.ndarray, *, void_px: float | None = None, progress=None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Eta (float32) and void masks (bool), both ``[T, H, W]``, of frames ``[T, H, W]`` (or one ``[H, W]``
-        frame): :meth:`eta` and :meth:`masks_of` with each frame's blank regions found once.
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Eta (float32), void masks (bool) and blank regions (bool), each ``[T, H, W]``, of frames ``[T, H, W]`` (or
+        one ``[H, W]`` frame): :meth:`eta` and :meth:`masks_of` with each frame's blank regions
+        (:func:`neuradiff.nets.blank.blank_regions`; all False with :attr:`blank` off) found once.
 
         Examples
         --------
         >>> frame = np.random.default_rng(0).integers(0, 255, (48, 40), dtype=np.uint8)
-        >>> eta, masks = load_generalist().recognise(frame)
-        >>> eta.shape, masks.dtype
-        ((1, 48, 40), dtype('bool'))
+        >>> eta, masks, blank = load_generalist().recognise(frame)
+        >>> eta.shape, masks.dtype, bool(blank.any())
+        ((1, 48, 40), dtype('bool'), False)
         """
         a, factor = self._checked(frames, void_px)
         blank, filled = self._specimen(a)
         eta = self._eta_of(filled, factor, progress)
-        return eta, self._masks(eta, filled, blank, factor)
+        masks = self._masks(eta, filled, blank, factor)
+        return eta, masks, np.zeros(a.shape, bool) if blank is None else blank
 
     def masks(self, frames: np.ndarray, *, void_px: float | None = None) -> np.ndarray:
         """Void masks ``[T, H, W]`` bool of frames ``[T, H, W]``: :meth:`masks_of` their :meth:`eta`."""

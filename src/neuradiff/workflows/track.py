@@ -19,6 +19,7 @@ from neuradiff.core.allocator import release_free_memory
 from neuradiff.core.checks import check_frame_interval, check_memory, check_pixel_size
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.core.files import check_output_dir, staged_output, write_text
+from neuradiff.core.labels import UNKNOWN, VOID
 from neuradiff.core.progress import ProgressSink, no_progress
 from neuradiff.core.provenance import provenance, write_provenance
 from neuradiff.io.coco import write_coco_masks
@@ -30,6 +31,7 @@ from neuradiff.measure.denoise import Denoise
 from neuradiff.measure.drift import estimate_drift, shift_frames
 from neuradiff.measure.voids import MaskMeasurer, MeasuredChunk, Measurements, measure_masks
 from neuradiff.methods import FittedMethod, fitted_masks, load_model, place_model
+from neuradiff.nets.blank import specimen_frames
 from neuradiff.nets.generalist import Generalist, load_generalist
 from neuradiff.report.measurements import write_measurements
 
@@ -142,17 +144,18 @@ def write_track(
 def write_mask_formats(
     folder: Path, masks: np.ndarray | VideoSource, frame_names: list[str] | None, calibration: Calibration | None
 ) -> None:
-    """Write ``masks`` ``[T, H, W]`` (nonzero = void; an array or a :class:`~neuradiff.io.stream.VideoSource`, read
-    frame by frame, each file written as it is made) for other tools into
-    ``folder``: ``masks_coco.json`` (COCO instances with compressed RLE, one image per frame named by the file part
+    """Write ``masks`` ``[T, H, W]`` (three-state: 1 void, 0 solid, 255 unknown, or bool; an array or a
+    :class:`~neuradiff.io.stream.VideoSource`, read frame by frame, each file written as it is made) for other tools
+    into ``folder``: ``masks_coco.json`` (COCO instances with compressed RLE, one image per frame named by the file part
     of ``frame_names``, with its time in s and areas in nm²) and ``masks_rois.zip`` (an ImageJ ROI set)."""
     n = masks.shape[0]
     names = [Path(str(name)).name for name in frame_names] if frame_names is not None else []
     names = names if len(names) == n else [f"frame_{k:05d}" for k in range(n)]
     times = None if calibration is None else calibration.times_s(n)
     nm = None if calibration is None else calibration.nm_per_px
-    write_coco_masks(folder / "masks_coco.json", masks, names, times_s=times, nm_per_px=nm)
-    write_imagej_rois(folder / "masks_rois.zip", masks)
+    void = _VoidOnly(masks)
+    write_coco_masks(folder / "masks_coco.json", void, names, times_s=times, nm_per_px=nm)
+    write_imagej_rois(folder / "masks_rois.zip", void)
 
 
 def run_track(
@@ -490,7 +493,8 @@ def recognise_masks(
     device: str | torch.device | None = "cpu",
     progress: ProgressSink = no_progress,
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Eta (float32), void masks (uint8) and recognition seconds of ``frames`` ``[n, H, W]``, frames
+    """Eta (float32), void masks (uint8: 1 void, 0 solid, 255 unknown where a frame is blank, see
+    :mod:`neuradiff.nets.blank`) and recognition seconds of ``frames`` ``[n, H, W]``, frames
     ``first_index`` onwards of a recording of ``total`` frames (default: ``frames`` are the whole recording), with
     a fitted model (masks: :func:`~neuradiff.methods.fitted_masks`) or the generalist recogniser (its own masks,
     frames resampled so that voids of ``void_px`` reach it at a size it was trained on; it runs on the CPU). Every
@@ -499,16 +503,36 @@ def recognise_masks(
     total = len(frames) + first_index if total is None else total
     if isinstance(recogniser, Generalist):
         t0 = time.perf_counter()
-        eta, masks = recogniser.recognise(
+        eta, masks, blank = recogniser.recognise(
             frames, void_px=void_px, progress=lambda k, _: progress("tracking", first_index + k, total)
         )
-        return eta.astype(np.float32), masks.astype(np.uint8), time.perf_counter() - t0
+        return eta.astype(np.float32), _three_state(masks, blank), time.perf_counter() - t0
     if void_px is not None:
         raise NeuradiffError("a void size applies to the generalist recogniser only")
     eta, seconds = recognise_video(
         recogniser, frames, batch=batch, device=device, progress=progress, first_index=first_index, total=total
     )
-    return eta, fitted_masks(recogniser, eta, np.asarray(frames)).astype(np.uint8), seconds
+    raw = np.asarray(frames)
+    return eta, _three_state(fitted_masks(recogniser, eta, raw), specimen_frames(raw)[0]), seconds
+
+
+def _three_state(void: np.ndarray, blank: np.ndarray) -> np.ndarray:
+    """Masks (uint8): 1 void, 0 solid, 255 unknown where the frame is blank (a padding band, a burned-in overlay),
+    so that number densities and area fractions are per area of specimen."""
+    out = np.asarray(void).astype(np.uint8)
+    out[np.asarray(blank, bool)] = UNKNOWN
+    return out
+
+
+class _VoidOnly:
+    """Three-state masks read one frame at a time as bool void masks (for writers where nonzero is void)."""
+
+    def __init__(self, masks):
+        self.masks = masks
+        self.shape = tuple(masks.shape)
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        return np.asarray(self.masks[k]) == VOID
 
 
 def _track_record(
