@@ -195,6 +195,7 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_dataset, tmp_
     assert all(bool(torch.isfinite(v).all()) for v in blob["modules"]["net"].values())
 
 
+@pytest.mark.slow
 def test_an_iteration_too_stiff_to_simulate_is_skipped_then_the_run_stops(tiny_dataset, tmp_path):
     # A joint batch whose rollout needs more explicit sub-steps than allowed (the net's latent fields and the
     # learned parameters can make one) is skipped without an optimiser step and recorded; a run that skips more

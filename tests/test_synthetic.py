@@ -82,6 +82,7 @@ def test_annotation_options_fraction_and_half_regions():
         assert known_rows.sum() == 20  # exactly half of 40 rows
 
 
+@pytest.mark.slow
 def test_the_true_void_area_is_the_simulated_one_whatever_the_stage_drift():
     """The truth's fields follow the drifting specimen (resampled), but its void area is counted on the
     simulation's grid: resampling the sharp interface at sub-pixel offsets drops pixels, which a specimen's area

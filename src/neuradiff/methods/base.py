@@ -153,10 +153,14 @@ def fitted_masks(fitted: FittedMethod, eta: np.ndarray, frames: np.ndarray) -> n
     >>> int(fitted_masks(SimpleNamespace(info={}), eta, np.zeros((1, 8, 8))).sum())
     9
     """
-    blank, filled = specimen_frames(np.asarray(frames))
-    masks = off_blank(np.asarray(eta) >= 0.5, blank)
     threshold = float(fitted.info.get("min_contrast") or 0.0)
-    return drop_faint(filled, masks, threshold, relaxed=False) if threshold > 0 else masks
+    e, a = np.asarray(eta), np.asarray(frames)
+    out = np.empty(e.shape, bool)
+    for k in range(e.shape[0]):  # frame by frame: a filled copy never holds more than one frame
+        blank, filled = specimen_frames(a[k : k + 1])
+        masks = off_blank(e[k : k + 1] >= 0.5, blank)
+        out[k] = (drop_faint(filled, masks, threshold, relaxed=False) if threshold > 0 else masks)[0]
+    return out
 
 
 def place_model(fitted: FittedMethod, device: str | torch.device | None) -> torch.device:

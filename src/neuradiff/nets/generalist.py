@@ -93,20 +93,15 @@ class Generalist:
             raise NeuradiffError(f"frames of {h}×{w} px resampled by {factor:.3g} would be smaller than 8 px")
         return a, factor
 
-    def _eta_of(self, filled: np.ndarray, factor: float, progress) -> np.ndarray:
-        """Eta of checked frames whose blank regions are already filled."""
-        h, w = filled.shape[1:]
-        out = np.empty(filled.shape, np.float32)
-        for k in range(filled.shape[0]):
-            x = resample(normalise_frame(filled[k], index=k, fill=False), factor)
-            out[k] = back_to(eta_tiled(self._inference_net(), x, self.tiling), (h, w))
-            if progress is not None:
-                progress(k + 1, filled.shape[0])
-        return out
+    def _frame(self, frame: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """One checked frame ``[1, H, W]``: its blank regions (None with :attr:`blank` off) and the frame with them
+        filled; frame by frame, so that a filled copy never holds more than one frame."""
+        return specimen_frames(frame) if self.blank else (None, frame)
 
-    def _specimen(self, frames: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
-        """(blank regions or None, frames with them filled) as :attr:`blank` says."""
-        return specimen_frames(frames) if self.blank else (None, frames)
+    def _eta_of(self, filled: np.ndarray, factor: float) -> np.ndarray:
+        """Eta ``[H, W]`` of one checked frame ``[1, H, W]`` whose blank regions are already filled."""
+        x = resample(normalise_frame(filled[0], fill=False), factor)
+        return back_to(eta_tiled(self._inference_net(), x, self.tiling), filled.shape[1:])
 
     def _masks(self, eta: np.ndarray, filled: np.ndarray, blank: np.ndarray | None, factor: float) -> np.ndarray:
         masks = void_masks(eta, min_peak_eta=self.min_peak_eta)
@@ -126,15 +121,15 @@ class Generalist:
             the net inside ``train_diameter_px`` (None: as they are).
         progress : optional ``progress(done, total)`` called after each frame.
         """
-        a, factor = self._checked(frames, void_px)
-        return self._eta_of(self._specimen(a)[1], factor, progress)
+        return self.recognise(frames, void_px=void_px, progress=progress, masks=False)[0]
 
     def recognise(
-        self, frames: np.ndarray, *, void_px: float | None = None, progress=None
+        self, frames: np.ndarray, *, void_px: float | None = None, progress=None, masks: bool = True
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Eta (float32), void masks (bool) and blank regions (bool), each ``[T, H, W]``, of frames ``[T, H, W]`` (or
         one ``[H, W]`` frame): :meth:`eta` and :meth:`masks_of` with each frame's blank regions
-        (:func:`neuradiff.nets.blank.blank_regions`; all False with :attr:`blank` off) found once.
+        (:func:`neuradiff.nets.blank.blank_regions`; all False with :attr:`blank` off) found once, frame by frame
+        (``masks`` False: eta only, the masks all False).
 
         Examples
         --------
@@ -144,10 +139,19 @@ class Generalist:
         ((1, 48, 40), dtype('bool'), False)
         """
         a, factor = self._checked(frames, void_px)
-        blank, filled = self._specimen(a)
-        eta = self._eta_of(filled, factor, progress)
-        masks = self._masks(eta, filled, blank, factor)
-        return eta, masks, np.zeros(a.shape, bool) if blank is None else blank
+        eta = np.empty(a.shape, np.float32)
+        found = np.zeros(a.shape, bool)
+        blank = np.zeros(a.shape, bool)
+        for k in range(a.shape[0]):
+            b, filled = self._frame(a[k : k + 1])
+            eta[k] = self._eta_of(filled, factor)
+            if masks:
+                found[k] = self._masks(eta[k : k + 1], filled, b, factor)[0]
+            if b is not None:
+                blank[k] = b[0]
+            if progress is not None:
+                progress(k + 1, a.shape[0])
+        return eta, found, blank
 
     def masks(self, frames: np.ndarray, *, void_px: float | None = None) -> np.ndarray:
         """Void masks ``[T, H, W]`` bool of frames ``[T, H, W]``: :meth:`masks_of` their :meth:`eta`."""
@@ -161,8 +165,12 @@ class Generalist:
         blank regions filled) stays below :attr:`min_contrast` (see :func:`neuradiff.nets.contrast.drop_faint`,
         with :attr:`confident_eta`)."""
         factor = resample_factor(void_px, target=self.train_diameter_px, tile=self.tiling.tile)
-        blank, filled = self._specimen(np.asarray(frames))
-        return self._masks(np.asarray(eta), filled, blank, factor)
+        e, a = np.asarray(eta), np.asarray(frames)
+        out = np.empty(e.shape, bool)
+        for k in range(e.shape[0]):
+            blank, filled = self._frame(a[k : k + 1])
+            out[k] = self._masks(e[k : k + 1], filled, blank, factor)[0]
+        return out
 
 
 def trainable_net(

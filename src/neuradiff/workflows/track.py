@@ -31,7 +31,7 @@ from neuradiff.measure.denoise import Denoise
 from neuradiff.measure.drift import estimate_drift, shift_frames
 from neuradiff.measure.voids import MaskMeasurer, MeasuredChunk, Measurements, measure_masks
 from neuradiff.methods import FittedMethod, fitted_masks, load_model, place_model
-from neuradiff.nets.blank import specimen_frames
+from neuradiff.nets.blank import blank_regions
 from neuradiff.nets.generalist import Generalist, load_generalist
 from neuradiff.report.measurements import write_measurements
 
@@ -513,7 +513,7 @@ def recognise_masks(
         recogniser, frames, batch=batch, device=device, progress=progress, first_index=first_index, total=total
     )
     raw = np.asarray(frames)
-    return eta, _three_state(fitted_masks(recogniser, eta, raw), specimen_frames(raw)[0]), seconds
+    return eta, _three_state(fitted_masks(recogniser, eta, raw), np.stack([blank_regions(f) for f in raw])), seconds
 
 
 def _three_state(void: np.ndarray, blank: np.ndarray) -> np.ndarray:
