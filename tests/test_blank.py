@@ -20,6 +20,7 @@ from skimage.measure import label
 from typer.testing import CliRunner
 
 from neuradiff.cli import app
+from neuradiff.core.errors import NeuradiffError
 from neuradiff.methods.base import fitted_masks
 from neuradiff.nets.blank import blank_regions, fill_blank, off_blank, specimen_frames
 from neuradiff.nets.generalist import load_generalist
@@ -211,3 +212,11 @@ def test_track_marks_a_padding_band_unknown_and_measures_per_area_of_specimen(tm
     coco = json.loads((tmp_path / "out" / "masks_coco.json").read_text())
     assert len(coco["annotations"]) == int(frames["count"].sum())
     assert all(a["bbox"][1] >= 8 for a in coco["annotations"])  # no void drawn on the band
+
+
+def test_masks_of_eta_and_frames_of_different_shapes_are_refused_in_one_line():
+    frames = _specimen(32)[None]
+    with pytest.raises(NeuradiffError, match="must both be"):
+        load_generalist().masks_of(np.zeros((2, 32, 32)), frames)
+    with pytest.raises(NeuradiffError, match="must both be"):
+        fitted_masks(SimpleNamespace(info={}), np.zeros((1, 32, 30)), frames)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from neuradiff.core.devices import resolve_device
+from neuradiff.core.errors import NeuradiffError
 from neuradiff.methods.posterior import Identifiability, Posterior
 from neuradiff.nets.blank import off_blank, specimen_frames
 from neuradiff.nets.contrast import drop_faint
@@ -155,6 +156,8 @@ def fitted_masks(fitted: FittedMethod, eta: np.ndarray, frames: np.ndarray) -> n
     """
     threshold = float(fitted.info.get("min_contrast") or 0.0)
     e, a = np.asarray(eta), np.asarray(frames)
+    if e.ndim != 3 or e.shape != a.shape:
+        raise NeuradiffError(f"eta {e.shape} and frames {a.shape} must both be [T, H, W] of one shape")
     out = np.empty(e.shape, bool)
     for k in range(e.shape[0]):  # frame by frame: a filled copy never holds more than one frame
         blank, filled = specimen_frames(a[k : k + 1])

@@ -166,6 +166,8 @@ class Generalist:
         with :attr:`confident_eta`)."""
         factor = resample_factor(void_px, target=self.train_diameter_px, tile=self.tiling.tile)
         e, a = np.asarray(eta), np.asarray(frames)
+        if e.ndim != 3 or e.shape != a.shape:
+            raise NeuradiffError(f"eta {e.shape} and frames {a.shape} must both be [T, H, W] of one shape")
         out = np.empty(e.shape, bool)
         for k in range(e.shape[0]):
             blank, filled = self._frame(a[k : k + 1])
