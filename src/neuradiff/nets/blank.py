@@ -84,47 +84,36 @@ def _flat_cores(f: np.ndarray) -> np.ndarray:
     return core
 
 
-def _median_jump(f: np.ndarray, parts: np.ndarray, n: int, level: np.ndarray) -> np.ndarray:
-    """Median over each labelled part's one-pixel outer ring (the pixels next to it, in another part or in none) of
-    |grey level − the part's level| (``[n + 1]``; 0 for the background label and for parts with no ring)."""
-    none = n + 1  # above every label
-    lab = parts.astype(np.int64)
-    high = ndimage.maximum_filter(lab, size=3)
-    low = ndimage.minimum_filter(np.where(lab > 0, lab, none), size=3)
-    by_high = (high > 0) & (high != lab)
-    by_low = (low < none) & (low != lab) & (low != high)
-    if not (by_high.any() or by_low.any()):
-        return np.zeros(n + 1)
-    owner = np.concatenate([high[by_high], low[by_low]]).astype(np.intp)
-    grey = np.concatenate([f[by_high], f[by_low]]).astype(np.float64)
-    med = ndimage.median(np.abs(grey - level[owner]), owner, index=np.arange(n + 1))
-    return np.nan_to_num(np.asarray(med, np.float64))
-
-
 def _blank_parts(
     f: np.ndarray, parts: np.ndarray, n: int, level: np.ndarray, span: float, clipped: tuple[float, ...]
 ) -> np.ndarray:
-    """Bool ``[n + 1]``: which labelled parts are blank (sharp-edged, and on the border or, not at a ``clipped``
-    level, thin or rectangular)."""
-    sharp = _median_jump(f, parts, n, level) >= SHARP_JUMP * max(span, 1e-12)
-    sharp[0] = False
-    if not sharp.any():
-        return sharp
-    on_border = np.zeros(n + 1, bool)
-    on_border[np.concatenate([parts[0], parts[-1], parts[:, 0], parts[:, -1]])] = True
-    inside = np.where(sharp[parts], parts, 0)
-    area = np.bincount(inside.ravel(), minlength=n + 1).astype(np.float64)
-    depth = np.asarray(ndimage.distance_transform_edt(inside > 0))
-    widest = np.zeros(n + 1)
-    np.maximum.at(widest, inside.ravel(), depth.ravel())
-    thin = area >= THIN_RATIO * np.pi * np.maximum(widest, 0.5) ** 2
-    boxed = np.zeros(n + 1, bool)
-    for k, box in enumerate(ndimage.find_objects(inside), start=1):
-        if box is not None and area[k] >= MIN_RECTANGLE_PX:
-            boxed[k] = area[k] == (box[0].stop - box[0].start) * (box[1].stop - box[1].start)
-    drawn = (thin | boxed) & ~np.isin(level, clipped)
-    keep = sharp & (on_border | drawn)
-    keep[0] = False
+    """Bool ``[n + 1]``: which labelled parts are blank: sharp-edged (the median over a part's one-pixel outer ring,
+    in another part or in none, of |grey level − the part's level|), and on the border or, not at a ``clipped``
+    level, thin or rectangular. Each part is judged inside its own bounding box."""
+    keep = np.zeros(n + 1, bool)
+    h, w = f.shape
+    threshold = SHARP_JUMP * max(span, 1e-12)
+    for k, box in enumerate(ndimage.find_objects(parts), start=1):
+        if box is None:
+            continue
+        rows, cols = box
+        y0, y1, x0, x1 = max(rows.start - 1, 0), min(rows.stop + 1, h), max(cols.start - 1, 0), min(cols.stop + 1, w)
+        mine = parts[y0:y1, x0:x1] == k
+        ring = np.asarray(ndimage.binary_dilation(mine, _SQUARE3), bool) & ~mine
+        if not ring.any():
+            continue
+        if np.median(np.abs(f[y0:y1, x0:x1][ring].astype(np.float64) - level[k])) < threshold:
+            continue
+        if rows.start == 0 or cols.start == 0 or rows.stop == h or cols.stop == w:
+            keep[k] = True
+            continue
+        if float(level[k]) in clipped:
+            continue
+        area = int(np.count_nonzero(mine))
+        widest = float(np.max(np.asarray(ndimage.distance_transform_edt(mine))))
+        thin = area >= THIN_RATIO * np.pi * max(widest, 0.5) ** 2
+        boxed = area >= MIN_RECTANGLE_PX and area == (rows.stop - rows.start) * (cols.stop - cols.start)
+        keep[k] = thin or boxed
     return keep
 
 
@@ -254,14 +243,24 @@ def fill_blank(frame: np.ndarray, blank: np.ndarray | None = None) -> np.ndarray
     b = blank_regions(x) if blank is None else np.asarray(blank, bool)
     if not b.any() or b.all():
         return x
-    nearest = np.asarray(ndimage.distance_transform_edt(b, return_distances=False, return_indices=True), np.intp)
-    smooth = ndimage.gaussian_filter(x[nearest[0], nearest[1]], FILL_SMOOTH_PX)
     live = ~b
     step = np.diff(x, axis=1)[live[:, 1:] & live[:, :-1]]
     spread = 1.4826 * float(np.median(np.abs(step - np.median(step)))) / np.sqrt(2.0) if step.size else 0.0
+    noise = np.zeros(x.shape)
+    noise[b] = spread * np.random.default_rng(FILL_SEED).standard_normal(int(np.count_nonzero(b)))
     out = x.copy()
-    rng = np.random.default_rng(FILL_SEED)
-    out[b] = smooth[b] + spread * rng.standard_normal(int(b.sum()))
+    parts, _ = _components(b)
+    margin = int(np.ceil(4 * FILL_SMOOTH_PX)) + 4  # beyond the smoothing kernel's reach
+    h, w = x.shape
+    for rows, cols in (box for box in ndimage.find_objects(parts) if box is not None):
+        # each blank part in its own box: the nearest specimen pixel, smoothed, plus the noise drawn above
+        crop = np.s_[max(rows.start - margin, 0) : rows.stop + margin, max(cols.start - margin, 0) : cols.stop + margin]
+        sub, xs = b[crop], x[crop]
+        if sub.all():
+            sub, xs, crop = b, x, np.s_[0:h, 0:w]
+        nearest = np.asarray(ndimage.distance_transform_edt(sub, return_distances=False, return_indices=True), np.intp)
+        smooth = ndimage.gaussian_filter(xs[nearest[0], nearest[1]], FILL_SMOOTH_PX)
+        out[crop][sub] = smooth[sub] + noise[crop][sub]
     return out
 
 
