@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -22,7 +23,7 @@ from typer.testing import CliRunner
 from neuradiff.cli import app
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.methods.base import fitted_masks
-from neuradiff.nets.blank import blank_regions, fill_blank, off_blank, specimen_frames
+from neuradiff.nets.blank import blank_regions, clipped_share, fill_blank, off_blank, specimen_frames
 from neuradiff.nets.generalist import load_generalist
 from neuradiff.nets.levels import normalise_frame
 from neuradiff.synth.capture import ARTEFACTS, burn_in, pad_band, to_8bit
@@ -203,6 +204,7 @@ def test_track_marks_a_padding_band_unknown_and_measures_per_area_of_specimen(tm
     tifffile.imwrite(video, np.stack([pad_band(f) for f in s.frames]))
     res = CliRunner().invoke(app, ["track", str(video), "--out", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
+    assert "clipped" not in res.stderr  # the band is blank, not clipped specimen
     masks = tifffile.imread(tmp_path / "out" / "masks.tif")
     assert set(np.unique(masks).tolist()) <= {0, 1, 255}
     assert (masks[:, :8] == 255).all() and (masks[:, 10:, :-6] != 255).all()  # the band (8 rows, 4 columns) only
@@ -212,6 +214,33 @@ def test_track_marks_a_padding_band_unknown_and_measures_per_area_of_specimen(tm
     coco = json.loads((tmp_path / "out" / "masks_coco.json").read_text())
     assert len(coco["annotations"]) == int(frames["count"].sum())
     assert all(a["bbox"][1] >= 8 for a in coco["annotations"])  # no void drawn on the band
+
+
+def test_the_clipped_share_counts_saturated_specimen_and_track_says_so():
+    frame = corpus_sample(HELD_OUT_SEED + 3, CorpusSettings(size=128)).frames[0]
+    assert clipped_share(frame) < 0.005 and clipped_share(to_8bit(frame)) < 0.005
+    assert clipped_share(to_8bit(frame, clip=0.0035)) == pytest.approx(0.0035, abs=0.002)
+    assert clipped_share(to_8bit(frame, clip=0.02)) == pytest.approx(0.02, abs=0.005)
+    assert clipped_share(pad_band(frame)) < 0.005  # a zero band is blank, not specimen
+    clipped = to_8bit(frame, clip=0.03)  # at least 3 %: levels within half a step of the ends round onto them
+    assert clipped_share(clipped) >= 0.03
+    assert clipped_share(pad_band(clipped)) == pytest.approx(clipped_share(clipped), abs=0.005)  # specimen only
+    assert clipped_share(np.zeros((8, 8))) == 1.0 and clipped_share(frame, np.ones(frame.shape, bool)) == 0.0
+
+
+def test_track_says_when_an_export_clipped_the_frames(tmp_path):
+    s = corpus_sample(HELD_OUT_SEED + 3, CorpusSettings(size=96, frames=2))
+    said = {}
+    for name, clip in (("recorded", 0.0), ("imagej", 0.0035), ("clipped", 0.03)):
+        video = tmp_path / f"{name}.tif"
+        tifffile.imwrite(video, np.stack([to_8bit(f, clip=clip) for f in s.frames]))
+        res = CliRunner().invoke(app, ["track", str(video), "--out", str(tmp_path / name), "--no-measure"])
+        assert res.exit_code == 0, res.output
+        said[name] = [line for line in res.stderr.splitlines() if "clipped" in line]
+    assert not said["recorded"] and not said["imagej"]
+    assert len(said["clipped"]) == 1, said
+    share = re.search(r"(\d+\.\d) % of a frame's pixels", said["clipped"][0])
+    assert share is not None and 3.0 <= float(share.group(1)) <= 4.0, said
 
 
 def test_masks_of_eta_and_frames_of_different_shapes_are_refused_in_one_line():

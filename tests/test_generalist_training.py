@@ -12,10 +12,12 @@ import torch
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.nets.generalist import load_generalist
 from neuradiff.nets.levels import normalise_frame
+from neuradiff.synth.capture import random_export, to_8bit
 from neuradiff.synth.corpus import CorpusSettings, corpus_sample
 from neuradiff.training.generalist import (
     CLIP_FRAMES,
     CLIP_SEED,
+    EXPORT_STREAM,
     GAP_WEIGHT,
     SMALL_AREA_PX,
     SPARSE_SEED,
@@ -140,3 +142,51 @@ def test_negative_pool_settings_are_refused():
             GeneralistConfig(**bad)
     with pytest.raises(NeuradiffError, match="dividing"):
         GeneralistConfig(size=96, sparse=1)
+
+
+def test_exported_samples_enter_the_pool_as_exported_and_are_drawn_from_their_own_seed(tmp_path):
+    """With ``export`` a share of the samples enter as a user's export would (8 bits, clipped, JPEG), decided and
+    drawn from the sample's seed on a stream of its own: the same pool twice, the corpus itself unchanged."""
+    cfg = GeneralistConfig(size=32, pool=12, clips=1, export=0.5, iters=1, batch=2, version="e")
+    x, y, _ = make_pool(cfg, first_seed=40)
+    plain, plain_y, _ = make_pool(GeneralistConfig(size=32, pool=12, clips=1), first_seed=40)
+    np.testing.assert_array_equal(y, plain_y)  # masks are the corpus's own
+    again, _, _ = make_pool(cfg, first_seed=40)
+    np.testing.assert_array_equal(x, again)
+    exported = changed = 0
+    for j, seed in enumerate(range(40, 52)):
+        rng = np.random.default_rng([seed, EXPORT_STREAM])
+        frames = corpus_sample(seed, CorpusSettings(size=32)).frames
+        if rng.random() < 0.5:
+            exported += 1
+            frames = random_export(frames, rng)
+            changed += not np.array_equal(x[j], plain[j])  # an 8-bit sample exported unclipped stays as it was
+        else:
+            np.testing.assert_array_equal(x[j], plain[j])
+        np.testing.assert_array_equal(x[j], normalise_frame(frames[0], index=j))
+    assert 2 <= exported <= 10 and changed >= 2
+    net, record = train_generalist(cfg, log=None)
+    write_generalist(net, cfg, record, tmp_path)
+    assert "--export 0.5" in json.loads((tmp_path / "generalist.json").read_text())["command"]
+    for bad in (-0.1, 1.5):
+        with pytest.raises(NeuradiffError, match="export must be a share"):
+            GeneralistConfig(export=bad)
+
+
+def test_a_random_export_is_8_bit_clipped_or_jpeg_and_the_same_for_every_frame_of_a_clip():
+    frames = corpus_sample(3, CorpusSettings(size=64, frames=2)).frames
+    plain = np.stack([to_8bit(f) for f in frames])
+    kinds = {"as 8 bits": 0, "clipped": 0, "other": 0}
+    for k in range(30):
+        out = random_export(frames, np.random.default_rng(k))
+        assert out.dtype == np.uint8 and out.shape == frames.shape
+        np.testing.assert_array_equal(out, random_export(frames, np.random.default_rng(k)))
+        top = [float((f == f.max()).mean()) for f in out]
+        if np.array_equal(out, plain):
+            kinds["as 8 bits"] += 1
+        elif top[0] > 0.004:
+            kinds["clipped"] += 1
+            assert top[1] > 0.002  # the same export for both frames
+        else:
+            kinds["other"] += 1  # JPEG of an unclipped frame, or ImageJ's 0.35 %
+    assert all(n >= 2 for n in kinds.values()), kinds

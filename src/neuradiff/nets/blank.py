@@ -284,6 +284,28 @@ def specimen_frames(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return blank, filled
 
 
+def clipped_share(frame: np.ndarray, blank: np.ndarray | None = None) -> float:
+    """The larger of the shares of ``frame``'s specimen pixels (``[H, W]``; outside its blank regions,
+    :func:`blank_regions` unless given) held by its darkest and by its brightest grey level: about 0 for a frame
+    as recorded, the clipped share for an export that saturated its darkest or brightest pixels.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> f = rng.normal(100.0, 10.0, (64, 64))
+    >>> clipped_share(f) < 0.001
+    True
+    >>> round(clipped_share(np.clip(f, None, np.quantile(f, 0.97))), 2)
+    0.03
+    """
+    f = np.asarray(frame)
+    keep = ~(blank_regions(f) if blank is None else np.asarray(blank, bool))
+    specimen = f[keep]
+    if specimen.size == 0:
+        return 0.0
+    return float(max((specimen == specimen.min()).mean(), (specimen == specimen.max()).mean()))
+
+
 def off_blank(masks: np.ndarray, blank: np.ndarray) -> np.ndarray:
     """``masks`` ``[T, H, W]`` bool without the void regions (8-connected) that touch ``blank`` ``[T, H, W]`` (the
     frames' blank regions, :func:`specimen_frames`): a region drawn on a scale bar, a label or a padding band is not

@@ -91,6 +91,33 @@ def beam_edge(frame: np.ndarray, radius: float = 1.25, soft: float = 0.15) -> np
     return np.clip(np.rint(x * np.clip((radius - r) / soft, 0.0, 1.0)), 0, 255).astype(np.uint8)
 
 
+#: Clipping of a random export (:func:`random_export`): none, ImageJ's default, or up to 5 % at each end.
+EXPORT_CLIPS = (0.0, 0.0035, (0.005, 0.05))
+#: JPEG qualities of a random export, drawn uniformly; half of the exports are saved as JPEG.
+EXPORT_JPEG_QUALITY = (30, 95)
+
+
+def random_export(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Frames ``[T, H, W]`` exported as a user might have exported them (uint8 ``[T, H, W]``): stretched to 8
+    bits frame by frame with one clipping drawn from :data:`EXPORT_CLIPS` (each a third of the time; the last
+    uniform in its range), then, half of the time, saved as JPEG of one quality drawn from
+    :data:`EXPORT_JPEG_QUALITY`. The same export for every frame, as a recording is exported at once.
+
+    Examples
+    --------
+    >>> f = np.random.default_rng(0).poisson(200, (2, 32, 32)).astype(np.uint16)
+    >>> g = random_export(f, np.random.default_rng(1))
+    >>> g.dtype, g.shape
+    (dtype('uint8'), (2, 32, 32))
+    """
+    a = np.asarray(frames)
+    choice = EXPORT_CLIPS[int(rng.integers(len(EXPORT_CLIPS)))]
+    clip = float(rng.uniform(*choice)) if isinstance(choice, tuple) else float(choice)
+    quality = int(rng.integers(EXPORT_JPEG_QUALITY[0], EXPORT_JPEG_QUALITY[1] + 1)) if rng.random() < 0.5 else 0
+    out = np.stack([to_8bit(f, clip=clip) for f in a])
+    return np.stack([jpeg(f, quality) for f in out]) if quality else out
+
+
 def all_overlays(frame: np.ndarray) -> np.ndarray:
     """:func:`burn_in` and :func:`pad_band` together."""
     return burn_in(pad_band(frame))

@@ -27,6 +27,7 @@ from neuradiff.core.files import write_json
 from neuradiff.nets import NetConfig, RecognitionNet, save_net
 from neuradiff.nets.generalist import GENERALIST_FORMAT, load_generalist
 from neuradiff.nets.levels import normalise_frame
+from neuradiff.synth.capture import random_export
 from neuradiff.synth.corpus import CorpusSettings, corpus_contact_sheet, corpus_sample
 
 #: First corpus seed of the held-out samples (never drawn for training).
@@ -47,6 +48,8 @@ SPARSE_SEED = 700_000
 SPARSE_SIZE = 512
 #: Void area fraction of a sparse training frame: 0.1–1 % (a 1024² frame with 7 voids of 20 px holds 0.2 %).
 SPARSE_FILL = (0.001, 0.01)
+#: Stream of a corpus seed's random numbers that decides and draws its export (apart from the corpus's own).
+EXPORT_STREAM = 29
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,9 @@ class GeneralistConfig:
     sparse: int = 0
     #: first sparse frame, counted from :data:`SPARSE_SEED`
     first_sparse: int = 0
+    #: share of the pool's corpus samples handed over as exported (8 bits, clipped, JPEG;
+    #: :func:`neuradiff.synth.capture.random_export`, drawn from the sample's seed) before they are normalised
+    export: float = 0.0
     version: str = "1.1"
     train_diameter_px: tuple[float, float] = (4.0, 48.0)
     tile: int = 1024
@@ -103,6 +109,8 @@ class GeneralistConfig:
                 f"{self.clips}, {self.small_weight}, {self.first_clip}, {self.refine}, {self.sparse}, "
                 f"{self.first_sparse}"
             )
+        if not 0.0 <= self.export <= 1.0:
+            raise NeuradiffError(f"generalist export must be a share in [0, 1], got {self.export}")
         if self.sparse and SPARSE_SIZE % self.size:
             raise NeuradiffError(
                 f"generalist sparse frames ({SPARSE_SIZE} px) need a size dividing them, got {self.size}"
@@ -136,7 +144,7 @@ def make_pool(config: GeneralistConfig, first_seed: int = 0, log=None) -> tuple[
     of corpus seeds ``first_seed … first_seed + pool − 1`` (stills), followed by every frame of ``config.clips``
     clips of seeds from :data:`CLIP_SEED` + ``config.first_clip`` and by the ``S``-px pieces of
     ``config.sparse`` sparse frames of seeds from :data:`SPARSE_SEED` + ``config.first_sparse`` (each frame
-    normalised whole, then cut)."""
+    normalised whole, then cut); with ``config.export``, that share of the samples exported first."""
     size = config.size
     settings = CorpusSettings(size=size)
     clip_settings = CorpusSettings(size=size, frames=CLIP_FRAMES)
@@ -152,8 +160,13 @@ def make_pool(config: GeneralistConfig, first_seed: int = 0, log=None) -> tuple[
     jobs += [(SPARSE_SEED + config.first_sparse + j, sparse_settings()) for j in range(config.sparse)]
     for j, (seed, st) in enumerate(jobs):
         s = corpus_sample(seed, st)
-        for t in range(s.frames.shape[0]):
-            frame = normalise_frame(s.frames[t], index=k)
+        frames = s.frames
+        if config.export:
+            rng = np.random.default_rng([seed, EXPORT_STREAM])
+            if rng.random() < config.export:
+                frames = random_export(frames, rng)
+        for t in range(frames.shape[0]):
+            frame = normalise_frame(frames[t], index=k)
             for r0 in range(0, st.size, size):
                 for c0 in range(0, st.size, size):
                     window = np.s_[r0 : r0 + size, c0 : c0 + size]
@@ -250,6 +263,8 @@ def write_generalist(
         command += f" --sparse {config.sparse}"
     if config.first_sparse:
         command += f" --first-sparse {config.first_sparse}"
+    if config.export:
+        command += f" --export {config.export:g}"
     stages = list(stages or [])
     if stages:
         command += " --init OUT_OF_PREVIOUS_STAGE"
@@ -311,6 +326,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--refine", type=int, default=0, help="channels of a full-resolution refinement (0: none)")
     parser.add_argument("--sparse", type=int, default=0, help=f"sparse {SPARSE_SIZE}² frames added to the pool, cut")
     parser.add_argument("--first-sparse", type=int, default=0, help=f"first sparse frame, counted from {SPARSE_SEED}")
+    parser.add_argument("--export", type=float, default=0.0, help="share of samples exported (8 bits, clipped, JPEG)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the shipped weights: 1)")
     parser.add_argument("--init", type=Path, help="continue from the generalist in this folder (a second stage)")
     parser.add_argument("--version", default=GeneralistConfig.version, help="version written to generalist.json")
@@ -336,6 +352,7 @@ def main(argv: list[str] | None = None) -> None:
         refine=args.refine,
         sparse=args.sparse,
         first_sparse=args.first_sparse,
+        export=args.export,
         version=args.version,
     )
     if args.first_seed + args.pool > HELD_OUT_SEED:

@@ -31,9 +31,13 @@ from neuradiff.measure.denoise import Denoise
 from neuradiff.measure.drift import estimate_drift, shift_frames
 from neuradiff.measure.voids import MaskMeasurer, MeasuredChunk, Measurements, measure_masks
 from neuradiff.methods import FittedMethod, fitted_masks, load_model, place_model
-from neuradiff.nets.blank import blank_regions
+from neuradiff.nets.blank import blank_regions, clipped_share
 from neuradiff.nets.generalist import Generalist, load_generalist
 from neuradiff.report.measurements import write_measurements
+
+#: Share of a frame's specimen pixels at its darkest or brightest grey level from which ``track`` says the
+#: export clipped them (:func:`recording_clipped_share`); ImageJ's default display saturates 0.35 % in all.
+CLIPPED_NOTE_SHARE = 0.01
 
 #: Bytes per pixel and frame tracking holds besides the video: eta (float32), its float copy and the masks.
 TRACK_BYTES_PER_PX = 10
@@ -320,6 +324,24 @@ def run_track(
                     write_measurements(meas, stage, video_frames=src, masks=stored, overlay=overlay, progress=progress)
             write_provenance(stage, record)
     return TrackSummary(n, seconds, Path(out))
+
+
+def recording_clipped_share(video: str | Path) -> float:
+    """:func:`~neuradiff.nets.blank.clipped_share` of a recording's first frame: how much of it an export saturated
+    at its darkest or brightest grey level (0 for frames as recorded; an export that clips clips every frame).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, tifffile
+    >>> rng = np.random.default_rng(0)
+    >>> frames = rng.normal(120.0, 20.0, (2, 64, 64))
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "clipped.tif"
+    >>> tifffile.imwrite(path, np.clip(frames, 90, 150).astype(np.uint8))
+    >>> recording_clipped_share(path) > 0.05
+    True
+    """
+    with open_video(video) as src:
+        return clipped_share(src.read(0, 1)[0])
 
 
 def _track_frames(
