@@ -89,6 +89,7 @@ def test_fit_writes_every_output_and_metrics(tiny_dataset, tmp_path):
     # how many annotated voids the net reproduces: in model.json and printed
     seen = meta["annotated_voids"]
     assert seen["annotated"] >= 1 and 0 <= seen["found"] <= seen["annotated"]
+    assert 0 <= seen["clear_found"] <= seen["clear"] <= seen["annotated"] and seen["clear_found"] <= seen["found"]
     assert f"reproduces {seen['found']} of the {seen['annotated']} annotated voids" in r.output
     if ident["posterior"] is not None:
         assert 0 <= metrics["forecast_band"]["fraction_of_frames_in_band"] <= 1
@@ -467,7 +468,13 @@ def test_the_annotated_voids_a_net_reproduces_are_counted_one_to_one_within_the_
     eta[0, 20:22, 20:22] = 1.0  # ... the second only in part (IoU 4/36)
     eta[2, 4:10, 4:10] = eta[2, 20:30, 20:30] = 1.0  # found, and a region in the unknown half: not counted
     monkeypatch.setattr(model, "recognise", lambda frames, first_index, eta_only: eta[first_index : first_index + 1])
-    assert annotated_voids_found(model, np.zeros((3, 32, 32)), ann) == {"found": 2, "annotated": 3}
+    frames = np.random.default_rng(0).normal(0.0, 1.0, (3, 32, 32))
+    frames[0, 2:8, 2:8] += 10.0  # the found void on frame 0 and the one on frame 2 stand out of the noise;
+    frames[2, 4:10, 4:10] += 10.0  # the second void of frame 0 is as faint as the noise
+    seen = annotated_voids_found(model, frames, ann)
+    assert seen == {"found": 2, "annotated": 3, "clear_found": 2, "clear": 2}
+    frames[0, 20:26, 20:26] += 10.0  # now it stands out too, and is the one missed
+    assert annotated_voids_found(model, frames, ann) == {"found": 2, "annotated": 3, "clear_found": 2, "clear": 3}
 
 
 def test_fit_says_what_to_do_when_the_net_misses_its_annotated_voids(capsys):
@@ -475,11 +482,21 @@ def test_fit_says_what_to_do_when_the_net_misses_its_annotated_voids(capsys):
 
     from neuradiff.cli.fit import print_annotated_voids
 
-    print_annotated_voids(SimpleNamespace(info={"annotated_voids": {"found": 9, "annotated": 10}}))
-    out = capsys.readouterr()
+    def said(**seen):
+        print_annotated_voids(SimpleNamespace(info={"annotated_voids": seen}))
+        return capsys.readouterr()
+
+    out = said(found=9, annotated=10, clear_found=9, clear=10)
     assert "reproduces 9 of the 10 annotated voids" in out.out and out.err == ""
-    print_annotated_voids(SimpleNamespace(info={"annotated_voids": {"found": 3, "annotated": 10}}))
-    out = capsys.readouterr()
+    out = said(found=3, annotated=10, clear_found=3, clear=10)
     assert "reproduces 3 of the 10" in out.out and "pretrain_iters" in out.err
+    # most annotated voids fainter than the noise, the clear ones reproduced: no advice to train longer
+    out = said(found=219, annotated=439, clear_found=150, clear=154)
+    assert "150 of the 154 that stand out" in out.out and "69 of the 285 fainter ones" in out.out
+    assert out.err == ""
+    out = said(found=40, annotated=100, clear_found=30, clear=60)
+    assert "30 of the 60 that stand out" in out.out and "pretrain_iters" in out.err
+    out = said(found=3, annotated=10)  # a model written before the clear voids were counted
+    assert "reproduces 3 of the 10 annotated voids on their own frames (IoU ≥ 0.5)." in out.out and out.err
     print_annotated_voids(SimpleNamespace(info={}))  # models fitted before the count: nothing said
     assert capsys.readouterr().out == ""

@@ -121,15 +121,26 @@ def print_skipped(history: list[dict]) -> None:
 
 
 def print_annotated_voids(model: NeuraDiffModel) -> None:
-    """How many of the annotated voids the fitted net reproduces, and what to do when it misses many."""
+    """How many of the annotated voids the fitted net reproduces, and what to do when it misses many of those that
+    stand out of their frame's noise."""
     seen = model.info.get("annotated_voids")
     if not seen or not seen.get("annotated"):
         return
     found, total = int(seen["found"]), int(seen["annotated"])
-    typer.echo(f"The fitted net reproduces {found} of the {total} annotated voids on their own frames (IoU ≥ 0.5).")
-    if found < ANNOTATED_RECALL_WARNING * total:
+    line = f"The fitted net reproduces {found} of the {total} annotated voids on their own frames (IoU ≥ 0.5)"
+    if "clear" not in seen:  # a model written before the clear voids were counted
+        clear_found, clear = found, total
+        typer.echo(line + ".")
+    else:
+        clear_found, clear = int(seen["clear_found"]), int(seen["clear"])
+        faint = total - clear
         typer.echo(
-            "That is fewer than 8 in 10: on faint voids among clutter, train the net longer "
+            line + (f": {clear_found} of the {clear} that stand out of their frame's noise (contrast-to-noise ≥ 3) "
+                    f"and {found - clear_found} of the {faint} fainter ones." if faint else ".")
+        )  # fmt: skip
+    if clear and clear_found < ANNOTATED_RECALL_WARNING * clear:
+        typer.echo(
+            "That is fewer than 8 in 10 of those that stand out: on voids among clutter, train the net longer "
             '(e.g. {"fit": {"pretrain_iters": 400}}) or annotate more, and check its masks before trusting counts.',
             err=True,
         )

@@ -24,6 +24,7 @@ from neuradiff.io.annotations import LabelScheme, read_annotations
 from neuradiff.io.video import Video, read_video
 from neuradiff.measure.metrics import object_f1
 from neuradiff.methods import NeuraDiffModel, fit_neuradiff
+from neuradiff.nets.contrast import VISIBLE_CONTRAST, contrast_significance
 from neuradiff.synth.datasets import time_per_frame
 from neuradiff.training import FitConfig, Progress, TrainingData
 from neuradiff.training.distributed import check_batch, launched, process_group
@@ -207,30 +208,42 @@ def write_fit(out: str | Path, summary: FitSummary) -> Path:
 
 
 def annotated_voids_found(model: NeuraDiffModel, frames: np.ndarray, annotations: Any) -> dict[str, int]:
-    """How many of the annotated voids the fitted net reproduces on their own frames: ``{"found", "annotated"}``,
-    the voids (8-connected regions marked 1) matched one-to-one at IoU ≥ 0.5 by the net's eta ≥ 0.5 within the
-    annotated (known) pixels. A check that needs no truth: a net that misses its own training voids (faint voids
-    among clutter, too few iterations) says so here.
+    """How many of the annotated voids the fitted net reproduces on their own frames: ``{"found", "annotated",
+    "clear_found", "clear"}``, the voids (8-connected regions marked 1) matched one-to-one at IoU ≥ 0.5 by the net's
+    eta ≥ 0.5 within the annotated (known) pixels; ``clear`` counts the annotated voids that stand out of their
+    frame's noise (contrast-to-noise statistic on their annotated outline ≥
+    :data:`~neuradiff.nets.contrast.VISIBLE_CONTRAST`, :func:`~neuradiff.nets.contrast.contrast_significance`),
+    ``clear_found`` those of them reproduced. A check that needs no truth: a net that misses its own clear training
+    voids (too few iterations, voids among clutter) says so here; a void fainter than the noise is one no net can be
+    sure of.
 
     Examples
     --------
     >>> from neuradiff.nets import NetConfig, RecognitionNet
     >>> from neuradiff.physics import Simulator, VoidParameters
     >>> model = NeuraDiffModel(RecognitionNet(NetConfig(width=4, depth=1)), VoidParameters(), Simulator())
+    >>> frames = np.random.default_rng(0).normal(0.0, 1.0, (2, 16, 16)).astype(np.float32)
+    >>> frames[0, 4:9, 4:9] += 20.0
     >>> ann = np.full((2, 16, 16), 255, np.uint8); ann[0] = 0; ann[0, 4:9, 4:9] = 1
-    >>> annotated_voids_found(model, np.zeros((2, 16, 16), np.float32), ann)["annotated"]
-    1
+    >>> seen = annotated_voids_found(model, frames, ann)
+    >>> seen["annotated"], seen["clear"]
+    (1, 1)
     """
-    found = total = 0
+    counts = {"found": 0, "annotated": 0, "clear_found": 0, "clear": 0}
     for k, ann in enumerate(annotations):
         if not has_annotation(ann):
             continue
         a = np.asarray(ann)
+        void = a == VOID
         eta = model.recognise(np.asarray(frames[k : k + 1]), first_index=k, eta_only=True)[0]
-        r = object_f1((eta >= 0.5) & (a != UNKNOWN), a == VOID)
-        found += round(r["recall"] * r["n_true"])
-        total += int(r["n_true"])
-    return {"found": found, "annotated": total}
+        found = (eta >= 0.5) & (a != UNKNOWN)
+        regions, t = contrast_significance(np.asarray(frames[k], np.float64), void)
+        clear = np.isin(regions, 1 + np.flatnonzero(t >= VISIBLE_CONTRAST))
+        for name, truth in (("", void), ("clear", clear)):
+            r = object_f1(found, truth)
+            counts[f"{name}_found" if name else "found"] += round(r["recall"] * r["n_true"])
+            counts[name or "annotated"] += int(r["n_true"])
+    return counts
 
 
 def uncertainty_scores(model: NeuraDiffModel, data: TrainingData, truth: dict[str, np.ndarray]) -> dict[str, Any]:
