@@ -144,6 +144,23 @@ def test_batch_without_a_model_uses_the_shipped_recogniser(tmp_path):
     assert "generalist" in json.dumps(provenance)
 
 
+@pytest.mark.slow
+def test_batch_names_the_recordings_an_export_clipped(tmp_path):
+    from neuradiff.synth.capture import to_8bit
+    from neuradiff.synth.corpus import CorpusSettings, corpus_sample
+
+    frames = corpus_sample(1_000_003, CorpusSettings(size=64, frames=2)).frames
+    top = tmp_path / "in"
+    top.mkdir()
+    for name, clip in (("recorded", 0.0), ("clipped", 0.03), ("imagej", 0.0035)):
+        tifffile.imwrite(top / f"{name}.tif", np.stack([to_8bit(f, clip=clip) for f in frames]))
+    res = CliRunner().invoke(app, ["batch", str(top), "--out", str(tmp_path / "out"), "--workers", "1", "--no-overlay"])
+    assert res.exit_code == 0, res.output
+    notes = [line for line in res.stderr.splitlines() if "clipped" in line]
+    assert len(notes) == 1 and "1 of 3 recordings" in notes[0] and "clipped.tif" in notes[0], notes
+    assert "recorded.tif" not in notes[0] and "imagej.tif" not in notes[0]
+
+
 def test_require_nm_fails_uncalibrated_recordings_only(tmp_path, model):
     top = tmp_path / "in"
     _stack(top / "calibrated.tif")

@@ -8,10 +8,11 @@ from typing import Optional
 import typer
 
 from neuradiff.cli._app import app, echo_err, friendly_errors
-from neuradiff.cli.fit import GENERALIST_NOTE
+from neuradiff.cli.fit import GENERALIST_NOTE, clipped_recordings_note
 from neuradiff.cli.progress import progress_bars
 from neuradiff.workflows.batch import RecordingResult, run_batch
 from neuradiff.workflows.cluster import default_workers
+from neuradiff.workflows.track import CLIPPED_NOTE_SHARE, recording_clipped_share
 
 
 @app.command("batch")
@@ -77,6 +78,11 @@ def batch(
         )
     if model is None:
         echo_err(GENERALIST_NOTE)
+        done = [r for r in summary.results if r.status == "done"]
+        shares = [(r.name, recording_clipped_share(r.input)) for r in done]
+        clipped = [(name, share) for name, share in shares if share >= CLIPPED_NOTE_SHARE]
+        if clipped:
+            echo_err(clipped_recordings_note(clipped, len(done)))
     n, failed = len(summary.results), len(summary.failed)
     typer.echo(
         f"wrote {out}: {n - failed} of {n} recordings done ({summary.skipped} already done before), "

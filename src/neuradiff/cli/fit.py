@@ -221,13 +221,29 @@ GENERALIST_NOTE = (
 )
 
 
+#: What clipped frames do to the shipped recogniser (``benchmarks/bench_capture.py``).
+CLIPPED_COST = (
+    "the shipped recogniser marks more false voids on clipped frames (held-out 1024² frames clipped 2 % at each end: "
+    "precision 0.68 against 0.90 unclipped); export without saturation if you can"
+)
+
+
 def clipped_note(share: float) -> str:
     """Said on stderr when the shipped recogniser reads frames an export clipped (``share`` of a frame's pixels at
     its darkest or brightest grey level, :func:`~neuradiff.workflows.track.recording_clipped_share`)."""
     return (
         f"neuradiff: note: {100 * share:.1f} % of a frame's pixels sit at its darkest or brightest grey level: the "
-        "export clipped them; the shipped recogniser marks more false voids on clipped frames (held-out 1024² "
-        "frames clipped 2 % at each end: precision 0.68 against 0.90 unclipped); export without saturation if you can"
+        f"export clipped them; {CLIPPED_COST}"
+    )
+
+
+def clipped_recordings_note(clipped: list[tuple[str, float]], total: int) -> str:
+    """:func:`clipped_note` for a batch: the recordings (name, share) whose frames an export clipped, of ``total``."""
+    shown = ", ".join(f"{name} {100 * share:.1f} %" for name, share in clipped[:5])
+    more = f" and {len(clipped) - 5} more" if len(clipped) > 5 else ""
+    return (
+        f"neuradiff: note: the export clipped the frames of {len(clipped)} of {total} recordings (share of a frame's "
+        f"pixels at its darkest or brightest grey level: {shown}{more}); {CLIPPED_COST}"
     )
 
 
