@@ -26,7 +26,8 @@ from neuradiff.workflows import read_fit_config, run_demo, run_fit, run_forecast
 from neuradiff.workflows.cluster import DaskRunner, dask_client
 from neuradiff.workflows.track import CLIPPED_NOTE_SHARE, recording_clipped_share
 
-#: Below this fraction of the annotated voids reproduced by the fitted net, ``fit`` says what to do about it.
+#: Below this fraction of the annotated voids that stand out of their frame's noise reproduced by the fitted net,
+#: ``fit`` says what to do about it.
 ANNOTATED_RECALL_WARNING = 0.8
 
 
