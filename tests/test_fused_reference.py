@@ -9,6 +9,8 @@ from torch.autograd import gradcheck
 from neuradiff.physics import RandomForcing, Simulator, VoidModel, VoidParameters, explicit_euler, rollout, single_void
 from neuradiff.physics.fused import KERNEL_LEARNED
 from neuradiff.physics.fused_reference import (
+    fused_reference_forcing,
+    fused_reference_forcing_unavailable,
     fused_reference_stability,
     fused_reference_step,
     fused_reference_substeps,
@@ -209,6 +211,42 @@ def test_gradcheck_a_fused_step_with_seeded_cascades_and_noise():
     grads = torch.autograd.grad(step(*inputs).sum(), inputs)
     assert all(bool(torch.isfinite(g).all()) for g in grads)
     assert gradcheck(step, inputs, eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_fused_stochastic_increment_equals_the_plain_one(dtype, monkeypatch):
+    """Cascades and noise from the same draws: equal to round-off, cascades where the gate opens and η < 0.8 only,
+    in one kernel call; the plain path where the kernel does not apply."""
+    s = _edge_state(dtype, batch=3)
+    s[1, 2, :12] = 0.9  # η above the cascade bound in half of one frame
+    fused, plain = VoidModel("reference", kernel="fused"), VoidModel("reference")
+    draws = fused.draw(torch.Generator().manual_seed(4), tuple(s.shape), dtype)
+    draws["gate"][:] = 1.0
+    draws["gate"][:, ::3] = 0.0  # every third row open to cascades, the others closed
+    p = VoidParameters(noise=0.3, bias=0.7)
+    calls = []
+    monkeypatch.setattr(
+        "neuradiff.physics.void_model.fused_reference_forcing",
+        lambda *a, **k: calls.append(1) or fused_reference_forcing(*a, **k),
+    )
+    a = fused.forcing_increment(s, p, draws, 0.1, 1.0)
+    b = plain.forcing_increment(s, p, draws, 0.1, 1.0)
+    assert a is not None and b is not None and calls == [1]
+    tol = 1e-6 if dtype == torch.float32 else 1e-14
+    assert torch.allclose(a, b, rtol=tol, atol=tol * float(b.abs().max()))
+    quiet = VoidModel("reference", kernel="fused").forcing_increment(s, p.replace(noise=0.0), draws, 0.1, 1.0)
+    hit = (quiet[:, 0] != 0).to(dtype)
+    assert float(hit[:, ::3].mean()) > 0.3 and float(hit[:, 1::3].sum()) == 0  # the gate
+    assert float(hit[1, :12].sum()) == 0  # η ≥ 0.8: no cascade
+    assert torch.allclose(quiet[:, 1] * 0.7, quiet[:, 0] * 0.3, atol=1e-6)  # shared by the bias
+    assert fused_reference_forcing_unavailable(s, p, draws) is None
+    wanting = p.replace(p_casc=torch.tensor(0.1, requires_grad=True))
+    assert "does not differentiate p_casc" in fused_reference_forcing_unavailable(s, wanting, draws)
+    five = {**draws, "xi": torch.zeros(3, 5, *s.shape[2:], dtype=dtype)}
+    assert "not those of the reference model" in fused_reference_forcing_unavailable(s, p, five)
+    before = len(calls)
+    fused.forcing_increment(s, wanting, draws, 0.1, 1.0)  # the plain path, not the kernel
+    assert len(calls) == before
 
 
 def test_gradcheck_several_substeps_with_a_forcing():

@@ -107,6 +107,7 @@ _ENTRY_POINTS: dict[str, dict[str, list[Any]]] = {
         "reference_forward": [_P, _P, _I, _I, _I, _I, _P, _D, _D, _P, _D, _P, _P, _P, _I],
         "reference_backward": [_P, _P, _P, _P, _P, _I, _I, _I, _I, _P, _D, _D, _D, _P, _P, _I],
         "reference_stability": [_P, _I, _I, _I, _P, _D, _P],
+        "reference_forcing": [_P, _P, _P, _P, _P, _I, _I, _I, _P],
     },
     "philox": {
         "philox_uniform": [_U, _U, _U, _L, _P, _I],

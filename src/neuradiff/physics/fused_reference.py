@@ -14,6 +14,9 @@ gradient where the value was inside [0, 1] (bounds included), the floored logari
 and the mask of f_s none, and the chemical potentials' ``∂f_s/∂c`` is the published code's expression (which is not the
 derivative of its f_s where a floor is active), so the η equation's f_s is differentiated as written.
 
+A step's cascades and noise, ``dt·(P·w + noise·ξ)``, are one more pass (:func:`fused_reference_forcing`), without an
+adjoint: the increment depends on the state only through the cascade gate, and on no learned parameter.
+
 The plain path (:class:`~neuradiff.physics.void_model.ReferenceVoidModel` with ``kernel="torch"``) stays the readable
 reference, which the tests compare the kernel with: the same states within float32 round-off (the float32 logarithm is
 the conservative kernel's polynomial, :func:`~neuradiff.physics.fused.kernel_log`) and to round-off in float64. It
@@ -32,12 +35,14 @@ from torch import Tensor
 
 from neuradiff.physics.fused import (
     _DTYPES,
+    FORCING_FIXED,
     KERNEL_LEARNED,
     _leaf_grads,
     _library,
     _needs_grad,
     _values,
     kernel_unavailable,
+    scalar,
 )
 
 _KERNEL = "reference_step"
@@ -361,3 +366,55 @@ def fused_reference_stability(state: Tensor, params: Any, dx: float, *, log_floo
     )
     tv, ti, te = out.tolist()
     return tv, ti, te
+
+
+def fused_reference_forcing_unavailable(state: Tensor, params: Any, draws: dict[str, Tensor]) -> str | None:
+    """Why :func:`fused_reference_forcing` cannot compute this increment (``None`` if it can); call after
+    :func:`fused_reference_unavailable` said the step can run."""
+    for name in FORCING_FIXED:
+        v = getattr(params, name)
+        if isinstance(v, Tensor) and (v.numel() != 1 or v.requires_grad):
+            return f"the fused kernel does not differentiate {name}"
+    b, _, h, w = state.shape
+    shapes = {"gate": (b, h, w), "amplitude": (b, h, w), "xi": (b, 3, h, w)}
+    for name, shape in shapes.items():
+        d = draws.get(name)
+        if d is None or tuple(d.shape) != shape or d.device != state.device:
+            return "the draws are not those of the reference model"
+    return None
+
+
+def fused_reference_forcing(
+    state: Tensor, params: Any, draws: dict[str, Tensor], dt: float, *, eta_max: float
+) -> Tensor:
+    """The stochastic increment of one step of the reference void model, ``[B, 3, H, W]``, from its draws (``gate``,
+    ``amplitude`` ``[B, H, W]``, ``xi`` ``[B, 3, H, W]``), in one pass: ``dt·(P·w + noise·ξ)`` with the cascade source
+    ``P = V_g·U`` where η < ``eta_max`` and the gate ≤ p_casc, shared by ``w = (bias, 1 − bias, 2·bias − 1)``, as
+    :meth:`~neuradiff.physics.void_model.VoidModel.forcing_increment` computes it in PyTorch operations. It needs no
+    gradient: it depends on the state only through the cascade gate, a step, and on no learned parameter. Call
+    :func:`fused_reference_unavailable` and :func:`fused_reference_forcing_unavailable` first.
+
+    Examples
+    --------
+    A model with ``kernel="fused"`` takes a stochastic step's increment from it:
+
+    >>> import torch
+    >>> from neuradiff.physics import VoidModel, VoidParameters, single_void
+    >>> s, p = single_void((16, 16), 4.0), VoidParameters()
+    >>> fused, plain = VoidModel("reference", kernel="fused"), VoidModel("reference")
+    >>> draws = fused.draw(torch.Generator().manual_seed(0), tuple(s.shape), s.dtype)
+    >>> a = fused.forcing_increment(s, p, draws, 0.1, 1.0)
+    >>> bool(torch.allclose(a, plain.forcing_increment(s, p, draws, 0.1, 1.0), rtol=1e-6, atol=1e-7))
+    True
+    """
+    s = state.detach().contiguous()
+    g, a, x = (draws[k].detach().to(s.dtype).contiguous() for k in ("gate", "amplitude", "xi"))
+    extra = torch.tensor(
+        [*(scalar(getattr(params, k)) for k in FORCING_FIXED), float(eta_max), float(dt)], dtype=torch.float64
+    )
+    out = torch.empty_like(s)
+    b, _, hh, ww = s.shape
+    getattr(_lib(s.dtype), f"reference_forcing_{_DTYPES[s.dtype]}")(
+        s.data_ptr(), g.data_ptr(), a.data_ptr(), x.data_ptr(), out.data_ptr(), b, hh, ww, extra.data_ptr()
+    )
+    return out

@@ -49,6 +49,8 @@ from neuradiff.physics.fused import (
     scalar,
 )
 from neuradiff.physics.fused_reference import (
+    fused_reference_forcing,
+    fused_reference_forcing_unavailable,
     fused_reference_stability,
     fused_reference_step,
     fused_reference_substeps,
@@ -601,6 +603,17 @@ class ReferenceVoidModel(VoidModel):
 
     def _kernel(self, implicit_local: bool) -> tuple[Callable[..., Any], Callable[..., Any], dict[str, Any]]:
         return fused_reference_step, fused_reference_substeps, {"log_floor": self.log_floor, "boundary": self.boundary}
+
+    def forcing_increment(
+        self, state: Tensor, params: VoidParameters, draws: dict[str, Tensor] | None, dt: float, dx: float
+    ) -> Tensor | None:
+        if (
+            draws is not None
+            and self._fused(state, params)
+            and fused_reference_forcing_unavailable(state, params, draws) is None
+        ):
+            return fused_reference_forcing(state, params, draws, dt, eta_max=self.cascade_eta_max)
+        return super().forcing_increment(state, params, draws, dt, dx)
 
     def _source_and_noise(
         self, state: Tensor, p: VoidParameters, source: Tensor, xi: Tensor, dt: float, dx: float

@@ -515,3 +515,29 @@ int FN(reference_stability)(const REAL *state, int B, int H, int W, const double
     out[2] = nans ? NAN : (double)best_e;
     return 0;
 }
+
+/* ---- stochastic increment ----------------------------------------------------------------------------------------- */
+
+/* The reference model's stochastic increment over dt, dt (P w + noise xi) per field, in one pass (ReferenceVoidModel.
+ * forcing_increment term by term): the cascade source P = V_g U where eta < eta_max and the gate <= p_casc (else 0),
+ * shared among c_v, c_i and eta by the weights w = (bias, 1 - bias, 2 bias - 1); xi has three standard-normal fields.
+ * ex: p_casc, V_g, bias, noise, eta_max, dt. No adjoint: the increment depends on the state only through the gate. */
+int FN(reference_forcing)(const REAL *state, const REAL *gate, const REAL *ampl, const REAL *xi, REAL *out, int B,
+                          int H, int W, const double *ex) {
+    const size_t n = (size_t)H * (size_t)W;
+    const REAL pc = (REAL)ex[0], vg = (REAL)ex[1], noise = (REAL)ex[3], emax = (REAL)ex[4], dt = (REAL)ex[5];
+    const REAL w0 = (REAL)ex[2], w1 = (REAL)(1.0 - ex[2]), w2 = (REAL)(2.0 * ex[2] - 1.0);
+    for (int b = 0; b < B; ++b) {
+        const REAL *eta = state + (size_t)b * 3 * n + 2 * n, *g = gate + (size_t)b * n, *a = ampl + (size_t)b * n;
+        const REAL *x = xi + (size_t)b * 3 * n;
+        REAL *o = out + (size_t)b * 3 * n;
+        _Pragma("omp simd") for (size_t k = 0; k < n; ++k) {
+            const REAL hit = (eta[k] < emax && g[k] <= pc) ? (REAL)1 : (REAL)0;
+            const REAL casc = vg * a[k] * hit;
+            o[k] = dt * (w0 * casc + noise * x[k]);
+            o[n + k] = dt * (w1 * casc + noise * x[n + k]);
+            o[2 * n + k] = dt * (w2 * casc + noise * x[2 * n + k]);
+        }
+    }
+    return 0;
+}
