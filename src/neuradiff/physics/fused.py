@@ -575,13 +575,22 @@ def fused_substeps(
 FORCING_FIXED = ("p_casc", "V_g", "bias", "noise")
 
 
-def fused_forcing_unavailable(state: Tensor, params: Any, draws: dict[str, Tensor]) -> str | None:
-    """Why :func:`fused_forcing` cannot compute this increment (``None`` if it can); call after
-    :func:`fused_unavailable` said the step can run."""
+def forcing_fixed_unavailable(params: Any) -> str | None:
+    """Why a fused stochastic increment cannot read ``params``' :data:`FORCING_FIXED` (``None`` if it can): each must
+    be a float or a scalar tensor that needs no gradient."""
     for name in FORCING_FIXED:
         v = getattr(params, name)
         if isinstance(v, Tensor) and (v.numel() != 1 or v.requires_grad):
             return f"the fused kernel does not differentiate {name}"
+    return None
+
+
+def fused_forcing_unavailable(state: Tensor, params: Any, draws: dict[str, Tensor]) -> str | None:
+    """Why :func:`fused_forcing` cannot compute this increment (``None`` if it can); call after
+    :func:`fused_unavailable` said the step can run."""
+    reason = forcing_fixed_unavailable(params)
+    if reason is not None:
+        return reason
     xi = draws.get("xi")
     if xi is None or tuple(xi.shape) != (state.shape[0], 5, *state.shape[2:]):
         return "the draws are not those of the conservative model"

@@ -41,6 +41,7 @@ from neuradiff.physics.fused import (
     _library,
     _needs_grad,
     _values,
+    forcing_fixed_unavailable,
     kernel_unavailable,
     scalar,
 )
@@ -371,10 +372,9 @@ def fused_reference_stability(state: Tensor, params: Any, dx: float, *, log_floo
 def fused_reference_forcing_unavailable(state: Tensor, params: Any, draws: dict[str, Tensor]) -> str | None:
     """Why :func:`fused_reference_forcing` cannot compute this increment (``None`` if it can); call after
     :func:`fused_reference_unavailable` said the step can run."""
-    for name in FORCING_FIXED:
-        v = getattr(params, name)
-        if isinstance(v, Tensor) and (v.numel() != 1 or v.requires_grad):
-            return f"the fused kernel does not differentiate {name}"
+    reason = forcing_fixed_unavailable(params)
+    if reason is not None:
+        return reason
     b, _, h, w = state.shape
     shapes = {"gate": (b, h, w), "amplitude": (b, h, w), "xi": (b, 3, h, w)}
     for name, shape in shapes.items():
