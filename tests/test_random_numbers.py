@@ -121,3 +121,23 @@ def test_gradcheck_a_rollout_with_philox_noise():
     _, leaves = tensor_params()
     state = smooth_void_state(n=8, radius=2.0).requires_grad_(True)
     assert gradcheck(f, (state, *leaves), eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("path", "dtype"), [("-DPHILOX_NO_AVX512", torch.float32), ("-DPHILOX_PLAIN", torch.float64)])
+def test_every_vector_path_of_the_compiled_loop_gives_the_same_numbers(path, dtype, tmp_path, monkeypatch):
+    # The loop makes the words with AVX-512 or AVX2 instructions where the compiler targets them, else in plain C;
+    # a build with the wider paths switched off must give the same numbers to the bit (on a CPU without AVX-512
+    # or AVX2 the builds coincide).
+    from neuradiff.physics import fused
+
+    monkeypatch.setenv("NEURADIFF_KERNEL_CACHE", str(tmp_path))
+    if fused._compiler() is None:
+        pytest.skip("no C compiler")
+    suffix = "f32" if dtype == torch.float32 else "f64"
+    other = fused._build("philox", suffix, (path,))
+    for kind in ("uniform", "normal"):
+        for n, threads in ((1, 1), (1001, 1), (70_001, 2)):
+            q = -(-n // 4)
+            out = torch.empty(4 * q, dtype=dtype)
+            getattr(other, f"philox_{kind}_{suffix}")(5, 3, 2, q, out.data_ptr(), threads)
+            assert torch.equal(out[:n], philox_field(kind, (3 << 32) | 5, 2, (n,), dtype)), (kind, n)

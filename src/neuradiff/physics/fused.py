@@ -118,9 +118,10 @@ _ENTRY_POINTS: dict[str, dict[str, list[Any]]] = {
 _HEADERS = ("common.h",)
 
 
-def _build(kernel: str, suffix: str) -> Any:
+def _build(kernel: str, suffix: str, defines: tuple[str, ...] = ()) -> Any:
     """Compile ``kernels/<kernel>.c`` for one precision (``suffix``: ``"f32"`` or ``"f64"``) into the cache folder, if
-    it is not there yet, and load it with the argument types of its entry points."""
+    it is not there yet, and load it with the argument types of its entry points. ``defines``: further ``-D`` flags
+    (the tests build the other code paths of a source with them, e.g. ``("-DPHILOX_PLAIN",)``)."""
     kernels = resources.files("neuradiff.physics").joinpath("kernels")
     source = kernels.joinpath(f"{kernel}.c").read_text()
     headers = {name: kernels.joinpath(name).read_text() for name in _HEADERS}
@@ -131,7 +132,7 @@ def _build(kernel: str, suffix: str) -> Any:
     # -fno-trapping-math and the simd pragma let the compiler vectorise the selects of the pixel loops; the
     # results do not depend on them (only floating-point exception flags do).
     flags = ["-O3", "-shared", "-fPIC", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"]
-    flags += [f"-DREAL={real}", f"-DSUFFIX=_{suffix}"] + (["-DFAST_LOG"] if suffix == "f32" else [])
+    flags += [f"-DREAL={real}", f"-DSUFFIX=_{suffix}"] + (["-DFAST_LOG"] if suffix == "f32" else []) + list(defines)
     texts = [source, *headers.values()]
     key = hashlib.sha256("\0".join([*texts, cc, *flags, sys.platform, _cpu_signature()]).encode()).hexdigest()[:16]
     out = _cache_dir() / f"{kernel}_{suffix}_{key}.so"

@@ -7,7 +7,12 @@
  * sqrt(-2 ln u1), u1 = ((w_a >> 8) + 1) 2^-24 in (0, 1] (float64: (w_a + 1) 2^-32), and angle 2 pi u2 with u2 from
  * w_b as the uniform; elements r cos, r sin. In float32 the logarithm is common.h's and the sine and cosine are
  * polynomials on an eighth of the circle, so the loops vectorise (against the exact transform of the same words:
- * within 2.8e-7 max(|z|, 1), 6.2e-7 at most, over 16.8 million numbers); in float64 libm's. */
+ * within 2.8e-7 max(|z|, 1), 6.2e-7 at most, over 16.8 million numbers); in float64 libm's.
+ * The words are made 16 or 8 blocks at a time with AVX-512 or AVX2 instructions where the compiler targets them (a
+ * 32 x 32 -> 64-bit multiply of the even and of the odd lanes, with the high and low halves blended back): uniform
+ * fields 2.0x and 1.5x, normal ones 1.5x and 1.3x faster than the plain C loop, which the compiler vectorises with
+ * 64-bit lanes (AMD EPYC, one thread, 2^19 numbers). The words are the same on every path; -DPHILOX_NO_AVX512 or
+ * -DPHILOX_PLAIN builds the narrower ones (the tests do). */
 #include <stdint.h>
 
 #include "common.h"
@@ -77,36 +82,125 @@ static inline void sincos_turn(double u, double *s, double *c) {
 
 /* Blocks per call below which one thread does the work. */
 #define MIN_BLOCKS_PER_THREAD 8192
+/* Blocks per chunk: the words of a chunk are made in a loop of their own (into a buffer that stays in the L1 cache),
+ * then turned into numbers. A multiple of 16, and of 2^32 a divisor: a chunk's counters share their high word. */
+#define CHUNK 256
+
+#if defined(__AVX512F__) && !defined(PHILOX_NO_AVX512) && !defined(PHILOX_PLAIN)
+#include <immintrin.h>
+/* The high and low 32 bits of M c in each of the 16 lanes (the even and the odd lanes' 64-bit products). */
+static inline __attribute__((always_inline)) void mulhilo16(__m512i c, __m512i M, __m512i *hi, __m512i *lo) {
+    const __m512i pe = _mm512_mul_epu32(c, M), po = _mm512_mul_epu32(_mm512_srli_epi64(c, 32), M);
+    *hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(pe, 32), po);
+    *lo = _mm512_mask_blend_epi32(0xAAAA, pe, _mm512_slli_epi64(po, 32));
+}
+#define PHILOX_LANES 16
+/* The words of blocks m + j, j < n (n rounded up to the lanes; the buffers hold CHUNK words each). */
+static inline void chunk_words(uint32_t k0, uint32_t k1, uint32_t field, int64_t m, int n, uint32_t w[4][CHUNK]) {
+    const __m512i M0 = _mm512_set1_epi64(PHILOX_M0), M1 = _mm512_set1_epi64(PHILOX_M1);
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i high = _mm512_set1_epi32((int)(uint32_t)((uint64_t)m >> 32)), f = _mm512_set1_epi32((int)field);
+    for (int j = 0; j < n; j += 16) {
+        __m512i c0 = _mm512_add_epi32(_mm512_set1_epi32((int)(uint32_t)(m + j)), iota), c1 = high, c2 = f;
+        __m512i c3 = _mm512_setzero_si512();
+        uint32_t a = k0, b = k1;
+        for (int r = 0; r < 10; ++r) {
+            __m512i h0, l0, h1, l1;
+            mulhilo16(c0, M0, &h0, &l0);
+            mulhilo16(c2, M1, &h1, &l1);
+            c0 = _mm512_ternarylogic_epi32(h1, c1, _mm512_set1_epi32((int)a), 0x96); /* three-way exclusive or */
+            c2 = _mm512_ternarylogic_epi32(h0, c3, _mm512_set1_epi32((int)b), 0x96);
+            c1 = l1;
+            c3 = l0;
+            a += PHILOX_W0;
+            b += PHILOX_W1;
+        }
+        _mm512_storeu_si512(w[0] + j, c0);
+        _mm512_storeu_si512(w[1] + j, c1);
+        _mm512_storeu_si512(w[2] + j, c2);
+        _mm512_storeu_si512(w[3] + j, c3);
+    }
+}
+#elif defined(__AVX2__) && !defined(PHILOX_PLAIN)
+#include <immintrin.h>
+static inline __attribute__((always_inline)) void mulhilo8(__m256i c, __m256i M, __m256i *hi, __m256i *lo) {
+    const __m256i pe = _mm256_mul_epu32(c, M), po = _mm256_mul_epu32(_mm256_srli_epi64(c, 32), M);
+    *hi = _mm256_blend_epi32(_mm256_srli_epi64(pe, 32), po, 0xAA);
+    *lo = _mm256_blend_epi32(pe, _mm256_slli_epi64(po, 32), 0xAA);
+}
+#define PHILOX_LANES 8
+static inline void chunk_words(uint32_t k0, uint32_t k1, uint32_t field, int64_t m, int n, uint32_t w[4][CHUNK]) {
+    const __m256i M0 = _mm256_set1_epi64x(PHILOX_M0), M1 = _mm256_set1_epi64x(PHILOX_M1);
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i high = _mm256_set1_epi32((int)(uint32_t)((uint64_t)m >> 32)), f = _mm256_set1_epi32((int)field);
+    for (int j = 0; j < n; j += 8) {
+        __m256i c0 = _mm256_add_epi32(_mm256_set1_epi32((int)(uint32_t)(m + j)), iota), c1 = high, c2 = f;
+        __m256i c3 = _mm256_setzero_si256();
+        uint32_t a = k0, b = k1;
+        for (int r = 0; r < 10; ++r) {
+            __m256i h0, l0, h1, l1;
+            mulhilo8(c0, M0, &h0, &l0);
+            mulhilo8(c2, M1, &h1, &l1);
+            c0 = _mm256_xor_si256(_mm256_xor_si256(h1, c1), _mm256_set1_epi32((int)a));
+            c2 = _mm256_xor_si256(_mm256_xor_si256(h0, c3), _mm256_set1_epi32((int)b));
+            c1 = l1;
+            c3 = l0;
+            a += PHILOX_W0;
+            b += PHILOX_W1;
+        }
+        _mm256_storeu_si256((__m256i *)(w[0] + j), c0);
+        _mm256_storeu_si256((__m256i *)(w[1] + j), c1);
+        _mm256_storeu_si256((__m256i *)(w[2] + j), c2);
+        _mm256_storeu_si256((__m256i *)(w[3] + j), c3);
+    }
+}
+#else
+#define PHILOX_LANES 1
+static inline void chunk_words(uint32_t k0, uint32_t k1, uint32_t field, int64_t m0, int n, uint32_t w[4][CHUNK]) {
+    _Pragma("omp simd") for (int j = 0; j < n; ++j) {
+        PHILOX_BLOCK(m0 + j)
+        w[0][j] = c0;
+        w[1][j] = c1;
+        w[2][j] = c2;
+        w[3][j] = c3;
+    }
+}
+#endif
+
+/* For each chunk of the q blocks (the threads share the chunks): its words in w, then the statements given, with o the chunk's
+ * first element and n its block count. */
+#define CHUNKS(...)                                                                                             \
+    _Pragma("omp parallel for num_threads(threads) schedule(static) if (parallel: q >= 2 * MIN_BLOCKS_PER_THREAD)") \
+    for (int64_t m = 0; m < q; m += CHUNK) {                                                                    \
+        uint32_t w[4][CHUNK] __attribute__((aligned(64)));                                                      \
+        const int n = (int)(q - m < CHUNK ? q - m : CHUNK);                                                     \
+        chunk_words(k0, k1, field, m, (n + PHILOX_LANES - 1) / PHILOX_LANES * PHILOX_LANES, w);                \
+        REAL *o = out + m;                                                                                      \
+        __VA_ARGS__                                                                                             \
+    }
 
 /* Uniform numbers in [0, 1): out[j*q + m] for j = 0..3, m < q (4q elements). */
 int FN(philox_uniform)(uint32_t k0, uint32_t k1, uint32_t field, int64_t q, REAL *out, int threads) {
     (void)threads;
-    _Pragma("omp parallel for simd num_threads(threads) schedule(static) if (parallel: q >= 2 * MIN_BLOCKS_PER_THREAD)")
-    for (int64_t m = 0; m < q; ++m) {
-        PHILOX_BLOCK(m)
-        out[m] = uniform_of(c0);
-        out[q + m] = uniform_of(c1);
-        out[2 * q + m] = uniform_of(c2);
-        out[3 * q + m] = uniform_of(c3);
-    }
+    CHUNKS(for (int i = 0; i < 4; ++i) {
+        _Pragma("omp simd") for (int j = 0; j < n; ++j) o[i * q + j] = uniform_of(w[i][j]);
+    })
     return 0;
 }
 
 /* Standard-normal numbers: out[j*q + m] for j = 0..3, m < q (4q elements); words 0, 1 and 2, 3 are Box-Muller pairs. */
 int FN(philox_normal)(uint32_t k0, uint32_t k1, uint32_t field, int64_t q, REAL *out, int threads) {
     (void)threads;
-    _Pragma("omp parallel for simd num_threads(threads) schedule(static) if (parallel: q >= 2 * MIN_BLOCKS_PER_THREAD)")
-    for (int64_t m = 0; m < q; ++m) {
-        PHILOX_BLOCK(m)
+    CHUNKS(_Pragma("omp simd") for (int j = 0; j < n; ++j) {
         REAL s, c;
-        const REAL r0 = RADIUS(c0);
-        sincos_turn(uniform_of(c1), &s, &c);
-        out[m] = r0 * c;
-        out[q + m] = r0 * s;
-        const REAL r1 = RADIUS(c2);
-        sincos_turn(uniform_of(c3), &s, &c);
-        out[2 * q + m] = r1 * c;
-        out[3 * q + m] = r1 * s;
-    }
+        const REAL r0 = RADIUS(w[0][j]);
+        sincos_turn(uniform_of(w[1][j]), &s, &c);
+        o[j] = r0 * c;
+        o[q + j] = r0 * s;
+        const REAL r1 = RADIUS(w[2][j]);
+        sincos_turn(uniform_of(w[3][j]), &s, &c);
+        o[2 * q + j] = r1 * c;
+        o[3 * q + j] = r1 * s;
+    })
     return 0;
 }
