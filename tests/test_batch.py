@@ -133,6 +133,7 @@ def test_batch_reports_bad_recordings_and_goes_on(experiment, model, tmp_path):
     assert third.skipped == 2
 
 
+@pytest.mark.slow
 def test_batch_without_a_model_uses_the_shipped_recogniser(tmp_path):
     top = tmp_path / "in"
     _stack(top / "a.tif", n=2, size=64)
@@ -161,6 +162,7 @@ def test_batch_names_the_recordings_an_export_clipped(tmp_path):
     assert "recorded.tif" not in notes[0] and "imagej.tif" not in notes[0]
 
 
+@pytest.mark.slow
 def test_require_nm_fails_uncalibrated_recordings_only(tmp_path, model):
     top = tmp_path / "in"
     _stack(top / "calibrated.tif")

@@ -69,6 +69,7 @@ def test_a_padding_band_is_blank_and_filled_like_the_specimen_beside_it():
     assert np.abs(normalise_frame(banded, fill=False)[:, 14:] - normalise_frame(f)[:, 14:]).max() > 0.2
 
 
+@pytest.mark.slow
 def test_a_burned_in_scale_bar_and_text_are_blank_and_the_specimen_is_not():
     raw = _frame_512(HELD_OUT_SEED + 1)[0]
     plain, burned = to_8bit(raw), burn_in(raw, text_px=40)
@@ -198,6 +199,7 @@ def test_a_fitted_models_masks_leave_out_regions_on_a_padding_band():
     assert masks[0, 30:35, 30:35].all() and not masks[0, 10:14].any()
 
 
+@pytest.mark.slow
 def test_track_marks_a_padding_band_unknown_and_measures_per_area_of_specimen(tmp_path):
     s = corpus_sample(HELD_OUT_SEED + 3, CorpusSettings(size=128, frames=2))
     video = tmp_path / "banded.tif"

@@ -60,6 +60,7 @@ def test_cli_measures_creme_with_video(tmp_path):
     assert units["units"]["swelling"].startswith("1") and units["calibration"]["source"] == "override"
 
 
+@pytest.mark.slow
 def test_cli_masks_alone_stay_in_px(tmp_path):
     out = tmp_path / "out"
     res = runner.invoke(app, ["measure", str(CREME / "masks1"), "--out", str(out), "--no-overlay"])
@@ -151,6 +152,7 @@ def _damaged(tmp: Path) -> tuple[list[Path], list[tuple[Path, dict]]]:
     return videos, ann
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # imageio trying plugins on noise
 def test_fuzz_readers_raise_only_neuradiff_errors(tmp_path):
     videos, annotations = _damaged(tmp_path)

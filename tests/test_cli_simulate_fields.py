@@ -38,6 +38,7 @@ def test_simulate_fields_writes_fields_and_diagnostics(tmp_path):
     assert (out / "fields.npz").read_bytes() == (out2 / "fields.npz").read_bytes()
 
 
+@pytest.mark.slow
 def test_stochastic_default_run_is_stable(tmp_path):
     r = _run("simulate-fields", "--out", str(tmp_path), "--size", "48", "--steps", "600", "--save-every", "300")
     assert r.exit_code == 0, r.output

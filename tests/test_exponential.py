@@ -66,6 +66,7 @@ def test_wavenumber_symbols():
         wavenumber_squared((16, 16), 1.0, "nine-point")
 
 
+@pytest.mark.slow
 def test_fixed_step_etdrk2_is_second_order_and_its_error_estimate_is_of_second_order_locally():
     model, p = SpinodalModel(), SpinodalParameters()
     c = smooth_field(32, seed=1)
@@ -98,6 +99,7 @@ def test_fixed_step_etdrk2_is_second_order_and_its_error_estimate_is_of_second_o
     assert all(t < 0.5 * e for e, t in zip(est, true2)), (est, true2)  # measured 0.14-0.21
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("mean", "amplitude", "expected_ratio"),
     [(0.3, 0.02, None), (0.5, 0.05, 4.0)],

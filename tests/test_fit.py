@@ -361,6 +361,7 @@ def test_a_fits_net_keeps_c_v_at_or_above_the_models_log_floor(tiny_dataset):
     assert limit(floor) == limit(0.122) > 10 * limit(0.0)
 
 
+@pytest.mark.slow
 def test_a_fit_can_start_from_the_generalist(tiny_dataset, tmp_path):
     # The generalist's net, its batch norms folded: before any training it recognises as the generalist does, each
     # frame mapped by its own grey levels (levels "per-frame", the default) or all by the video's ("recording");

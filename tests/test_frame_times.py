@@ -110,6 +110,7 @@ def test_frame_interval_and_time_table_exclude_each_other(tmp_path):
     assert res.exit_code == 2 and "not both" in res.output
 
 
+@pytest.mark.slow
 def test_measurements_carry_the_true_uneven_times_and_conditions(tmp_path):
     _stack(tmp_path / "masks.tif")
     (tmp_path / "t.csv").write_text("frame,time_s,dose_dpa\n0,0,0\n1,49,0.5\n2,126,1.2\n3,203,2\n")

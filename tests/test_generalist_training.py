@@ -81,6 +81,7 @@ def test_the_written_record_names_the_clips_it_trained_on(tmp_path):
     assert load_generalist(tmp_path).version == "t"
 
 
+@pytest.mark.slow
 def test_a_later_stage_gains_a_refinement_and_draws_later_clips(tmp_path):
     first = GeneralistConfig(size=32, pool=2, iters=1, batch=2, version="a")
     net0, _ = train_generalist(first, log=None)
@@ -144,6 +145,7 @@ def test_negative_pool_settings_are_refused():
         GeneralistConfig(size=96, sparse=1)
 
 
+@pytest.mark.slow
 def test_exported_samples_enter_the_pool_as_exported_and_are_drawn_from_their_own_seed(tmp_path):
     """With ``export`` a share of the samples enter as a user's export would (8 bits, clipped, JPEG), decided and
     drawn from the sample's seed on a stream of its own: the same pool twice, the corpus itself unchanged."""

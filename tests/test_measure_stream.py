@@ -25,6 +25,7 @@ def _masks(n: int, size: int = 40) -> np.ndarray:
     return out
 
 
+@pytest.mark.slow
 def test_measure_streams_a_mask_stack(tmp_path, monkeypatch):
     n = DEFAULT_CHUNK + 17
     masks = _masks(n)

@@ -453,6 +453,7 @@ def test_a_batch_manifest_of_another_version_is_one_line(tiny_video, tmp_path):
     assert "use another --out" in line
 
 
+@pytest.mark.slow
 def test_the_seed_of_a_simulate_config_is_used_and_checked(tmp_path):
     """A config's seed is not silently replaced by the default of --seed; a bad one is refused."""
     (tmp_path / "bad.json").write_text(json.dumps({"seed": "five"}))
