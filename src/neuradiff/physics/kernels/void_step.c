@@ -786,6 +786,18 @@ static void forcing_rows(const Forcing *fc, const REAL *s, const REAL *g, const 
         PASS2(0, H);                                                                                            \
     }
 
+/* Runs the statements given for every batch element bb: with plan 1 the threads share the elements; else the
+ * elements in turn, outside any parallel region, so that plan 2's rows are shared by the threads of the same pool as
+ * torch's own (a parallel region nested in a team of one would start threads of its own, which then compete with
+ * torch's waiting threads for the cores: a 256² step's forcing took 10x longer on two threads). */
+#define FORCING_BATCH(...)                                                                                      \
+    if (plan == 1) {                                                                                            \
+        _Pragma("omp parallel for num_threads(slots) schedule(static)") for (int bb = 0; bb < B; ++bb)          \
+            __VA_ARGS__                                                                                         \
+    } else {                                                                                                    \
+        for (int bb = 0; bb < B; ++bb) __VA_ARGS__                                                              \
+    }
+
 /* What both forcing entry points set up: the values (f, read through fc), the thread plan, the work slots and a work
  * buffer of `fields` fields per slot (NULL if it could not be allocated). */
 #define FORCING_SETUP(fields)                                                                                   \
@@ -804,17 +816,16 @@ int FN(void_forcing)(const REAL *state, const REAL *gate, const REAL *ampl, cons
                      int W, const double *pd, const double *ex, double dx_, int threads) {
     FORCING_SETUP(4)
     if (!work) return 1;
-    _Pragma("omp parallel for num_threads(slots) schedule(static) if (plan == 1)")
-    for (int bb = 0; bb < B; ++bb) {
+#define FACES_(y0, y1) face_noise_rows(fc, s, x5, z, (y0), (y1))
+#define OUT_(y0, y1) forcing_rows(fc, s, g, a, x5, z, o, (y0), (y1))
+    FORCING_BATCH({
         const REAL *s = state + (size_t)bb * 3 * n, *x5 = xi + (size_t)bb * 5 * n;
         const REAL *g = gate + (size_t)bb * n, *a = ampl + (size_t)bb * n;
         REAL *z = work + (size_t)4 * n * (size_t)(plan == 1 ? thread_slot() : 0), *o = out + (size_t)bb * 3 * n;
-#define FACES_(y0, y1) face_noise_rows(fc, s, x5, z, (y0), (y1))
-#define OUT_(y0, y1) forcing_rows(fc, s, g, a, x5, z, o, (y0), (y1))
         FORCING_ELEMENT(FACES_, OUT_)
+    })
 #undef FACES_
 #undef OUT_
-    }
     free(work);
     return 0;
 }
@@ -900,17 +911,16 @@ int FN(void_forcing_backward)(const REAL *state, const REAL *xi, const REAL *oba
         free(sums);
         return 1;
     }
-    _Pragma("omp parallel for num_threads(slots) schedule(static) if (plan == 1)")
-    for (int bb = 0; bb < B; ++bb) {
+#define ADJ1_(y0, y1) forcing_adjoint_rows(fc, s, x5, ob, w, rows, (y0), (y1))
+#define ADJ2_(y0, y1) forcing_adjoint2_rows(fc, s, x5, ob, w, sb, rows, (y0), (y1))
+    FORCING_BATCH({
         const REAL *s = state + (size_t)bb * 3 * n, *x5 = xi + (size_t)bb * 5 * n, *ob = obar + (size_t)bb * 3 * n;
         REAL *w = work + (size_t)8 * n * (size_t)(plan == 1 ? thread_slot() : 0), *sb = sbar + (size_t)bb * 3 * n;
         double *rows = sums + (size_t)bb * (size_t)H * F_COUNT;
-#define ADJ1_(y0, y1) forcing_adjoint_rows(fc, s, x5, ob, w, rows, (y0), (y1))
-#define ADJ2_(y0, y1) forcing_adjoint2_rows(fc, s, x5, ob, w, sb, rows, (y0), (y1))
         FORCING_ELEMENT(ADJ1_, ADJ2_)
+    })
 #undef ADJ1_
 #undef ADJ2_
-    }
     double g[F_COUNT] = {0};
     for (size_t r = 0; r < (size_t)B * (size_t)H; ++r)
         for (int i = 0; i < F_COUNT; ++i) g[i] += sums[r * F_COUNT + i];
