@@ -17,3 +17,13 @@ def _seed():
     torch.manual_seed(0)
     np.random.seed(0)
     yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _kernels():
+    # a first run on a machine compiles the kernels: all at once, one compiler per core, not one by one as the tests
+    # first use them (the kernels' own tests build variants of their own)
+    from neuradiff.physics.fused import build_kernels
+
+    build_kernels()
+    yield
