@@ -88,70 +88,68 @@ static inline void sincos_turn(double u, double *s, double *c) {
 
 #if defined(__AVX512F__) && !defined(PHILOX_NO_AVX512) && !defined(PHILOX_PLAIN)
 #include <immintrin.h>
-/* The high and low 32 bits of M c in each of the 16 lanes (the even and the odd lanes' 64-bit products). */
-static inline __attribute__((always_inline)) void mulhilo16(__m512i c, __m512i M, __m512i *hi, __m512i *lo) {
-    const __m512i pe = _mm512_mul_epu32(c, M), po = _mm512_mul_epu32(_mm512_srli_epi64(c, 32), M);
+/* The vector primitives of the words' loop, 16 lanes of 32 bits: a lane per block. */
+#define PHILOX_LANES 16
+typedef __m512i vec;
+static inline __attribute__((always_inline)) vec v_set1(uint32_t x) { return _mm512_set1_epi32((int)x); }
+static inline __attribute__((always_inline)) vec v_wide(uint32_t x) { return _mm512_set1_epi64(x); }
+static inline __attribute__((always_inline)) vec v_iota(void) {
+    return _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+static inline __attribute__((always_inline)) vec v_add(vec a, vec b) { return _mm512_add_epi32(a, b); }
+static inline __attribute__((always_inline)) vec v_xor3(vec a, vec b, vec c) {
+    return _mm512_ternarylogic_epi32(a, b, c, 0x96);
+}
+static inline __attribute__((always_inline)) void v_store(uint32_t *p, vec a) { _mm512_storeu_si512(p, a); }
+/* The high and low 32 bits of M c in each lane (the even and the odd lanes' 64-bit products, blended back). */
+static inline __attribute__((always_inline)) void v_mulhilo(vec c, vec M, vec *hi, vec *lo) {
+    const vec pe = _mm512_mul_epu32(c, M), po = _mm512_mul_epu32(_mm512_srli_epi64(c, 32), M);
     *hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(pe, 32), po);
     *lo = _mm512_mask_blend_epi32(0xAAAA, pe, _mm512_slli_epi64(po, 32));
 }
-#define PHILOX_LANES 16
-/* The words of blocks m + j, j < n (n rounded up to the lanes; the buffers hold CHUNK words each). */
-static inline void chunk_words(uint32_t k0, uint32_t k1, uint32_t field, int64_t m, int n, uint32_t w[4][CHUNK]) {
-    const __m512i M0 = _mm512_set1_epi64(PHILOX_M0), M1 = _mm512_set1_epi64(PHILOX_M1);
-    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i high = _mm512_set1_epi32((int)(uint32_t)((uint64_t)m >> 32)), f = _mm512_set1_epi32((int)field);
-    for (int j = 0; j < n; j += 16) {
-        __m512i c0 = _mm512_add_epi32(_mm512_set1_epi32((int)(uint32_t)(m + j)), iota), c1 = high, c2 = f;
-        __m512i c3 = _mm512_setzero_si512();
-        uint32_t a = k0, b = k1;
-        for (int r = 0; r < 10; ++r) {
-            __m512i h0, l0, h1, l1;
-            mulhilo16(c0, M0, &h0, &l0);
-            mulhilo16(c2, M1, &h1, &l1);
-            c0 = _mm512_ternarylogic_epi32(h1, c1, _mm512_set1_epi32((int)a), 0x96); /* three-way exclusive or */
-            c2 = _mm512_ternarylogic_epi32(h0, c3, _mm512_set1_epi32((int)b), 0x96);
-            c1 = l1;
-            c3 = l0;
-            a += PHILOX_W0;
-            b += PHILOX_W1;
-        }
-        _mm512_storeu_si512(w[0] + j, c0);
-        _mm512_storeu_si512(w[1] + j, c1);
-        _mm512_storeu_si512(w[2] + j, c2);
-        _mm512_storeu_si512(w[3] + j, c3);
-    }
-}
 #elif defined(__AVX2__) && !defined(PHILOX_PLAIN)
 #include <immintrin.h>
-static inline __attribute__((always_inline)) void mulhilo8(__m256i c, __m256i M, __m256i *hi, __m256i *lo) {
-    const __m256i pe = _mm256_mul_epu32(c, M), po = _mm256_mul_epu32(_mm256_srli_epi64(c, 32), M);
+/* The same with 8 lanes. */
+#define PHILOX_LANES 8
+typedef __m256i vec;
+static inline __attribute__((always_inline)) vec v_set1(uint32_t x) { return _mm256_set1_epi32((int)x); }
+static inline __attribute__((always_inline)) vec v_wide(uint32_t x) { return _mm256_set1_epi64x(x); }
+static inline __attribute__((always_inline)) vec v_iota(void) { return _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7); }
+static inline __attribute__((always_inline)) vec v_add(vec a, vec b) { return _mm256_add_epi32(a, b); }
+static inline __attribute__((always_inline)) vec v_xor3(vec a, vec b, vec c) {
+    return _mm256_xor_si256(_mm256_xor_si256(a, b), c);
+}
+static inline __attribute__((always_inline)) void v_store(uint32_t *p, vec a) { _mm256_storeu_si256((vec *)p, a); }
+static inline __attribute__((always_inline)) void v_mulhilo(vec c, vec M, vec *hi, vec *lo) {
+    const vec pe = _mm256_mul_epu32(c, M), po = _mm256_mul_epu32(_mm256_srli_epi64(c, 32), M);
     *hi = _mm256_blend_epi32(_mm256_srli_epi64(pe, 32), po, 0xAA);
     *lo = _mm256_blend_epi32(pe, _mm256_slli_epi64(po, 32), 0xAA);
 }
-#define PHILOX_LANES 8
+#endif
+
+#if PHILOX_LANES > 1
+/* The words of blocks m + j, j < n (n rounded up to the lanes; the buffers hold CHUNK words each). */
 static inline void chunk_words(uint32_t k0, uint32_t k1, uint32_t field, int64_t m, int n, uint32_t w[4][CHUNK]) {
-    const __m256i M0 = _mm256_set1_epi64x(PHILOX_M0), M1 = _mm256_set1_epi64x(PHILOX_M1);
-    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256i high = _mm256_set1_epi32((int)(uint32_t)((uint64_t)m >> 32)), f = _mm256_set1_epi32((int)field);
-    for (int j = 0; j < n; j += 8) {
-        __m256i c0 = _mm256_add_epi32(_mm256_set1_epi32((int)(uint32_t)(m + j)), iota), c1 = high, c2 = f;
-        __m256i c3 = _mm256_setzero_si256();
+    const vec M0 = v_wide(PHILOX_M0), M1 = v_wide(PHILOX_M1), iota = v_iota();
+    const vec high = v_set1((uint32_t)((uint64_t)m >> 32)), f = v_set1(field), zero = v_set1(0u);
+    for (int j = 0; j < n; j += PHILOX_LANES) {
+        vec c0 = v_add(v_set1((uint32_t)(m + j)), iota), c1 = high, c2 = f, c3 = zero;
         uint32_t a = k0, b = k1;
         for (int r = 0; r < 10; ++r) {
-            __m256i h0, l0, h1, l1;
-            mulhilo8(c0, M0, &h0, &l0);
-            mulhilo8(c2, M1, &h1, &l1);
-            c0 = _mm256_xor_si256(_mm256_xor_si256(h1, c1), _mm256_set1_epi32((int)a));
-            c2 = _mm256_xor_si256(_mm256_xor_si256(h0, c3), _mm256_set1_epi32((int)b));
+            vec h0, l0, h1, l1;
+            v_mulhilo(c0, M0, &h0, &l0);
+            v_mulhilo(c2, M1, &h1, &l1);
+            c0 = v_xor3(h1, c1, v_set1(a));
+            c2 = v_xor3(h0, c3, v_set1(b));
             c1 = l1;
             c3 = l0;
             a += PHILOX_W0;
             b += PHILOX_W1;
         }
-        _mm256_storeu_si256((__m256i *)(w[0] + j), c0);
-        _mm256_storeu_si256((__m256i *)(w[1] + j), c1);
-        _mm256_storeu_si256((__m256i *)(w[2] + j), c2);
-        _mm256_storeu_si256((__m256i *)(w[3] + j), c3);
+        v_store(w[0] + j, c0);
+        v_store(w[1] + j, c1);
+        v_store(w[2] + j, c2);
+        v_store(w[3] + j, c3);
     }
 }
 #else
