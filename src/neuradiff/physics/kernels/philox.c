@@ -165,8 +165,8 @@ static inline void chunk_words(uint32_t k0, uint32_t k1, uint32_t field, int64_t
 }
 #endif
 
-/* For each chunk of the q blocks (the threads share the chunks): its words in w, then the statements given, with o the chunk's
- * first element and n its block count. */
+/* For each chunk of the q blocks (the threads share the chunks): its words in w, then the statements given, with o
+ * the chunk's first element and n its block count. */
 #define CHUNKS(...)                                                                                             \
     _Pragma("omp parallel for num_threads(threads) schedule(static) if (parallel: q >= 2 * MIN_BLOCKS_PER_THREAD)") \
     for (int64_t m = 0; m < q; m += CHUNK) {                                                                    \

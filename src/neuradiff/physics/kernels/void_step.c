@@ -789,7 +789,7 @@ static void forcing_rows(const Forcing *fc, const REAL *s, const REAL *g, const 
 /* Runs the statements given for every batch element bb: with plan 1 the threads share the elements; else the
  * elements in turn, outside any parallel region, so that plan 2's rows are shared by the threads of the same pool as
  * torch's own (a parallel region nested in a team of one would start threads of its own, which then compete with
- * torch's waiting threads for the cores: a 256² step's forcing took 10x longer on two threads). */
+ * torch's waiting threads for the cores: a 256² step's increment and adjoint took 8x longer on two threads). */
 #define FORCING_BATCH(...)                                                                                      \
     if (plan == 1) {                                                                                            \
         _Pragma("omp parallel for num_threads(slots) schedule(static)") for (int bb = 0; bb < B; ++bb)          \
