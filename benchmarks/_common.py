@@ -44,25 +44,17 @@ def source_hash() -> str:
 
 def hold_freed_memory() -> int | None:
     """Keep memory freed at the top of the heap in the process instead of handing it back to the kernel (glibc's trim
-    threshold raised to its largest value; Linux/glibc only, else nothing): every implementation timed afterwards
-    reuses its freed pages instead of faulting them in again. Without it, a step whose graph frees more than the
-    trim threshold (the published step at 32 × 128², 256 MiB with the package's settings) ran at two speeds from one
-    repeat to the next: with tens of thousands of page faults per step, or none. Returns the threshold set, or None.
+    threshold raised to its largest value, through the package's own handle on the C library: Linux/glibc only, and
+    not with ``NEURADIFF_MALLOC=default``): every implementation timed afterwards reuses its freed pages instead of
+    faulting them in again. Without it, a step whose graph frees more than the trim threshold (the published step at
+    32 × 128², 256 MiB with the package's settings) ran at two speeds from one repeat to the next: with tens of
+    thousands of page faults per step, or none. Returns the threshold set, or None.
     """
-    import ctypes
-    import ctypes.util
+    from neuradiff.core.allocator import M_TRIM_THRESHOLD, _libc
 
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.gnu_get_libc_version.restype = ctypes.c_char_p
-        libc.gnu_get_libc_version()
-        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    except (OSError, AttributeError):
-        return None
+    libc = _libc()
     threshold = 2**31 - 1
-    return threshold if libc.mallopt(-1, threshold) else None  # -1: M_TRIM_THRESHOLD
+    return threshold if libc is not None and libc.mallopt(M_TRIM_THRESHOLD, threshold) else None
 
 
 def environment() -> dict:

@@ -127,7 +127,7 @@ static inline __attribute__((always_inline)) void v_mulhilo(vec c, vec M, vec *h
 }
 #endif
 
-#if PHILOX_LANES > 1
+#ifdef PHILOX_LANES /* a vector path above */
 /* The words of blocks m + j, j < n (n rounded up to the lanes; the buffers hold CHUNK words each). */
 static inline void chunk_words(uint32_t k0, uint32_t k1, uint32_t field, int64_t m, int n, uint32_t w[4][CHUNK]) {
     const vec M0 = v_wide(PHILOX_M0), M1 = v_wide(PHILOX_M1), iota = v_iota();
