@@ -42,19 +42,23 @@ def source_hash() -> str:
     return h.hexdigest()[:12]
 
 
-def hold_freed_memory() -> int | None:
-    """Keep memory freed at the top of the heap in the process instead of handing it back to the kernel (glibc's trim
-    threshold raised to its largest value, through the package's own handle on the C library: Linux/glibc only, and
-    not with ``NEURADIFF_MALLOC=default``): every implementation timed afterwards reuses its freed pages instead of
-    faulting them in again. Without it, a step whose graph frees more than the trim threshold (the published step at
-    32 × 128², 256 MiB with the package's settings) ran at two speeds from one repeat to the next: with tens of
-    thousands of page faults per step, or none. Returns the threshold set, or None.
+def hold_freed_memory() -> dict[str, int | None]:
+    """Keep memory freed by the implementations timed in the process instead of handing it back to the kernel, through
+    the package's own handle on the C library (Linux/glibc only, and not with ``NEURADIFF_MALLOC=default``): glibc's
+    trim threshold at its largest value, and no allocation served by ``mmap`` (``M_MMAP_MAX`` 0), so that every
+    implementation reuses its freed pages instead of faulting them in again. Without the first, a step whose graph
+    frees more than the trim threshold (the published step at 32 × 128², 256 MiB with the package's settings) ran at
+    two speeds from one repeat to the next on an AMD EPYC; without the second, on an Intel Xeon its tensors of just
+    over 32 MiB (glibc's largest mmap threshold) were mapped and unmapped at every step, with about 42 000 page
+    faults per step in some repeats. Returns the settings made (``None`` where one could not be made).
     """
-    from neuradiff.core.allocator import M_TRIM_THRESHOLD, _libc
+    from neuradiff.core.allocator import M_MMAP_MAX, M_TRIM_THRESHOLD, _libc
 
     libc = _libc()
     threshold = 2**31 - 1
-    return threshold if libc is not None and libc.mallopt(M_TRIM_THRESHOLD, threshold) else None
+    trim = threshold if libc is not None and libc.mallopt(M_TRIM_THRESHOLD, threshold) else None
+    mmap_max = 0 if libc is not None and libc.mallopt(M_MMAP_MAX, 0) else None
+    return {"trim_threshold": trim, "mmap_max": mmap_max}
 
 
 def environment() -> dict:

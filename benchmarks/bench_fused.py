@@ -23,9 +23,10 @@ noise fresh inside every call, training included): ``published`` draws them per 
 ``fused_philox``, is the fused step with the counter-based generator (``RandomForcing(seed, generator="philox")``:
 the same distribution, another realisation).
 
-Freed memory stays in the process for every implementation (``_common.hold_freed_memory``; ``trim_threshold`` in the
-environment record): before, the published step at 32 × 128² ran at two speeds from one repeat to the next, with
-and without page faults, and the minimum over the repeats took whichever the repeats hit.
+Freed memory stays in the process for every implementation (``_common.hold_freed_memory``: glibc's trim threshold at
+its largest, no allocation by ``mmap``; ``trim_threshold`` and ``mmap_max`` in the environment record): before, the
+published step at 32 × 128² ran at two speeds from one repeat to the next, with and without page faults, and the
+minimum over the repeats took whichever the repeats hit.
 
 ``--discretisation reference``: ``torch`` and ``fused`` step ``VoidModel("reference")`` (with
 ``kernel="fused"`` its compiled kernel), the discretisation of the published code (M∇²μ, floored logarithms, every
@@ -175,7 +176,7 @@ def main() -> None:
     env = environment()
     # after the package set its allocator (the probe built the kernel): freed memory stays in the process for every
     # implementation, so the published step is timed at its faster speed in every repeat
-    env["trim_threshold"] = hold_freed_memory()
+    env.update(hold_freed_memory())
     print_environment(env)
     configs = CONFIGS[:1] if args.quick else CONFIGS
     repeats = 2 if args.quick else args.repeats

@@ -25,6 +25,7 @@ from typing import Any
 #: mallopt parameters (glibc's malloc.h).
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
+M_MMAP_MAX = -4
 #: Allocations up to this size come from the heap (glibc's largest dynamic threshold, 32 MiB on 64-bit).
 MMAP_THRESHOLD = 32 * 2**20
 #: Free memory at the heap top kept without trimming (256 MiB); release_free_memory returns the rest.
