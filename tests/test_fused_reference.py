@@ -11,11 +11,13 @@ from neuradiff.physics.fused import KERNEL_LEARNED
 from neuradiff.physics.fused_reference import (
     fused_reference_forcing,
     fused_reference_forcing_unavailable,
+    fused_reference_philox_forcing,
     fused_reference_stability,
     fused_reference_step,
     fused_reference_substeps,
     fused_reference_unavailable,
 )
+from neuradiff.physics.random_numbers import PhiloxNumbers, keyed_draws
 from physics_helpers import smooth_void_state
 
 LEARNED = VoidParameters.default_learned()
@@ -249,6 +251,51 @@ def test_the_fused_stochastic_increment_equals_the_plain_one(dtype, monkeypatch)
     assert len(calls) == before
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    ("batch", "shape", "threads"), [(3, (9, 11), 1), (1, (16, 16), 2), (2, (192, 192), 2)]
+)  # an odd pixel count; a batch; chunks shared by two threads
+def test_the_increment_made_from_a_philox_key_equals_the_one_from_its_fields(dtype, batch, shape, threads):
+    """The kernel that makes a step's numbers from their key gives, to the bit, the increment of the fields
+    PhiloxNumbers draws for the same key (gate, amplitude, ξ in the model's order), on any thread count."""
+    s = smooth_void_state(n=shape[0], radius=shape[0] / 4).to(dtype)[:, :, :, : shape[1]].repeat(batch, 1, 1, 1)
+    s = s.contiguous()
+    s[0, 2, : shape[0] // 2] = 0.9  # η above the cascade bound in half of one frame
+    model = VoidModel("reference")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        for p_casc, key in ((0.01, 7), (0.6, 2**64 - 11)):
+            p = VoidParameters(noise=0.3, bias=0.7, p_casc=p_casc)
+            fields = model.draw(PhiloxNumbers(key), tuple(s.shape), dtype)
+            made = fused_reference_philox_forcing(s, p, key, 0.1, eta_max=0.8)
+            assert torch.equal(made, fused_reference_forcing(s, p, fields, 0.1, eta_max=0.8))
+            cascades = (made[:, 0] - 0.1 * 0.3 * fields["xi"][:, 0]).abs() > 1e-5
+            assert p_casc < 0.5 or int(cascades.sum()) > 0.3 * cascades.numel() / 2  # cascades where η < 0.8
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_fused_model_makes_keyed_draws_in_the_kernel_and_the_plain_path_from_their_fields(monkeypatch):
+    s = _edge_state(torch.float32, batch=2)
+    fused, plain = VoidModel("reference", kernel="fused"), VoidModel("reference")
+    keyed = RandomForcing(9, generator="philox").draws(fused, 4, s)
+    calls = []
+    monkeypatch.setattr(
+        "neuradiff.physics.void_model.fused_reference_philox_forcing",
+        lambda *a, **k: calls.append(1) or fused_reference_philox_forcing(*a, **k),
+    )
+    p = VoidParameters(noise=0.3)
+    a = fused.forcing_increment(s, p, keyed, 0.1, 1.0)
+    b = plain.forcing_increment(s, p, keyed, 0.1, 1.0)
+    assert a is not None and b is not None and calls == [1]
+    assert torch.allclose(a, b, rtol=1e-6, atol=1e-6 * float(b.abs().max()))
+    assert torch.equal(keyed_draws(int(keyed["philox_key"]))["philox_key"], keyed["philox_key"])
+    wanting = p.replace(p_casc=torch.tensor(0.01, requires_grad=True))
+    c = fused.forcing_increment(s, wanting, keyed, 0.1, 1.0)  # the plain path from the fields, not the kernel
+    assert calls == [1] and c is not None and torch.allclose(c, b, rtol=1e-6, atol=1e-6 * float(b.abs().max()))
+
+
 def test_gradcheck_several_substeps_with_a_forcing():
     s0 = _edge_state(torch.float64, batch=1)[:, :, 12:22, :9].contiguous()
     f0 = 1e-3 * torch.randn(s0.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
@@ -262,8 +309,10 @@ def test_gradcheck_several_substeps_with_a_forcing():
     assert gradcheck(run, inputs, eps=1e-7, atol=1e-6, rtol=1e-4)
 
 
-@pytest.mark.parametrize("boundary", ["periodic", "no-flux"])
-def test_fused_rollout_with_noise_and_split_steps_matches_the_plain_one(boundary):
+@pytest.mark.parametrize(
+    ("boundary", "generator"), [("periodic", "torch"), ("no-flux", "torch"), ("periodic", "philox")]
+)
+def test_fused_rollout_with_noise_and_split_steps_matches_the_plain_one(boundary, generator):
     state = smooth_void_state(n=10, radius=2.5).clone()
     state[0, 1, 1, 1:4] = 0.0
     state.requires_grad_(True)
@@ -276,7 +325,7 @@ def test_fused_rollout_with_noise_and_split_steps_matches_the_plain_one(boundary
             p,
             dt=0.25,
             n_steps=3,
-            forcing=RandomForcing(5),
+            forcing=RandomForcing(5, generator=generator),
             checkpoint_every=2,
             diagnostics=False,
         )

@@ -10,7 +10,16 @@ from torch.autograd import gradcheck
 
 from neuradiff.physics import RandomForcing, VoidModel, VoidParameters, rollout
 from neuradiff.physics.forcing import step_seed
-from neuradiff.physics.random_numbers import PhiloxNumbers, TorchNumbers, philox4x32, philox_field, philox_words
+from neuradiff.physics.random_numbers import (
+    PHILOX_KEY,
+    PhiloxNumbers,
+    TorchNumbers,
+    draws_key,
+    philox4x32,
+    philox_field,
+    philox_words,
+)
+from neuradiff.physics.validation_models import SpinodalModel
 from neuradiff.synth.simulation import SimulationConfig
 from physics_helpers import smooth_void_state, tensor_params
 
@@ -94,10 +103,19 @@ def test_a_sources_fields_come_in_turn_and_torch_numbers_are_torchs():
 def test_philox_forcing_is_keyed_by_seed_and_step_and_the_default_stays_torchs():
     model, state = VoidModel(), smooth_void_state(n=16, radius=4.0).float()
     f = RandomForcing(4, generator="philox")
-    d0, again, d1 = f.draws(model, 0, state), f.draws(model, 0, state), f.draws(model, 1, state)
-    assert all(torch.equal(d0[k], again[k]) for k in d0)
+
+    def fields(forcing, step):  # keyed draws, made into fields as the plain path makes them
+        keyed = forcing.draws(model, step, state)
+        assert sorted(keyed) == [PHILOX_KEY] and draws_key(keyed) == step_seed(forcing.seed, step)
+        return model.realise(keyed, state)
+
+    d0, again, d1 = fields(f, 0), fields(f, 0), fields(f, 1)
+    assert sorted(d0) == ["amplitude", "gate", "xi"] and all(torch.equal(d0[k], again[k]) for k in d0)
+    expected = model.draw(PhiloxNumbers(step_seed(4, 0)), tuple(state.shape), state.dtype)
+    assert all(torch.equal(d0[k], expected[k]) for k in expected)
     assert not torch.equal(d0["xi"], d1["xi"])
-    assert not torch.equal(d0["xi"], RandomForcing(5, generator="philox").draws(model, 0, state)["xi"])
+    assert not torch.equal(d0["xi"], fields(RandomForcing(5, generator="philox"), 0)["xi"])
+    assert RandomForcing(4, generator="philox").draws(SpinodalModel(), 0, state) is None  # no random terms
     old = RandomForcing(4).draws(model, 0, state)
     assert torch.equal(
         old["xi"], model.draw(torch.Generator().manual_seed(step_seed(4, 0)), state.shape, state.dtype)["xi"]

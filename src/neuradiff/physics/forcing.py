@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from neuradiff.physics.model import PhaseFieldModel
-from neuradiff.physics.random_numbers import GENERATORS, PhiloxNumbers, RandomNumbers, TorchNumbers
+from neuradiff.physics.random_numbers import GENERATORS, PhiloxNumbers, RandomNumbers, TorchNumbers, keyed_draws
 
 _MASK64 = (1 << 64) - 1
 
@@ -53,15 +53,19 @@ class RandomForcing:
 
     ``generator``: ``"torch"`` (torch's Mersenne Twister seeded with the step's key: the realisations of every
     version so far) or ``"philox"`` (Philox4x32-10 keyed by it, :mod:`~neuradiff.physics.random_numbers`: a
-    different realisation of the same distribution, drawn 2–3 times faster by a compiled loop).
+    different realisation of the same distribution, drawn 2–3 times faster by a compiled loop). With Philox the
+    draws are the key alone (:func:`~neuradiff.physics.random_numbers.keyed_draws`): the model makes the numbers where
+    it uses them, and :meth:`~neuradiff.physics.model.PhaseFieldModel.realise` gives them as fields.
 
     Examples
     --------
     >>> from neuradiff.physics import VoidModel, single_void
-    >>> state = single_void((16, 16))
-    >>> d = RandomForcing(3, generator="philox").draws(VoidModel(), 0, state)
-    >>> sorted(d), tuple(d["xi"].shape)
-    (['amplitude', 'gate', 'xi'], (1, 5, 16, 16))
+    >>> state, model = single_void((16, 16)), VoidModel()
+    >>> sorted(RandomForcing(3).draws(model, 0, state))
+    ['amplitude', 'gate', 'xi']
+    >>> keyed = RandomForcing(3, generator="philox").draws(model, 0, state)
+    >>> sorted(keyed), tuple(model.realise(keyed, state)["xi"].shape)
+    (['philox_key'], (1, 5, 16, 16))
     """
 
     def __init__(self, seed: int, generator: str = "torch") -> None:
@@ -79,6 +83,8 @@ class RandomForcing:
         return TorchNumbers(torch.Generator(device="cpu").manual_seed(key))
 
     def draws(self, model: PhaseFieldModel, step: int, state: Tensor) -> dict[str, Tensor] | None:
+        if self.generator == "philox":  # the key: the model makes the numbers where it uses them
+            return keyed_draws(step_seed(self.seed, step)) if model.random_terms else None
         out = model.draw(self.numbers(step), tuple(state.shape), state.dtype)
         if out is None:
             return None

@@ -109,6 +109,7 @@ _ENTRY_POINTS: dict[str, dict[str, list[Any]]] = {
         "reference_backward": [_P, _P, _P, _P, _P, _I, _I, _I, _I, _P, _D, _D, _D, _P, _P, _I],
         "reference_stability": [_P, _I, _I, _I, _P, _D, _P],
         "reference_forcing": [_P, _P, _P, _P, _P, _I, _I, _I, _P],
+        "reference_forcing_philox": [_P, _P, _I, _I, _I, _P, _U, _U, _U, _I],
     },
     "philox": {
         "philox_uniform": [_U, _U, _U, _L, _P, _I],
@@ -116,7 +117,7 @@ _ENTRY_POINTS: dict[str, dict[str, list[Any]]] = {
     },
 }
 #: Headers the kernel sources include (copied beside them when compiling).
-_HEADERS = ("common.h",)
+_HEADERS = ("common.h", "philox.h")
 #: Flags for this machine's vector units and OpenMP threads, tried in turn until the compiler takes one set. On x86
 #: the first asks for the full width of AVX-512 where the CPU has it (compilers default to 256-bit vectors there: on
 #: an Intel Xeon a 256² step forward took 330 µs with them against 270 µs at 512 bits); other targets refuse that flag.
@@ -235,12 +236,11 @@ def kernel_unavailable(state: Tensor, params: Any, *, boundary: str, kernel: str
         return f"the fused kernel needs float32 or float64 (got {state.dtype})"
     for name in (*KERNEL_LEARNED, *KERNEL_FIXED):
         v = getattr(params, name)
-        if isinstance(v, Tensor) and v.numel() != 1:
-            return f"parameter {name} is not a scalar"
-    for name in KERNEL_FIXED:
-        v = getattr(params, name)
-        if isinstance(v, Tensor) and v.requires_grad:
-            return f"the fused kernel does not differentiate {name}"
+        if isinstance(v, Tensor):
+            if v.numel() != 1:
+                return f"parameter {name} is not a scalar"
+            if v.requires_grad and name in KERNEL_FIXED:
+                return f"the fused kernel does not differentiate {name}"
     if _library(state.dtype, kernel) is None:
         return f"the kernel could not be built: {_build_failure(kernel)}"
     return None
@@ -262,8 +262,8 @@ def fused_unavailable(state: Tensor, params: Any, *, boundary: str, face: str) -
 
 
 def scalar(v: Any) -> float:
-    """A parameter's value as a float (a tensor is detached first)."""
-    return float(v.detach()) if isinstance(v, Tensor) else float(v)
+    """A parameter's value as a float (of a one-element tensor, its value; no gradient is recorded)."""
+    return float(v.item()) if isinstance(v, Tensor) else float(v)
 
 
 def kernel_log(x: Tensor) -> Tensor:
@@ -624,6 +624,13 @@ def forcing_fixed_unavailable(params: Any) -> str | None:
     return None
 
 
+def forcing_values(params: Any, dt: float, eta_max: float) -> Tensor:
+    """The stochastic increment kernels' parameter vector: :data:`FORCING_FIXED`, η_max and dt (float64)."""
+    return torch.tensor(
+        [*(scalar(getattr(params, k)) for k in FORCING_FIXED), float(eta_max), float(dt)], dtype=torch.float64
+    )
+
+
 def fused_forcing_unavailable(state: Tensor, params: Any, draws: dict[str, Tensor]) -> str | None:
     """Why :func:`fused_forcing` cannot compute this increment (``None`` if it can); call after
     :func:`fused_unavailable` said the step can run."""
@@ -695,8 +702,6 @@ def fused_forcing(
     (1, 3, 16, 16)
     """
     values = _values(params, 0.0, 0.0)
-    extra = torch.tensor(
-        [*(scalar(getattr(params, k)) for k in FORCING_FIXED), float(eta_max), float(dt)], dtype=torch.float64
-    )
+    extra = forcing_values(params, dt, eta_max)
     leaves = [getattr(params, k) for k in KERNEL_LEARNED]
     return _FusedForcing.apply(state, draws["gate"], draws["amplitude"], draws["xi"], values, extra, float(dx), *leaves)

@@ -11,16 +11,14 @@ diagnostics and the defaults for sources and bounds (none).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from neuradiff.physics.operators import check_boundary, forward_differences
 from neuradiff.physics.parameters import ParameterSet
-
-if TYPE_CHECKING:
-    from neuradiff.physics.random_numbers import RandomNumbers
+from neuradiff.physics.random_numbers import PhiloxNumbers, RandomNumbers, draws_key
 
 
 class PhaseFieldModel:
@@ -150,6 +148,9 @@ class PhaseFieldModel:
         """
         return torch.fft.rfft2(self.rate(state, params, dx)) + a * state_hat
 
+    #: Whether the model's steps have random terms (:meth:`draw` gives fields); a keyed forcing gives the others none.
+    random_terms: ClassVar[bool] = False
+
     def draw(
         self, numbers: RandomNumbers | torch.Generator, shape: tuple[int, ...], dtype: torch.dtype
     ) -> dict[str, Tensor] | None:
@@ -157,6 +158,16 @@ class PhaseFieldModel:
         :class:`~neuradiff.physics.random_numbers.RandomNumbers` or a ``torch.Generator``); ``None`` if the model has
         none."""
         return None
+
+    def realise(self, draws: dict[str, Tensor] | None, state: Tensor) -> dict[str, Tensor] | None:
+        """The fields of a step's ``draws`` for ``state``: keyed draws
+        (:func:`~neuradiff.physics.random_numbers.keyed_draws`) made from their key by :meth:`draw` on the CPU and
+        moved to the state's device; draws that hold their fields (or ``None``) as they are."""
+        key = draws_key(draws)
+        if key is None:
+            return draws
+        out = self.draw(PhiloxNumbers(key), tuple(state.shape), state.dtype)
+        return None if out is None else {k: v.to(state.device) for k, v in out.items()}
 
     def forcing_increment(
         self, state: Tensor, params: ParameterSet, draws: dict[str, Tensor] | None, dt: float, dx: float

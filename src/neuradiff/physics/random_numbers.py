@@ -13,6 +13,11 @@ standard-normal fields a step needs, in a fixed order. Two sources:
   a polynomial logarithm, sine and cosine: within 2.8e-7·max(|z|, 1) of the exact transform of its words, 6.2e-7 at
   most, over 16.8 million numbers).
 
+A :class:`~neuradiff.physics.forcing.RandomForcing` with Philox hands a step its key alone (:func:`keyed_draws`): the
+fused reference kernel makes the numbers from it while it writes the step's increment, without a field of numbers
+(:func:`~neuradiff.physics.fused_reference.fused_reference_philox_forcing`), and every other path makes the fields
+(:meth:`~neuradiff.physics.model.PhaseFieldModel.realise`): the same numbers either way.
+
 Block ``m`` of field ``f`` under a 64-bit key is Philox4x32-10 of the counter (m mod 2³², m / 2³², f, 0) with the key's
 low and high 32 bits; its words w₀..w₃ become elements ``j·q + m`` (j = 0..3) of a field of n elements, q = ⌈n/4⌉.
 A uniform number is (w >> 8)·2⁻²⁴ in float32 and w·2⁻³² in float64, in [0, 1). Normal numbers come in Box-Muller
@@ -46,6 +51,8 @@ _W0, _W1 = 0x9E3779B9, 0xBB67AE85
 _ROUNDS = 10
 #: Generators a forcing can draw from (:class:`~neuradiff.physics.forcing.RandomForcing`).
 GENERATORS = ("torch", "philox")
+#: The entry of keyed draws (:func:`keyed_draws`).
+PHILOX_KEY = "philox_key"
 
 
 class RandomNumbers(Protocol):
@@ -91,6 +98,30 @@ class PhiloxNumbers:
         out = philox_field(kind, self.key, self.field, shape, dtype, compiled=self.compiled)
         self.field += 1
         return out
+
+
+def keyed_draws(key: int) -> dict[str, Tensor]:
+    """A step's draws as the Philox key of its numbers, ``{PHILOX_KEY: key}`` (a CPU int64 scalar holding the key's 64
+    bits): the fields are made where they are used, by a kernel that reads no field of numbers or by
+    :meth:`~neuradiff.physics.model.PhaseFieldModel.realise` (``model.draw(PhiloxNumbers(key), ...)``), the same
+    numbers either way.
+
+    Examples
+    --------
+    >>> draws_key(keyed_draws(2**64 - 1)) == 2**64 - 1
+    True
+    """
+    if not 0 <= int(key) < 1 << 64:
+        raise ValueError(f"a Philox key is a 64-bit unsigned integer, got {key!r}")
+    signed = int(key) - (1 << 64) if int(key) >= 1 << 63 else int(key)
+    return {PHILOX_KEY: torch.tensor(signed, dtype=torch.int64)}
+
+
+def draws_key(draws: dict[str, Tensor] | None) -> int | None:
+    """The Philox key of keyed draws (:func:`keyed_draws`); ``None`` for draws that hold their fields (or none)."""
+    if draws is None or PHILOX_KEY not in draws:
+        return None
+    return int(draws[PHILOX_KEY]) & ((1 << 64) - 1)
 
 
 def as_numbers(source: RandomNumbers | torch.Generator) -> RandomNumbers:

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from neuradiff.physics.fused import (
+    forcing_fixed_unavailable,
     fused_forcing,
     fused_forcing_unavailable,
     fused_stability,
@@ -51,6 +52,7 @@ from neuradiff.physics.fused import (
 from neuradiff.physics.fused_reference import (
     fused_reference_forcing,
     fused_reference_forcing_unavailable,
+    fused_reference_philox_forcing,
     fused_reference_stability,
     fused_reference_step,
     fused_reference_substeps,
@@ -59,7 +61,7 @@ from neuradiff.physics.fused_reference import (
 from neuradiff.physics.model import PhaseFieldModel
 from neuradiff.physics.operators import LAPLACIAN_MAX_EIGENVALUE, flux_divergence, laplacian
 from neuradiff.physics.parameters import ParameterSet, parameter
-from neuradiff.physics.random_numbers import RandomNumbers, as_numbers
+from neuradiff.physics.random_numbers import RandomNumbers, as_numbers, draws_key
 
 #: The paper's matrix state outside a void: c_v, c_i (site fractions).
 MATRIX_C_V = 0.122
@@ -169,6 +171,7 @@ class VoidModel(PhaseFieldModel):
     conserved = (True, True, False)
     params_type = VoidParameters
     name = "void"
+    random_terms = True
     #: Name of the discretisation a subclass implements.
     discretisation: ClassVar[str] = ""
     #: Default ε of the logarithms.
@@ -319,6 +322,7 @@ class VoidModel(PhaseFieldModel):
     def forcing_increment(
         self, state: Tensor, params: VoidParameters, draws: dict[str, Tensor] | None, dt: float, dx: float
     ) -> Tensor | None:
+        draws = self.realise(draws, state)
         if draws is None:
             return None
         p = params
@@ -469,6 +473,7 @@ class ConservativeVoidModel(VoidModel):
     def forcing_increment(
         self, state: Tensor, params: VoidParameters, draws: dict[str, Tensor] | None, dt: float, dx: float
     ) -> Tensor | None:
+        draws = self.realise(draws, state)
         if draws is not None and self._fused(state, params) and fused_forcing_unavailable(state, params, draws) is None:
             return fused_forcing(state, params, draws, dt, dx, eta_max=self.cascade_eta_max)
         return super().forcing_increment(state, params, draws, dt, dx)
@@ -607,11 +612,12 @@ class ReferenceVoidModel(VoidModel):
     def forcing_increment(
         self, state: Tensor, params: VoidParameters, draws: dict[str, Tensor] | None, dt: float, dx: float
     ) -> Tensor | None:
-        if (
-            draws is not None
-            and self._fused(state, params)
-            and fused_reference_forcing_unavailable(state, params, draws) is None
-        ):
+        if draws is None or not self._fused(state, params) or forcing_fixed_unavailable(params) is not None:
+            return super().forcing_increment(state, params, draws, dt, dx)
+        key = draws_key(draws)
+        if key is not None:  # the numbers made from their key in the kernel, without fields
+            return fused_reference_philox_forcing(state, params, key, dt, eta_max=self.cascade_eta_max)
+        if fused_reference_forcing_unavailable(state, params, draws) is None:
             return fused_reference_forcing(state, params, draws, dt, eta_max=self.cascade_eta_max)
         return super().forcing_increment(state, params, draws, dt, dx)
 

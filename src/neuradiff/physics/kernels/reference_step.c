@@ -33,6 +33,7 @@
  * per pixel and the parameter sums are kept per row and added in row order.
  */
 #include "common.h"
+#include "philox.h"
 
 /* parameter vector (fused._values): the nine learned parameters, R_bulk, R_surf, the log floor eps and a slot this
  * kernel does not read (the conservative kernel's saturation floor) */
@@ -539,5 +540,66 @@ int FN(reference_forcing)(const REAL *state, const REAL *gate, const REAL *ampl,
             o[2 * n + k] = dt * (w2 * casc + noise * x[2 * n + k]);
         }
     }
+    return 0;
+}
+
+/* The same increment with its numbers made from their Philox key (philox.h) instead of read from fields: the gate,
+ * the amplitude and xi are fields `field`, `field` + 1 and `field` + 2 under (k0, k1), as PhiloxNumbers draws them in
+ * ReferenceVoidModel.draw's order, so the increment is the one reference_forcing makes from those fields (the same
+ * bits). Two passes, no field of numbers kept: the cascade source of every pixel (the gate's and the amplitude's
+ * words of a chunk of blocks, then the pixels they fall on), then xi's normal numbers, each written into its element
+ * of the increment. Threads share the chunks of blocks; every element is a function of the key and its index, so
+ * every thread count gives the same bits. */
+int FN(reference_forcing_philox)(const REAL *state, REAL *out, int B, int H, int W, const double *ex, uint32_t k0,
+                                  uint32_t k1, uint32_t field, int threads) {
+    const int64_t hw = (int64_t)H * (int64_t)W, n = (int64_t)B * hw, n3 = 3 * n, q = (n + 3) / 4, q3 = (n3 + 3) / 4;
+    const REAL pc = (REAL)ex[0], vg = (REAL)ex[1], noise = (REAL)ex[3], emax = (REAL)ex[4], dt = (REAL)ex[5];
+    const REAL wc[3] = {(REAL)ex[2], (REAL)(1.0 - ex[2]), (REAL)(2.0 * ex[2] - 1.0)};
+    REAL *casc = (REAL *)malloc((size_t)n * sizeof(REAL));
+    if (casc == NULL) return 1;
+    (void)threads;
+    /* the cascade source V_g U of pixel e (batch element e / hw) where eta < eta_max and the gate <= p_casc, else 0 */
+    _Pragma("omp parallel for num_threads(threads) schedule(static) if (parallel: q >= 2 * MIN_BLOCKS_PER_THREAD)")
+    for (int64_t m = 0; m < q; m += CHUNK) {
+        uint32_t g[4][CHUNK] __attribute__((aligned(64))), a[4][CHUNK] __attribute__((aligned(64)));
+        const int len = (int)(q - m < CHUNK ? q - m : CHUNK), lanes = (len + PHILOX_LANES - 1) / PHILOX_LANES;
+        chunk_words(k0, k1, field, m, lanes * PHILOX_LANES, g);
+        chunk_words(k0, k1, field + 1u, m, lanes * PHILOX_LANES, a);
+        for (int j = 0; j < 4; ++j) {
+            const int64_t e0 = j * q + m, stop = e0 + len < n ? e0 + len : n;
+            for (int64_t e = e0; e < stop;) { /* runs within one batch element */
+                const int64_t b = e / hw, end = (b + 1) * hw < stop ? (b + 1) * hw : stop;
+                const REAL *eta = state + (2 * b + 2) * hw; /* eta of pixel e: eta[e] */
+                const uint32_t *gj = g[j], *aj = a[j];
+                _Pragma("omp simd") for (int64_t k = e; k < end; ++k) {
+                    const REAL hit = (eta[k] < emax && uniform_of(gj[k - e0]) <= pc) ? (REAL)1 : (REAL)0;
+                    casc[k] = vg * uniform_of(aj[k - e0]) * hit;
+                }
+                e = end;
+            }
+        }
+    }
+    /* xi's normal numbers, element e of the increment's [B, 3, H, W] (channel plane g = e / hw: element g / 3, field
+     * g % 3): dt (w_c cascade + noise xi) */
+    _Pragma("omp parallel for num_threads(threads) schedule(static) if (parallel: q3 >= 2 * MIN_BLOCKS_PER_THREAD)")
+    for (int64_t m = 0; m < q3; m += CHUNK) {
+        uint32_t w[4][CHUNK] __attribute__((aligned(64)));
+        REAL z[4][CHUNK] __attribute__((aligned(64)));
+        const int len = (int)(q3 - m < CHUNK ? q3 - m : CHUNK);
+        chunk_words(k0, k1, field + 2u, m, (len + PHILOX_LANES - 1) / PHILOX_LANES * PHILOX_LANES, w);
+        _Pragma("omp simd") for (int t = 0; t < len; ++t) NORMALS(w, t, z[0][t], z[1][t], z[2][t], z[3][t])
+        for (int j = 0; j < 4; ++j) {
+            const int64_t e0 = j * q3 + m, stop = e0 + len < n3 ? e0 + len : n3;
+            for (int64_t e = e0; e < stop;) { /* runs within one channel plane */
+                const int64_t g = e / hw, end = (g + 1) * hw < stop ? (g + 1) * hw : stop;
+                const REAL wg = wc[g % 3];
+                const REAL *cg = casc + (g / 3) * hw, *zj = z[j];
+                const int64_t plane = g * hw;
+                _Pragma("omp simd") for (int64_t k = e; k < end; ++k) out[k] = dt * (wg * cg[k - plane] + noise * zj[k - e0]);
+                e = end;
+            }
+        }
+    }
+    free(casc);
     return 0;
 }
