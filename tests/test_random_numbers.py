@@ -116,6 +116,7 @@ def test_philox_forcing_is_keyed_by_seed_and_step_and_the_default_stays_torchs()
     assert not torch.equal(d0["xi"], d1["xi"])
     assert not torch.equal(d0["xi"], fields(RandomForcing(5, generator="philox"), 0)["xi"])
     assert RandomForcing(4, generator="philox").draws(SpinodalModel(), 0, state) is None  # no random terms
+    assert model.random_terms and not SpinodalModel().random_terms
     old = RandomForcing(4).draws(model, 0, state)
     assert torch.equal(
         old["xi"], model.draw(torch.Generator().manual_seed(step_seed(4, 0)), state.shape, state.dtype)["xi"]

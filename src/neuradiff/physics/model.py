@@ -148,8 +148,11 @@ class PhaseFieldModel:
         """
         return torch.fft.rfft2(self.rate(state, params, dx)) + a * state_hat
 
-    #: Whether the model's steps have random terms (:meth:`draw` gives fields); a keyed forcing gives the others none.
-    random_terms: ClassVar[bool] = False
+    @property
+    def random_terms(self) -> bool:
+        """Whether the model's steps have random terms: its class defines :meth:`draw` (a keyed forcing gives the others
+        no draws)."""
+        return type(self).draw is not PhaseFieldModel.draw
 
     def draw(
         self, numbers: RandomNumbers | torch.Generator, shape: tuple[int, ...], dtype: torch.dtype

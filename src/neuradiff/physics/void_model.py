@@ -171,7 +171,6 @@ class VoidModel(PhaseFieldModel):
     conserved = (True, True, False)
     params_type = VoidParameters
     name = "void"
-    random_terms = True
     #: Name of the discretisation a subclass implements.
     discretisation: ClassVar[str] = ""
     #: Default ε of the logarithms.
