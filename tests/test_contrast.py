@@ -20,6 +20,10 @@ from neuradiff.nets.contrast import (
     SHOWN_AREA_PX,
     SHOWN_COUNT,
     VISIBLE_CONTRAST,
+    _Background,
+    _box_sums,
+    _grow,
+    _integral,
     _rings,
     annotated_threshold,
     contrast_significance,
@@ -90,6 +94,46 @@ def test_rings_grown_in_windows_are_the_rings_grown_over_the_frame(seed):
         fast, slow = _rings(x, labels, void, widths), _rings_by_growing_the_whole_frame(x, labels, void, widths)
         np.testing.assert_array_equal(fast[1], slow[1])
         np.testing.assert_allclose(fast[0], slow[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (9, 1), (2, 2), (37, 53)])
+def test_growing_labels_is_the_grey_dilation_by_the_cross(shape):
+    labels = np.random.default_rng(shape[0] * 100 + shape[1]).integers(0, 50, shape).astype(np.int32)
+    cross = ndimage.generate_binary_structure(2, 1)
+    np.testing.assert_array_equal(_grow(labels), ndimage.grey_dilation(labels, footprint=cross))
+
+
+def test_box_sums_on_a_grid_are_the_sums_over_their_squares():
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 1000, (61, 47)).astype(np.float64)  # whole numbers: every sum exact in any order
+    s = _integral(x)
+    np.testing.assert_array_equal(s, np.pad(x.cumsum(0).cumsum(1), ((1, 0), (1, 0))))
+    got = _box_sums(s, 2, 3, 6, 4, 9, 5)
+    want = [[x[2 + 9 * i : 7 + 9 * i, 3 + 9 * j : 8 + 9 * j].sum() for j in range(4)] for i in range(6)]
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("side", [1, 4, 12])
+def test_null_spread_is_that_of_the_positions_clear_of_voids(side):
+    """The spread from strided slices of the summed-area tables equals, to the bit, the one from the clear positions
+    gathered one by one."""
+    s = corpus_sample(HELD_OUT_SEED + 3, CorpusSettings(size=160))
+    x, void = s.frames[0].astype(np.float64), s.masks[0]
+    grey, voids = _integral(x), _integral(void.astype(np.float64))
+    w = ring_width(side * side)
+    outer = side + 2 * w
+    stride = max(1, int(np.sqrt((160 - outer - 2) ** 2 / 40_000)))
+    yy, xx = (a.ravel() for a in np.mgrid[1 : 160 - outer - 1 : stride, 1 : 160 - outer - 1 : stride])
+
+    def box(t, y, x_, n):
+        return t[y + n, x_ + n] - t[y, x_ + n] - t[y + n, x_] + t[y, x_]
+
+    clear = box(voids, yy - 1, xx - 1, outer + 2) == 0
+    assert 64 <= clear.sum() < clear.size
+    yy, xx = yy[clear], xx[clear]
+    inner = box(grey, yy + w, xx + w, side) / side**2
+    d = inner - (box(grey, yy, xx, outer) - inner * side**2) / (outer**2 - side**2)
+    assert _Background(x, void).spread(side) == 1.4826 * float(np.median(np.abs(d - np.median(d))))
 
 
 @pytest.mark.parametrize("side", [1, 3, 8])

@@ -80,15 +80,25 @@ def ring_width(area: float) -> int:
 
 
 def _integral(x: np.ndarray) -> np.ndarray:
-    """Summed-area table ``[H + 1, W + 1]`` of ``x`` ``[H, W]``."""
+    """Summed-area table ``[H + 1, W + 1]`` (float64) of ``x`` ``[H, W]``: the sums down each column first, row by
+    row (a cumulative sum along the first axis of a row-major array is four times slower), then along each row."""
     s = np.zeros((x.shape[0] + 1, x.shape[1] + 1))
-    s[1:, 1:] = x.cumsum(0).cumsum(1)
+    c = s[1:, 1:]
+    c[0] = x[0]
+    for i in range(1, c.shape[0]):
+        np.add(c[i - 1], x[i], out=c[i])
+    np.cumsum(c, axis=1, out=c)
     return s
 
 
-def _box_sum(s: np.ndarray, y0: np.ndarray, x0: np.ndarray, side: int) -> np.ndarray:
-    """Sums over the squares of ``side`` px with top-left corners ``(y0, x0)``, from the summed-area table ``s``."""
-    return s[y0 + side, x0 + side] - s[y0, x0 + side] - s[y0 + side, x0] + s[y0, x0]
+def _box_sums(s: np.ndarray, y0: int, x0: int, ny: int, nx: int, stride: int, side: int) -> np.ndarray:
+    """Sums ``[ny, nx]`` over the squares of ``side`` px whose top-left corners are ``(y0 + i·stride, x0 + j·stride)``,
+    from the summed-area table ``s``."""
+
+    def corner(y: int, x: int) -> np.ndarray:
+        return s[y : y + (ny - 1) * stride + 1 : stride, x : x + (nx - 1) * stride + 1 : stride]
+
+    return corner(y0 + side, x0 + side) - corner(y0, x0 + side) - corner(y0 + side, x0) + corner(y0, x0)
 
 
 class _Background:
@@ -107,19 +117,30 @@ class _Background:
         if h <= outer + 2 or wd <= outer + 2:
             return float("nan")
         stride = max(1, int(math.sqrt((h - outer - 2) * (wd - outer - 2) / (4 * NULL_SAMPLES))))
-        yy, xx = np.mgrid[1 : h - outer - 1 : stride, 1 : wd - outer - 1 : stride]  # top-left corners, outer square
-        yy, xx = yy.ravel(), xx.ravel()
-        clear = _box_sum(self.void, yy - 1, xx - 1, outer + 2) == 0  # no void pixel within 1 px of the square
-        if clear.sum() >= 64:
-            yy, xx = yy[clear], xx[clear]
-        inner = _box_sum(self.grey, yy + w, xx + w, side) / side**2
-        ring = (_box_sum(self.grey, yy, xx, outer) - inner * side**2) / (outer**2 - side**2)
+        # top-left corners of the outer square: 1, 1 + stride, … below h − outer − 1 (and wd − outer − 1)
+        ny, nx = len(range(1, h - outer - 1, stride)), len(range(1, wd - outer - 1, stride))
+        clear = (_box_sums(self.void, 0, 0, ny, nx, stride, outer + 2) == 0).ravel()  # no void within 1 px
+        inner = (_box_sums(self.grey, 1 + w, 1 + w, ny, nx, stride, side) / side**2).ravel()
+        ring = (_box_sums(self.grey, 1, 1, ny, nx, stride, outer).ravel() - inner * side**2) / (outer**2 - side**2)
         d = inner - ring
+        if clear.sum() >= 64:
+            d = d[clear]
         return 1.4826 * float(np.median(np.abs(d - np.median(d))))
 
 
 #: Ring widths up to this are grown over the whole frame; wider rings (large voids, few) in a window around each.
 _GLOBAL_WIDTH = 3
+
+
+def _grow(labels: np.ndarray) -> np.ndarray:
+    """Each pixel of ``labels`` ``[H, W]`` set to the highest label of itself and its four neighbours inside the
+    frame (a grey dilation by the 4-connected cross; the same as ``ndimage.grey_dilation``, several times faster)."""
+    out = labels.copy()
+    np.maximum(out[1:], labels[:-1], out=out[1:])
+    np.maximum(out[:-1], labels[1:], out=out[:-1])
+    np.maximum(out[:, 1:], labels[:, :-1], out=out[:, 1:])
+    np.maximum(out[:, :-1], labels[:, 1:], out=out[:, :-1])
+    return out
 
 
 def _rings(x: np.ndarray, labels: np.ndarray, void: np.ndarray, widths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -133,12 +154,12 @@ def _rings(x: np.ndarray, labels: np.ndarray, void: np.ndarray, widths: np.ndarr
     """
     n = widths.size - 1
     ring_sum, ring_n = np.zeros(n + 1), np.zeros(n + 1)
-    cross = ndimage.generate_binary_structure(2, 1)
     lab32 = labels.astype(np.int32)
     grown: np.ndarray = lab32
+    solid = ~void
     for step in range(1, min(int(widths.max()), _GLOBAL_WIDTH) + 1):
-        grown = np.asarray(ndimage.grey_dilation(grown, footprint=cross))
-        done = (widths[grown] == step) & ~void
+        grown = _grow(grown)
+        done = (widths[grown] == step) & solid
         ring_sum += np.bincount(grown[done], weights=x[done], minlength=n + 1)
         ring_n += np.bincount(grown[done], minlength=n + 1)
     wide = np.flatnonzero(widths > _GLOBAL_WIDTH)
@@ -152,8 +173,8 @@ def _rings(x: np.ndarray, labels: np.ndarray, void: np.ndarray, widths: np.ndarr
             x0, x1 = max(0, xs.start - 2 * w), min(w_, xs.stop + 2 * w)
             g: np.ndarray = lab32[y0:y1, x0:x1]
             for _ in range(w):
-                g = np.asarray(ndimage.grey_dilation(g, footprint=cross))
-            done = (g == k) & ~void[y0:y1, x0:x1]
+                g = _grow(g)
+            done = (g == k) & solid[y0:y1, x0:x1]
             ring_sum[k] = x[y0:y1, x0:x1][done].sum()
             ring_n[k] = done.sum()
     return ring_sum, ring_n
@@ -207,7 +228,7 @@ def contrast_significance(frame: np.ndarray, void: np.ndarray) -> tuple[np.ndarr
     if n == 0:
         return labels, np.zeros(0)
     area = np.bincount(labels.ravel(), minlength=n + 1)[1:].astype(np.float64)
-    mean_in = np.asarray(ndimage.sum(x, labels, np.arange(1, n + 1))) / area
+    mean_in = np.bincount(labels.ravel(), weights=x.ravel(), minlength=n + 1)[1:] / area
     sides = np.asarray(NULL_SIDES)
     side_of = sides[np.abs(sides[None, :] - np.sqrt(area)[:, None]).argmin(axis=1)]
     background = _Background(x, void)
