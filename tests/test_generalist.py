@@ -87,6 +87,60 @@ def test_track_without_model_uses_the_generalist(tmp_path):
     assert masks.shape == (2, 96, 96) and masks.any()
 
 
+def _drawn_larger(frame: np.ndarray, k: int) -> np.ndarray:
+    """``frame`` drawn ``k`` times larger (each pixel a k × k block) with fresh pixel noise, as at a higher
+    magnification."""
+    big = np.kron(frame.astype(np.float32), np.ones((k, k), np.float32))
+    return big + np.random.default_rng(k).normal(0.0, 0.1 * float(frame.std()), big.shape).astype(np.float32)
+
+
+def test_the_scale_is_chosen_where_the_net_is_sure():
+    g = load_generalist()
+    s = corpus_sample(HELD_OUT_SEED + 5, CorpusSettings(size=128))
+    assert g.estimate_scale(s.frames[0]) == 1.0
+    big = _drawn_larger(s.frames[0], 3)
+    factor = g.estimate_scale(big)
+    assert factor in (0.5, 1 / 3, 0.25)
+    truth = np.kron(s.masks[0], np.ones((3, 3), bool))
+
+    def iou(m):
+        return np.logical_and(m, truth).sum() / np.logical_or(m, truth).sum()
+
+    assert iou(g.masks(big, void_px=g.void_px_for(factor))[0]) > iou(g.masks(big)[0]) + 0.2
+    # nothing the net is sure of at any factor: the frames stay as they are
+    noise = np.random.default_rng(0).normal(0.0, 1.0, (96, 96))
+    assert g.estimate_scale(noise, candidates=(1.0, 0.5)) == 1.0 or g.estimate_scale(noise) == 1.0
+
+
+@pytest.mark.parametrize("factor", [2.0, 1.0, 0.5, 1 / 3, 0.25])
+def test_the_void_size_for_a_factor_gives_that_factor(factor):
+    g = load_generalist()
+    px = g.void_px_for(factor)
+    assert (px is None) == (factor == 1.0)
+    frame = np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)
+    assert g._checked(frame, px)[1] == pytest.approx(factor, rel=1e-12)
+
+
+def test_track_chooses_the_scale_with_void_size_auto(tmp_path):
+    s = corpus_sample(HELD_OUT_SEED + 5, CorpusSettings(size=64, frames=2))
+    big = np.stack([_drawn_larger(f, 3) for f in s.frames]).astype(np.float32)
+    res = runner.invoke(app, ["track", str(_video(tmp_path, big)), "--out", str(tmp_path / "out"), "--no-measure",
+                              "--void-size", "auto"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "--void-size auto: frames resampled by 0.5" in res.output or "resampled by 0.333" in res.output
+    settings = json.loads((tmp_path / "out" / "provenance.json").read_text())["settings"]
+    assert settings["void_size_unit"] == "auto" and settings["resample_factor"] < 1
+
+
+def test_void_size_auto_is_refused_with_a_fitted_model(tmp_path):
+    video = _video(tmp_path, np.random.default_rng(0).integers(0, 255, (1, 64, 64), dtype=np.uint8))
+    model = tmp_path / "model"
+    model.mkdir()
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["track", str(video), "--model", str(model), "--out", str(out), "--void-size", "auto"])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1 and not out.exists()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

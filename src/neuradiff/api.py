@@ -51,7 +51,7 @@ from neuradiff.workflows.fit import (
 from neuradiff.workflows.forecast import forecast_frames, forecast_intervals, forecast_table, write_forecast
 from neuradiff.workflows.measure import check_measure_options
 from neuradiff.workflows.simulate import simulate_dataset, write_dataset_folder
-from neuradiff.workflows.track import recognise_masks, with_min_contrast, write_track
+from neuradiff.workflows.track import auto_void_px, recognise_masks, with_min_contrast, write_track
 
 PathLike = Union[str, Path]
 Device = Union[str, torch.device, None]
@@ -592,7 +592,7 @@ def track(
     video: SimulatedVideo | Video | np.ndarray | PathLike,
     model: FittedModel | FittedMethod | PathLike | None = None,
     *,
-    void_size_px: float | None = None,
+    void_size_px: float | str | None = None,
     min_contrast: float | None = None,
     batch: int = 1,
     nm_per_px: float | None = None,
@@ -610,8 +610,10 @@ def track(
     model : FittedModel, fitted method or path, optional
         The result of :func:`fit`, or a model folder written by ``neuradiff fit``; ``None``: the generalist
         recogniser shipped with the package (trained on synthetic frames only: fit a model for trustworthy counts).
-    void_size_px : float, optional
-        Expected void diameter in px (generalist only): frames are resampled to the net's scale.
+    void_size_px : float or "auto", optional
+        Expected void diameter in px (generalist only): frames are resampled to the net's scale; ``"auto"``: the
+        generalist chooses the factor from three frames
+        (:func:`~neuradiff.workflows.track.auto_void_px`: for frames drawn 2–4× larger than it was trained on).
     min_contrast : float, optional
         The contrast filter's threshold (:func:`neuradiff.nets.contrast.drop_faint`; None: the recogniser's own —
         the shipped generalist's, or a fitted model's from the faintest void it was annotated with; 0: every
@@ -647,6 +649,13 @@ def track(
     recogniser: FittedMethod | Generalist = (
         load_generalist(min_contrast=min_contrast) if model is None else with_min_contrast(_model(model), min_contrast)
     )
+    if void_size_px == "auto":
+        if not isinstance(recogniser, Generalist):
+            raise NeuradiffError("void_size_px='auto' applies to the generalist recogniser only")
+        frames = vid.frames
+        void_size_px = auto_void_px(recogniser, lambda a, b: frames[a:b], len(frames))
+    if isinstance(void_size_px, str):
+        raise NeuradiffError(f"void_size_px must be a number of px or 'auto', got {void_size_px!r}")
     eta, masks, seconds = recognise_masks(
         recogniser, vid.frames, void_px=void_size_px, batch=batch, device=device, progress=progress
     )

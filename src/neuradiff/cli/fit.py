@@ -197,16 +197,21 @@ def print_summary(metrics: dict[str, Any]) -> None:
 
 
 def parse_size(text: str | None) -> tuple[float | None, str]:
-    """``"12px"``, ``"4nm"`` or ``"12"`` (px) → (value, unit); one-line error otherwise."""
+    """``"12px"``, ``"4nm"`` or ``"12"`` (px) → (value, unit), ``"auto"`` → (None, "auto"); one-line error
+    otherwise."""
     if text is None:
         return None, "px"
     t = text.strip().lower()
+    if t == "auto":
+        return None, "auto"
     unit = "nm" if t.endswith("nm") else "px"
     number = t[:-2] if t.endswith(("nm", "px")) else t
     try:
         value = float(number)
     except ValueError:
-        raise NeuradiffError(f"--void-size must be a number with px or nm, e.g. 12px or 4nm, got {text!r}") from None
+        raise NeuradiffError(
+            f"--void-size must be a number with px or nm, e.g. 12px or 4nm, or auto, got {text!r}"
+        ) from None
     if not math.isfinite(value) or value <= 0:
         raise NeuradiffError(f"--void-size must be a positive size, got {text!r}")
     return value, unit
@@ -259,7 +264,9 @@ def track(
     void_size: Optional[str] = typer.Option(
         None,
         "--void-size",
-        help="Expected void diameter, e.g. 12px or 4nm (generalist only): frames are resampled to the net's scale.",
+        help="Expected void diameter, e.g. 12px or 4nm (generalist only): frames are resampled to the net's scale; "
+        "auto: the recogniser chooses the factor from three frames (for frames drawn 2–4× larger than it was trained "
+        "on, at a high magnification).",
     ),
     min_contrast: Optional[float] = typer.Option(
         None,
@@ -356,6 +363,8 @@ def track(
         )
     if model is None:
         echo_err(GENERALIST_NOTE)
+        if unit == "auto":
+            echo_err(f"--void-size auto: frames resampled by {summary.resample_factor:.3g}")
         share = recording_clipped_share(video)
         if share >= CLIPPED_NOTE_SHARE:
             echo_err(clipped_note(share))

@@ -33,6 +33,7 @@ from neuradiff.measure.voids import MaskMeasurer, MeasuredChunk, Measurements, m
 from neuradiff.methods import FittedMethod, fitted_masks, load_model, place_model
 from neuradiff.nets.blank import blank_regions, clipped_share
 from neuradiff.nets.generalist import Generalist, load_generalist
+from neuradiff.nets.tiles import resample_factor
 from neuradiff.report.measurements import write_measurements
 
 #: Share of a frame's specimen pixels at its darkest or brightest grey level from which ``track`` says the
@@ -50,6 +51,8 @@ class TrackSummary:
     n_frames: int
     seconds: float
     out: Path
+    #: The factor by which the generalist resampled the frames (``void_size_unit`` "auto": the one it chose).
+    resample_factor: float = 1.0
 
     @property
     def frames_per_second(self) -> float:
@@ -203,7 +206,9 @@ def run_track(
     void_size, void_size_unit : float, str
         Expected void diameter, in ``"px"`` or ``"nm"`` (nm needs a calibration): with the generalist, frames
         are resampled so that such voids reach the net at a size it was trained on. Sizes below 2 px or larger
-        than a tile are refused.
+        than a tile are refused. Unit ``"auto"`` (size None): the generalist chooses the factor itself from three
+        of the recording's frames (:meth:`~neuradiff.nets.generalist.Generalist.estimate_scale`; for frames drawn 2–4×
+        larger than it was trained on); ``resample_factor`` in the summary and the provenance.
     min_contrast : float, optional
         The contrast filter's threshold (:func:`~neuradiff.nets.contrast.drop_faint`: with the generalist a frame
         where enough voids reach it keeps every void from a contrast-to-noise statistic of 3, any other frame only
@@ -257,9 +262,9 @@ def run_track(
     """
     if batch < 1:
         raise ValueError("--batch must be >= 1")
-    if void_size_unit not in ("px", "nm"):
-        raise NeuradiffError(f"void size unit must be px or nm, got {void_size_unit!r}")
-    if model is not None and void_size is not None:
+    if void_size_unit not in ("px", "nm", "auto"):
+        raise NeuradiffError(f"void size unit must be px, nm or auto, got {void_size_unit!r}")
+    if model is not None and (void_size is not None or void_size_unit == "auto"):
         raise NeuradiffError("--void-size applies to the generalist recogniser (no --model)")
     if min_contrast is not None and not (np.isfinite(min_contrast) and min_contrast >= 0):
         raise NeuradiffError(f"--min-contrast must be a number >= 0, got {min_contrast:g}")
@@ -289,10 +294,10 @@ def run_track(
         cal = src.calibration
         if require_nm and cal.nm_per_px is None:
             raise NeuradiffError(f"{video}: no pixel size in the file's metadata; give --nm-per-px")
-        void_px = _void_px(recogniser, void_size, void_size_unit, cal)
         n = src.n_frames
+        void_px = _void_px(recogniser, void_size, void_size_unit, cal, src.read, n, denoise)
         record = _track_record(video, model, recogniser, cal, n, batch, nm_per_px, frame_interval_s, frame_times,
-                               void_size, void_size_unit, measure, overlay, register, denoise)  # fmt: skip
+                               void_size, void_size_unit, measure, overlay, register, denoise, void_px)  # fmt: skip
         step = max(chunk, batch) // batch * batch  # whole inference batches per chunk: the same batches as at once
         with staged_output(out) as stage:
             measurer = MaskMeasurer(n, calibration=cal) if measure else None
@@ -323,7 +328,7 @@ def run_track(
                     release_free_memory()  # linking's scratch memory goes back before the overlay's encoder starts
                     write_measurements(meas, stage, video_frames=src, masks=stored, overlay=overlay, progress=progress)
             write_provenance(stage, record)
-    return TrackSummary(n, seconds, Path(out))
+    return TrackSummary(n, seconds, Path(out), _factor(recogniser, void_px))
 
 
 def recording_clipped_share(video: str | Path) -> float:
@@ -493,15 +498,64 @@ def _stitch_parts(
     return sum(r.seconds for r in done.values())
 
 
-def _void_px(
-    recogniser: FittedMethod | Generalist, void_size: float | None, unit: str, cal: Calibration
+#: Frames of a recording (evenly spaced, first and last included) from which ``void_size_unit`` "auto" chooses the
+#: resampling factor.
+SCALE_SAMPLE_FRAMES = 3
+
+
+def auto_void_px(
+    recogniser: Generalist, read: Callable[[int, int], np.ndarray], n: int, denoise: Denoise | None = None
 ) -> float | None:
-    """The expected void diameter in px (the generalist resamples frames to it)."""
+    """The expected void diameter (px; None: frames as they are) for which ``recogniser`` resamples the frames of a
+    recording by the factor it chooses (:meth:`~neuradiff.nets.generalist.Generalist.estimate_scale`) on
+    :data:`SCALE_SAMPLE_FRAMES` of its ``n`` frames, read by ``read(start, stop)`` and denoised as they are tracked.
+
+    Examples
+    --------
+    >>> from neuradiff.synth.corpus import CorpusSettings, corpus_sample
+    >>> frames = corpus_sample(1_000_003, CorpusSettings(size=96, frames=2)).frames
+    >>> big = np.kron(frames.astype(np.float32), np.ones((1, 3, 3), np.float32))  # drawn 3× larger
+    >>> g = load_generalist()
+    >>> auto_void_px(g, lambda a, b: frames[a:b], 2) is None, auto_void_px(g, lambda a, b: big[a:b], 2) > 48
+    (True, True)
+    """
+    denoise = Denoise() if denoise is None else denoise
+    last = SCALE_SAMPLE_FRAMES - 1
+    picks = sorted({round(k * (n - 1) / last) for k in range(SCALE_SAMPLE_FRAMES)})
+    if denoise.active:
+        sample = np.concatenate([next(denoise.chunks(read, n, 1, k, k + 1))[1] for k in picks])
+    else:
+        sample = np.concatenate([read(k, k + 1) for k in picks])
+    return recogniser.void_px_for(recogniser.estimate_scale(sample))
+
+
+def _void_px(
+    recogniser: FittedMethod | Generalist,
+    void_size: float | None,
+    unit: str,
+    cal: Calibration,
+    read: Callable[[int, int], np.ndarray],
+    n: int,
+    denoise: Denoise,
+) -> float | None:
+    """The expected void diameter in px (the generalist resamples frames to it); with ``unit`` "auto"
+    :func:`auto_void_px` of the recording (``n`` frames read by ``read(start, stop)``)."""
+    if unit == "auto":
+        if not isinstance(recogniser, Generalist):
+            raise NeuradiffError("--void-size auto applies to the generalist recogniser only: drop --model")
+        return auto_void_px(recogniser, read, n, denoise)
     if not isinstance(recogniser, Generalist) or void_size is None or unit != "nm":
         return void_size
     if cal.nm_per_px is None:
         raise NeuradiffError("--void-size in nm needs the pixel size (from the file or --nm-per-px)")
     return void_size / cal.nm_per_px
+
+
+def _factor(recogniser: FittedMethod | Generalist, void_px: float | None) -> float:
+    """The factor by which ``recogniser`` resamples frames for voids of ``void_px`` (1 for a fitted model)."""
+    if not isinstance(recogniser, Generalist):
+        return 1.0
+    return resample_factor(void_px, target=recogniser.train_diameter_px, tile=recogniser.tiling.tile)
 
 
 def recognise_masks(
@@ -559,7 +613,7 @@ class _VoidOnly:
 
 def _track_record(
     video, model, recogniser, cal: Calibration, n: int, batch, nm_per_px, frame_interval_s, frame_times, void_size,
-    void_size_unit, measure, overlay, register, denoise: Denoise,
+    void_size_unit, measure, overlay, register, denoise: Denoise, void_px: float | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     return provenance(
         "track",
@@ -571,6 +625,7 @@ def _track_record(
             "frame_interval_s": frame_interval_s,
             "void_size": void_size,
             "void_size_unit": void_size_unit,
+            "resample_factor": _factor(recogniser, void_px),
             "measure": measure,
             "overlay": overlay,
             "register": register,
@@ -602,13 +657,13 @@ def _run_track_whole(
         progress("denoising", 0, 1)
         source = denoise.apply(source)
         progress("denoising", 1, 1)
-    void_px = _void_px(recogniser, void_size, void_size_unit, vid.calibration)
+    void_px = _void_px(recogniser, void_size, void_size_unit, vid.calibration, lambda a, b: source[a:b], n, Denoise())
     eta, masks, seconds = recognise_masks(
         recogniser, source, 0, n, void_px=void_px, batch=batch, device=device, progress=progress
     )
     cal = vid.calibration
     record = _track_record(video, model, recogniser, cal, n, batch, nm_per_px, frame_interval_s, frame_times,
-                           void_size, void_size_unit, measure, overlay, True, denoise)  # fmt: skip
+                           void_size, void_size_unit, measure, overlay, True, denoise, void_px)  # fmt: skip
     meas = measure_masks(masks, calibration=cal, progress=progress) if measure else None
     shown = shift_frames(vid.frames, -drift, order=3)
     write_track(
@@ -624,7 +679,7 @@ def _run_track_whole(
         progress=progress,
         frame_names=vid.names,
     )
-    return TrackSummary(n, seconds, Path(out))
+    return TrackSummary(n, seconds, Path(out), _factor(recogniser, void_px))
 
 
 def shifts_table(drift: np.ndarray, calibration: Calibration) -> str:
