@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ from typer.testing import CliRunner
 from neuradiff.cli import app
 from neuradiff.methods.supervised import SupervisedModel
 from neuradiff.nets import NetConfig, RecognitionNet
-from neuradiff.workflows.batch import find_recordings, read_manifest, run_batch
+from neuradiff.workflows.batch import BatchSettings, find_recordings, read_manifest, run_batch
 
 
 def _stack(path: Path, n: int = 4, size: int = 32, seed: int = 0, nm: float | None = 0.5) -> Path:
@@ -145,6 +146,31 @@ def test_batch_without_a_model_uses_the_shipped_recogniser(tmp_path):
     assert "generalist" in json.dumps(provenance)
 
 
+def test_batch_chooses_each_recordings_scale_with_void_size_auto(tmp_path):
+    from neuradiff.synth.corpus import CorpusSettings, corpus_sample
+
+    frames = corpus_sample(1_000_005, CorpusSettings(size=64, frames=2)).frames.astype(np.float32)
+    big = np.kron(frames, np.ones((1, 3, 3), np.float32))  # the same recording at three times the magnification
+    big += np.random.default_rng(0).normal(0.0, 0.1 * float(frames.std()), big.shape).astype(np.float32)
+    top = tmp_path / "in"
+    top.mkdir()
+    tifffile.imwrite(top / "as-recorded.tif", frames)
+    tifffile.imwrite(top / "magnified.tif", big)
+    s = run_batch(top, tmp_path / "out", overlay=False, void_size_unit="auto")
+    assert [r.status for r in s.results] == ["done", "done"]
+    factor = {
+        r.name: json.loads((Path(r.output) / "provenance.json").read_text())["settings"]["resample_factor"]
+        for r in s.results
+    }
+    assert factor["as-recorded.tif"] == 1.0 and factor["magnified.tif"] < 1
+    # the key of a batch without a void size is the one it had before the setting existed
+    plain = BatchSettings(model="", model_sha256="x")
+    assert plain.key() == hashlib.sha256(json.dumps(
+        {"model": "", "model_sha256": "x", "nm_per_px": None, "frame_interval_s": None, "require_nm": False,
+         "overlay": True}, sort_keys=True).encode()).hexdigest()[:16]  # fmt: skip
+    assert BatchSettings(model="", model_sha256="x", void_size_unit="auto").key() != plain.key()
+
+
 @pytest.mark.slow
 def test_batch_names_the_recordings_an_export_clipped(tmp_path):
     from neuradiff.synth.capture import to_8bit
@@ -183,6 +209,8 @@ def test_cli_refuses_bad_input_before_writing(experiment, model, tmp_path):
         ([str(experiment), "--nm-per-px", "-1"], "--nm-per-px"),
         ([str(empty)], "no recordings"),
         ([str(experiment), "--conditions", str(tmp_path / "nope.csv")], "conditions"),
+        ([str(experiment), "--void-size", "auto"], "--void-size applies to the generalist"),
+        ([str(experiment), "--void-size", "big"], "must be a number"),
     ):
         target = tmp_path / "never"
         r = runner.invoke(app, ["batch", *bad, "--out", str(target), "--model", str(model)])

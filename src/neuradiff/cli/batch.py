@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from neuradiff.cli._app import app, echo_err, friendly_errors
-from neuradiff.cli.fit import GENERALIST_NOTE, clipped_recordings_note
+from neuradiff.cli.fit import GENERALIST_NOTE, clipped_recordings_note, parse_size
 from neuradiff.cli.progress import progress_bars
 from neuradiff.workflows.batch import RecordingResult, run_batch
 from neuradiff.workflows.cluster import default_workers
@@ -45,6 +45,12 @@ def batch(
         False, "--require-nm", help="Fail (and report) recordings without a pixel size instead of measuring in px."
     ),
     overlay: bool = typer.Option(True, "--overlay/--no-overlay", help="Write each recording's overlay.mp4."),
+    void_size: Optional[str] = typer.Option(
+        None,
+        "--void-size",
+        help="Expected void diameter, e.g. 12px or 4nm (generalist only; nm from each recording's pixel size), or "
+        "auto: each recording's resampling factor chosen by the recogniser from three of its frames.",
+    ),
     conditions: Optional[Path] = typer.Option(
         None, "--conditions", help="CSV: recording, temperature, dose, ... (default: FOLDER/conditions.csv)."
     ),
@@ -59,6 +65,7 @@ def batch(
         if result.status != "done":
             echo_err(f"neuradiff: {result.name}: failed: {result.error}")
 
+    size, unit = parse_size(void_size)
     with progress_bars() as progress:
         summary = run_batch(
             folder,
@@ -72,6 +79,8 @@ def batch(
             require_nm=require_nm,
             overlay=overlay,
             conditions=conditions,
+            void_size=size,
+            void_size_unit=unit,
             progress=progress,
             on_result=report,
             span=span,

@@ -164,6 +164,10 @@ class BatchSettings:
         Fail a recording that has no pixel size (neither in its metadata nor given).
     overlay : bool
         Write each recording's ``overlay.mp4``.
+    void_size, void_size_unit : float or None, str
+        The generalist's expected void size (``"px"``, ``"nm"``) or ``"auto"`` (see
+        :func:`~neuradiff.workflows.track.run_track`); not part of the key while unset, so batches begun before it
+        existed resume.
     """
 
     model: str
@@ -172,9 +176,14 @@ class BatchSettings:
     frame_interval_s: float | None = None
     require_nm: bool = False
     overlay: bool = True
+    void_size: float | None = None
+    void_size_unit: str = "px"
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        fields = asdict(self)
+        if self.void_size is None and self.void_size_unit == "px":
+            del fields["void_size"], fields["void_size_unit"]
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -250,6 +259,8 @@ def track_recording(
                 nm_per_px=settings.nm_per_px,
                 frame_interval_s=settings.frame_interval_s,
                 overlay=settings.overlay,
+                void_size=settings.void_size,
+                void_size_unit=settings.void_size_unit,
                 require_nm=settings.require_nm,
                 runner=runner,
                 span=span,
@@ -362,6 +373,8 @@ def run_batch(
     progress: ProgressSink = no_progress,
     on_result: Callable[[RecordingResult], None] | None = None,
     span: int | None = None,
+    void_size: float | None = None,
+    void_size_unit: str = "px",
 ) -> BatchSummary:
     """Track and measure every recording below ``folder`` into ``out``; resume what an earlier call left.
 
@@ -401,6 +414,10 @@ def run_batch(
         workers track side by side (linked across part borders in one pass: the same tables as without). Use it
         when a folder holds fewer long recordings than workers. Outputs do not depend on it, so it is not part of
         the settings a resumed batch compares.
+    void_size, void_size_unit : float or None, str
+        Expected void diameter for the generalist recogniser in ``"px"`` or ``"nm"`` (from each recording's
+        calibration), or unit ``"auto"``: each recording's own resampling factor (see
+        :func:`~neuradiff.workflows.track.run_track`). Not with ``model``.
 
     Returns
     -------
@@ -432,6 +449,10 @@ def run_batch(
         raise ValueError(f"--span must be >= 1, got {span}")
     nm_per_px = check_pixel_size("--nm-per-px", nm_per_px)
     frame_interval_s = check_frame_interval("--frame-interval", frame_interval_s)
+    if void_size_unit not in ("px", "nm", "auto"):
+        raise NeuradiffError(f"void size unit must be px, nm or auto, got {void_size_unit!r}")
+    if model is not None and (void_size is not None or void_size_unit == "auto"):
+        raise NeuradiffError("--void-size applies to the generalist recogniser (no --model)")
     if model is not None:
         model = Path(model)
         fitted = load_model(model)
@@ -453,6 +474,8 @@ def run_batch(
         frame_interval_s=frame_interval_s,
         require_nm=require_nm,
         overlay=overlay,
+        void_size=void_size,
+        void_size_unit=void_size_unit,
     )
     previous = read_manifest(out) if out.exists() else {}
 
