@@ -130,6 +130,15 @@ def test_track_chooses_the_scale_with_void_size_auto(tmp_path):
     assert "--void-size auto: frames resampled by 0.5" in res.output or "resampled by 0.333" in res.output
     settings = json.loads((tmp_path / "out" / "provenance.json").read_text())["settings"]
     assert settings["void_size_unit"] == "auto" and settings["resample_factor"] < 1
+    # without --void-size the frames are tracked as they are, and the note says what auto would do
+    res = runner.invoke(app, ["track", str(tmp_path / "video.tif"), "--out", str(tmp_path / "as-is"), "--no-measure"])
+    assert res.exit_code == 0, res.output
+    assert "most surely at" in res.stderr and "--void-size auto" in res.stderr
+    settings = json.loads((tmp_path / "as-is" / "provenance.json").read_text())["settings"]
+    assert settings["resample_factor"] == 1.0
+    small = _video(tmp_path, s.frames)  # as recorded: no note
+    res = runner.invoke(app, ["track", str(small), "--out", str(tmp_path / "small"), "--no-measure"])
+    assert res.exit_code == 0 and "most surely" not in res.stderr
 
 
 def test_void_size_auto_is_refused_with_a_fitted_model(tmp_path):

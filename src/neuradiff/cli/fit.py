@@ -24,7 +24,7 @@ from neuradiff.methods import NeuraDiffModel
 from neuradiff.training.distributed import launched
 from neuradiff.workflows import read_fit_config, run_demo, run_fit, run_forecast, run_track
 from neuradiff.workflows.cluster import DaskRunner, dask_client
-from neuradiff.workflows.track import CLIPPED_NOTE_SHARE, recording_clipped_share
+from neuradiff.workflows.track import CLIPPED_NOTE_SHARE, recording_clipped_share, recording_scale
 
 #: Below this fraction of the annotated voids that stand out of their frame's noise reproduced by the fitted net,
 #: ``fit`` says what to do about it.
@@ -234,6 +234,15 @@ CLIPPED_COST = (
 )
 
 
+def scale_note(factor: float) -> str:
+    """Said on stderr when the shipped recogniser, given no ``--void-size``, reads a recording most surely at
+    ``factor`` < 1 of its size (:func:`~neuradiff.workflows.track.recording_scale`)."""
+    return (
+        f"neuradiff: note: the recogniser reads these frames most surely at {factor:.3g} of their size, as if they "
+        "were recorded at a higher magnification than it was trained on: --void-size auto resamples them"
+    )
+
+
 def clipped_note(share: float) -> str:
     """Said on stderr when the shipped recogniser reads frames an export clipped (``share`` of a frame's pixels at
     its darkest or brightest grey level, :func:`~neuradiff.workflows.track.recording_clipped_share`)."""
@@ -365,6 +374,8 @@ def track(
         echo_err(GENERALIST_NOTE)
         if unit == "auto":
             echo_err(f"--void-size auto: frames resampled by {summary.resample_factor:.3g}")
+        elif size is None and (factor := recording_scale(video)) < 1:
+            echo_err(scale_note(factor))
         share = recording_clipped_share(video)
         if share >= CLIPPED_NOTE_SHARE:
             echo_err(clipped_note(share))

@@ -349,6 +349,26 @@ def recording_clipped_share(video: str | Path) -> float:
         return clipped_share(src.read(0, 1)[0])
 
 
+def recording_scale(video: str | Path) -> float:
+    """The resampling factor the shipped recogniser would choose for a recording with ``--void-size auto``
+    (:func:`auto_void_px`; 1: as it is, below 1: the frames look drawn larger than the recogniser's corpus, as at a
+    higher magnification).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, tifffile
+    >>> from neuradiff.synth.corpus import CorpusSettings, corpus_sample
+    >>> frame = corpus_sample(1_000_003, CorpusSettings(size=96)).frames[0]
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "big.tif"
+    >>> tifffile.imwrite(path, np.kron(frame, np.ones((3, 3), frame.dtype))[None])
+    >>> recording_scale(path) < 1
+    True
+    """
+    g = load_generalist()
+    with open_video(video) as src:
+        return _factor(g, auto_void_px(g, src.read, src.n_frames))
+
+
 def _track_frames(
     recogniser: FittedMethod | Generalist,
     src: VideoSource,
