@@ -146,6 +146,7 @@ def test_batch_without_a_model_uses_the_shipped_recogniser(tmp_path):
     assert "generalist" in json.dumps(provenance)
 
 
+@pytest.mark.slow
 def test_batch_chooses_each_recordings_scale_with_void_size_auto(tmp_path):
     from neuradiff.synth.corpus import CorpusSettings, corpus_sample
 

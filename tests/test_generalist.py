@@ -121,6 +121,7 @@ def test_the_void_size_for_a_factor_gives_that_factor(factor):
     assert g._checked(frame, px)[1] == pytest.approx(factor, rel=1e-12)
 
 
+@pytest.mark.slow
 def test_track_chooses_the_scale_with_void_size_auto(tmp_path):
     s = corpus_sample(HELD_OUT_SEED + 5, CorpusSettings(size=64, frames=2))
     big = np.stack([_drawn_larger(f, 3) for f in s.frames]).astype(np.float32)
