@@ -373,7 +373,7 @@ def track(
     if model is None:
         echo_err(GENERALIST_NOTE)
         if unit == "auto":
-            echo_err(f"--void-size auto: frames resampled by {summary.resample_factor:.3g}")
+            echo_err(f"neuradiff: note: --void-size auto: frames resampled by {summary.resample_factor:.3g}")
         elif size is None and (factor := recording_scale(video)) < 1:
             echo_err(scale_note(factor))
         share = recording_clipped_share(video)
