@@ -268,10 +268,32 @@ def test_the_shipped_recogniser_reads_its_confident_eta_and_refuses_a_bad_one(tm
     assert load_generalist(folder).confident_eta == 0.0  # a description without it: no rescue, as before
 
 
-def test_the_count_of_clear_voids_a_frame_needs_scales_with_its_area_below_512_px():
-    assert [shown_count((s, s)) for s in (64, 128, 228, 229, 256, 400, 512, 2048)] == [1, 1, 1, 2, 2, 4, 5, 5]
+def test_the_count_of_clear_voids_a_frame_needs_scales_with_its_area_at_the_nets_scale():
+    sides = (64, 128, 228, 229, 256, 400, 512, 513, 1024, 2048)
+    assert [shown_count((s, s)) for s in sides] == [1, 1, 1, 2, 2, 4, 5, 6, 20, 80]
     assert shown_count((3, 512, 256)) == 3 == shown_count((256, 512))  # the frame's own area, not the stack's
-    assert SHOWN_AREA_PX == 512 * 512
+    assert SHOWN_COUNT == 5 and SHOWN_AREA_PX == 512 * 512
+    # a frame resampled by 1/2 (or 1/3) before the net counts as the frame the net reads
+    assert shown_count((1024, 1024), 0.5) == shown_count((512, 512)) == 5
+    assert shown_count((768, 768), 1 / 3) == shown_count((256, 256)) == 2
+    with pytest.raises(NeuradiffError, match="scale must be a positive"):
+        shown_count((64, 64), 0.0)
+
+
+def test_a_1024_px_frame_needs_four_times_the_clear_voids_of_a_512_px_one():
+    """Five clear voids and one faint one: a 512² frame shows voids and keeps the faint one, a 1024² frame of the same
+    content and four times the grain does not, unless the net read it at half its size."""
+    frame, mask, faint = _frame_of_discs(SHOWN_COUNT, 0.6, 512)
+    big = np.random.default_rng(11).normal(0.0, 1.0, (1024, 1024))
+    big[:512, :512] = frame
+    big_mask = np.zeros(big.shape, bool)
+    big_mask[:512, :512] = mask
+    big_faint = np.zeros(big.shape, bool)
+    big_faint[:512, :512] = faint
+    assert drop_faint(frame[None], mask[None], 5.0)[0][faint].all()
+    kept = drop_faint(big[None], big_mask[None], 5.0)[0]
+    assert kept[big_mask & ~big_faint].all() and not kept[big_faint].any()
+    assert drop_faint(big[None], big_mask[None], 5.0, scale=0.5)[0][big_faint].all()
 
 
 @pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])

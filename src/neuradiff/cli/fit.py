@@ -221,7 +221,7 @@ def parse_size(text: str | None) -> tuple[float | None, str]:
 GENERALIST_NOTE = (
     "neuradiff: note: no --model, so the shipped generalist recogniser (version 1.5) is used; it was trained on "
     "synthetic frames only and has not been scored on real voids (held-out synthetic frames: object F1 0.82-0.90 "
-    "on the voids that stand out of their noise, 0.59 on 1024² frames of a handful of voids among loops; real "
+    "on the voids that stand out of their noise, 0.63 on 1024² frames of a handful of voids among loops; real "
     "frames of dislocation loops: 0.5 false voids per frame; see the model card): fit a model on a few annotated "
     "frames of your recording for trustworthy counts"
 )
@@ -230,7 +230,7 @@ GENERALIST_NOTE = (
 #: What clipped frames do to the shipped recogniser (``benchmarks/bench_capture.py``).
 CLIPPED_COST = (
     "the shipped recogniser marks more false voids on clipped frames (held-out 1024² frames clipped 2 % at each end: "
-    "precision 0.68 against 0.90 unclipped); export without saturation if you can"
+    "precision 0.80 against 0.92 unclipped); export without saturation if you can"
 )
 
 

@@ -14,12 +14,13 @@ t and a void that stands out of the texture a large one. It is the Rose criterio
 k ≈ 5 is what an observer reliably sees. The statistic does not change under a gain and offset of the frame.
 
 The filter (:func:`drop_faint`) judges each frame as a whole first. A frame whose found regions include several that
-reach the minimum contrast (at least :func:`shown_count` of them: :data:`SHOWN_COUNT` on a frame of
-:data:`SHOWN_AREA_PX` or more, proportionally fewer on a smaller one, at least one; and at least
-:data:`SHOWN_FRACTION` of its regions) shows voids: there every region down to :data:`VISIBLE_CONTRAST` (the lower
-end of the Rose criterion's 3–5) is kept, since a void that stands out by 3 beside voids that stand out more is a
-void. A frame where hardly any region reaches the minimum is texture (a grainy frame of loops, where the net reads
-the grain as fields of small voids): there only the regions that reach the minimum are kept.
+reach the minimum contrast (at least :func:`shown_count` of them: :data:`SHOWN_COUNT` for each
+:data:`SHOWN_AREA_PX` of the frame at the net's scale, at least one, since a larger frame holds more grain that
+reaches it by chance; and at least :data:`SHOWN_FRACTION` of its regions) shows voids: there every region down to
+:data:`VISIBLE_CONTRAST` (the lower end of the Rose criterion's 3–5) is kept, since a void that stands out by 3
+beside voids that stand out more is a void. A frame where hardly any region reaches the minimum is texture (a grainy
+frame of loops, where the net reads the grain as fields of small voids): there only the regions that reach the
+minimum are kept.
 """
 
 from __future__ import annotations
@@ -40,11 +41,11 @@ NULL_SIDES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 96, 128)
 NULL_SAMPLES = 10_000
 #: Contrast from which a region counts as visible in a frame that shows voids (the lower end of the Rose criterion).
 VISIBLE_CONTRAST = 3.0
-#: A frame shows voids when at least this many of its regions reach the minimum contrast (on a frame of
-#: :data:`SHOWN_AREA_PX` or more; see :func:`shown_count`) …
+#: A frame shows voids when at least this many of its regions reach the minimum contrast for each
+#: :data:`SHOWN_AREA_PX` of its area at the recogniser's scale (see :func:`shown_count`): the grain of a frame twice
+#: as large holds twice as many specks that reach the minimum by chance …
 SHOWN_COUNT = 5
-#: … the frame area (px) from which :data:`SHOWN_COUNT` applies in full: a smaller frame holds fewer voids, and its
-#: grain fewer specks that reach the minimum by chance, so it needs proportionally fewer (at least one) …
+#: … per this many px² of frame …
 SHOWN_AREA_PX = 512 * 512
 #: … and at least this fraction of its regions do.
 SHOWN_FRACTION = 0.1
@@ -60,18 +61,22 @@ FITTED_MAX_CONTRAST = 5.0
 ANNOTATION_MARGIN = 1.0
 
 
-def shown_count(shape: tuple[int, ...]) -> int:
+def shown_count(shape: tuple[int, ...], scale: float = 1.0) -> int:
     """How many regions of a frame of ``shape`` ``(..., H, W)`` must reach the minimum contrast for the frame to
-    show voids: :data:`SHOWN_COUNT` times the frame's share of :data:`SHOWN_AREA_PX`, rounded up, between 1 and
-    :data:`SHOWN_COUNT`.
+    show voids: :data:`SHOWN_COUNT` for each :data:`SHOWN_AREA_PX` of the frame at the recogniser's scale
+    (``scale``: its pixels per frame pixel), rounded up, at least 1.
 
     Examples
     --------
     >>> shown_count((1024, 1024)), shown_count((512, 512)), shown_count((256, 256)), shown_count((128, 128))
-    (5, 5, 2, 1)
+    (20, 5, 2, 1)
+    >>> shown_count((1024, 1024), scale=0.5)
+    5
     """
-    area = int(shape[-2]) * int(shape[-1])
-    return max(1, min(SHOWN_COUNT, math.ceil(SHOWN_COUNT * area / SHOWN_AREA_PX)))
+    if not (math.isfinite(scale) and scale > 0):
+        raise NeuradiffError(f"the scale must be a positive number, got {scale}")
+    area = int(shape[-2]) * int(shape[-1]) * scale**2
+    return max(1, math.ceil(SHOWN_COUNT * area / SHOWN_AREA_PX))
 
 
 def ring_width(area: float) -> int:
@@ -287,7 +292,7 @@ def drop_faint(
     if min_contrast == 0:
         return masks
     out = masks.copy()
-    need = shown_count(masks.shape)
+    need = shown_count(masks.shape, scale)
     visible = min(VISIBLE_CONTRAST, min_contrast)
     rescue = relaxed and eta is not None and confident_eta > 0
     for k in range(masks.shape[0]):
