@@ -15,6 +15,7 @@ from skimage.measure import label
 from typer.testing import CliRunner
 
 from neuradiff.cli import app
+from neuradiff.cli.fit import GENERALIST_NOTE
 from neuradiff.core.errors import NeuradiffError
 from neuradiff.nets.generalist import load_generalist, void_masks, weights_folder
 from neuradiff.nets.levels import normalise_frame
@@ -40,6 +41,8 @@ def test_shipped_files_are_small_versioned_and_load_without_pickle():
     card = (folder / "MODEL_CARD.md").read_text()
     assert all(stage in card for stage in meta["stages"])  # every training stage, as run
     assert f"version {meta['version']}" in card
+    # what track and batch say on stderr about the shipped recogniser names the version shipped
+    assert f"(version {meta['version']})" in GENERALIST_NOTE
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert '"neuradiff.nets" = ["weights/*.pt", "weights/*.json", "weights/*.md"]' in pyproject
 
