@@ -350,6 +350,22 @@ def test_a_fit_takes_its_threshold_from_the_faintest_annotated_void():
     assert annotated_threshold(frame[None], np.zeros_like(ann)) == 0.0
 
 
+def test_an_annotated_void_fainter_than_visible_does_not_lower_the_threshold_when_others_stand_out():
+    # The faint disc (t ≈ 4.7) and a barely-there one (t < 3) annotated beside the strong ones: the threshold comes
+    # from the faint disc, not from the one no observer could tell from the grain; annotated alone, that one sets it.
+    frame, mask, faint = _frame_of_discs(2, 0.6)
+    yy, xx = np.mgrid[: frame.shape[0], : frame.shape[1]]
+    hidden = (yy - 300) ** 2 + (xx - 300) ** 2 < 25
+    frame[hidden] += 0.1
+    labels, t = contrast_significance(frame, mask | hidden)
+    t_faint, t_hidden = t[labels[faint][0] - 1], t[labels[hidden][0] - 1]
+    assert t_hidden < VISIBLE_CONTRAST <= t_faint < FITTED_MAX_CONTRAST
+    ann = np.where(mask | hidden, 1, 0).astype(np.uint8)[None]
+    assert annotated_threshold(frame[None], ann) == pytest.approx(t_faint - ANNOTATION_MARGIN)
+    alone = np.where(hidden, 1, 255).astype(np.uint8)[None]
+    assert annotated_threshold(frame[None], alone) == pytest.approx(max(t_hidden - ANNOTATION_MARGIN, 0.0))
+
+
 def test_a_fitted_models_masks_drop_regions_fainter_than_its_annotated_voids():
     from types import SimpleNamespace
 

@@ -616,7 +616,7 @@ def track(
         (:func:`~neuradiff.workflows.track.auto_void_px`: for frames drawn 2–4× larger than it was trained on).
     min_contrast : float, optional
         The contrast filter's threshold (:func:`neuradiff.nets.contrast.drop_faint`; None: the recogniser's own —
-        the shipped generalist's, or a fitted model's from the faintest void it was annotated with; 0: every
+        the shipped generalist's, or a fitted model's from the faintest annotated void that stands out; 0: every
         void).
     batch : int
         Frames per inference batch.

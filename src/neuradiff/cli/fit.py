@@ -96,7 +96,8 @@ def fit(
     if threshold:
         typer.echo(
             f"Its masks leave out regions that stand out of their frame by less than t = {threshold:.1f} (the faintest "
-            "annotated void less one, at most 5); track --min-contrast changes it, 0 keeps them all."
+            "annotated void with t ≥ 3, else the faintest, less one; at most 5); track --min-contrast changes it, "
+            "0 keeps them all."
         )
     print_annotated_voids(summary.model)
     print_skipped(summary.history)
@@ -283,7 +284,7 @@ def track(
         help="The contrast filter's threshold: with the generalist a frame where enough voids reach it keeps every "
         "void from a contrast-to-noise statistic of 3, any other frame only those that reach it; with --model only "
         "the regions that reach it (default: the recogniser's own: the shipped one's, in its model card; a fitted "
-        "model's, from the faintest void it was annotated with; 0 keeps every void the net finds). Measured on the "
+        "model's, from the faintest annotated void that stands out; 0 keeps every void the net finds). Measured on the "
         "frames the net sees: with --denoise, the denoised ones.",
     ),
     batch: int = typer.Option(1, help="Frames per inference batch (1 is fastest on a few CPU cores)."),

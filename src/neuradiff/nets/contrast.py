@@ -57,7 +57,8 @@ CONFIDENT_AREA_PX = 100
 #: Highest threshold a fitted model takes from its annotations (:func:`annotated_threshold`): the shipped
 #: generalist's own.
 FITTED_MAX_CONTRAST = 5.0
-#: How far below its faintest annotated void a fitted model's threshold lies (:func:`annotated_threshold`).
+#: How far below its faintest annotated void that stands out a fitted model's threshold lies
+#: (:func:`annotated_threshold`).
 ANNOTATION_MARGIN = 1.0
 
 
@@ -313,10 +314,16 @@ def drop_faint(
 
 def annotated_threshold(frames: np.ndarray, annotations: np.ndarray, *, cap: float = FITTED_MAX_CONTRAST) -> float:
     """The contrast threshold of a model fitted to ``annotations``: the contrast-to-noise statistic of the faintest
-    annotated void less :data:`ANNOTATION_MARGIN`, at most ``cap`` (0 when nothing is annotated void), so that the
-    filter (:func:`drop_faint`) keeps every region that stands out of its frame as much as a void the user marked
-    and drops fainter specks. The margin is one standard deviation of the statistic under noise: the net's outline
-    of a void is not the annotation's, and t measured on it moves by about that much.
+    annotated void that stands out of its frame (t ≥ :data:`VISIBLE_CONTRAST`) less :data:`ANNOTATION_MARGIN`, at
+    most ``cap`` (0 when nothing is annotated void), so that the filter (:func:`drop_faint`) keeps every region that
+    stands out of its frame as much as a void the user marked and drops fainter specks. The margin is one standard
+    deviation of the statistic under noise: the net's outline of a void is not the annotation's, and t measured on
+    it moves by about that much.
+
+    Annotated voids fainter than :data:`VISIBLE_CONTRAST` do not lower the threshold when others stand out: one void
+    marked from the frames around it, or from a simulation's truth, would otherwise switch the filter off for the
+    whole recording and let every speck of grain through. When none stands out, the faintest sets it (a recording
+    whose voids are all faint keeps them).
 
     Parameters
     ----------
@@ -339,14 +346,17 @@ def annotated_threshold(frames: np.ndarray, annotations: np.ndarray, *, cap: flo
     5.0
     """
     a = np.asarray(annotations)
-    lowest = math.inf
+    measured = [np.empty(0)]
     for k in np.flatnonzero((a == 1).any(axis=(1, 2))):
         labels, t = contrast_significance(frames[k], a[k] == 1)
         area = np.bincount(labels.ravel(), minlength=t.size + 1)[1:]
-        t = t[area >= 4]
-        if t.size:
-            lowest = min(lowest, float(t.min()))
-    return 0.0 if not math.isfinite(lowest) else float(min(cap, max(lowest - ANNOTATION_MARGIN, 0.0)))
+        measured.append(t[area >= 4])
+    t = np.concatenate(measured)
+    if not t.size:
+        return 0.0
+    clear = t[t >= VISIBLE_CONTRAST]
+    lowest = float((clear if clear.size else t).min())
+    return float(min(cap, max(lowest - ANNOTATION_MARGIN, 0.0)))
 
 
 __all__ = [

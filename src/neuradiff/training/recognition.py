@@ -92,7 +92,8 @@ class RecognitionTraining:
 
     def contrast_threshold(self) -> float:
         """The contrast threshold of the fitted net's masks: that of the faintest void annotated in a training
-        frame, at most the generalist's (:func:`~neuradiff.nets.contrast.annotated_threshold`)."""
+        frame that stands out of it (the faintest of all when none does), at most the generalist's
+        (:func:`~neuradiff.nets.contrast.annotated_threshold`)."""
         if self._contrast is None:
             frames = self.train_frames
             self._contrast = annotated_threshold(self.data.frames[frames], self.data.annotations[frames])

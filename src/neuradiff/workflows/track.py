@@ -214,9 +214,9 @@ def run_track(
         where enough voids reach it keeps every void from a contrast-to-noise statistic of 3, any other frame only
         those that reach it; with a fitted model only the regions that reach it); None: the recogniser's own
         threshold (the shipped generalist's ``min_contrast`` in its ``generalist.json``; a fitted model's from the
-        faintest void of its annotations, at most the generalist's), 0: every void the net finds. It is measured on
-        the frames the net sees: with ``denoise``, the denoised ones (their finer grain is smoothed away, so t is
-        larger).
+        faintest of its annotated voids that stand out, at most the generalist's), 0: every void the net finds. It
+        is measured on the frames the net sees: with ``denoise``, the denoised ones (their finer grain is smoothed
+        away, so t is larger).
     nm_per_px, frame_interval_s : float, optional
         Override the recording's calibration.
     frame_times : path, optional
