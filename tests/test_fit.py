@@ -478,6 +478,24 @@ def test_the_annotated_voids_a_net_reproduces_are_counted_one_to_one_within_the_
     assert annotated_voids_found(model, frames, ann) == {"found": 2, "annotated": 3, "clear_found": 2, "clear": 3}
 
 
+def test_fit_says_its_masks_threshold_and_the_annotated_voids_too_faint_to_set_it(capsys):
+    from types import SimpleNamespace
+
+    from neuradiff.cli.fit import print_threshold
+
+    def said(threshold, **seen):
+        print_threshold(SimpleNamespace(info={"min_contrast": threshold, "annotated_voids": seen}))
+        return capsys.readouterr().out
+
+    out = said(2.04, found=32, annotated=63, clear_found=11, clear=17)
+    assert "less than t = 2.0" in out and "46 of the 63 annotated voids stand out less than t = 3" in out
+    out = said(3.5, found=10, annotated=10, clear_found=10, clear=10)  # every annotated void stands out
+    assert "less than t = 3.5" in out and "did not set it" not in out
+    out = said(0.2, found=4, annotated=4, clear_found=0, clear=0)  # none stands out: the faintest set it
+    assert "less than t = 0.2" in out and "did not set it" not in out
+    assert said(0.0, found=4, annotated=4, clear_found=0, clear=0) == ""  # no threshold: every region kept
+
+
 def test_fit_says_what_to_do_when_the_net_misses_its_annotated_voids(capsys):
     from types import SimpleNamespace
 

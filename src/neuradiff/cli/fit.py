@@ -92,13 +92,7 @@ def fit(
     if not main:
         return
     typer.echo(f"wrote {out}: {', '.join(summary.files)}")
-    threshold = summary.model.info.get("min_contrast")
-    if threshold:
-        typer.echo(
-            f"Its masks leave out regions that stand out of their frame by less than t = {threshold:.1f} (the faintest "
-            "annotated void with t ≥ 3, else the faintest, less one; at most 5); track --min-contrast changes it, "
-            "0 keeps them all."
-        )
+    print_threshold(summary.model)
     print_annotated_voids(summary.model)
     print_skipped(summary.history)
     print_identifiability(summary.model)
@@ -119,6 +113,25 @@ def print_skipped(history: list[dict]) -> None:
             f"{'its' if n == 1 else 'their'} batch needed more explicit sub-steps than allowed (history.csv, column "
             "skipped).",
             err=True,
+        )
+
+
+def print_threshold(model: NeuraDiffModel) -> None:
+    """The contrast threshold of the fitted model's masks, and how many annotated voids were too faint to set it."""
+    threshold = model.info.get("min_contrast")
+    if not threshold:
+        return
+    typer.echo(
+        f"Its masks leave out regions that stand out of their frame by less than t = {threshold:.1f} (the faintest "
+        "annotated void with t ≥ 3, else the faintest, less one; at most 5); track --min-contrast changes it, "
+        "0 keeps them all."
+    )
+    seen = model.info.get("annotated_voids") or {}
+    if "clear" in seen and 0 < int(seen["clear"]) < int(seen["annotated"]):
+        faint, total = int(seen["annotated"]) - int(seen["clear"]), int(seen["annotated"])
+        typer.echo(
+            f"{faint} of the {total} annotated voids stand out less than t = 3 and did not set it: voids as faint as "
+            "those may be left out of the masks."
         )
 
 
