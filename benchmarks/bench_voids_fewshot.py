@@ -12,13 +12,16 @@ corpus seeds ``HELD_OUT_SEED + 200000 + k``, used by no training, threshold or o
 - ``3 frames``: the same with frames 0, F/2 − 1 and F − 2 annotated;
 - ``LoG, 1 frame`` and ``LoG, 3 frames``: the classical baseline given the same annotations, Laplacian-of-Gaussian
   blobs (``bench_voids.log_mask``) with the threshold and polarity of the best object F1 on the annotated frames
-  (``bench_voids.tune_log_on``, skipping the thresholds whose blobs could not beat the best F1 so far).
+  (``bench_voids.tune_log_on``, skipping the thresholds whose blobs could not beat the best F1 so far; frames larger
+  than 512² are tuned on their central 512² window).
 
 Every setting is scored on the same frames, those annotated in neither few-shot setting, with the zero-shot
 scorecard's measures (``bench_voids.score``: object F1 one-to-one at IoU ≥ 0.5, pixel IoU, count error, median size
 error; over every void and over the visible ones, t ≥ 3). Each fit and track is a subprocess on one torch thread.
 
 Run:  python benchmarks/bench_voids_fewshot.py [--clips 6] [--first 0] [--size 256] [--frames 8] [--fit-config F]
+      [--corpus-kernel fused] (the recordings' phase-field steps with the compiled kernel: 1024² × 8 frames in 40 s
+      instead of 6 min)
 Writes benchmarks/results/voids_fewshot.json (``--out`` to change); ``--merge A.json B.json`` scores finished runs
 together (e.g. two halves run side by side, each with its own ``--work`` folder kept for the merge).
 """
@@ -52,6 +55,17 @@ FIRST_SEED = HELD_OUT_SEED + 200_000
 SETTINGS = ("zero-shot", "1 frame", "3 frames")
 #: The classical baseline tuned on each few-shot setting's annotated frames.
 BASELINES = ("LoG, 1 frame", "LoG, 3 frames")
+#: Annotated frames larger than this a side tune the LoG baseline on their central window of this side (the
+#: threshold and polarity then mark whole frames): on a 1024² frame of many distractors, ``blob_log`` at each low
+#: threshold finds tens of thousands of blobs and prunes them for tens of minutes.
+LOG_TUNING_SIDE = 512
+
+
+def tuning_window(a: np.ndarray) -> np.ndarray:
+    """The central ``LOG_TUNING_SIDE``² window of a frame or mask ``[H, W]`` (the whole of a smaller one)."""
+    h, w = a.shape
+    y, x = max(0, (h - LOG_TUNING_SIDE) // 2), max(0, (w - LOG_TUNING_SIDE) // 2)
+    return a[y : y + LOG_TUNING_SIDE, x : x + LOG_TUNING_SIDE]
 
 
 def key(setting: str) -> str:
@@ -76,7 +90,7 @@ def run(cmd: list[str]) -> float:
 
 def one_clip(k: int, args: argparse.Namespace, work: Path) -> dict:
     """The three settings' masks of clip ``k`` on its scored frames, written to ``work``; their scores' inputs."""
-    clip = corpus_sample(FIRST_SEED + k, CorpusSettings(size=args.size, frames=args.frames))
+    clip = corpus_sample(FIRST_SEED + k, CorpusSettings(size=args.size, frames=args.frames, kernel=args.corpus_kernel))
     frames, truth = np.asarray(clip.frames), np.asarray(clip.masks)
     folder = work / f"clip-{k}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -106,7 +120,9 @@ def one_clip(k: int, args: argparse.Namespace, work: Path) -> dict:
     for setting in BASELINES:
         t0 = time.perf_counter()
         taught = annotated_frames(setting.split(", ")[1], args.frames)
-        thr, pol, _ = tune_log_on([frames[f] for f in taught], [truth[f] for f in taught], stop_early=True)
+        thr, pol, _ = tune_log_on(
+            [tuning_window(frames[f]) for f in taught], [tuning_window(truth[f]) for f in taught], stop_early=True
+        )
         found[setting] = np.zeros(frames.shape, bool)
         for f in scored:
             found[setting][f] = log_mask(frames[f], thr, pol)
@@ -211,6 +227,10 @@ def main() -> None:
     ap.add_argument("--first", type=int, default=0, help="first clip (corpus seed HELD_OUT_SEED + 200000 + first)")
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--frames", type=int, default=8)
+    ap.add_argument(
+        "--corpus-kernel", choices=("torch", "fused"), default="torch",
+        help="how the recordings' voids are evolved (CorpusSettings.kernel): fused for 1024² recordings",
+    )  # fmt: skip
     ap.add_argument("--fit-config", type=Path, default=None, help="a fit settings file for the few-shot fits")
     ap.add_argument("--work", type=Path, default=None, help="keep recordings, models and masks in this folder")
     ap.add_argument("--out", default="voids_fewshot.json", help="file name under benchmarks/results")
@@ -232,7 +252,7 @@ def main() -> None:
     rows = [one_clip(k, args, work) for k in range(args.first, args.first + args.clips)]
     summary = summarise(rows)
     fit_settings = None if args.fit_config is None else args.fit_config.read_text()
-    record = vars(args) | {"work": str(args.work), "fit_config": fit_settings}
+    record = vars(args) | {"work": str(args.work), "fit_config": fit_settings, "log_tuning_side": LOG_TUNING_SIDE}
     write_json(args.out, {"environment": env, "settings": record, "clips": rows, "summary": summary})
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
