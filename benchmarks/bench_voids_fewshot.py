@@ -21,7 +21,8 @@ error; over every void and over the visible ones, t ≥ 3). Each fit and track i
 
 Run:  python benchmarks/bench_voids_fewshot.py [--clips 6] [--first 0] [--size 256] [--frames 8] [--fit-config F]
       [--corpus-kernel fused] (the recordings' phase-field steps with the compiled kernel: 1024² × 8 frames in 40 s
-      instead of 6 min)
+      instead of 6 min) [--settings "3 frames"] [--skip-log] (only these fits; without the LoG baseline, whose tuning
+      takes up to 10 minutes a 1024² recording)
 Writes benchmarks/results/voids_fewshot.json (``--out`` to change); ``--merge A.json B.json`` scores finished runs
 together (e.g. two halves run side by side, each with its own ``--work`` folder kept for the merge).
 """
@@ -104,7 +105,7 @@ def one_clip(k: int, args: argparse.Namespace, work: Path) -> dict:
     found["zero-shot"] = load_generalist().masks(frames)
     seconds["zero-shot"] = time.perf_counter() - t0
     exe = [sys.executable, "-m", "neuradiff"]
-    for setting in SETTINGS[1:]:
+    for setting in args.settings:
         ann = np.full(frames.shape, 255, np.uint8)
         for f in annotated_frames(setting, args.frames):
             ann[f] = truth[f].astype(np.uint8)
@@ -117,7 +118,8 @@ def one_clip(k: int, args: argparse.Namespace, work: Path) -> dict:
         track_s = run(exe + ["track", str(video), "--model", str(model), "--out", str(track), "--threads", "1"])
         found[setting] = tifffile.imread(track / "masks.tif").astype(bool)
         seconds[setting] = fit_s + track_s
-    for setting in BASELINES:
+    baselines = [] if args.skip_log else [f"LoG, {s}" for s in args.settings]
+    for setting in baselines:
         t0 = time.perf_counter()
         taught = annotated_frames(setting.split(", ")[1], args.frames)
         thr, pol, _ = tune_log_on(
@@ -141,17 +143,17 @@ def one_clip(k: int, args: argparse.Namespace, work: Path) -> dict:
                 "every void": score([found[s][f] for f in scored], [truth[f] for f in scored]),
                 "visible voids": score([found[s][f] for f in scored], [truth[f] for f in scored], hidden),
             }
-            for s in (*SETTINGS, *BASELINES)
+            for s in found
         },
     }
-    arrays: dict[str, np.ndarray] = {key(s): found[s][scored] for s in (*SETTINGS, *BASELINES)}
+    arrays: dict[str, np.ndarray] = {key(s): found[s][scored] for s in found}
     arrays |= {
         "truth": truth[scored],
         "hidden": np.concatenate(hidden),
         "hidden_counts": np.array([h.size for h in hidden]),
     }
     np.savez_compressed(folder / "scored.npz", **arrays)  # pyright: ignore[reportArgumentType]
-    line = ", ".join(f"{s} {row['scores'][s]['visible voids']['f1']:.3f}" for s in (*SETTINGS, *BASELINES))
+    line = ", ".join(f"{s} {row['scores'][s]['visible voids']['f1']:.3f}" for s in found)
     print(f"clip {k} ({row['render'].get('contrast', '?')}): visible-void F1 {line}", flush=True)
     return row
 
@@ -210,7 +212,7 @@ def summarise(rows: list[dict]) -> dict:
         )
     )
     zero = pool["zero-shot"]["visible voids"]["f1"]
-    for s in SETTINGS[1:]:
+    for s in [s for s in SETTINGS[1:] if s in pool]:
         f1 = pool[s]["visible voids"]["f1"]
         ratio = f"ratio {f1 / zero:.2f}" if zero > 0 else "the generalist found none"
         print(f"visible-void F1, {s} / zero-shot: {f1:.3f} / {zero:.3f} ({ratio})")
@@ -232,10 +234,17 @@ def main() -> None:
         help="how the recordings' voids are evolved (CorpusSettings.kernel): fused for 1024² recordings",
     )  # fmt: skip
     ap.add_argument("--fit-config", type=Path, default=None, help="a fit settings file for the few-shot fits")
+    ap.add_argument(
+        "--settings", type=lambda v: [s.strip() for s in v.split(",")], default=list(SETTINGS[1:]),
+        help='the few-shot settings to fit, comma-separated (default "1 frame,3 frames"); zero-shot always runs',
+    )  # fmt: skip
+    ap.add_argument("--skip-log", action="store_true", help="leave out the LoG baseline (slow on 1024² frames)")
     ap.add_argument("--work", type=Path, default=None, help="keep recordings, models and masks in this folder")
     ap.add_argument("--out", default="voids_fewshot.json", help="file name under benchmarks/results")
     ap.add_argument("--merge", nargs="+", metavar="JSON", help="only score these finished runs together")
     args = ap.parse_args()
+    if not set(args.settings) <= set(SETTINGS[1:]):
+        ap.error(f"--settings takes {', '.join(map(repr, SETTINGS[1:]))}, comma-separated")
     if args.frames < 6:
         ap.error("--frames must be at least 6 (three annotated frames and scored frames between them)")
     if args.merge:

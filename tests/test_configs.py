@@ -203,11 +203,16 @@ def test_schemas_in_docs_are_up_to_date(name):
 def test_schema_describes_the_checks():
     fit = config_schemas()["fit"]
     assert fit["additionalProperties"] is False
-    assert fit["properties"]["pretrain_iters"] == {
-        "default": 150,
+    assert fit["properties"]["joint_iters"] == {
+        "default": 50,
         "minimum": 0,
-        "title": "Pretrain Iters",
+        "title": "Joint Iters",
         "type": "integer",
+    }
+    assert fit["properties"]["pretrain_iters"] == {
+        "anyOf": [{"minimum": 0, "type": "integer"}, {"type": "null"}],
+        "default": None,
+        "title": "Pretrain Iters",
     }
     assert fit["properties"]["boundary"]["enum"] == ["auto", "periodic", "no-flux"]
     assert "parameters" in config_schemas()["simulate"]["properties"]

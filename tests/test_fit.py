@@ -235,6 +235,24 @@ def test_an_iteration_too_stiff_to_simulate_is_skipped_then_the_run_stops(tiny_d
     assert torch.load(ckpt, weights_only=True)["iteration"] == 4
 
 
+@pytest.mark.parametrize("frames, expected", [(1, 150), (2, 300), (3, 450), (5, 450)])
+def test_default_pretraining_grows_with_the_annotated_frames(tiny_dataset, frames, expected):
+    data = _data(tiny_dataset)
+    first = int(data.annotated_frames()[0])
+    ann = np.full_like(data.annotations, 255)
+    ann[np.linspace(0, len(ann) - 1, frames).astype(int)] = data.annotations[first]
+    data = TrainingData(data.frames, ann, None, None, 0.2)
+    settings = {k: v for k, v in TINY_FIT.items() if k not in ("pretrain_iters", "net")}  # from the generalist
+    objective = NeuraDiffObjective(data, FitConfig(**settings))
+    assert FitConfig(**settings).pretrain_iters is None
+    assert objective.config.pretrain_iters == expected
+    assert [p.iterations for p in objective.phases()] == [expected, TINY_FIT["joint_iters"]]
+    assert FitConfig(**settings).for_annotated_frames(frames).pretrain_iters == expected
+    scratch = NeuraDiffObjective(data, FitConfig(**settings, init="scratch", net=TINY_FIT["net"]))
+    assert scratch.config.pretrain_iters == 150  # from random weights: as many whatever the frames
+    assert NeuraDiffObjective(data, FitConfig(**TINY_FIT)).config.pretrain_iters == 6  # a number given is kept
+
+
 def test_gradients_reach_every_learned_parameter_through_the_rollout(tiny_dataset):
     objective = NeuraDiffObjective(_data(tiny_dataset), FitConfig(**TINY_FIT))
     end = int(objective.rec.train_frames[-1])  # a pair ending on a training annotation

@@ -319,6 +319,7 @@ class NeuraDiffObjective:
 
     def __init__(self, data: TrainingData, config: FitConfig, init: NeuraDiffModel | None = None) -> None:
         config.validate()
+        config = config.for_annotated_frames(data.annotated_frames().size)
         self.data, self.config = data, config
         if init is not None and not isinstance(init, NeuraDiffModel):
             raise NeuradiffError(f"a fit can start from a {NeuraDiffModel.method} model only, not {init.method}")
@@ -359,7 +360,7 @@ class NeuraDiffObjective:
         return [
             Phase(
                 "pretrain",
-                cfg.pretrain_iters,
+                cfg.pretraining_iterations(),
                 lambda: [torch.optim.Adam(self.net.parameters(), lr=cfg.net_learning_rate())],
             ),
             Phase(
@@ -628,6 +629,7 @@ def fit_neuradiff(
     >>> fit.identifiable is fit.model.identifiable, isinstance(fit.identifiable.statement(), str)
     (True, True)
     """
+    config = config.for_annotated_frames(data.annotated_frames().size)
     fit = run_objective(
         NeuraDiffObjective(data, config, init),
         config,

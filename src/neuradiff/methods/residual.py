@@ -134,6 +134,7 @@ def fit_residual(
     """
     if config.init == "auto":
         config = replace(config, init="scratch")
+    config = config.for_annotated_frames(data.annotated_frames().size)
     return run_objective(
         ResidualObjective(data, config),
         config,

@@ -61,8 +61,8 @@ class SupervisedModel:
 
 
 def supervised_iterations(config: FitConfig) -> int:
-    """The same budget as NeuraDiff: ``pretrain_iters + joint_iters`` iterations of the annotation loss."""
-    return config.pretrain_iters + config.joint_iters
+    """The same budget as NeuraDiff: its pretraining and joint iterations, of the annotation loss."""
+    return config.pretraining_iterations() + config.joint_iters
 
 
 class SupervisedObjective:
@@ -70,7 +70,7 @@ class SupervisedObjective:
 
     def __init__(self, data: TrainingData, config: FitConfig) -> None:
         config.validate()
-        self.config = config
+        self.config = config = config.for_annotated_frames(data.annotated_frames().size)
         self.rec = RecognitionTraining(data, config)
         self.split = (self.rec.train_frames, self.rec.val_frames)
         self.net = self.rec.new_net()
@@ -125,6 +125,7 @@ def fit_supervised(
     device: torch.device | None = None,
 ) -> FitResult[SupervisedModel]:
     """Train a recognition net on the annotations of ``data``; ``result.model`` is a :class:`SupervisedModel`."""
+    config = config.for_annotated_frames(data.annotated_frames().size)
     return run_objective(
         SupervisedObjective(data, config),
         config,

@@ -156,6 +156,7 @@ def fit_training_data(
     checkpoint). The model comes back on the CPU. ``init``: retrain, starting from this model's net and
     parameters."""
     config.validate()
+    config = config.for_annotated_frames(data.annotated_frames().size)
     dev = resolve_device(device)
     if truth is not None and truth["eta"].shape != data.frames.shape:
         raise NeuradiffError(f"truth {truth['eta'].shape} and video {data.frames.shape} differ in size or length")
