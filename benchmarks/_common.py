@@ -29,6 +29,23 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+#: Vector instruction sets, widest first: the first the CPU has is recorded beside its model name, since two CPUs of
+#: one model name (an AMD EPYC with AVX-512 and an older one without) run the compiled kernels at very different speeds.
+VECTOR_SETS = ("avx512f", "avx2", "avx", "sse4_2", "asimd")
+
+
+def vector_set() -> str:
+    """The widest vector instruction set of :data:`VECTOR_SETS` in the CPU's flags (``"unknown"`` off Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                flags = set(line.split(":", 1)[1].split())
+                return next((v for v in VECTOR_SETS if v in flags), "none")
+    except OSError:
+        pass
+    return "unknown"
+
+
 def source_hash() -> str:
     """SHA-256 (first 12 hex digits) of the engine's sources (src/neuradiff/physics/*.py and the kernels' C sources):
     ties figures to a version."""
@@ -76,6 +93,7 @@ def environment() -> dict:
         "torch_threads": torch.get_num_threads(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
         "cpu": cpu_model(),
+        "vector_set": vector_set(),
         "logical_cpus": os.cpu_count(),
         "loadavg_at_start": load,
         "machine": platform.machine(),
@@ -86,7 +104,8 @@ def environment() -> dict:
 def print_environment(env: dict) -> None:
     print(
         f"# {env['date']}  torch {env['torch']}  threads {env['torch_threads']} "
-        f"(OMP_NUM_THREADS={env['OMP_NUM_THREADS']})  {env['cpu']} ({env['logical_cpus']} logical CPUs)  "
+        f"(OMP_NUM_THREADS={env['OMP_NUM_THREADS']})  {env['cpu']} ({env['logical_cpus']} logical CPUs, "
+        f"{env.get('vector_set', 'unknown')})  "
         f"load average {env['loadavg_at_start']}  physics sources {env['physics_source_sha256']}"
     )
 

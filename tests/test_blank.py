@@ -123,7 +123,8 @@ def test_the_fill_is_seeded_and_regions_touching_blank_are_dropped():
     assert kept[0, 30:35, 30:35].all() and not kept[0, 10:14, 7:11].any()
 
 
-@pytest.mark.parametrize("seed", [HELD_OUT_SEED + 1, pytest.param(HELD_OUT_SEED + 6, marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [HELD_OUT_SEED + 1, HELD_OUT_SEED + 6])
 def test_the_generalist_draws_no_void_on_a_scale_bar_and_finds_the_voids_elsewhere(seed):
     g = load_generalist()
     raw, truth = _frame_512(seed)
@@ -230,6 +231,7 @@ def test_the_clipped_share_counts_saturated_specimen_and_track_says_so():
     assert clipped_share(np.zeros((8, 8))) == 1.0 and clipped_share(frame, np.ones(frame.shape, bool)) == 0.0
 
 
+@pytest.mark.slow
 def test_track_says_when_an_export_clipped_the_frames(tmp_path):
     s = corpus_sample(HELD_OUT_SEED + 3, CorpusSettings(size=96, frames=2))
     said = {}

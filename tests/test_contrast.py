@@ -96,6 +96,16 @@ def test_rings_grown_in_windows_are_the_rings_grown_over_the_frame(seed):
         np.testing.assert_allclose(fast[0], slow[0], rtol=1e-12)
 
 
+def test_a_second_thread_gives_the_same_statistics_and_masks():
+    s = corpus_sample(HELD_OUT_SEED + 1, CorpusSettings(size=192, frames=2))
+    frames, masks = np.stack(s.frames).astype(np.float64), np.stack(s.masks)
+    labels, t = contrast_significance(frames[0], masks[0])
+    labels2, t2 = contrast_significance(frames[0], masks[0], threads=2)
+    assert t.size > 5 and np.array_equal(labels, labels2) and np.array_equal(t, t2)
+    kept = drop_faint(frames, masks, 5.0)
+    assert np.array_equal(kept, drop_faint(frames, masks, 5.0, threads=2)) and kept.any()
+
+
 @pytest.mark.parametrize("shape", [(1, 1), (1, 9), (9, 1), (2, 2), (37, 53)])
 def test_growing_labels_is_the_grey_dilation_by_the_cross(shape):
     labels = np.random.default_rng(shape[0] * 100 + shape[1]).integers(0, 50, shape).astype(np.int32)
@@ -327,6 +337,7 @@ def test_track_refuses_a_bad_contrast_threshold_in_one_line(tmp_path, args, mess
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_track_records_the_threshold_it_used(tmp_path):
     s = corpus_sample(HELD_OUT_SEED + 3, CorpusSettings(size=96, frames=2))
     video = tmp_path / "v.tif"

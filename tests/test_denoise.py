@@ -79,6 +79,7 @@ def _video(path, n=8, size=40):
     tifffile.imwrite(path, np.clip(noisy, 0, 255).astype(np.uint8), imagej=True, metadata={"axes": "TYX"})
 
 
+@pytest.mark.slow
 def test_track_streams_a_temporal_window_across_chunks(tmp_path):
     _video(tmp_path / "a.tif")
     torch.manual_seed(0)

@@ -145,7 +145,7 @@ def test_adaptive_conserves_mass_lowers_free_energy_and_hits_output_times():
     assert math.isclose(sum(tr.step_sizes), 60.0, rel_tol=1e-12)
 
 
-@pytest.mark.parametrize("laplacian", ["spectral", "five-point"])
+@pytest.mark.parametrize("laplacian", [pytest.param("spectral", marks=pytest.mark.slow), "five-point"])
 def test_linear_growth_rate_of_a_single_mode(laplacian):
     # c = c0 + ε cos(k x): ε grows as exp(ω t), ω(k) = −M k² (f''(c0) + κ k²) (k² the symbol of −∇²)
     p = SpinodalParameters()
@@ -169,6 +169,7 @@ def test_linear_growth_rate_of_a_single_mode(laplacian):
         assert abs(measured - omega) < 5e-5 * max(1.0, abs(omega)), (m, measured, omega)
 
 
+@pytest.mark.slow
 def test_generic_models_use_the_rate_and_agree_with_a_fine_reference():
     # Allen-Cahn has no Fourier-space remainder: the default goes through its rate (5-point stencil)
     model, p = AllenCahnModel(), AllenCahnParameters(W=1.0, kappa=2.0, L=1.0)
@@ -215,6 +216,7 @@ def test_bad_input_gives_clear_errors():
         adaptive_spectral(model, c, p, t_end=10.0, tol=1e-30, dt_min=1e-3, dt0=1.0)
 
 
+@pytest.mark.slow
 def test_the_stabilisation_constant_changes_the_split_not_the_solution():
     # the two splits differ by their O(dt²) errors only: the gap shrinks ×4 when dt halves
     c = smooth_field(32, seed=4)

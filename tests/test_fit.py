@@ -253,6 +253,7 @@ def test_default_pretraining_grows_with_the_annotated_frames(tiny_dataset, frame
     assert NeuraDiffObjective(data, FitConfig(**TINY_FIT)).config.pretrain_iters == 6  # a number given is kept
 
 
+@pytest.mark.slow
 def test_gradients_reach_every_learned_parameter_through_the_rollout(tiny_dataset):
     objective = NeuraDiffObjective(_data(tiny_dataset), FitConfig(**TINY_FIT))
     end = int(objective.rec.train_frames[-1])  # a pair ending on a training annotation
@@ -263,6 +264,7 @@ def test_gradients_reach_every_learned_parameter_through_the_rollout(tiny_datase
     assert float(terms["sim"].detach()) > 0
 
 
+@pytest.mark.slow
 def test_physics_fitted_to_annotations_only_when_asked(tiny_dataset):
     objective = NeuraDiffObjective(_data(tiny_dataset), FitConfig(**TINY_FIT, physics_loss="sim"))
     end = int(objective.rec.train_frames[-1])

@@ -57,6 +57,7 @@ def test_loss_weights_mark_separation_lines_and_weight_small_voids_up():
     assert loss_weights(mask, eta, small_weight=5.0)[6, 6] == 4.0
 
 
+@pytest.mark.slow
 def test_pool_holds_stills_then_every_frame_of_each_clip():
     cfg = GeneralistConfig(size=32, pool=2, clips=1, small_weight=0.5)
     x, y, w = make_pool(cfg, first_seed=7)
@@ -70,6 +71,7 @@ def test_pool_holds_stills_then_every_frame_of_each_clip():
         np.testing.assert_array_equal(w[2 + t], loss_weights(clip.masks[t], clip.eta[t], 0.5))
 
 
+@pytest.mark.slow
 def test_the_written_record_names_the_clips_it_trained_on(tmp_path):
     cfg = GeneralistConfig(size=32, pool=2, iters=1, batch=2, clips=1, small_weight=1.0, version="t")
     net, record = train_generalist(cfg, log=None)

@@ -112,6 +112,7 @@ def test_creme_sizes_match_regionprops():
     assert meas.frames["count"].sum() == len(meas.voids)
 
 
+@pytest.mark.slow
 def test_write_measurements(tmp_path):
     m = _movie(n=5, shape=(64, 120))
     frames = (m * 120 + 40).astype(np.uint8)

@@ -52,7 +52,8 @@ def whole(recording, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("span", [pytest.param(1, marks=pytest.mark.slow), 7, pytest.param(20, marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("span", [1, 7, 20])
 def test_parts_equal_one_pass(recording, whole, tmp_path, span):
     run_track(recording, None, tmp_path / "parts", overlay=False, chunk=4, runner=InProcess(), span=span)
     _same_outputs(whole, tmp_path / "parts")

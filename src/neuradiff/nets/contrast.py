@@ -26,6 +26,7 @@ minimum are kept.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy import ndimage
@@ -200,13 +201,15 @@ def null_spread(frame: np.ndarray, void: np.ndarray, side: int) -> float:
     return _Background(frame, np.asarray(void, dtype=bool)).spread(side)
 
 
-def contrast_significance(frame: np.ndarray, void: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def contrast_significance(frame: np.ndarray, void: np.ndarray, *, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """The regions of ``void`` ``[H, W]`` (8-connected) and each region's contrast-to-noise statistic ``t``.
 
     Parameters
     ----------
     frame : ``[H, W]`` grey levels (any gain and offset).
     void : ``[H, W]`` bool void mask.
+    threads : with 2 or more, the background's null spreads are measured in a second thread while the rings are
+        summed (the same numbers).
 
     Returns
     -------
@@ -237,9 +240,20 @@ def contrast_significance(frame: np.ndarray, void: np.ndarray) -> tuple[np.ndarr
     mean_in = np.bincount(labels.ravel(), weights=x.ravel(), minlength=n + 1)[1:] / area
     sides = np.asarray(NULL_SIDES)
     side_of = sides[np.abs(sides[None, :] - np.sqrt(area)[:, None]).argmin(axis=1)]
-    background = _Background(x, void)
-    spread = {int(a): background.spread(int(a)) for a in np.unique(side_of)}
-    ring_sum, ring_n = _rings(x, labels, void, np.array([0, *(ring_width(a) for a in area)], dtype=np.int64))
+    widths = np.array([0, *(ring_width(a) for a in area)], dtype=np.int64)
+
+    def spreads() -> dict[int, float]:
+        background = _Background(x, void)
+        return {int(a): background.spread(int(a)) for a in np.unique(side_of)}
+
+    if threads >= 2:  # the two halves of the work release the GIL for most of their time
+        with ThreadPoolExecutor(1) as pool:
+            measured = pool.submit(spreads)
+            ring_sum, ring_n = _rings(x, labels, void, widths)
+            spread = measured.result()
+    else:
+        spread = spreads()
+        ring_sum, ring_n = _rings(x, labels, void, widths)
     ring_sum, ring_n = ring_sum[1:], ring_n[1:]
     difference = np.abs(mean_in - ring_sum / np.maximum(ring_n, 1))
     noise = np.array([spread[int(a)] for a in side_of])
@@ -258,6 +272,7 @@ def drop_faint(
     eta: np.ndarray | None = None,
     confident_eta: float = 0.0,
     scale: float = 1.0,
+    threads: int = 1,
 ) -> np.ndarray:
     """``masks`` ``[T, H, W]`` bool without the void regions that do not stand out of their frame (0: unchanged).
 
@@ -268,7 +283,7 @@ def drop_faint(
     regions down to :data:`VISIBLE_CONTRAST` of at least :data:`CONFIDENT_AREA_PX` at the net's scale (``scale``:
     the net's pixels per frame pixel) whose mean eta reaches ``confident_eta``. Not ``relaxed``: every frame keeps
     only the regions that reach ``min_contrast`` (a threshold learned from annotated voids already says how faint
-    a void can be).
+    a void can be). ``threads``: see :func:`contrast_significance`.
 
     Examples
     --------
@@ -297,7 +312,7 @@ def drop_faint(
     visible = min(VISIBLE_CONTRAST, min_contrast)
     rescue = relaxed and eta is not None and confident_eta > 0
     for k in range(masks.shape[0]):
-        labels, t = contrast_significance(frames[k], masks[k])
+        labels, t = contrast_significance(frames[k], masks[k], threads=threads)
         if t.size:
             reach = int(np.count_nonzero(t >= min_contrast))
             shows_voids = reach >= need and reach >= SHOWN_FRACTION * t.size

@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import torch
 from skimage.measure import label
 
 from neuradiff.core.errors import NeuradiffError
@@ -119,7 +120,15 @@ class Generalist:
             masks = off_blank(masks, blank)
         if self.min_contrast == 0:
             return masks
-        return drop_faint(filled, masks, self.min_contrast, eta=eta, confident_eta=self.confident_eta, scale=factor)
+        return drop_faint(
+            filled,
+            masks,
+            self.min_contrast,
+            eta=eta,
+            confident_eta=self.confident_eta,
+            scale=factor,
+            threads=torch.get_num_threads(),
+        )
 
     def estimate_scale(self, frames: np.ndarray, *, candidates: tuple[float, ...] = SCALE_CANDIDATES) -> float:
         """The resampling factor at which the net reads ``frames`` ``[T, H, W]`` (or one ``[H, W]`` frame; a few
